@@ -1,0 +1,1 @@
+"""Real-browser environment: observations, the action grammar, execution."""

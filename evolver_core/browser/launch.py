@@ -1,0 +1,41 @@
+"""Launch Debian's chromium through Playwright (never `playwright install`).
+
+The flags keep a headless chromium quiet on a machine without internet: without the
+background-networking ones it keeps opening connections that this network refuses.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+CHROMIUM_ENV = "WEBEVOLVER_CHROMIUM"
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # we run as root in containers
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-features=Translate,MediaRouter,OptimizationHints",
+]
+
+
+class ChromiumNotFound(RuntimeError):
+    pass
+
+
+def chromium_path() -> str:
+    """Path of the chromium binary: $WEBEVOLVER_CHROMIUM, then `chromium` on PATH."""
+    candidates = [os.environ.get(CHROMIUM_ENV), shutil.which("chromium"), shutil.which("chromium-browser"),
+                  "/usr/bin/chromium"]
+    for c in candidates:
+        if c and Path(c).exists():
+            return c
+    raise ChromiumNotFound(
+        "chromium not found. Install Debian's package (`apt-get install -y chromium`) "
+        f"or set {CHROMIUM_ENV} to a Chromium binary. `playwright install` is not needed."
+    )

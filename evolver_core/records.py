@@ -1,0 +1,256 @@
+"""Trajectory records: the rows every stage writes, and their Arrow schemas.
+
+Why explicit schemas: shards are written by many workers over many rounds and read back
+with `pyarrow.dataset`, pandas or DuckDB; a fixed schema (types, nullability, UTC
+microsecond timestamps) keeps every shard mergeable and makes a bad row fail at write
+time instead of at training time. See DESIGN.md "Contracts" -> "Trajectory record".
+
+Two tables:
+
+- ``steps``: one `StepRecord` per agent step (what the agent saw, thought and did).
+- ``trajectories``: one `TrajectoryRecord` per trajectory (outcome, judge verdict).
+
+Records are frozen dataclasses; timestamps must be timezone-aware and are normalised to
+`datetime.timezone.utc`, so `from_table(to_table(rs)) == rs` holds exactly. Secrets
+(API keys, credentials) never belong in a record.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Iterable, Literal, get_args
+
+import pyarrow as pa
+
+TableName = Literal["steps", "trajectories"]
+Source = Literal["real", "synthetic"]
+StopReason = Literal["stop", "max_steps", "repeat", "error"]
+
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def _required(name: str, type_: pa.DataType) -> pa.Field:
+    return pa.field(name, type_, nullable=False)
+
+
+def _optional(name: str, type_: pa.DataType) -> pa.Field:
+    return pa.field(name, type_, nullable=True)
+
+
+_IDENTITY_FIELDS = [
+    _required("run_id", pa.string()),
+    _required("round", pa.int32()),
+    _required("stage", pa.string()),
+]
+
+STEP_SCHEMA = pa.schema(
+    [
+        *_IDENTITY_FIELDS,
+        _required("task_id", pa.string()),
+        _required("suite", pa.string()),
+        _required("site", pa.string()),
+        _required("query", pa.string()),
+        _required("trajectory_id", pa.string()),
+        _required("sample", pa.int32()),
+        _required("step", pa.int32()),
+        _required("url", pa.string()),
+        _required("observation", pa.string()),
+        _optional("thought", pa.string()),
+        _required("action_raw", pa.string()),
+        _optional("action", pa.string()),
+        _required("action_valid", pa.bool_()),
+        _optional("error", pa.string()),
+        _required("model", pa.string()),
+        _required("sampling", pa.string()),
+        _required("prompt_tokens", pa.int64()),
+        _required("completion_tokens", pa.int64()),
+        _required("started_at", _TIMESTAMP),
+        _required("ended_at", _TIMESTAMP),
+        _optional("prompt", pa.string()),
+        _optional("response", pa.string()),
+    ]
+)
+
+TRAJECTORY_SCHEMA = pa.schema(
+    [
+        *_IDENTITY_FIELDS,
+        _required("trajectory_id", pa.string()),
+        _required("task_id", pa.string()),
+        _required("suite", pa.string()),
+        _required("site", pa.string()),
+        _required("split", pa.string()),
+        _required("query", pa.string()),
+        _required("sample", pa.int32()),
+        _required("seed", pa.int64()),
+        _required("source", pa.string()),
+        _required("model", pa.string()),
+        _required("n_steps", pa.int32()),
+        _optional("final_answer", pa.string()),
+        _required("stop_reason", pa.string()),
+        _optional("judge_verdict", pa.int8()),
+        _optional("judge_reasoning", pa.string()),
+        _optional("gold_reward", pa.float64()),
+        _required("started_at", _TIMESTAMP),
+        _required("ended_at", _TIMESTAMP),
+        _required("prompt_tokens", pa.int64()),
+        _required("completion_tokens", pa.int64()),
+    ]
+)
+
+
+def trajectory_id(task_id: str, sample: int) -> str:
+    """The id shared by a trajectory's row and its step rows: ``"<task_id>#<sample>"``."""
+    return f"{task_id}#{sample}"
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON text for the ``sampling`` and ``prompt`` columns."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _utc(name: str, value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware, got naive {value!r}")
+    return value.astimezone(timezone.utc)
+
+
+def _check_choice(name: str, value: object, choices: tuple[object, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Timed:
+    """Base of both records: normalises the start/end timestamps to UTC."""
+
+    started_at: datetime
+    ended_at: datetime
+
+    def __post_init__(self) -> None:
+        for name in ("started_at", "ended_at"):
+            object.__setattr__(self, name, _utc(name, getattr(self, name)))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StepRecord(_Timed):
+    """One agent step. ``action`` is the canonical formatted action, None if unparsable."""
+
+    TABLE: ClassVar[TableName] = "steps"
+    SCHEMA: ClassVar[pa.Schema] = STEP_SCHEMA
+
+    run_id: str
+    round: int
+    stage: str
+    task_id: str
+    suite: str
+    site: str
+    query: str
+    trajectory_id: str
+    sample: int
+    step: int
+    url: str
+    observation: str
+    thought: str | None
+    action_raw: str
+    action: str | None
+    action_valid: bool
+    error: str | None
+    model: str
+    sampling: str  # canonical_json({"temperature":..., "top_p":..., "seed":..., "max_tokens":...})
+    prompt_tokens: int
+    completion_tokens: int
+    prompt: str | None = None  # canonical_json(chat messages)
+    response: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrajectoryRecord(_Timed):
+    """One trajectory's outcome; ``judge_verdict`` is 0/1 once judged, else None."""
+
+    TABLE: ClassVar[TableName] = "trajectories"
+    SCHEMA: ClassVar[pa.Schema] = TRAJECTORY_SCHEMA
+
+    run_id: str
+    round: int
+    stage: str
+    trajectory_id: str
+    task_id: str
+    suite: str
+    site: str
+    split: str
+    query: str
+    sample: int
+    seed: int
+    source: Source
+    model: str
+    n_steps: int
+    final_answer: str | None
+    stop_reason: StopReason
+    judge_verdict: int | None = None
+    judge_reasoning: str | None = None
+    gold_reward: float | None = None
+    prompt_tokens: int
+    completion_tokens: int
+
+    def __post_init__(self) -> None:
+        super(TrajectoryRecord, self).__post_init__()
+        _check_choice("source", self.source, get_args(Source))
+        _check_choice("stop_reason", self.stop_reason, get_args(StopReason))
+        _check_choice("judge_verdict", self.judge_verdict, (None, 0, 1))
+
+
+Record = StepRecord | TrajectoryRecord
+RECORD_TYPES: dict[TableName, type[StepRecord] | type[TrajectoryRecord]] = {
+    "steps": StepRecord,
+    "trajectories": TrajectoryRecord,
+}
+SCHEMAS: dict[TableName, pa.Schema] = {name: cls.SCHEMA for name, cls in RECORD_TYPES.items()}
+
+
+def validate_table(table: pa.Table, schema: pa.Schema) -> None:
+    """Raise ValueError unless `table` has exactly `schema` and no null in a required field.
+
+    Arrow does not enforce nullability on its own, hence the explicit null check.
+    """
+    if not table.schema.equals(schema, check_metadata=False):
+        raise ValueError(f"table schema differs from the expected:\n{table.schema}\n!=\n{schema}")
+    nulls = [f.name for f in schema if not f.nullable and table.column(f.name).null_count]
+    if nulls:
+        raise ValueError(f"null values in required fields: {nulls}")
+
+
+def to_table(
+    records: Iterable[Record],
+    record_type: type[StepRecord] | type[TrajectoryRecord] | None = None,
+) -> pa.Table:
+    """Records of one type -> a validated Arrow table; `record_type` is needed when empty."""
+    rows = list(records)
+    cls = record_type or (type(rows[0]) if rows else None)
+    if cls is None:
+        raise ValueError("record_type is required to build a table from no records")
+    wrong = {type(r).__name__ for r in rows if type(r) is not cls}
+    if wrong:
+        raise TypeError(f"all records must be {cls.__name__}, got {sorted(wrong)}")
+    names = cls.SCHEMA.names
+    rows_as_dicts = [{n: getattr(r, n) for n in names} for r in rows]
+    table = pa.Table.from_pylist(rows_as_dicts, schema=cls.SCHEMA)
+    validate_table(table, cls.SCHEMA)
+    return table
+
+
+def record_type_of(schema: pa.Schema) -> type[StepRecord] | type[TrajectoryRecord]:
+    """The record class whose schema has exactly these column names (in any order)."""
+    for cls in RECORD_TYPES.values():
+        if set(schema.names) == set(cls.SCHEMA.names):
+            return cls
+    raise ValueError(f"columns match no record schema: {schema.names}")
+
+
+def from_table(table: pa.Table) -> list[StepRecord] | list[TrajectoryRecord]:
+    """Arrow table (e.g. read from Parquet) -> records; the type follows the columns."""
+    cls = record_type_of(table.schema)
+    table = table.select(cls.SCHEMA.names).cast(cls.SCHEMA)
+    validate_table(table, cls.SCHEMA)
+    return [cls(**row) for row in table.to_pylist()]

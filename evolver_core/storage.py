@@ -1,0 +1,271 @@
+"""Record storage: Parquet shards under one fsspec root (local directory or S3 prefix).
+
+Why: every stage of every round writes its records from many workers, and a killed or
+retried worker must never leave half a shard or duplicate rows behind. So:
+
+- Layout: ``<root>/runs/<run_id>/round=<i>/<stage>/<table>/part-<shard>.parquet``, with
+  `table` one of `records.SCHEMAS` ("steps", "trajectories"). ``round=<i>`` is a hive
+  partition; every row also carries run_id, round and stage, so a shard is
+  self-describing.
+- Shard names are deterministic from a caller-chosen shard key (e.g. the trajectory id):
+  rewriting a key replaces the shard instead of adding rows.
+- Atomic commit: a shard is written under a temporary name starting with "." in the same
+  directory, then moved to its final name. On a local filesystem the move is a rename
+  (atomic). On S3 the move is a server-side copy plus delete; a copied object, like any
+  PUT, becomes visible whole or not at all, and an interrupted upload of the temporary
+  object never reaches the final key. Either way a killed writer leaves the previous
+  shard (or none) plus at most a stray temporary file, which every reader ignores
+  (readers only match ``part-*.parquet``; pyarrow/pandas skip names starting with ".").
+
+S3 settings: the endpoint comes from the `endpoint_url` argument, else
+``WEBEVOLVER_S3_ENDPOINT``, else ``AWS_ENDPOINT_URL``; credentials come only from the
+standard AWS chain (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, profiles, roles)
+and are never passed, held or shown by this class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from fsspec.utils import get_protocol
+
+from evolver_core.records import SCHEMAS, TableName, validate_table
+
+ENDPOINT_ENV_VARS = ("WEBEVOLVER_S3_ENDPOINT", "AWS_ENDPOINT_URL")
+_S3_PROTOCOLS = ("s3", "s3a")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_ROUND_PARTITIONING = ds.partitioning(pa.schema([("round", pa.int32())]), flavor="hive")
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(f"{kind} must match {_NAME.pattern}, got {value!r}")
+    return value
+
+
+def _check_table_name(value: str) -> TableName:
+    if value not in SCHEMAS:
+        raise ValueError(f"table_name must be one of {sorted(SCHEMAS)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def shard_filename(shard_key: str) -> str:
+    """``part-<key>.parquet``; a key with characters unsafe in paths is slugged and suffixed
+    with a hash of the key, so distinct keys never share a file and equal keys always do."""
+    if _NAME.fullmatch(shard_key):
+        return f"part-{shard_key}.parquet"
+    digest = hashlib.sha256(shard_key.encode()).hexdigest()[:12]
+    return f"part-{_UNSAFE.sub('_', shard_key)}-{digest}.parquet"
+
+
+def relative_path(
+    run_id: str | None = None,
+    round: int | None = None,
+    stage: str | None = None,
+    table_name: str | None = None,
+    shard_key: str | None = None,
+) -> str:
+    """Path below the root, as deep as the arguments go (each needs the ones before it).
+
+    ``relative_path("r1", 0, "sample", "steps", "t#0")`` ->
+    ``"runs/r1/round=0/sample/steps/part-t_0-<hash>.parquet"``; ``relative_path()`` -> ``"runs"``.
+    """
+    given = [run_id, round, stage, table_name, shard_key]
+    depth = next((i for i, v in enumerate(given) if v is None), len(given))
+    if any(v is not None for v in given[depth:]):
+        raise ValueError("run_id, round, stage, table_name, shard_key: each needs those before it")
+    parts = ["runs"]
+    if run_id is not None:
+        parts.append(_check_name("run_id", run_id))
+    if round is not None:
+        if round < 0:
+            raise ValueError(f"round must be >= 0, got {round}")
+        parts.append(f"round={round}")
+    if stage is not None:
+        parts.append(_check_name("stage", stage))
+    if table_name is not None:
+        parts.append(_check_table_name(table_name))
+    if shard_key is not None:
+        parts.append(shard_filename(shard_key))
+    return "/".join(parts)
+
+
+def _redact(url: str) -> str:
+    """The URL without any user:password part."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+
+
+def _resolve_endpoint(endpoint_url: str | None) -> str | None:
+    if endpoint_url:
+        return endpoint_url
+    return next((os.environ[v] for v in ENDPOINT_ENV_VARS if os.environ.get(v)), None)
+
+
+class Storage:
+    """Reads and writes record shards under one root URI (see the module docstring)."""
+
+    def __init__(self, root: str, *, endpoint_url: str | None = None) -> None:
+        protocol = get_protocol(root)
+        options: dict[str, object] = {}
+        self._endpoint_url: str | None = None
+        if protocol in _S3_PROTOCOLS:
+            self._endpoint_url = _resolve_endpoint(endpoint_url)
+            # Own instance and no listing cache: other workers write to the same prefix.
+            options = {"skip_instance_cache": True, "use_listings_cache": False}
+            if self._endpoint_url:
+                options["endpoint_url"] = self._endpoint_url
+        elif endpoint_url is not None:
+            raise ValueError(f"endpoint_url applies to S3 roots only, not {protocol!r}")
+        self._root = root
+        self._fs, self._root_path = fsspec.core.url_to_fs(root, **options)
+        self._root_path = self._root_path.rstrip("/")
+
+    def __repr__(self) -> str:
+        endpoint = f", endpoint_url={_redact(self._endpoint_url)!r}" if self._endpoint_url else ""
+        return f"Storage({_redact(self._root)!r}{endpoint})"
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The underlying fsspec filesystem (paths on it are `path(...)` results)."""
+        return self._fs
+
+    def path(
+        self,
+        run_id: str | None = None,
+        round: int | None = None,
+        stage: str | None = None,
+        table_name: str | None = None,
+        shard_key: str | None = None,
+    ) -> str:
+        """Path on `fs` (no protocol) of a run, round, stage, table or shard (`relative_path`)."""
+        return f"{self._root_path}/{relative_path(run_id, round, stage, table_name, shard_key)}"
+
+    def uri(
+        self,
+        run_id: str | None = None,
+        round: int | None = None,
+        stage: str | None = None,
+        table_name: str | None = None,
+        shard_key: str | None = None,
+    ) -> str:
+        """Full URI (``file:///...`` or ``s3://...``) of the same; see `relative_path`."""
+        return self._fs.unstrip_protocol(self.path(run_id, round, stage, table_name, shard_key))
+
+    def write_shard(
+        self,
+        run_id: str,
+        round: int,
+        stage: str,
+        table_name: TableName,
+        table: pa.Table,
+        shard_key: str,
+    ) -> str:
+        """Atomically write (or replace) one shard; returns its URI.
+
+        The table must have the table's schema exactly, and every row the same
+        run_id/round/stage as its path.
+        """
+        final = self.path(run_id, round, stage, table_name, shard_key)
+        validate_table(table, SCHEMAS[table_name])
+        for column, value in (("run_id", run_id), ("round", round), ("stage", stage)):
+            if table.num_rows and not pc.all(pc.equal(table.column(column), value)).as_py():
+                raise ValueError(f"rows whose {column} is not {value!r} cannot go in this shard")
+        directory, name = final.rsplit("/", 1)
+        temp = f"{directory}/.tmp-{name}.{uuid.uuid4().hex}"
+        self._fs.makedirs(directory, exist_ok=True)
+        try:
+            with self._fs.open(temp, "wb") as f:
+                pq.write_table(table, f, compression="zstd")
+            self._fs.mv(temp, final)
+        except BaseException:
+            if self._fs.exists(temp):
+                self._fs.rm(temp)
+            raise
+        return self._fs.unstrip_protocol(final)
+
+    def _shard_paths(
+        self, run_id: str, round: int | None, stage: str | None, table_name: str | None
+    ) -> list[str]:
+        pattern = "/".join(
+            [
+                self.path(run_id),
+                "round=*" if round is None else f"round={round}",
+                "*" if stage is None else _check_name("stage", stage),
+                "*" if table_name is None else _check_table_name(table_name),
+                "part-*.parquet",
+            ]
+        )
+        return sorted(self._fs.glob(pattern))
+
+    def list_shards(
+        self,
+        run_id: str,
+        round: int | None = None,
+        stage: str | None = None,
+        table_name: str | None = None,
+    ) -> list[str]:
+        """Sorted URIs of the committed shards matching the filters (None = any)."""
+        paths = self._shard_paths(run_id, round, stage, table_name)
+        return [self._fs.unstrip_protocol(p) for p in paths]
+
+    def exists(
+        self,
+        run_id: str,
+        round: int | None = None,
+        stage: str | None = None,
+        table_name: str | None = None,
+        shard_key: str | None = None,
+    ) -> bool:
+        """Whether that shard is committed; without a shard key, whether any shard matches."""
+        if shard_key is not None:
+            return self._fs.exists(self.path(run_id, round, stage, table_name, shard_key))
+        return bool(self._shard_paths(run_id, round, stage, table_name))
+
+    def dataset(
+        self,
+        run_id: str,
+        round: int | None = None,
+        stage: str | None = None,
+        *,
+        table_name: TableName,
+    ) -> ds.Dataset:
+        """A `pyarrow.dataset` over the committed shards of one table (hive on ``round``)."""
+        return ds.dataset(
+            self._shard_paths(run_id, round, stage, table_name),  # validates table_name first
+            schema=SCHEMAS[table_name],
+            format="parquet",
+            filesystem=self._fs,
+            partitioning=_ROUND_PARTITIONING,
+            partition_base_dir=self.path(run_id),
+        )
+
+    def read_table(
+        self,
+        run_id: str,
+        round: int | None = None,
+        stage: str | None = None,
+        *,
+        table_name: TableName,
+    ) -> pa.Table:
+        """All committed rows of one table for a run, optionally one round and/or stage."""
+        return self.dataset(run_id, round, stage, table_name=table_name).to_table()
+
+    def list_runs(self) -> list[str]:
+        """Sorted run ids that have anything stored."""
+        runs = self.path()
+        if not self._fs.exists(runs):
+            return []
+        entries = self._fs.ls(runs, detail=True)
+        dirs = (e["name"].rstrip("/") for e in entries if e["type"] == "directory")
+        return sorted(d.rsplit("/", 1)[-1] for d in dirs)

@@ -1,0 +1,497 @@
+"""Wordwell: a dictionary, the sandbox's stand-in for WebVoyager's Cambridge Dictionary tasks.
+
+Search (an exact match jumps to the entry), an A-Z browse index with pagination, a word of
+the day, entries (pronunciation, part of speech, numbered senses with examples, synonyms,
+inflections, etymology, first known use) and a word list kept on the server
+(`/__state` -> {"wordlist": [word]}). The words are invented from a fixed seed, so an agent
+cannot answer from memory. Each word is its own entity (`dictionary:word:<word>`); synonyms
+are drawn from the same pool, so a test word never names a train word.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from random import Random
+from typing import Any, Callable
+from urllib.parse import quote
+
+from evolver_core.suites.sandbox.spec import (
+    Pools,
+    TaskSpec,
+    answer,
+    answer_gold,
+    choose,
+    click,
+    search,
+    state_gold,
+)
+from evolver_core.suites.sandbox.web import (
+    Request,
+    Response,
+    Route,
+    Site,
+    counted,
+    esc,
+    link_list,
+    pager,
+    paginate,
+    post_button,
+    redirect,
+    route,
+    search_form,
+)
+
+SEED = 404
+N_WORDS = 160
+PER_PAGE = 20
+SEARCH_LABEL = "Search Wordwell"
+
+ONSETS = (
+    "b",
+    "br",
+    "c",
+    "cl",
+    "d",
+    "dr",
+    "f",
+    "fl",
+    "g",
+    "gr",
+    "h",
+    "j",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "pl",
+    "qu",
+    "r",
+    "s",
+    "sc",
+    "sl",
+    "st",
+    "t",
+    "tr",
+    "v",
+    "w",
+    "z",
+)
+NUCLEI = ("a", "e", "i", "o", "u", "ai", "ea", "ou", "y")
+CODAS = ("", "", "", "n", "r", "l", "m", "st", "nd", "sk", "th", "ct")
+ENDINGS = {
+    "noun": ("ment", "ity", "on", "el", "ance", "ard", ""),
+    "verb": ("ate", "ify", "en", "ize", ""),
+    "adjective": ("ous", "ive", "ic", "al", "ish"),
+    "adverb": ("ously", "ively", "ically", "ishly"),
+}
+SENSES = {
+    "noun": (
+        "a small {material} tool used to {task}",
+        "the feeling of {feeling} after {event}",
+        "a person who {habit}",
+        "a narrow {place} where {creatures} gather",
+        "an old custom of {doing} at {event}",
+    ),
+    "verb": (
+        "to {task} carefully before {event}",
+        "to move {manner} through the {place}",
+        "to speak {manner} about {topic}",
+        "to gather {creatures} in the {place}",
+    ),
+    "adjective": (
+        "feeling {feeling} in a way that others notice",
+        "made of {material} and easily broken",
+        "typical of the {place} at dusk",
+        "slightly too fond of {topic}",
+    ),
+    "adverb": ("in a {manner} way", "with great {feeling}", "as if walking through the {place}"),
+}
+SLOTS = {
+    "material": ("copper", "birch", "clay", "woollen", "glass", "reed", "bone"),
+    "task": ("mend nets", "sort seeds", "polish lanterns", "stack firewood", "tune bells", "trim candles", "fold maps"),
+    "doing": (
+        "mending nets",
+        "sorting seeds",
+        "polishing lanterns",
+        "stacking firewood",
+        "tuning bells",
+        "folding maps",
+    ),
+    "feeling": ("quiet pride", "mild regret", "restless joy", "sleepy calm", "nervous hope", "gentle envy"),
+    "event": (
+        "a long journey",
+        "a winter storm",
+        "a village feast",
+        "the first frost",
+        "a family quarrel",
+        "the harvest",
+    ),
+    "habit": (
+        "collects broken clocks",
+        "hums while working",
+        "arrives too early",
+        "keeps lists of clouds",
+        "never finishes soup",
+    ),
+    "place": ("valley", "harbour", "orchard", "stairwell", "marsh", "attic", "bridge"),
+    "creatures": ("sparrows", "moths", "goats", "herons", "beetles", "otters"),
+    "manner": ("slowly", "cheerfully", "stubbornly", "quietly", "clumsily", "briskly"),
+    "topic": ("old maps", "weather", "rare stamps", "tea", "gossip", "bridges"),
+}
+EXAMPLES = {
+    "noun": "Nobody expected to find a {word} in the {place}.",
+    "verb": "We had to {word} before anyone reached the {place}.",
+    "adjective": "The {place} looked oddly {word} that morning.",
+    "adverb": "He walked {word} towards the {place}.",
+}
+LANGUAGES = (
+    "Old Norse",
+    "Middle French",
+    "Latin",
+    "Ancient Greek",
+    "Old English",
+    "Middle Dutch",
+    "Italian",
+    "Old Irish",
+)
+GLOSSES = ("to bind", "small fire", "river bank", "to whisper", "grey cloth", "sharp edge", "a gathering", "salt marsh")
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    pos: str
+    syllables: tuple[str, ...]
+    senses: tuple[tuple[str, str], ...]  # (definition, example)
+    language: str
+    root: str
+    gloss: str
+    first_use: int
+    inflection: str  # plural for nouns, past tense for verbs, comparative note otherwise ("")
+
+    @property
+    def key(self) -> str:
+        return f"dictionary:word:{self.word}"
+
+
+def _fill(template: str, rng: Random) -> str:
+    return template.format(**{k: rng.choice(v) for k, v in SLOTS.items()})
+
+
+def _plural(word: str) -> str:
+    if word.endswith(("s", "x", "sh", "ch", "th")):
+        return f"{word}es"
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        return f"{word[:-1]}ies"
+    if word.endswith("on"):
+        return f"{word[:-2]}a"  # a Greek-style plural, for realism
+    return f"{word}s"
+
+
+def _past(word: str) -> str:
+    if word.endswith("e"):
+        return f"{word}d"
+    if word.endswith("y"):
+        return f"{word[:-1]}ied"
+    return f"{word}ed"
+
+
+def _make_word(rng: Random, pos: str) -> tuple[str, tuple[str, ...]]:
+    parts = [rng.choice(ONSETS) + rng.choice(NUCLEI) + rng.choice(CODAS) for _ in range(rng.randint(1, 2))]
+    ending = rng.choice(ENDINGS[pos])
+    if ending:
+        parts.append(ending)
+    return "".join(parts), tuple(parts)
+
+
+def make_words(seed: int = SEED) -> list[Word]:
+    rng = Random(seed)
+    seen: set[str] = set()
+    definitions: set[str] = set()
+    words: list[Word] = []
+    while len(words) < N_WORDS:
+        pos = rng.choice(("noun", "noun", "verb", "verb", "adjective", "adverb"))
+        word, syllables = _make_word(rng, pos)
+        if word in seen or not 5 <= len(word) <= 12:
+            continue
+        senses = tuple(dict.fromkeys(_fill(t, rng) for t in rng.sample(SENSES[pos], rng.randint(1, 3))))
+        if senses[0] in definitions:
+            continue
+        seen.add(word)
+        definitions.add(senses[0])
+        examples = tuple(EXAMPLES[pos].format(word=word, place=rng.choice(SLOTS["place"])) for _ in senses)
+        words.append(
+            Word(
+                word=word,
+                pos=pos,
+                syllables=syllables,
+                senses=tuple(zip(senses, examples, strict=True)),
+                language=rng.choice(LANGUAGES),
+                root=word[: max(3, len(word) - 3)] + rng.choice(("a", "us", "ir", "os")),
+                gloss=rng.choice(GLOSSES),
+                first_use=rng.randint(1290, 1985),
+                inflection=_plural(word) if pos == "noun" else _past(word) if pos == "verb" else "",
+            )
+        )
+    return words
+
+
+def _synonyms(words: list[Word], pools: Pools) -> dict[str, tuple[str, ...]]:
+    """2-3 synonyms per word: other words of the same part of speech and the same pool."""
+    rng = Random(f"{SEED}:synonyms")
+    out = {}
+    for w in words:
+        peers = [v.word for v in words if v.pos == w.pos and v.word != w.word and pools.of(v.key) == pools.of(w.key)]
+        out[w.word] = tuple(rng.sample(peers, min(len(peers), rng.randint(2, 3))))
+    return out
+
+
+class Dictionary(Site):
+    name = "dictionary"
+    title = "Wordwell Dictionary"
+
+    def __init__(self, seed: int = SEED):
+        self.words = sorted(make_words(seed), key=lambda w: w.word)
+        self.by_word = {w.word: w for w in self.words}
+        self.pools = Pools(self.name, (w.key for w in self.words))
+        self.synonyms = _synonyms(self.words, self.pools)
+        self.word_of_the_day = Random(seed).choice(self.words)
+
+    # --- serving -------------------------------------------------------------------------
+
+    def routes(self) -> list[Route]:
+        return [
+            route("GET", "/", self.home),
+            route("GET", "/search", self.search_page),
+            route("GET", r"/browse/(?P<letter>[a-z])", self.browse),
+            route("GET", r"/define/(?P<word>[a-z]+)", self.entry),
+            route("GET", "/wordlist", self.wordlist),
+            route("POST", "/wordlist/add", self.add_word),
+            route("POST", "/wordlist/remove", self.remove_word),
+        ]
+
+    def initial_state(self) -> dict[str, Any]:
+        return {"wordlist": []}
+
+    def accent_css(self) -> str:
+        return "header{background:#1d3557}.pos{font-style:italic;color:#7a2e2e}.pron{color:#555}"
+
+    def header(self, req: Request) -> str:
+        letters = " ".join(f'<a href="/browse/{c}">{c.upper()}</a>' for c in "abcdefghijklmnopqrstuvwxyz")
+        return (
+            '<header><a class="brand" href="/">Wordwell</a>'
+            + search_form("/search", SEARCH_LABEL, req.arg("q"), "Look up a word")
+            + f'<nav aria-label="Main"><a href="/wordlist">My word list ({len(req.state["wordlist"])})</a></nav>'
+            f'<nav aria-label="Browse A to Z">{letters}</nav></header>'
+        )
+
+    def home(self, req: Request) -> Response:
+        w = self.word_of_the_day
+        main = (
+            "<h1>Wordwell Dictionary</h1><p>Clear definitions of rare and curious English words.</p>"
+            f'<h2>Word of the day</h2><p><a href="/define/{w.word}">{w.word}</a> '
+            f'<span class="pos">{w.pos}</span>: {esc(w.senses[0][0])}</p>'
+            "<h2>Recently added</h2>" + link_list([(v.word, f"/define/{v.word}") for v in self.words[::23]])
+        )
+        return Response(self.page("Dictionary", main, req))
+
+    def search_page(self, req: Request) -> Response:
+        q = req.arg("q").lower()
+        if q in self.by_word:
+            return redirect(f"/define/{quote(q)}")
+        close = [w for w in self.words if q and (w.word.startswith(q[:3]) or q in w.word)][:15]
+        body = (
+            link_list([(w.word, f"/define/{w.word}") for w in close])
+            if close
+            else "<p>Try another spelling, or browse A to Z.</p>"
+        )
+        main = f"<h1>No exact match for “{esc(q)}”</h1><h2>Did you mean</h2>{body}"
+        return Response(self.page(f"Search: {q}", main, req))
+
+    def browse(self, req: Request, letter: str) -> Response:
+        words = [w for w in self.words if w.word.startswith(letter)]
+        shown, page_no, pages = paginate(words, req.page_number(), PER_PAGE)
+        items = link_list([(w.word, f"/define/{w.word}") for w in shown]) if shown else "<p>No words yet.</p>"
+        pages_nav = pager(f"/browse/{letter}", {}, page_no, pages)
+        main = f"<h1>Words starting with {letter.upper()}</h1><p>{counted(len(words), 'word')}</p>{items}{pages_nav}"
+        return Response(self.page(f"Browse {letter.upper()}", main, req))
+
+    def entry(self, req: Request, word: str) -> Response:
+        w = self.by_word.get(word)
+        if w is None:
+            return self.not_found(req)
+        listed = word in req.state["wordlist"]
+        action, label = (
+            ("/wordlist/remove", "Remove from word list") if listed else ("/wordlist/add", "Add to word list")
+        )
+        senses = "".join(f'<li><p>{esc(d)}</p><p class="muted"><i>{esc(ex)}</i></p></li>' for d, ex in w.senses)
+        synonyms = ", ".join(f'<a href="/define/{s}">{s}</a>' for s in self.synonyms[word])
+        forms = {"noun": f"<p>Plural: {w.inflection}</p>", "verb": f"<p>Past tense: {w.inflection}</p>"}.get(w.pos, "")
+        main = (
+            f'<h1>{w.word}</h1><p class="pron">Pronunciation: /{"·".join(w.syllables)}/</p><p class="pos">{w.pos}</p>'
+            + post_button(action, label, word=w.word)
+            + f"<h2>Definitions</h2><ol>{senses}</ol>{forms}<p>Synonyms: {synonyms}</p>"
+            f"<h2>Word history</h2><p>Etymology: from {w.language} <i>{w.root}</i>, “{w.gloss}”.</p>"
+            f"<p>First known use: {w.first_use}</p>"
+        )
+        return Response(self.page(w.word, main, req))
+
+    def wordlist(self, req: Request) -> Response:
+        words = req.state["wordlist"]
+        body = link_list([(w, f"/define/{w}") for w in words]) if words else "<p>Your word list is empty.</p>"
+        return Response(self.page("My word list", f"<h1>My word list</h1>{body}", req))
+
+    def add_word(self, req: Request) -> Response:
+        word = req.form.get("word", "")
+        if word not in self.by_word:
+            return self.not_found(req)
+        if word not in req.state["wordlist"]:
+            req.state["wordlist"].append(word)
+        req.state["_flash"] = f"Added {word} to your word list."
+        return redirect(f"/define/{word}")
+
+    def remove_word(self, req: Request) -> Response:
+        word = req.form.get("word", "")
+        if word in req.state["wordlist"]:
+            req.state["wordlist"].remove(word)
+        return redirect(f"/define/{word}" if word in self.by_word else "/wordlist")
+
+    # --- tasks ---------------------------------------------------------------------------
+
+    def task_specs(self) -> list[TaskSpec]:
+        makers: list[tuple[str, Callable[[], list[TaskSpec]], bool]] = [
+            ("part-of-speech", self._pos_drafts, False),
+            ("first-definition", self._definition_drafts, False),
+            ("first-known-use", self._first_use_drafts, False),
+            ("synonym", self._synonym_drafts, False),
+            ("save-word", self._save_drafts, False),
+            ("etymology", self._etymology_drafts, True),
+            ("plural", self._plural_drafts, True),
+        ]
+        return [
+            s
+            for name, make, test_only in makers
+            for s in choose(self.name, name, make(), self.pools, test_only=test_only)
+        ]
+
+    def _open(self, w: Word) -> list[dict[str, Any]]:
+        return [search(SEARCH_LABEL, w.word, f"I'll look up '{w.word}' in the dictionary.")]
+
+    def _pos_drafts(self) -> list[TaskSpec]:
+        return [
+            TaskSpec(
+                "part-of-speech",
+                f"What part of speech is the word '{w.word}' according to Wordwell?",
+                answer_gold(w.pos),
+                (w.key,),
+                (*self._open(w), answer(w.pos, w.pos, f"The entry labels '{w.word}' as a {w.pos}.")),
+            )
+            for w in self.words
+        ]
+
+    def _definition_drafts(self) -> list[TaskSpec]:
+        return [
+            TaskSpec(
+                "first-definition",
+                f"What is the first definition of '{w.word}' in the Wordwell dictionary?",
+                answer_gold(w.senses[0][0]),
+                (w.key,),
+                (
+                    *self._open(w),
+                    answer(w.senses[0][0], w.senses[0][0], f"The first sense listed is: {w.senses[0][0]}."),
+                ),
+            )
+            for w in self.words
+        ]
+
+    def _first_use_drafts(self) -> list[TaskSpec]:
+        return [
+            TaskSpec(
+                "first-known-use",
+                f"In what year was the word '{w.word}' first used, according to Wordwell?",
+                answer_gold(str(w.first_use)),
+                (w.key,),
+                (
+                    *self._open(w),
+                    answer(
+                        str(w.first_use),
+                        f"First known use: {w.first_use}",
+                        f"The word history gives {w.first_use} as the first known use.",
+                    ),
+                ),
+            )
+            for w in self.words
+        ]
+
+    def _synonym_drafts(self) -> list[TaskSpec]:
+        drafts = []
+        for w in self.words:
+            syns = self.synonyms[w.word]
+            if syns:
+                drafts.append(
+                    TaskSpec(
+                        "synonym",
+                        f"Give one synonym of '{w.word}' listed on Wordwell.",
+                        answer_gold(syns[0], *syns[1:]),
+                        (w.key, *(self.by_word[s].key for s in syns)),
+                        (
+                            *self._open(w),
+                            answer(
+                                syns[0], syns[0], f"The entry lists {', '.join(syns)} as synonyms; {syns[0]} is one."
+                            ),
+                        ),
+                    )
+                )
+        return drafts
+
+    def _save_drafts(self) -> list[TaskSpec]:
+        return [
+            TaskSpec(
+                "save-word",
+                f"Add the word '{w.word}' to my Wordwell word list.",
+                state_gold(wordlist=[w.word]),
+                (w.key,),
+                (
+                    *self._open(w),
+                    click("Add to word list", "I'll add the word to my word list.", role="button"),
+                    answer(
+                        f"Added {w.word} to the word list.",
+                        "to your word list",
+                        "The page confirms the word was added, so I'm done.",
+                    ),
+                ),
+            )
+            for w in self.words
+        ]
+
+    def _etymology_drafts(self) -> list[TaskSpec]:
+        return [
+            TaskSpec(
+                "etymology",
+                f"From which language does the word '{w.word}' come, according to Wordwell?",
+                answer_gold(w.language),
+                (w.key,),
+                (
+                    *self._open(w),
+                    answer(w.language, f"from {w.language}", f"The etymology says it comes from {w.language}."),
+                ),
+            )
+            for w in self.words
+        ]
+
+    def _plural_drafts(self) -> list[TaskSpec]:
+        return [
+            TaskSpec(
+                "plural",
+                f"What is the plural form of the noun '{w.word}'?",
+                answer_gold(w.inflection),
+                (w.key,),
+                (
+                    *self._open(w),
+                    answer(w.inflection, f"Plural: {w.inflection}", f"The entry gives the plural as {w.inflection}."),
+                ),
+            )
+            for w in self.words
+            if w.pos == "noun"
+        ]

@@ -1,0 +1,56 @@
+"""Shared fixtures: real pages served on 127.0.0.1 and a minimal suite that opens them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evolver_core.suites.base import EpisodeState, Task
+from evolver_core.suites.httpserver import LocalHTTPServer
+
+PAGES = Path(__file__).parent / "pages"
+
+
+class PagesSuite:
+    """Opens the test pages; no evaluator, no solver."""
+
+    name = "pages"
+
+    def __init__(self, server: LocalHTTPServer):
+        self.server = server
+
+    def task(self, page: str = "form.html", **kw) -> Task:
+        return Task(id=f"pages/{page}", suite=self.name, site="pages", start_url=self.server.url + page,
+                    query="test", **kw)
+
+    def tasks(self, split=None):
+        return [self.task()]
+
+    async def start(self):
+        pass
+
+    async def stop(self):
+        pass
+
+    async def begin(self, task, page):
+        await page.goto(task.start_url)
+        return task
+
+    async def evaluate(self, state: EpisodeState):
+        return None
+
+    def solver(self, task):
+        return None
+
+
+@pytest.fixture(scope="session")
+def pages_server():
+    server = LocalHTTPServer.static(str(PAGES))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pages_suite(pages_server):
+    return PagesSuite(pages_server)

@@ -1,0 +1,66 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+import re
+
+import pytest
+
+from evolver_core.browser.actions import (
+    ACTION_REGEX, Action, ActionParseError, action_from_json, action_to_json, format_action, parse_action,
+)
+
+text = st.text(st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)), max_size=40).filter(
+    lambda s: not re.search(r"\]\s*\[\s*press_enter_after\s*=", s))
+ids = st.integers(min_value=1, max_value=10_000)
+actions = st.one_of(
+    ids.map(lambda i: Action("click", element_id=i)),
+    st.builds(lambda i, t, e: Action("type", element_id=i, text=t, press_enter_after=e), ids, text, st.booleans()),
+    st.sampled_from(["up", "down"]).map(lambda d: Action("scroll", direction=d)),
+    st.sampled_from(["goback", "restart", "wait"]).map(Action),
+    st.one_of(st.none(), text).map(lambda t: Action("stop", text=t)),
+)
+
+
+@given(actions)
+def test_format_then_parse_is_identity(action):
+    assert parse_action(format_action(action)) == action
+
+
+@given(actions)
+def test_json_form_round_trips(action):
+    assert action_from_json(action_to_json(action)) == action
+
+
+@given(actions)
+def test_formatted_actions_match_the_constrained_decoding_regex(action):
+    assert re.fullmatch(ACTION_REGEX, format_action(action))
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("click [12]", Action("click", element_id=12)),
+    ("  click[3] ", Action("click", element_id=3)),
+    ("```type [5] [hello world] [press_enter_after=0]```", Action("type", element_id=5, text="hello world", press_enter_after=False)),
+    ("type [5] [hello]", Action("type", element_id=5, text="hello", press_enter_after=True)),
+    ("type [5] [a [b] c] [press_enter_after=1]", Action("type", element_id=5, text="a [b] c")),
+    ("scroll [direction=down]", Action("scroll", direction="down")),
+    ("scroll [up]", Action("scroll", direction="up")),
+    ("stop [$19.99]", Action("stop", text="$19.99")),
+    ("stop", Action("stop")),
+    ("goback", Action("goback")),
+])
+def test_parses_common_forms(raw, expected):
+    assert parse_action(raw) == expected
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("", "empty"),
+    ("jump [3]", "unknown action 'jump'"),
+    ("click [x]", "malformed click"),
+    ("click [0]", "positive element id"),
+    ("scroll [left]", "malformed scroll"),
+    ("type [3]", "malformed type"),
+    ("click [1]\nclick [2]", "one line"),
+])
+def test_bad_actions_say_what_is_wrong(raw, message):
+    with pytest.raises(ActionParseError, match=re.escape(message)):
+        parse_action(raw)
