@@ -1,0 +1,1 @@
+"""The `webevolver` command line: the user's entry point."""

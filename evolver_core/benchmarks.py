@@ -1,0 +1,147 @@
+"""Speed benchmarks, each against a baseline run in the same process (ratios, not seconds).
+
+- observe: our two-call observation vs the reference approach, which measured every AX
+  node's box with its own CDP round trips (`DOM.resolveNode` + `Runtime.callFunctionOn`).
+- env: observe+act steps per second with 1, 2, 4 concurrent contexts vs a sequential
+  harness that sleeps 3 s after each action, as the reference did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from evolver_core.agent import OracleAgent
+from evolver_core.browser.env import EnvConfig, launch_browser
+from evolver_core.browser.observe import observe
+from evolver_core.suites.httpserver import LocalHTTPServer
+
+REFERENCE_SLEEP_S = 3.0
+
+
+def catalogue_html(rows: int = 250) -> str:
+    """A page of ~4 elements per row (link, text, button, textbox): ~1,000 elements at 250 rows."""
+    body = "".join(
+        f"<tr><td><a href='#r{i}'>Item {i}</a></td><td>{i * 3} units in stock</td>"
+        f"<td><button>Buy {i}</button></td><td><input aria-label='quantity {i}' value='{i % 7}'></td></tr>"
+        for i in range(rows))
+    return f"<!doctype html><html><head><title>Catalogue</title></head><body><h1>Catalogue</h1><table>{body}</table></body></html>"
+
+
+class _CatalogueHandler(BaseHTTPRequestHandler):
+    page = catalogue_html().encode()
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(self.page)))
+        self.end_headers()
+        self.wfile.write(self.page)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+_BOX_JS = "function() { const r = (this.nodeType === 3 ? (() => { const g = document.createRange(); g.selectNode(this); return g; })() : this).getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; }"
+
+
+async def reference_observe(cdp: Any) -> int:
+    """The reference's measurement: the AX tree, then one box query per node. Returns nodes measured."""
+    ax = await cdp.send("Accessibility.getFullAXTree")
+    measured = 0
+    for node in ax["nodes"]:
+        backend = node.get("backendDOMNodeId")
+        if backend is None:
+            continue
+        try:
+            obj = await cdp.send("DOM.resolveNode", {"backendNodeId": backend})
+            await cdp.send("Runtime.callFunctionOn", {"objectId": obj["object"]["objectId"],
+                                                      "functionDeclaration": _BOX_JS, "returnByValue": True})
+            measured += 1
+        except Exception:
+            pass
+    return measured
+
+
+@dataclass
+class Timing:
+    ms_per_call: float
+    calls: int
+
+
+async def _time(fn, repeats: int) -> Timing:
+    await fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        await fn()
+    return Timing((time.perf_counter() - t0) * 1000 / repeats, repeats)
+
+
+async def bench_observe(repeats: int = 10, rows: int = 250) -> dict:
+    server = LocalHTTPServer(_CatalogueHandler)
+    _CatalogueHandler.page = catalogue_html(rows).encode()
+    try:
+        async with launch_browser() as browser:
+            context = await browser.browser.new_context(viewport={"width": 1280, "height": 720})
+            page = await context.new_page()
+            await page.goto(server.url)
+            cdp = await context.new_cdp_session(page)
+            ax_nodes = len((await cdp.send("Accessibility.getFullAXTree"))["nodes"])
+            ours = await _time(lambda: observe(page, cdp), repeats)
+            ref = await _time(lambda: reference_observe(cdp), max(2, repeats // 5))
+            elements = len((await observe(page, cdp, max_elements=10_000)).elements)
+    finally:
+        server.close()
+    return {"bench": "observe", "ax_nodes": ax_nodes, "viewport_elements": elements,
+            "ours_ms": round(ours.ms_per_call, 1), "reference_ms": round(ref.ms_per_call, 1),
+            "ratio": round(ref.ms_per_call / ours.ms_per_call, 2), "target": 8}
+
+
+async def _run_steps(browser: Any, suite: Any, tasks: list, *, sleep_s: float = 0.0) -> int:
+    """Play oracle episodes on one context; returns env steps taken."""
+    env = await browser.new_env(suite, EnvConfig())
+    steps = 0
+    try:
+        for task in tasks:
+            obs = await env.reset(task)
+            agent = OracleAgent(suite)
+            agent.start(env.task)
+            while True:
+                turn = await agent.act(env.task, obs, [])
+                if turn.action.startswith("stop"):
+                    break
+                obs = await env.step(turn.action)
+                steps += 1
+                if sleep_s:
+                    await asyncio.sleep(sleep_s)
+    finally:
+        await env.close()
+    return steps
+
+
+async def bench_env(episodes_per_context: int = 6, baseline_episodes: int = 2,
+                    concurrencies: tuple[int, ...] = (1, 2, 4)) -> dict:
+    from evolver_core.suites.miniwob import MiniWoBSuite
+
+    suite = MiniWoBSuite(["enter-text", "login-user", "click-checkboxes"], seeds_per_task=100)
+    await suite.start()
+    try:
+        tasks = suite.tasks("train")
+        async with launch_browser() as browser:
+            rates = {}
+            for n in concurrencies:
+                chunks = [tasks[i * episodes_per_context:(i + 1) * episodes_per_context] for i in range(n)]
+                t0 = time.perf_counter()
+                steps = sum(await asyncio.gather(*(_run_steps(browser, suite, c) for c in chunks)))
+                rates[n] = steps / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            steps = await _run_steps(browser, suite, tasks[:baseline_episodes], sleep_s=REFERENCE_SLEEP_S)
+            baseline = steps / (time.perf_counter() - t0)
+    finally:
+        await suite.stop()
+    best = max(rates.values())
+    return {"bench": "env", "steps_per_s": {str(k): round(v, 2) for k, v in rates.items()},
+            "baseline_steps_per_s": round(baseline, 3), "ratio": round(best / baseline, 2), "target": 10}

@@ -1,0 +1,67 @@
+"""Sampling episodes concurrently into Parquet, resuming after a failure, and the CLI on top."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from evolver_core.agent import OracleAgent
+from evolver_core.sampling import SampleConfig, SamplingError, sample_trajectories
+from evolver_core.storage import Storage
+from evolver_core.suites.miniwob import MiniWoBSuite
+from evolver_core.suites.registry import select_tasks
+
+
+class FlakyAgent(OracleAgent):
+    """The oracle, except that episodes of one task blow up (a model server dying mid-stage)."""
+
+    def __init__(self, suite, bad_site):
+        super().__init__(suite)
+        self.bad_site = bad_site
+
+    def start(self, task):
+        if task.site == self.bad_site:
+            raise ConnectionError("model server went away")
+        super().start(task)
+
+
+async def test_failed_episodes_keep_finished_work_and_a_rerun_resumes(tmp_path):
+    suite = MiniWoBSuite(["click-test", "enter-text", "focus-text"], seeds_per_task=2)
+    await suite.start()
+    tasks = suite.tasks("train")
+    store = Storage(str(tmp_path))
+    cfg = SampleConfig(run_id="r1", samples=2, concurrency=2)
+    with pytest.raises(SamplingError, match=r"4 of 12 episodes failed .* 8 finished trajectories are stored"):
+        await sample_trajectories(suite, tasks, lambda: FlakyAgent(suite, "enter-text"), store, cfg)
+    assert len(store.list_shards("r1", 0, "sample", "trajectories")) == 8
+    summary = await sample_trajectories(suite, tasks, lambda: OracleAgent(suite), store, cfg)
+    assert (summary.new, summary.skipped, summary.trajectories) == (4, 8, 12)
+    trajs = store.read_table("r1", 0, "sample", table_name="trajectories").to_pandas()
+    assert trajs.trajectory_id.is_unique and len(trajs) == 12
+    assert summary.success_rate == 1.0 and summary.action_validity == 1.0
+    steps = store.read_table("r1", 0, "sample", table_name="steps").to_pandas()
+    assert set(steps.trajectory_id) == set(trajs.trajectory_id)
+    assert (steps.groupby("trajectory_id").step.max() + 1 == trajs.set_index("trajectory_id").n_steps).all()
+    await suite.stop()
+
+
+def test_select_tasks_round_robins_sites():
+    suite = MiniWoBSuite(["click-test", "enter-text"], seeds_per_task=3)
+    suite._server = type("S", (), {"url": "http://x/", "netloc": "x"})()
+    assert [t.site for t in select_tasks(suite.tasks("train"), 3)] == ["click-test", "enter-text", "click-test"]
+
+
+def test_cli_sample_then_show(tmp_path):
+    cmd = [sys.executable, "-m", "cli.main"]
+    out = subprocess.run(cmd + ["sample", "--suite", "miniwob", "--tasks", "3", "--policy", "oracle", "--run", "c1",
+                                "--storage", str(tmp_path), "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["run"] == "c1" and summary["trajectories"] == 3 and summary["success_rate"] == 1.0
+    assert summary["action_validity"] == 1.0 and summary["judge_agreement"] is None
+    shown = subprocess.run(cmd + ["show", "c1", "--storage", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "Thought:" in shown.stdout and "Action: click [" in shown.stdout and "gold reward 1" in shown.stdout
+    missing = subprocess.run(cmd + ["show", "nope", "--storage", str(tmp_path)], capture_output=True, text=True)
+    assert missing.returncode != 0 and "no run 'nope'" in missing.stderr + missing.stdout
