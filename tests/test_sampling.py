@@ -55,6 +55,7 @@ def test_select_tasks_round_robins_sites():
 def test_cli_sample_then_show(tmp_path):
     cmd = [sys.executable, "-m", "cli.main"]
     out = subprocess.run(cmd + ["sample", "--suite", "miniwob", "--tasks", "3", "--policy", "oracle", "--run", "c1",
+                                "--miniwob-tasks", "enter-text,click-button,login-user",
                                 "--storage", str(tmp_path), "--json"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
@@ -62,6 +63,6 @@ def test_cli_sample_then_show(tmp_path):
     assert summary["action_validity"] == 1.0 and summary["judge_agreement"] is None
     shown = subprocess.run(cmd + ["show", "c1", "--storage", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
-    assert "Thought:" in shown.stdout and "Action: click [" in shown.stdout and "gold reward 1" in shown.stdout
+    assert "Thought:" in shown.stdout and "Action: click [" in shown.stdout and "[press_enter_after=0]" in shown.stdout and "gold reward 1" in shown.stdout
     missing = subprocess.run(cmd + ["show", "nope", "--storage", str(tmp_path)], capture_output=True, text=True)
     assert missing.returncode != 0 and "no run 'nope'" in missing.stderr + missing.stdout
