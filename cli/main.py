@@ -15,6 +15,7 @@ import typer
 
 from cli.bench import bench_app
 from cli.output import console, emit_json
+from cli.prefect_cmds import deploy, server_app, worker
 
 app = typer.Typer(
     help="WebEvolver: self-evolving web agents with a co-evolving world model.\n\n"
@@ -22,6 +23,9 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False,
 )
 app.add_typer(bench_app, name="bench")
+app.add_typer(server_app, name="server")
+app.command()(deploy)
+app.command()(worker)
 
 STORAGE_ENV = "WEBEVOLVER_STORAGE"
 StorageOpt = typer.Option(None, "--storage", help=f"Storage root (fsspec URI: a path, file://..., s3://bucket/prefix). "
@@ -32,13 +36,29 @@ def storage_root(storage: Optional[str]) -> str:
     return storage or os.environ.get(STORAGE_ENV) or os.getcwd()
 
 
+ModelOpt = typer.Option("smollm2", "--model", help="Policy model: tiny (test fixture, built on demand), smollm2 "
+                        "(the embedded default), a model or adapter folder, or a remote model name.")
+BackendOpt = typer.Option("transformers", "--model-backend", help="transformers (CPU default), vllm (GPUs), or "
+                          "openai (any OpenAI-compatible endpoint; give --base-url).")
+BaseUrlOpt = typer.Option(None, "--base-url", help="Endpoint for --model-backend openai, e.g. https://api.openai.com/v1.")
+KeyEnvOpt = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the endpoint's API key.")
+
+
 @app.command()
 def sample(
     suite: str = typer.Option("miniwob", help="Task suite: miniwob, sandbox, webvoyager, mind2web-live, gaia-web, openwebvoyager."),
     tasks: Optional[int] = typer.Option(10, "--tasks", help="Number of tasks (taken round-robin over sites)."),
     samples: int = typer.Option(1, help="Trajectories per task (k, for rejection sampling)."),
     split: str = typer.Option("train", help="Task split: train or test."),
-    policy: str = typer.Option("oracle", help="oracle: the suite's scripted solver (demonstrations)."),
+    policy: str = typer.Option("oracle", help="oracle: the suite's scripted solver (demonstrations); model: the LLM policy."),
+    model: str = ModelOpt,
+    model_backend: str = BackendOpt,
+    base_url: Optional[str] = BaseUrlOpt,
+    api_key_env: str = KeyEnvOpt,
+    judge: str = typer.Option("auto", help="Judge model for r-hat: auto (the policy model for --policy model, none for "
+                              "oracle), none, or a model name as for --model (same backend)."),
+    temperature: Optional[float] = typer.Option(None, help="Policy sampling temperature (default: 0 for one sample, "
+                                                "0.7 for several)."),
     miniwob_tasks: str = typer.Option("easy", help="MiniWoB tasks: easy (the solver-backed subset), all, or a comma list."),
     run: Optional[str] = typer.Option(None, help="Run id; reuse one to resume it. Default: <suite>-<policy>-<time>."),
     storage: Optional[str] = StorageOpt,
@@ -47,38 +67,76 @@ def sample(
     max_steps: int = typer.Option(12, help="Step limit per episode."),
     as_json: bool = typer.Option(False, "--json", help="End with a JSON summary line."),
 ) -> None:
-    """Run episodes in the real browser and store them as Parquet trajectories."""
-    from evolver_core.agent import OracleAgent
-    from evolver_core.sampling import SampleConfig, sample_trajectories
-    from evolver_core.storage import Storage
-    from evolver_core.suites.registry import get_suite, select_tasks
+    """Run episodes in the real browser, judge them, and store them as Parquet trajectories."""
+    from evolver_core.config import ModelSpec
 
-    if policy != "oracle":
-        raise typer.BadParameter(f"unknown policy {policy!r}", param_hint="--policy")
+    if policy not in ("oracle", "model"):
+        raise typer.BadParameter(f"unknown policy {policy!r}; oracle or model", param_hint="--policy")
+    policy_spec = ModelSpec(model=model, backend=model_backend, base_url=base_url, api_key_env=api_key_env)
+    judge_name = (model if policy == "model" else "none") if judge == "auto" else judge
+    judge_spec = None if judge_name == "none" else ModelSpec(model=judge_name, backend=model_backend, base_url=base_url,
+                                                             api_key_env=api_key_env)
     run_id = run or f"{suite}-{policy}-{datetime.now():%Y%m%d-%H%M%S}"
-    the_suite = get_suite(suite, miniwob_tasks=miniwob_tasks)
-    store = Storage(storage_root(storage))
-    cfg = SampleConfig(run_id=run_id, round=round_, samples=samples, concurrency=concurrency, max_steps=max_steps)
+    temp = temperature if temperature is not None else (0.0 if samples == 1 else 0.7)
 
-    async def go():
-        await the_suite.start()
-        try:
-            chosen = select_tasks(the_suite.tasks(split), tasks)
-            console.print(f"sampling {len(chosen)} tasks x {samples} from {suite}/{split} -> run {run_id}")
-            return await sample_trajectories(the_suite, chosen, lambda: OracleAgent(the_suite), store, cfg,
-                                             on_done=lambda ep: console.print(_episode_line(ep)))
-        finally:
-            await the_suite.stop()
+    from cli.sampling import run_sampling
 
-    summary = asyncio.run(go())
+    result = asyncio.run(run_sampling(
+        storage_root(storage), run_id, round_, suite, split, tasks, policy=policy_spec if policy == "model" else None,
+        judge=judge_spec, log=lambda ep: console.print(_episode_line(ep)), samples=samples, temperature=temp,
+        max_steps=max_steps, concurrency=concurrency, miniwob_tasks=miniwob_tasks))
+    summary, judged = result
     console.print(f"stored {summary.trajectories} trajectories ({summary.new} new, {summary.skipped} already there) "
                   f"at {summary.uri}")
-    console.print(f"success rate {_pct(summary.success_rate)}, action validity {_pct(summary.action_validity)}; "
-                  f"read them with: webevolver show {run_id}")
+    console.print(f"success rate {_pct(summary.success_rate)}, action validity {_pct(summary.action_validity)}"
+                  + (f", judge: {judged.successes} of {judged.judged} judged successful ({judged.unparsable} "
+                     f"unparsable), agreement with gold {_pct(judged.agreement['accuracy'])}" if judged else "")
+                  + f"; read them with: webevolver show {run_id}")
     if as_json:
         emit_json({"run": run_id, "uri": summary.uri, "trajectories": summary.trajectories, "new": summary.new,
                    "skipped": summary.skipped, "success_rate": summary.success_rate,
-                   "action_validity": summary.action_validity, "judge_agreement": None})
+                   "action_validity": summary.action_validity,
+                   "judge_agreement": judged.agreement if judged and judged.agreement["n"] else None,
+                   "judged_successes": judged.successes if judged else None})
+
+
+@app.command()
+def evolve(
+    rounds: int = typer.Option(1, help="Evolution rounds after the warm start (round 0: demonstrations)."),
+    preset: str = typer.Option("smoke", help="smoke (tiny model, minutes), cpu (SmolLM2, under an hour), gpu (vLLM)."),
+    suite: Optional[str] = typer.Option(None, help="Task suite (default: the preset's)."),
+    run: str = typer.Option("evolve", help="Run id; rerunning a finished run is all cache hits, a killed one resumes."),
+    storage: Optional[str] = StorageOpt,
+    as_json: bool = typer.Option(False, "--json", help="End with a JSON summary line."),
+) -> None:
+    """Run the self-evolution flow on a local Prefect server (started if needed) and print where it all is."""
+    server = use_prefect_server()
+    from flows.evolve import evolve as evolve_flow
+
+    state = evolve_flow(rounds=rounds, preset=preset, suite=suite, run_id=run, storage=storage_root(storage),
+                        return_state=True)
+    result = state.result()
+    flow_run_url = f"{server.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
+    for r in result["rounds"]:
+        console.print(f"round {r['round']}: {r['real_trajectories']} trajectories sampled, {r['kept_trajectories']} kept,"
+                      f" {r['sft_examples']} SFT examples, test success {_pct(r['success_rate'])}")
+    console.print(f"data and adapters: {result['storage']}")
+    console.print(f"Prefect UI (flow run, artifacts): {flow_run_url}")
+    console.print(f"trajectories: webevolver show {run} --storage {storage_root(storage)}")
+    if as_json:
+        emit_json({**result, "flow_run_url": flow_run_url, "ui_url": server.ui_url})
+
+
+def use_prefect_server():
+    """The Prefect server flows report to: $PREFECT_API_URL if set, else a local one (started once, kept)."""
+    from infra.prefect_server import RunningServer, client_env, ensure_server
+
+    if api := os.environ.get("PREFECT_API_URL"):
+        ui = os.environ.get("PREFECT_UI_URL", api.removesuffix("/api"))
+        return RunningServer(api_url=api, ui_url=ui, pid=0, server_pid=0, database="?", log_path="")
+    server = ensure_server()
+    os.environ.update(client_env(server.api_url, server.ui_url))  # before prefect is imported
+    return server
 
 
 def _pct(x: Optional[float]) -> str:

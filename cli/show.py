@@ -11,14 +11,21 @@ from cli.output import console
 
 def render_run(root: str, run: str, *, trajectory: Optional[str], round_: Optional[int], stage: Optional[str],
                limit: int) -> None:
+    from evolver_core.judge_stage import JUDGE_STAGE
     from evolver_core.storage import Storage
 
     store = Storage(root)
     if run not in store.list_runs():
         known = ", ".join(store.list_runs()) or "none"
         raise SystemExit(f"no run {run!r} under {store.uri()}; runs there: {known}")
-    trajs = store.read_table(run, round_, stage, table_name="trajectories").to_pylist()
-    steps = store.read_table(run, round_, stage, table_name="steps").to_pylist()
+    def wanted(row: dict) -> bool:
+        return (round_ is None or row["round"] == round_) and (stage is None or row["stage"] == stage)
+
+    rows = store.read_table(run, table_name="trajectories").to_pylist()
+    steps = [s for s in store.read_table(run, table_name="steps").to_pylist() if wanted(s)]
+    # The judge stage holds judged copies of trajectory rows (no steps): show them as verdicts.
+    verdicts = {(t["round"], t["trajectory_id"]): t for t in rows if t["stage"] == JUDGE_STAGE}
+    trajs = [t for t in rows if t["stage"] != JUDGE_STAGE and wanted(t)]
     if trajectory:
         trajs = [t for t in trajs if t["trajectory_id"] == trajectory]
         if not trajs:
@@ -37,7 +44,10 @@ def render_run(root: str, run: str, *, trajectory: Optional[str], round_: Option
                           markup=True)
             if s["error"]:
                 console.print(f"[red]Error:[/red] {escape(s['error'])}", markup=True)
-        verdict = {None: "n/a", 0: "NOT SUCCESS", 1: "SUCCESS"}[t["judge_verdict"]]
+        judged = verdicts.get((t["round"], t["trajectory_id"]), t)
+        verdict = {None: "n/a", 0: "NOT SUCCESS", 1: "SUCCESS"}[judged["judge_verdict"]]
+        if judged["judge_reasoning"]:
+            console.print(f"[bold]Judge:[/bold] {escape(judged['judge_reasoning'][:500])}", markup=True)
         gold = "n/a" if t["gold_reward"] is None else f"{t['gold_reward']:g}"
         console.print(f"[bold]End:[/bold] {t['stop_reason']}; answer {escape(repr(t['final_answer']))}; "
                       f"judge {verdict}; gold reward {gold}", markup=True)

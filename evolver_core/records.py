@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Iterable, Literal, get_args
 
 import pyarrow as pa
 
-TableName = Literal["steps", "trajectories"]
+TableName = Literal["steps", "trajectories", "examples"]
 Source = Literal["real", "synthetic"]
 StopReason = Literal["stop", "max_steps", "repeat", "error"]
 
@@ -206,7 +206,23 @@ RECORD_TYPES: dict[TableName, type[StepRecord] | type[TrajectoryRecord]] = {
     "steps": StepRecord,
     "trajectories": TrajectoryRecord,
 }
-SCHEMAS: dict[TableName, pa.Schema] = {name: cls.SCHEMA for name, cls in RECORD_TYPES.items()}
+# One SFT example per row (the `to_sft` stage; `evolver_core.sft` makes and reads them).
+SFT_TABLE = "examples"
+SFT_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("source_stage", pa.string(), nullable=False),  # the stage the trajectories came from
+        pa.field("trajectory_id", pa.string(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # "real" | "synthetic"
+        pa.field("prompt", pa.string(), nullable=False),  # canonical JSON of the chat messages
+        pa.field("completion", pa.string(), nullable=False),  # canonical JSON: [assistant turn]
+    ]
+)
+# `Storage` reads and writes the tables named here.
+SCHEMAS: dict[TableName, pa.Schema] = {name: cls.SCHEMA for name, cls in RECORD_TYPES.items()} | {SFT_TABLE: SFT_SCHEMA}
 
 
 def validate_table(table: pa.Table, schema: pa.Schema) -> None:

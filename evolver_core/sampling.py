@@ -100,10 +100,13 @@ JudgeFn = Callable[[Episode], Awaitable[tuple[int | None, str | None]]]
 
 
 async def sample_trajectories(
-    suite: Suite, tasks: list[Task], make_agent: Callable[[], Agent], storage: Storage, cfg: SampleConfig,
+    suite: Suite, tasks: list[Task], make_agent: Callable[[Task, int], Agent], storage: Storage, cfg: SampleConfig,
     *, judge: JudgeFn | None = None, on_done: Callable[[Episode], None] | None = None,
 ) -> SampleSummary:
-    """Run `cfg.samples` episodes per task, `cfg.concurrency` at a time; store each as it ends."""
+    """Run `cfg.samples` episodes per task, `cfg.concurrency` at a time; store each as it ends.
+
+    `make_agent(task, sample)` gives a fresh agent per episode (seed it with `episode_seed`).
+    """
     await suite.start()
     work = [(t, k) for t in tasks for k in range(cfg.samples)]
     todo = [(t, k) for t, k in work if not storage.exists(
@@ -123,7 +126,7 @@ async def sample_trajectories(
                 while not queue.empty():
                     task, k = queue.get_nowait()
                     try:
-                        ep = await run_episode(env, task, make_agent(), sample=k, max_steps=cfg.max_steps)
+                        ep = await run_episode(env, task, make_agent(task, k), sample=k, max_steps=cfg.max_steps)
                         verdict, reasoning = await judge(ep) if judge else (None, None)
                         steps, traj = episode_records(ep, cfg, judge_verdict=verdict, judge_reasoning=reasoning)
                         shard = trajectory_id(task.id, k)

@@ -29,6 +29,7 @@ import hashlib
 import os
 import re
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
@@ -193,6 +194,37 @@ class Storage:
                 self._fs.rm(temp)
             raise
         return self._fs.unstrip_protocol(final)
+
+    @property
+    def endpoint_url(self) -> str | None:
+        """The S3 endpoint in use (None: AWS itself, or a local root)."""
+        return self._endpoint_url
+
+    def put_dir(self, local: Path | str, run_id: str, round: int, stage: str, name: str) -> str:
+        """Copy a local folder (a LoRA adapter) to `<stage>/<name>/`, replacing it; returns its URI.
+
+        Files go to a temporary folder first, which is then moved, so readers see a whole
+        folder or none (on S3 each object is atomic; the folder appears when the move ends).
+        """
+        final = f"{self.path(run_id, round, stage)}/{_check_name('artifact name', name)}"
+        temp = f"{final.rsplit('/', 1)[0]}/.tmp-{name}.{uuid.uuid4().hex}"
+        self._fs.put(str(local).rstrip("/") + "/", temp, recursive=True)
+        if self._fs.exists(final):
+            self._fs.rm(final, recursive=True)
+        self._fs.mv(temp, final, recursive=True)
+        return self._fs.unstrip_protocol(final)
+
+    def local_dir(self, uri: str, cache: Path | str) -> Path:
+        """A local folder with the contents of `uri` (itself when it is local; else a cached download)."""
+        path = self._fs._strip_protocol(uri)
+        if self._fs.protocol in ("file", "local") or "file" in self._fs.protocol:
+            return Path(path)
+        target = Path(cache) / hashlib.sha256(uri.encode()).hexdigest()[:16]
+        if not target.exists():
+            partial = target.with_name(target.name + f".partial-{uuid.uuid4().hex}")
+            self._fs.get(path.rstrip("/") + "/", str(partial), recursive=True)
+            partial.rename(target)
+        return target
 
     def _shard_paths(
         self, run_id: str, round: int | None, stage: str | None, table_name: str | None

@@ -33,9 +33,9 @@ async def test_failed_episodes_keep_finished_work_and_a_rerun_resumes(tmp_path):
     store = Storage(str(tmp_path))
     cfg = SampleConfig(run_id="r1", samples=2, concurrency=2)
     with pytest.raises(SamplingError, match=r"4 of 12 episodes failed .* 8 finished trajectories are stored"):
-        await sample_trajectories(suite, tasks, lambda: FlakyAgent(suite, "enter-text"), store, cfg)
+        await sample_trajectories(suite, tasks, lambda t, k: FlakyAgent(suite, "enter-text"), store, cfg)
     assert len(store.list_shards("r1", 0, "sample", "trajectories")) == 8
-    summary = await sample_trajectories(suite, tasks, lambda: OracleAgent(suite), store, cfg)
+    summary = await sample_trajectories(suite, tasks, lambda t, k: OracleAgent(suite), store, cfg)
     assert (summary.new, summary.skipped, summary.trajectories) == (4, 8, 12)
     trajs = store.read_table("r1", 0, "sample", table_name="trajectories").to_pandas()
     assert trajs.trajectory_id.is_unique and len(trajs) == 12

@@ -1,0 +1,24 @@
+"""The work behind `webevolver sample`: serve the models, sample, judge (no Prefect run)."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from evolver_core.config import ModelSpec
+from evolver_core.judge_stage import JudgeSummary, judge_trajectories
+from evolver_core.sampling import SampleSummary
+from evolver_core.storage import Storage
+from tasks.sample import run_sample
+
+
+async def run_sampling(root: str, run_id: str, round_: int, suite: str, split: str, n_tasks: Optional[int], *,
+                       policy: Optional[ModelSpec], judge: Optional[ModelSpec], log: Callable,
+                       **sample_opts) -> tuple[SampleSummary, Optional[JudgeSummary]]:
+    from infra.serving import serve
+
+    summary = await run_sample(root, run_id, round_, "sample", suite, split, n_tasks, policy=policy, on_done=log,
+                               **sample_opts)
+    if judge is None:
+        return summary, None
+    with serve(judge) as server:  # a second start of the policy's model: ~10 s, kept simple
+        return summary, await judge_trajectories(Storage(root), run_id, round_, server.client())

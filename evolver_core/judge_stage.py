@@ -1,0 +1,67 @@
+"""The judge stage: r̂ on every stored trajectory of a stage, written as the `judge` stage.
+
+The sampled trajectories stay as they were (an artifact of their own); the judged copy of
+each trajectory row, with verdict and reasoning, goes to `round=<i>/judge/trajectories`,
+one shard per trajectory, so a killed judge stage resumes where it stopped. A reply without
+a verdict is stored as `judge_verdict = None` and counted; rejection sampling treats it as a
+failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+
+from evolver_core.judge import DEFAULT_LAST_N, agreement, judge
+from evolver_core.llm import LLMClient
+from evolver_core.records import TrajectoryRecord, from_table, to_table
+from evolver_core.storage import Storage
+
+JUDGE_STAGE = "judge"
+
+
+@dataclass
+class JudgeSummary:
+    judged: int
+    new: int
+    successes: int
+    unparsable: int
+    agreement: dict  # accuracy / precision / recall / n against gold rewards (None where no gold)
+
+
+def observations_by_trajectory(storage: Storage, run_id: str, round_: int, stage: str) -> dict[str, list[str]]:
+    steps = storage.read_table(run_id, round_, stage, table_name="steps").select(
+        ["trajectory_id", "step", "observation"]).to_pylist()
+    out: dict[str, list[tuple[int, str]]] = {}
+    for s in steps:
+        out.setdefault(s["trajectory_id"], []).append((s["step"], s["observation"]))
+    return {tid: [o for _, o in sorted(rows)] for tid, rows in out.items()}
+
+
+async def judge_trajectories(storage: Storage, run_id: str, round_: int, client: LLMClient, *,
+                             source_stage: str = "sample", stage: str = JUDGE_STAGE,
+                             last_n: int = DEFAULT_LAST_N, concurrency: int = 4) -> JudgeSummary:
+    trajs: list[TrajectoryRecord] = from_table(storage.read_table(run_id, round_, source_stage,
+                                                                 table_name="trajectories"))  # type: ignore[assignment]
+    observations = observations_by_trajectory(storage, run_id, round_, source_stage)
+    todo = [t for t in trajs if not storage.exists(run_id, round_, stage, "trajectories", t.trajectory_id)]
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(t: TrajectoryRecord) -> None:
+        async with gate:
+            v = await judge(client, t.query, t.final_answer, observations.get(t.trajectory_id, []), last_n=last_n)
+        judged = dataclasses.replace(t, stage=stage, judge_verdict=v.verdict, judge_reasoning=v.reasoning)
+        storage.write_shard(run_id, round_, stage, "trajectories", to_table([judged]), t.trajectory_id)
+
+    await asyncio.gather(*(one(t) for t in todo))
+    return summarize_judged(storage, run_id, round_, stage, new=len(todo))
+
+
+def summarize_judged(storage: Storage, run_id: str, round_: int, stage: str = JUDGE_STAGE, *, new: int = 0) -> JudgeSummary:
+    rows = storage.read_table(run_id, round_, stage, table_name="trajectories").select(
+        ["judge_verdict", "gold_reward"]).to_pylist()
+    verdicts = [r["judge_verdict"] for r in rows]
+    return JudgeSummary(judged=len(rows), new=new, successes=sum(1 for v in verdicts if v == 1),
+                        unparsable=sum(1 for v in verdicts if v is None),
+                        agreement=agreement(verdicts, [r["gold_reward"] for r in rows]))

@@ -1,0 +1,59 @@
+"""Presets: the sizes of an evolution round, from a CI smoke run to GPUs.
+
+| preset | model | backend | sizes | time |
+| --- | --- | --- | --- | --- |
+| smoke | tiny (random, built in seconds) | transformers on CPU | 4 demo tasks, 4 train, 4 test, 4 steps | minutes on 2 cores |
+| cpu | smollm2 (SmolLM2-135M-Instruct, embedded) | transformers on CPU | 12 demo, 12 train x 2 samples, 10 test, 60 LoRA steps | under an hour |
+| gpu | a large instruct model | vllm, adapters hot-loaded | 200 demo, 500 train x 4, full test split | GPU hours |
+
+Filtering (rejection sampling): the judge r̂ always runs and its agreement with the gold
+rewards is reported, but on offline suites the small presets keep trajectories by the gold
+reward: a 135M judge cannot tell success from failure, and training on its verdicts
+would teach the policy noise. `filter="judge"` (the gpu preset, and the paper) uses r̂.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    model: str  # base model of policy and world model
+    backend: str = "transformers"
+    judge_model: str | None = None  # None: the base model judges
+    suite: str = "miniwob"
+    miniwob_tasks: str = "click-button,enter-text,login-user,click-link"
+    demo_tasks: int = 4  # round 0: scripted-solver demonstrations (imitation learning)
+    train_tasks: int = 4
+    samples: int = 1
+    temperature: float = 0.7
+    test_tasks: int = 4
+    max_steps: int = 4
+    concurrency: int = 2
+    shards: int = 1  # sampling shards (tasks of the flow's task runner)
+    filter: str = "gold"  # "gold" or "judge"
+    finetune_steps: int = 4
+    max_length: int = 512
+    learning_rate: float = 2e-4
+
+    def with_(self, **changes) -> "Preset":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(name="smoke", model="tiny", max_length=384),
+    "cpu": Preset(name="cpu", model="smollm2", demo_tasks=12, train_tasks=12, samples=2, test_tasks=10,
+                  max_steps=6, finetune_steps=60),
+    "gpu": Preset(name="gpu", model="Qwen/Qwen2.5-7B-Instruct", backend="vllm", suite="sandbox", demo_tasks=200,
+                  train_tasks=500, samples=4, test_tasks=135, max_steps=12, concurrency=8, shards=8,
+                  filter="judge", finetune_steps=600, max_length=4096, miniwob_tasks="easy"),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

@@ -1,0 +1,217 @@
+"""Rejection sampling and agent SFT conversion: stored trajectories -> chat examples.
+
+Two stages of an evolution round (DESIGN.md "The loop"):
+
+1. **Judge filter** (`keep_trajectory`): keep a trajectory only if it was judged a success
+   (``judge_verdict == 1``; with ``use_gold``, ``gold_reward >= 1`` instead, for
+   demonstration rounds that have no judge), ends with ``stop`` and a real answer (not empty,
+   not "N/A"), has every step stored, and every action parsed. Each decision comes with a
+   reason, for the per-stage counts table (`convert_trajectories`).
+2. **To SFT** (`to_sft_examples`): one example per remaining step. Its prompt is exactly
+   what the policy is prompted with at that step (`policy.build_messages`, the clipped
+   history c_t^clip), its completion the step's ``Thought: ...\\nAction: <canonical action>``.
+
+Example format: TRL's conversational *prompt-completion* form,
+``{"prompt": [system, user, assistant, ..., user], "completion": [assistant]}``. TRL 1.16
+puts the loss on the completion only. The "messages" form would not do: there,
+``assistant_only_loss`` trains on every assistant turn, and the earlier ones are history
+(context), not targets.
+
+Step cleaning, before the conversion (reference notes section 6, fixed):
+
+- No-change filter (`drop_no_change`): a step whose action changed nothing (the next
+  observation shows the same page) or failed (the next observation is an error turn) is
+  dropped: no example of it, and it leaves every later history. The reference's index
+  arithmetic also erased the *next* step's real observation, training the model to act on
+  the ``<|im_omitted|>`` placeholder; here the next step keeps its own observation. It
+  keeps it without the error line: the failed action that line reports is gone from the
+  history.
+- Wait filter (`drop_wait`): ``wait`` steps are dropped the same way. The reference dropped
+  only the first one; every ``wait`` teaches nothing about the page.
+
+The reference also dropped trajectories mentioning "log in" (its prompt carried a
+hard-coded Google login); there are no credentials in our prompts, so that rule is gone.
+
+Storage: examples go to Parquet (`SFT_SCHEMA`: ids plus the prompt and completion as JSON
+text), one shard per source stage, so converting a stage again replaces its shard:
+``runs/<run>/round=<i>/<stage>/examples/part-<source stage>.parquet``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from evolver_core.browser.actions import parse_action
+from evolver_core.policy import PastStep, build_messages, format_reply
+from evolver_core.records import SFT_SCHEMA, SFT_TABLE, canonical_json
+from evolver_core.storage import Storage
+
+Row = Mapping[str, Any]  # a stored row, as `pa.Table.to_pylist()` gives it
+Example = dict[str, Any]
+
+KEPT = "kept"
+NOT_JUDGED = "not_judged"
+JUDGED_FAILURE = "judged_failure"
+NO_GOLD = "no_gold"
+GOLD_FAILURE = "gold_failure"
+NO_STOP = "no_stop"
+NO_ANSWER = "no_answer"
+MISSING_STEPS = "missing_steps"
+INVALID_ACTION = "invalid_action"
+
+NO_ANSWERS = ("", "n/a")  # compared case-insensitively, after stripping
+
+# Inverse of `rollout.render_observation`: "ERROR: <error>\n\n<page>" (tested against it).
+ERROR_PREFIX = "ERROR: "
+_ERROR_SEPARATOR = "\n\n"
+
+
+
+# -- judge filter --------------------------------------------------------------------------
+
+def keep_trajectory(traj_row: Row, steps_rows: Sequence[Row], *, use_gold: bool = False) -> tuple[bool, str]:
+    """(kept?, reason): reason is `KEPT` or the first rule the trajectory breaks."""
+    if use_gold:
+        if traj_row["gold_reward"] is None:
+            return False, NO_GOLD
+        if traj_row["gold_reward"] < 1:
+            return False, GOLD_FAILURE
+    elif traj_row["judge_verdict"] is None:
+        return False, NOT_JUDGED
+    elif traj_row["judge_verdict"] != 1:
+        return False, JUDGED_FAILURE
+    if traj_row["stop_reason"] != "stop":
+        return False, NO_STOP
+    if (traj_row["final_answer"] or "").strip().lower() in NO_ANSWERS:
+        return False, NO_ANSWER
+    if len(steps_rows) != traj_row["n_steps"]:
+        return False, MISSING_STEPS
+    if not all(s["action_valid"] for s in steps_rows):
+        return False, INVALID_ACTION
+    return True, KEPT
+
+
+# -- step cleaning -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SftStep:
+    """A step as the SFT examples show it."""
+
+    step: int  # index in the original trajectory
+    observation: str  # the page, without an error line
+    thought: str
+    action: str  # canonical action text
+
+
+def is_error_turn(observation: str) -> bool:
+    return observation.startswith(ERROR_PREFIX)
+
+
+def page_text(observation: str) -> str:
+    """The page part of an observation, without the error line of the previous action."""
+    if is_error_turn(observation) and _ERROR_SEPARATOR in observation:
+        return observation.split(_ERROR_SEPARATOR, 1)[1]
+    return observation
+
+
+def drop_no_change(steps: Sequence[Row]) -> list[SftStep]:
+    """The steps (ordered, valid actions) minus those whose action failed or changed
+    nothing; every kept step keeps its own page as its observation."""
+    kept = []
+    for step, following in zip(steps, [*steps[1:], None]):
+        if following is not None and (is_error_turn(following["observation"])
+                                      or page_text(following["observation"]) == page_text(step["observation"])):
+            continue
+        kept.append(SftStep(step=step["step"], observation=page_text(step["observation"]),
+                            thought=step["thought"] or "", action=step["action"]))
+    return kept
+
+
+def drop_wait(steps: Iterable[SftStep]) -> list[SftStep]:
+    """The steps minus ``wait`` steps."""
+    return [s for s in steps if parse_action(s.action).name != "wait"]
+
+
+# -- conversion ----------------------------------------------------------------------------
+
+def to_sft_examples(traj: Row, steps: Sequence[Row], *, history_k: int = 1) -> list[Example]:
+    """One prompt-completion example per cleaned step of a kept trajectory (module docstring)."""
+    cleaned = drop_wait(drop_no_change(sorted(steps, key=lambda s: s["step"])))
+    examples = []
+    for i, step in enumerate(cleaned):
+        history = [PastStep(observation=s.observation, thought=s.thought, action=s.action) for s in cleaned[:i]]
+        examples.append({
+            "prompt": build_messages(traj["query"], step.observation, history, history_k),
+            "completion": [{"role": "assistant", "content": format_reply(step.thought, step.action)}],
+            "trajectory_id": traj["trajectory_id"],
+            "step": step.step,
+            "source": traj["source"],
+        })
+    return examples
+
+
+@dataclass
+class SftConversion:
+    """What the judge filter and to_sft stages made of a stage's trajectories."""
+
+    examples: list[Example]
+    reasons: Counter[str] = field(default_factory=Counter)  # trajectories per keep/drop reason
+    steps_in: int = 0  # steps of the kept trajectories
+
+    @property
+    def kept(self) -> int:
+        return self.reasons[KEPT]
+
+
+def convert_trajectories(trajectories: Iterable[Row], steps: Iterable[Row], *, use_gold: bool = False,
+                         history_k: int = 1) -> SftConversion:
+    """Filter and convert a stage's rows (trajectory order is kept; steps may come in any order)."""
+    steps_by_traj: dict[str, list[Row]] = {}
+    for s in steps:
+        steps_by_traj.setdefault(s["trajectory_id"], []).append(s)
+    result = SftConversion(examples=[])
+    for traj in trajectories:
+        traj_steps = steps_by_traj.get(traj["trajectory_id"], [])
+        kept, reason = keep_trajectory(traj, traj_steps, use_gold=use_gold)
+        result.reasons[reason] += 1
+        if kept:
+            result.steps_in += len(traj_steps)
+            result.examples += to_sft_examples(traj, traj_steps, history_k=history_k)
+    return result
+
+
+# -- Parquet -------------------------------------------------------------------------------
+
+def examples_to_table(examples: Iterable[Example], run_id: str, round: int, stage: str,
+                      source_stage: str) -> pa.Table:
+    rows = [{"run_id": run_id, "round": round, "stage": stage, "source_stage": source_stage,
+             "trajectory_id": e["trajectory_id"], "step": e["step"], "source": e["source"],
+             "prompt": canonical_json(e["prompt"]), "completion": canonical_json(e["completion"])}
+            for e in examples]
+    return pa.Table.from_pylist(rows, schema=SFT_SCHEMA)
+
+
+def examples_from_table(table: pa.Table) -> list[Example]:
+    """Examples back from a table with the `SFT_SCHEMA` columns (extra columns are ignored)."""
+    columns = ("trajectory_id", "step", "source", "prompt", "completion")
+    return [{"prompt": json.loads(r["prompt"]), "completion": json.loads(r["completion"]),
+             "trajectory_id": r["trajectory_id"], "step": r["step"], "source": r["source"]}
+            for r in table.select(columns).to_pylist()]
+
+
+def write_sft_parquet(examples: Iterable[Example], storage: Storage, run_id: str, round: int,
+                      source_stage: str, stage: str = "sft") -> str:
+    """Atomically write (or replace) the examples made from `source_stage`; returns the URI."""
+    table = examples_to_table(examples, run_id, round, stage, source_stage)
+    return storage.write_shard(run_id, round, stage, SFT_TABLE, table, shard_key=source_stage)
+
+
+def read_sft_parquet(storage: Storage, run_id: str, round: int | None = None, stage: str = "sft") -> list[Example]:
+    """Every stored example of a stage (all source stages; shards in name order)."""
+    return examples_from_table(storage.read_table(run_id, round, stage, table_name=SFT_TABLE))

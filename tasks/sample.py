@@ -1,0 +1,116 @@
+"""Stage tasks `sample` (policy x real browser, also used for evaluation) and `judge`."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import ExitStack
+from dataclasses import asdict
+from typing import Callable, Optional
+
+from prefect import get_run_logger
+from prefect.artifacts import aupdate_progress_artifact, create_progress_artifact, create_table_artifact
+from prefect.context import get_run_context
+
+from evolver_core.agent import OracleAgent
+from evolver_core.config import ModelSpec
+from evolver_core.judge_stage import judge_trajectories
+from evolver_core.policy import PolicyAgent
+from evolver_core.sampling import SampleConfig, SampleSummary, episode_seed, sample_trajectories
+from evolver_core.storage import Storage
+from evolver_core.suites.registry import get_suite, select_tasks
+from tasks.common import stage_task
+
+
+def _in_prefect_run() -> bool:
+    try:
+        return get_run_context() is not None
+    except Exception:
+        return False
+
+
+async def run_sample(root: str, run_id: str, round_: int, stage: str, suite: str, split: str, n_tasks: Optional[int],
+                     *, policy: Optional[ModelSpec], samples: int = 1, temperature: float = 0.0,
+                     max_steps: int = 12, concurrency: int = 2, miniwob_tasks: str = "easy",
+                     shard: tuple[int, int] = (0, 1), on_done: Optional[Callable] = None) -> SampleSummary:
+    """Serve the policy (None: the suite's scripted solver) and sample shard `i` of `n` of the tasks."""
+    from infra.serving import serve
+
+    the_suite = get_suite(suite, miniwob_tasks=miniwob_tasks)
+    await the_suite.start()
+    try:
+        chosen = select_tasks(the_suite.tasks(split), n_tasks)[shard[0]::shard[1]]
+        cfg = SampleConfig(run_id=run_id, round=round_, stage=stage, samples=samples, concurrency=concurrency,
+                           max_steps=max_steps)
+        with ExitStack() as stack:
+            if policy is None:
+                def make_agent(task, k):
+                    return OracleAgent(the_suite)
+            else:
+                client = stack.enter_context(serve(policy)).client()
+
+                def make_agent(task, k):
+                    return PolicyAgent(client, temperature=temperature, seed=episode_seed(task, k))
+            return await sample_trajectories(the_suite, chosen, make_agent, Storage(root), cfg, on_done=on_done)
+    finally:
+        await the_suite.stop()
+
+
+@stage_task(task_run_name="sample-{stage}-r{round_}-shard{shard[0]}", retries=1, retry_delay_seconds=5)
+def sample(root: str, run_id: str, round_: int, stage: str, suite: str, split: str, n_tasks: Optional[int],
+           policy: Optional[ModelSpec], samples: int = 1, temperature: float = 0.0, max_steps: int = 12,
+           concurrency: int = 2, miniwob_tasks: str = "easy", shard: tuple[int, int] = (0, 1),
+           after: Optional[list] = None) -> dict:
+    """Sample trajectories into `runs/<run>/round=<i>/<stage>/`; a retry or rerun resumes.
+
+    `after`: upstream results (e.g. the finetune that made the policy), so that the cache key
+    changes when they do."""
+    logger = get_run_logger()
+    total = (n_tasks or 0) * samples // max(shard[1], 1) or None
+    progress = create_progress_artifact(0.0, description=f"{stage} round {round_}: episodes done") if total else None
+
+    async def body() -> SampleSummary:
+        updates: list = []
+
+        def tick(ep) -> None:
+            logger.info(f"{ep.trajectory_id}: {len(ep.steps)} steps, {ep.stop_reason}, reward {ep.gold_reward}")
+            if progress:
+                updates.append(asyncio.ensure_future(
+                    aupdate_progress_artifact(progress, min(100.0, 100.0 * (len(updates) + 1) / total))))
+
+        summary = await run_sample(root, run_id, round_, stage, suite, split, n_tasks, policy=policy, samples=samples,
+                                   temperature=temperature, max_steps=max_steps, concurrency=concurrency,
+                                   miniwob_tasks=miniwob_tasks, shard=shard, on_done=tick)
+        await asyncio.gather(*updates)
+        return summary
+
+    result = sample_result(asyncio.run(body()))
+    create_table_artifact([result], key=f"{_key(run_id)}-r{round_}-{_key(stage)}-{shard[0]}",
+                          description=f"{stage} stage of round {round_}: counts and success")
+    return result
+
+
+def sample_result(summary: SampleSummary) -> dict:
+    out = asdict(summary)
+    out.pop("errors")
+    out.update(success_rate=summary.success_rate, action_validity=summary.action_validity)
+    return out
+
+
+@stage_task(task_run_name="judge-r{round_}", retries=1, retry_delay_seconds=5)
+def judge(root: str, run_id: str, round_: int, judge_model: ModelSpec, source_stage: str = "sample",
+                sampled: Optional[list] = None) -> dict:
+    """r̂ on every trajectory of `source_stage` (`sampled` only orders this after sampling)."""
+    from infra.serving import serve
+
+    with serve(judge_model) as server:
+        summary = asyncio.run(judge_trajectories(Storage(root), run_id, round_, server.client(),
+                                                 source_stage=source_stage))
+    result = asdict(summary)
+    flat = {k: v for k, v in result.items() if k != "agreement"} | {f"agreement_{k}": v for k, v in summary.agreement.items()}
+    create_table_artifact([flat], key=f"{_key(run_id)}-r{round_}-judge", description=f"judge of round {round_}")
+    return result
+
+
+def _key(run_id: str) -> str:
+    """Artifact keys allow lower-case letters, digits and dashes only."""
+    return "".join(c if c.isalnum() else "-" for c in run_id.lower())
