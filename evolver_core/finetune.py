@@ -158,6 +158,9 @@ def finetune(examples: Sequence[dict[str, Any]], cfg: FinetuneConfig, *, on_log:
     partial = out.parent / f".{out.name}.partial"
     history: list[tuple[int, float]] = []
     trainer = build_trainer(examples, cfg, partial, [_callback(on_log, history)])
+    if not trainer.train_dataset or len(trainer.train_dataset) == 0:
+        raise ValueError(f"none of the {len(examples)} examples fits max_length={cfg.max_length} tokens with its "
+                         "reply; raise max_length")
     writer = trainer.args.should_save  # the main process
     if writer:
         shutil.rmtree(partial, ignore_errors=True)  # left by a killed run

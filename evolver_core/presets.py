@@ -3,7 +3,7 @@
 | preset | model | backend | sizes | time |
 | --- | --- | --- | --- | --- |
 | smoke | tiny (random, built in seconds) | transformers on CPU | 4 demo tasks, 4 train, 4 test, 4 steps | minutes on 2 cores |
-| cpu | smollm2 (SmolLM2-135M-Instruct, embedded) | transformers on CPU | 12 demo, 12 train x 2 samples, 10 test, 60 LoRA steps | under an hour |
+| cpu | smollm2 (SmolLM2-135M-Instruct, embedded) | transformers on CPU | 12 demo, 8 train x 2 samples, 8 test, 40 LoRA steps | under an hour |
 | gpu | a large instruct model | vllm, adapters hot-loaded | 200 demo, 500 train x 4, full test split | GPU hours |
 
 Filtering (rejection sampling): the judge r̂ always runs and its agreement with the gold
@@ -44,8 +44,8 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(name="smoke", model="tiny", max_length=384),
-    "cpu": Preset(name="cpu", model="smollm2", demo_tasks=12, train_tasks=12, samples=2, test_tasks=10,
-                  max_steps=6, finetune_steps=60),
+    "cpu": Preset(name="cpu", model="smollm2", demo_tasks=12, train_tasks=8, samples=2, test_tasks=8,
+                  max_steps=5, finetune_steps=40),
     "gpu": Preset(name="gpu", model="Qwen/Qwen2.5-7B-Instruct", backend="vllm", suite="sandbox", demo_tasks=200,
                   train_tasks=500, samples=4, test_tasks=135, max_steps=12, concurrency=8, shards=8,
                   filter="judge", finetune_steps=600, max_length=4096, miniwob_tasks="easy"),

@@ -50,9 +50,11 @@ def policy_spec(p: Preset, root: str, adapter_uri: Optional[str]) -> ModelSpec:
 
 @flow(name="evolve-round")
 def evolve_round(run_id: str = "nightly", round: int = 1, suite: Optional[str] = None, preset: str = "smoke",
-                 storage: Optional[str] = None, adapter: Optional[str] = None) -> dict:
-    """Run round `round` of run `run_id`; `adapter` overrides the previous round's policy."""
-    p = get_preset(preset).with_(suite=suite)
+                 storage: Optional[str] = None, adapter: Optional[str] = None,
+                 overrides: Optional[dict] = None) -> dict:
+    """Run round `round` of run `run_id`. `adapter` overrides the previous round's policy;
+    `overrides` changes preset fields (e.g. {"train_tasks": 50, "samples": 4})."""
+    p = get_preset(preset).with_(suite=suite, **(overrides or {}))
     root = storage_root(storage)
     rs = results_storage(root)
     sample_t, judge_t, to_sft_t, finetune_t = (t.with_options(result_storage=rs) for t in (sample, judge, to_sft, finetune))

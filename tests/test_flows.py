@@ -1,0 +1,99 @@
+"""The evolution flows on a real Prefect server: a smoke round, cache hits on rerun, resume
+after a kill during sampling, sampling shards on a Dask cluster, and the evaluate flow."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+
+from evolver_core.storage import Storage
+from fixtures_prefect import prefect_server  # noqa: F401  (pytest finds fixtures by name)
+from flows.evaluate import evaluate
+from flows.evolve_round import evolve_round
+from flows.runners import make_runner
+from tasks.sample import sample
+
+TINY_ROUND = {"finetune_steps": 2, "test_tasks": 2}
+
+
+async def task_states(flow_run_id) -> dict[str, str]:
+    async with get_client() as client:
+        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name: r.state.name for r in runs}
+
+
+def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path):  # noqa: F811
+    first = evolve_round(run_id="smoke", round=0, preset="smoke", storage=str(tmp_path), overrides=TINY_ROUND,
+                         return_state=True)
+    summary = first.result()
+    assert summary["real_trajectories"] == 4 and summary["kept_trajectories"] == 4 and summary["sft_examples"] > 4
+    assert summary["eval_tasks"] == 2 and summary["success_rate"] is not None
+    store = Storage(str(tmp_path))
+    assert store.fs.exists(store.fs._strip_protocol(summary["adapter"]) + "/adapter_config.json")
+    assert len(store.list_shards("smoke", 0, "eval", "trajectories")) == 2
+    states = asyncio.run(task_states(first.state_details.flow_run_id))
+    assert set(states.values()) == {"Completed"} and len(states) == 4  # sample, to_sft, finetune, eval
+
+    again = evolve_round(run_id="smoke", round=0, preset="smoke", storage=str(tmp_path), overrides=TINY_ROUND,
+                         return_state=True)
+    assert again.result() == summary
+    states = asyncio.run(task_states(again.state_details.flow_run_id))
+    assert set(states.values()) == {"Cached"} and len(states) == 4
+
+
+def test_killed_during_sampling_resumes_without_loss_or_duplicates(prefect_server, tmp_path):  # noqa: F811
+    overrides = {**TINY_ROUND, "demo_tasks": 24, "concurrency": 1}
+    code = ("from flows.evolve_round import evolve_round; "
+            f"evolve_round(run_id='kill', round=0, preset='smoke', storage={str(tmp_path)!r}, overrides={overrides!r})")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, env=os.environ.copy(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = Storage(str(tmp_path))
+    deadline = time.monotonic() + 240
+    while len(store.list_shards("kill", 0, "sample", "trajectories")) < 4:
+        assert proc.poll() is None, "the flow ended before it could be killed"
+        assert time.monotonic() < deadline, "sampling did not start"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {p: store.fs.info(store.fs._strip_protocol(p))["mtime"]
+              for p in store.list_shards("kill", 0, "sample", "trajectories")}
+    assert 4 <= len(before) < 24
+
+    summary = evolve_round(run_id="kill", round=0, preset="smoke", storage=str(tmp_path), overrides=overrides)
+    trajs = store.read_table("kill", 0, "sample", table_name="trajectories").to_pandas()
+    assert len(trajs) == 24 and trajs.trajectory_id.is_unique and summary["real_trajectories"] == 24
+    after = {p: store.fs.info(store.fs._strip_protocol(p))["mtime"] for p in before}
+    assert after == before, "finished trajectories were sampled again"
+    steps = store.read_table("kill", 0, "sample", table_name="steps").to_pandas()
+    assert set(steps.trajectory_id) == set(trajs.trajectory_id)
+    assert not steps.duplicated(["trajectory_id", "step"]).any()
+
+
+def test_sampling_shards_run_on_a_local_dask_cluster(prefect_server, tmp_path):  # noqa: F811
+    @flow(task_runner=make_runner("dask"))
+    def sharded() -> list[dict]:
+        futures = [sample.submit(str(tmp_path), "dask", 0, "sample", "miniwob", "train", 6, None, max_steps=5,
+                                 miniwob_tasks="click-test,focus-text", shard=(i, 2)) for i in range(2)]
+        return [f.result() for f in futures]
+
+    shards = sharded()
+    assert [s["new"] for s in shards] == [3, 3]
+    trajs = Storage(str(tmp_path)).read_table("dask", 0, "sample", table_name="trajectories").to_pandas()
+    assert len(trajs) == 6 and trajs.trajectory_id.is_unique and (trajs.gold_reward == 1.0).all()
+
+
+def test_evaluate_flow_reports_success_with_a_confidence_interval(prefect_server, tmp_path):  # noqa: F811
+    result = evaluate(suite="sandbox", split="test", policy="oracle", tasks=5, repeats=2, run_id="ev",
+                      storage=str(tmp_path))
+    assert result["tasks"] == 5 and result["episodes"] == 10 and result["success_rate"] == 1.0
+    assert 0.6 < result["ci_low"] < 1.0 and result["ci_high"] == 1.0
