@@ -1,6 +1,7 @@
-# `make run`: set up, then run the main job on the embedded default.
+# `make run`: set up, then run the main job on the embedded default (SmolLM2 on CPU):
+#   the warm-start round and one self-evolution round, on a local Prefect server.
 # `make test`: set up, then run the test suite (what CI runs).
-.PHONY: setup run test test-slow bench
+.PHONY: setup run smoke test test-slow bench
 
 setup: .venv/.installed
 
@@ -8,7 +9,7 @@ setup: .venv/.installed
 	bash scripts/setup.sh
 
 run: setup
-	.venv/bin/webevolver sample --suite miniwob --tasks 10 --policy oracle
+	.venv/bin/webevolver evolve --rounds 1 --preset cpu --run main
 
 test: setup
 	.venv/bin/pytest -q
@@ -16,6 +17,10 @@ test: setup
 test-slow: setup
 	.venv/bin/pytest -q -m slow
 
+smoke: setup
+	.venv/bin/webevolver evolve --rounds 1 --preset smoke --run smoke
+
 bench: setup
 	.venv/bin/webevolver bench observe
 	.venv/bin/webevolver bench env
+	.venv/bin/webevolver bench cache

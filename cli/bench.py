@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Optional
 
 import typer
 
@@ -28,3 +29,25 @@ def bench_env_cmd(episodes: int = typer.Option(6, help="Episodes per context."),
     from evolver_core.benchmarks import bench_env
 
     emit_json(asyncio.run(bench_env(episodes, baseline_episodes)))
+
+
+@bench_app.command("cache")
+def bench_cache_cmd(preset: str = typer.Option("smoke", help="Preset of the round to run twice."),
+                    storage: Optional[str] = typer.Option(None, help="Storage root (default: a fresh temporary folder).")) -> None:
+    """A round run twice with the same inputs: `ratio` = rerun time / first run time (target <= 0.1)."""
+    import tempfile
+    import time
+
+    from cli.main import use_prefect_server
+
+    use_prefect_server()
+    from flows.evolve_round import evolve_round
+
+    root = storage or tempfile.mkdtemp(prefix="webevolver-bench-cache-")
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        evolve_round(run_id="bench-cache", round=0, preset=preset, storage=root)
+        times.append(time.perf_counter() - t0)
+    emit_json({"bench": "cache", "preset": preset, "first_s": round(times[0], 2), "rerun_s": round(times[1], 2),
+               "ratio": round(times[1] / times[0], 3), "target": 0.1, "storage": root})
