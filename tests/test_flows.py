@@ -97,3 +97,12 @@ def test_evaluate_flow_reports_success_with_a_confidence_interval(prefect_server
                       storage=str(tmp_path))
     assert result["tasks"] == 5 and result["episodes"] == 10 and result["success_rate"] == 1.0
     assert 0.6 < result["ci_low"] < 1.0 and result["ci_high"] == 1.0
+
+
+def test_evolve_flow_reports_rounds_and_writes_the_success_plot(prefect_server, tmp_path):  # noqa: F811
+    from flows.evolve import evolve
+
+    result = evolve(rounds=0, preset="smoke", run_id="evo", storage=str(tmp_path), overrides=TINY_ROUND)
+    assert [r["round"] for r in result["rounds"]] == [0]
+    svg = Path(result["plot"].removeprefix("file://")).read_text()
+    assert svg.startswith("<svg") and "round 0" in svg
