@@ -127,6 +127,43 @@ def evolve(
         emit_json({**result, "flow_run_url": flow_run_url, "ui_url": server.ui_url})
 
 
+@app.command("eval")
+def eval_cmd(
+    suite: str = typer.Option("miniwob", help="Suite: miniwob, sandbox, or a live one (needs internet)."),
+    split: str = typer.Option("test", help="Split: test or train."),
+    policy: str = typer.Option("oracle", help="oracle, tiny, smollm2, a model/adapter folder, or a remote model name."),
+    tasks: Optional[int] = typer.Option(20, help="Number of tasks (round-robin over sites); 0 = all."),
+    repeats: int = typer.Option(1, help="Runs per task (the paper averages two)."),
+    model_backend: str = BackendOpt,
+    base_url: Optional[str] = BaseUrlOpt,
+    miniwob_tasks: str = typer.Option("easy", help="MiniWoB tasks: easy, all, or a comma list."),
+    max_steps: int = typer.Option(12, help="Step limit per episode."),
+    run: str = typer.Option("eval", help="Run id the evaluation trajectories are stored under."),
+    storage: Optional[str] = StorageOpt,
+    as_json: bool = typer.Option(False, "--json", help="End with a JSON summary line."),
+) -> None:
+    """Evaluate a policy on a suite's split (success rate with a 95% interval) as a Prefect flow run."""
+    use_prefect_server()
+    from flows.evaluate import evaluate
+
+    result = evaluate(suite=suite, split=split, policy=policy, tasks=tasks or None, repeats=repeats, run_id=run,
+                      storage=storage_root(storage), backend=model_backend, base_url=base_url,
+                      miniwob_tasks=miniwob_tasks, max_steps=max_steps)
+    console.print(f"{policy} on {suite}/{split}: success {_pct(result['success_rate'])} "
+                  f"(95% CI {_pct(result['ci_low'])}-{_pct(result['ci_high'])}) over {result['episodes']} episodes "
+                  f"of {result['tasks']} tasks; trajectories at {result['storage']}")
+    if as_json:
+        emit_json(result)
+
+
+@app.command()
+def doctor(storage: Optional[str] = StorageOpt) -> None:
+    """Check this machine (chromium, model files, storage, Prefect server) and say what to fix."""
+    from cli.doctor import run_checks
+
+    raise typer.Exit(run_checks(storage_root(storage)))
+
+
 def use_prefect_server():
     """The Prefect server flows report to: $PREFECT_API_URL if set, else a local one (started once, kept)."""
     from infra.prefect_server import RunningServer, client_env, ensure_server
@@ -161,6 +198,30 @@ def show(
     from cli.show import render_run
 
     render_run(storage_root(storage), run, trajectory=trajectory, round_=round_, stage=stage, limit=limit)
+
+
+@app.command()
+def view(
+    run: str = typer.Argument(..., help="Run id."),
+    out: str = typer.Option(..., "--out", help="Folder to write the report into (index.html)."),
+    storage: Optional[str] = StorageOpt,
+) -> None:
+    """Write a static HTML report of a run's trajectories (filters, steps side by side); open out/index.html."""
+    from pathlib import Path
+
+    from evolver_core.judge_stage import split_judged
+    from evolver_core.storage import Storage
+    from evolver_core.viewer import render_report
+
+    store = Storage(storage_root(storage))
+    if run not in store.list_runs():
+        raise typer.BadParameter(f"no run {run!r} under {store.uri()}", param_hint="RUN")
+    trajs, verdicts = split_judged(store.read_table(run, table_name="trajectories").to_pylist())
+    html = render_report(run, trajs, store.read_table(run, table_name="steps").to_pylist(), verdicts)
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "index.html").write_text(html)
+    console.print(f"wrote {target.resolve() / 'index.html'} ({len(trajs)} trajectories)")
 
 
 @app.command()

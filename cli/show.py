@@ -11,7 +11,7 @@ from cli.output import console
 
 def render_run(root: str, run: str, *, trajectory: Optional[str], round_: Optional[int], stage: Optional[str],
                limit: int) -> None:
-    from evolver_core.judge_stage import JUDGE_STAGE
+    from evolver_core.judge_stage import split_judged
     from evolver_core.storage import Storage
 
     store = Storage(root)
@@ -21,11 +21,10 @@ def render_run(root: str, run: str, *, trajectory: Optional[str], round_: Option
     def wanted(row: dict) -> bool:
         return (round_ is None or row["round"] == round_) and (stage is None or row["stage"] == stage)
 
-    rows = store.read_table(run, table_name="trajectories").to_pylist()
+    # The judge stage holds judged copies of trajectory rows (no steps): shown as verdicts.
+    trajs, verdicts = split_judged(store.read_table(run, table_name="trajectories").to_pylist())
+    trajs = [t for t in trajs if wanted(t)]
     steps = [s for s in store.read_table(run, table_name="steps").to_pylist() if wanted(s)]
-    # The judge stage holds judged copies of trajectory rows (no steps): show them as verdicts.
-    verdicts = {(t["round"], t["trajectory_id"]): t for t in rows if t["stage"] == JUDGE_STAGE}
-    trajs = [t for t in rows if t["stage"] != JUDGE_STAGE and wanted(t)]
     if trajectory:
         trajs = [t for t in trajs if t["trajectory_id"] == trajectory]
         if not trajs:

@@ -30,6 +30,12 @@ class JudgeSummary:
     agreement: dict  # accuracy / precision / recall / n against gold rewards (None where no gold)
 
 
+def split_judged(rows: list[dict]) -> tuple[list[dict], dict[tuple[int, str], dict]]:
+    """Trajectory rows of every stage -> (the non-judge rows, judged rows by (round, trajectory id))."""
+    verdicts = {(t["round"], t["trajectory_id"]): t for t in rows if t["stage"] == JUDGE_STAGE}
+    return [t for t in rows if t["stage"] != JUDGE_STAGE], verdicts
+
+
 def observations_by_trajectory(storage: Storage, run_id: str, round_: int, stage: str) -> dict[str, list[str]]:
     steps = storage.read_table(run_id, round_, stage, table_name="steps").select(
         ["trajectory_id", "step", "observation"]).to_pylist()

@@ -1,0 +1,87 @@
+"""A static HTML trajectory viewer: one self-contained `index.html` (no server, no CDN).
+
+Lists a run's trajectories with filters (round, stage, suite, verdict, source) and shows
+each step's observation, thought, action and error side by side, with the judge's
+reasoning and the gold reward. Synthetic trajectories' observations are the world model's
+predicted pages (what the policy saw).
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Iterable, Mapping
+
+_FILTERS = ("round", "stage", "suite", "verdict", "source")
+
+_SCRIPT = """
+const rows = Array.from(document.querySelectorAll('details.traj'));
+function apply() {
+  const want = {};
+  document.querySelectorAll('select.filter').forEach(s => { if (s.value) want[s.name] = s.value; });
+  let shown = 0;
+  rows.forEach(r => {
+    const ok = Object.entries(want).every(([k, v]) => r.dataset[k] === v);
+    r.style.display = ok ? '' : 'none';
+    shown += ok;
+  });
+  document.getElementById('count').textContent = shown + ' of ' + rows.length + ' trajectories';
+}
+document.querySelectorAll('select.filter').forEach(s => s.addEventListener('change', apply));
+apply();
+"""
+
+_STYLE = """
+body { font-family: sans-serif; margin: 1.5em; }
+details.traj { border: 1px solid #ccc; border-radius: 4px; margin: .5em 0; padding: .3em .6em; }
+summary { cursor: pointer; }
+.step { display: grid; grid-template-columns: 3fr 2fr; gap: 1em; border-top: 1px solid #eee; padding: .5em 0; }
+pre { white-space: pre-wrap; font-size: 11px; max-height: 24em; overflow: auto; background: #f7f7f7; margin: 0; }
+.ok { color: #166534; } .bad { color: #991b1b; } .err { color: #b91c1c; }
+"""
+
+
+def _verdict(v: int | None) -> str:
+    return {None: "unjudged", 0: "not-success", 1: "success"}[v]
+
+
+def render_report(run_id: str, trajectories: Iterable[Mapping], steps: Iterable[Mapping],
+                  verdicts: Mapping[tuple[int, str], Mapping] | None = None) -> str:
+    """The report's HTML. `verdicts` maps (round, trajectory_id) to a judged trajectory row."""
+    verdicts = verdicts or {}
+    by_traj: dict[tuple, list[Mapping]] = {}
+    for s in steps:
+        by_traj.setdefault((s["round"], s["stage"], s["trajectory_id"]), []).append(s)
+    trajs = sorted(trajectories, key=lambda t: (t["round"], t["stage"], t["trajectory_id"]))
+    options: dict[str, set[str]] = {f: set() for f in _FILTERS}
+    blocks = []
+    for t in trajs:
+        judged = verdicts.get((t["round"], t["trajectory_id"]), t)
+        data = {"round": str(t["round"]), "stage": t["stage"], "suite": t["suite"],
+                "verdict": _verdict(judged["judge_verdict"]), "source": t["source"]}
+        for k, v in data.items():
+            options[k].add(v)
+        attrs = " ".join(f'data-{k}="{escape(v)}"' for k, v in data.items())
+        gold = "n/a" if t["gold_reward"] is None else f"{t['gold_reward']:g}"
+        head = (f"<b>{escape(t['trajectory_id'])}</b> · round {t['round']} · {escape(t['stage'])} · "
+                f"{escape(t['source'])} · {t['n_steps']} steps · {escape(t['stop_reason'])} · judge "
+                f"<span class='{'ok' if judged['judge_verdict'] == 1 else 'bad'}'>{data['verdict']}</span> · gold {gold}")
+        body = [f"<p><b>Task:</b> {escape(t['query'])}<br><b>Answer:</b> {escape(str(t['final_answer']))}</p>"]
+        if judged.get("judge_reasoning"):
+            body.append(f"<p><b>Judge:</b> {escape(judged['judge_reasoning'])}</p>")
+        for s in sorted(by_traj.get((t["round"], t["stage"], t["trajectory_id"]), []), key=lambda s: s["step"]):
+            err = f"<p class='err'><b>Error:</b> {escape(s['error'])}</p>" if s["error"] else ""
+            body.append(f"<div class='step'><div><b>Step {s['step']}</b> {escape(s['url'])}"
+                        f"<pre>{escape(s['observation'])}</pre></div><div><p><b>Thought:</b> "
+                        f"{escape(s['thought'] or '')}</p><p><b>Action:</b> <code>{escape(s['action_raw'])}</code>"
+                        f"{'' if s['action_valid'] else ' (invalid)'}</p>{err}</div></div>")
+        blocks.append(f"<details class='traj' {attrs}><summary>{head}</summary>{''.join(body)}</details>")
+    selects = "".join(
+        f"<label>{f} <select class='filter' name='{f}'><option value=''>all</option>"
+        + "".join(f"<option>{escape(v)}</option>" for v in sorted(options[f])) + "</select></label> "
+        for f in _FILTERS)
+    meta = json.dumps({"run": run_id, "trajectories": len(trajs)})
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>WebEvolver run {escape(run_id)}</title>"
+            f"<style>{_STYLE}</style></head><body><h1>Run {escape(run_id)}</h1><p>{selects}</p>"
+            f"<p id='count'></p>{''.join(blocks)}<script type='application/json' id='meta'>{meta}</script>"
+            f"<script>{_SCRIPT}</script></body></html>\n")

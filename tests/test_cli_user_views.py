@@ -1,0 +1,64 @@
+"""What a user reaches for after a run: the HTML viewer (in headless chromium), `eval`, `doctor`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from playwright.async_api import async_playwright
+
+from evolver_core.agent import OracleAgent
+from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
+from evolver_core.sampling import SampleConfig, sample_trajectories
+from evolver_core.storage import Storage
+from evolver_core.suites.miniwob import MiniWoBSuite
+from fixtures_prefect import prefect_server  # noqa: F401
+
+CLI = [sys.executable, "-m", "cli.main"]
+
+
+async def test_view_writes_a_static_report_with_working_filters(tmp_path):
+    suite = MiniWoBSuite(["click-test", "enter-text"], seeds_per_task=2)
+    await suite.start()
+    await sample_trajectories(suite, suite.tasks("train"), lambda t, k: OracleAgent(suite), Storage(str(tmp_path)),
+                              SampleConfig(run_id="v1"))
+    await sample_trajectories(suite, suite.tasks("test")[:1], lambda t, k: OracleAgent(suite), Storage(str(tmp_path)),
+                              SampleConfig(run_id="v1", round=1, stage="eval"))
+    await suite.stop()
+    out = subprocess.run(CLI + ["view", "v1", "--storage", str(tmp_path), "--out", str(tmp_path / "report")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        page = await browser.new_page()
+        await page.goto((tmp_path / "report" / "index.html").as_uri())
+        assert await page.text_content("#count") == "5 of 5 trajectories"
+        await page.select_option("select[name=stage]", "eval")
+        assert await page.text_content("#count") == "1 of 5 trajectories"
+        await page.select_option("select[name=stage]", "")
+        await page.select_option("select[name=round]", "0")
+        first = page.locator("details.traj:visible").first
+        await first.locator("summary").click()
+        assert "Thought:" in await first.inner_text() and "RootWebArea" in await first.inner_text()
+        await browser.close()
+
+
+def test_eval_prints_success_with_an_interval(prefect_server, tmp_path):  # noqa: F811
+    out = subprocess.run(CLI + ["eval", "--suite", "sandbox", "--split", "test", "--policy", "oracle", "--tasks", "3",
+                                "--storage", str(tmp_path), "--json"], capture_output=True, text=True, timeout=300,
+                         env=os.environ.copy())
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["tasks"] == 3 and result["success_rate"] == 1.0
+    assert 0 < result["ci_low"] < 1 and result["ci_high"] == 1.0
+
+
+def test_doctor_passes_here_and_names_what_to_fix(tmp_path):
+    ok = subprocess.run(CLI + ["doctor", "--storage", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = subprocess.run(CLI + ["doctor", "--storage", "s3://no-such-bucket/x"], capture_output=True, text=True,
+                         timeout=120, env=os.environ | {"WEBEVOLVER_S3_ENDPOINT": "http://127.0.0.1:9",
+                                                        "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"})
+    assert bad.returncode == 1 and "FIX storage" in bad.stdout
