@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Iterable, Literal, get_args
 
 import pyarrow as pa
 
-TableName = Literal["steps", "trajectories", "examples"]
+TableName = Literal["steps", "trajectories", "examples", "wm_transitions"]
 Source = Literal["real", "synthetic"]
 StopReason = Literal["stop", "max_steps", "repeat", "error"]
 
@@ -221,8 +221,33 @@ SFT_SCHEMA = pa.schema(
         pa.field("completion", pa.string(), nullable=False),  # canonical JSON: [assistant turn]
     ]
 )
+# World-model transitions with their distilled rationales (`evolver_core.world_model`).
+WM_TRANSITION_TABLE = "wm_transitions"
+WM_TRANSITION_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("trajectory_id", pa.string(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("objective", pa.string(), nullable=False),
+        pa.field("start_url", pa.string(), nullable=False),
+        pa.field("past_actions", pa.list_(pa.string()), nullable=False),
+        pa.field("last_observation", pa.string(), nullable=True),  # null for first steps
+        pa.field("action", pa.string(), nullable=True),  # null for first steps
+        pa.field("next_observation", pa.string(), nullable=False),
+        pa.field("action_key", pa.string(), nullable=False),
+        pa.field("site", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("rationale", pa.string(), nullable=False),
+    ]
+)
 # `Storage` reads and writes the tables named here.
-SCHEMAS: dict[TableName, pa.Schema] = {name: cls.SCHEMA for name, cls in RECORD_TYPES.items()} | {SFT_TABLE: SFT_SCHEMA}
+SCHEMAS: dict[TableName, pa.Schema] = {
+    **{name: cls.SCHEMA for name, cls in RECORD_TYPES.items()},
+    SFT_TABLE: SFT_SCHEMA,
+    WM_TRANSITION_TABLE: WM_TRANSITION_SCHEMA,
+}
 
 
 def validate_table(table: pa.Table, schema: pa.Schema) -> None:

@@ -96,6 +96,16 @@ def episode_records(ep: Episode, cfg: SampleConfig, *, judge_verdict: int | None
     return steps, traj
 
 
+def store_episode(storage: Storage, cfg: SampleConfig, ep: Episode, verdict: int | None = None,
+                  reasoning: str | None = None) -> None:
+    """Steps shard first, trajectory row last: the trajectory row marks the trajectory done."""
+    steps, traj = episode_records(ep, cfg, judge_verdict=verdict, judge_reasoning=reasoning)
+    shard = trajectory_id(ep.task.id, ep.sample)
+    if steps:
+        storage.write_shard(cfg.run_id, cfg.round, cfg.stage, "steps", to_table(steps), shard)
+    storage.write_shard(cfg.run_id, cfg.round, cfg.stage, "trajectories", to_table([traj]), shard)
+
+
 JudgeFn = Callable[[Episode], Awaitable[tuple[int | None, str | None]]]
 
 
@@ -128,11 +138,7 @@ async def sample_trajectories(
                     try:
                         ep = await run_episode(env, task, make_agent(task, k), sample=k, max_steps=cfg.max_steps)
                         verdict, reasoning = await judge(ep) if judge else (None, None)
-                        steps, traj = episode_records(ep, cfg, judge_verdict=verdict, judge_reasoning=reasoning)
-                        shard = trajectory_id(task.id, k)
-                        if steps:
-                            storage.write_shard(cfg.run_id, cfg.round, cfg.stage, "steps", to_table(steps), shard)
-                        storage.write_shard(cfg.run_id, cfg.round, cfg.stage, "trajectories", to_table([traj]), shard)
+                        store_episode(storage, cfg, ep, verdict, reasoning)
                     except Exception as exc:  # one bad episode must not lose the others
                         summary.failed += 1
                         summary.errors.append(f"{task.id}#{k}: {type(exc).__name__}: {exc}")
@@ -145,7 +151,7 @@ async def sample_trajectories(
 
         await asyncio.gather(*(worker() for _ in range(max(1, min(cfg.concurrency, len(todo))))))
 
-    _tally(summary, storage, cfg)
+    tally(summary, storage, cfg)
     if summary.failed:
         raise SamplingError(
             f"{summary.failed} of {len(todo)} episodes failed (first: {summary.errors[0]}); "
@@ -153,7 +159,7 @@ async def sample_trajectories(
     return summary
 
 
-def _tally(summary: SampleSummary, storage: Storage, cfg: SampleConfig) -> None:
+def tally(summary: SampleSummary, storage: Storage, cfg: SampleConfig) -> None:
     """Counts over everything stored for the stage, so a resumed run reports the whole stage."""
     trajs = storage.read_table(cfg.run_id, cfg.round, cfg.stage, table_name="trajectories").to_pylist()
     steps = storage.read_table(cfg.run_id, cfg.round, cfg.stage, table_name="steps").column("action_valid").to_pylist()

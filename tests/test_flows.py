@@ -3,7 +3,6 @@ after a kill during sampling, sampling shards on a Dask cluster, and the evaluat
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from evolver_core.storage import Storage
 from fixtures_prefect import prefect_server  # noqa: F401  (pytest finds fixtures by name)
@@ -26,10 +25,17 @@ from tasks.sample import sample
 TINY_ROUND = {"finetune_steps": 2, "test_tasks": 2}
 
 
-async def task_states(flow_run_id) -> dict[str, str]:
-    async with get_client() as client:
-        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {r.name: r.state.name for r in runs}
+def task_states(flow_run_id, expected: str, count: int, timeout_s: float = 120) -> dict[str, str]:
+    """Task run states of a flow run once `count` of them are `expected`: they reach the server
+    as events, so they are eventually consistent."""
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            states = {r.name: r.state.name for r in runs}
+            if (len(states) == count and set(states.values()) == {expected}) or time.monotonic() > deadline:
+                return states
+            time.sleep(0.5)
 
 
 def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path):  # noqa: F811
@@ -41,13 +47,13 @@ def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path)
     store = Storage(str(tmp_path))
     assert store.fs.exists(store.fs._strip_protocol(summary["adapter"]) + "/adapter_config.json")
     assert len(store.list_shards("smoke", 0, "eval", "trajectories")) == 2
-    states = asyncio.run(task_states(first.state_details.flow_run_id))
+    states = task_states(first.state_details.flow_run_id, "Completed", 4)
     assert set(states.values()) == {"Completed"} and len(states) == 4  # sample, to_sft, finetune, eval
 
     again = evolve_round(run_id="smoke", round=0, preset="smoke", storage=str(tmp_path), overrides=TINY_ROUND,
                          return_state=True)
     assert again.result() == summary
-    states = asyncio.run(task_states(again.state_details.flow_run_id))
+    states = task_states(again.state_details.flow_run_id, "Cached", 4)
     assert set(states.values()) == {"Cached"} and len(states) == 4
 
 

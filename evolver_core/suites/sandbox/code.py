@@ -15,31 +15,9 @@ from datetime import date, timedelta
 from random import Random
 from typing import Any, Callable
 
-from evolver_core.suites.sandbox.spec import (
-    Pools,
-    TaskSpec,
-    answer,
-    answer_gold,
-    choose,
-    click,
-    search,
-    state_gold,
-)
+from evolver_core.suites.sandbox.spec import Pools, TaskSpec, answer, answer_gold, click, search, state_gold, template
 from evolver_core.suites.sandbox.web import (
-    Request,
-    Response,
-    Route,
-    Site,
-    counted,
-    esc,
-    link_list,
-    pager,
-    paginate,
-    post_button,
-    redirect,
-    route,
-    search_form,
-    url,
+    Request, Response, Route, Site, counted, esc, link_list, pager, paginate, post_button, redirect, route, url
 )
 
 SEED = 303
@@ -261,6 +239,8 @@ def _words(text: str) -> set[str]:
 class Code(Site):
     name = "code"
     title = "Gitforge"
+    search_label = SEARCH_LABEL
+    search_placeholder = "Search or jump to..."
 
     def __init__(self, seed: int = SEED):
         self.repos = make_repos(seed)
@@ -292,13 +272,8 @@ class Code(Site):
             "summary{cursor:pointer;border:1px solid #ccc;padding:2px 8px}"
         )
 
-    def header(self, req: Request) -> str:
-        return (
-            '<header><a class="brand" href="/">Gitforge</a>'
-            + search_form("/search", SEARCH_LABEL, req.arg("q"), "Search or jump to...")
-            + '<nav aria-label="Main"><a href="/search?sort=stars">Explore</a><a href="/stars">Your stars</a></nav>'
-            "</header>"
-        )
+    def nav(self, req: Request) -> str:
+        return '<nav aria-label="Main"><a href="/search?sort=stars">Explore</a><a href="/stars">Your stars</a></nav>'
 
     def home(self, req: Request) -> Response:
         trending = sorted(self.repos, key=lambda r: -r.updated.toordinal())[:6]
@@ -404,22 +379,6 @@ class Code(Site):
 
     # --- tasks ---------------------------------------------------------------------------
 
-    def task_specs(self) -> list[TaskSpec]:
-        makers: list[tuple[str, Callable[[], list[TaskSpec]], bool]] = [
-            ("repo-stars", self._stars_drafts, False),
-            ("top-topic-language", self._top_drafts, False),
-            ("owner-top-starred", self._owner_top_drafts, False),
-            ("repo-license", self._license_drafts, False),
-            ("star-repo", self._star_drafts, False),
-            ("latest-release", self._release_drafts, True),
-            ("owner-repo-count", self._owner_count_drafts, True),
-        ]
-        return [
-            s
-            for name, make, test_only in makers
-            for s in choose(self.name, name, make(), self.pools, test_only=test_only)
-        ]
-
     def _open(self, r: Repo) -> list[dict[str, Any]]:
         return [
             search(SEARCH_LABEL, r.name, f"I'll search Gitforge for {r.name}."),
@@ -432,6 +391,7 @@ class Code(Site):
             click(owner, f"The user {owner} is listed; I'll open their page."),
         ]
 
+    @template("repo-stars")
     def _stars_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -444,6 +404,7 @@ class Code(Site):
             for r in self.repos
         ]
 
+    @template("top-topic-language")
     def _top_drafts(self) -> list[TaskSpec]:
         drafts = []
         for topic in TOPICS:
@@ -475,6 +436,7 @@ class Code(Site):
                 )
         return drafts
 
+    @template("owner-top-starred")
     def _owner_top_drafts(self) -> list[TaskSpec]:
         drafts = []
         for owner in self.owners:
@@ -498,6 +460,7 @@ class Code(Site):
             )
         return drafts
 
+    @template("repo-license")
     def _license_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -510,6 +473,7 @@ class Code(Site):
             for r in self.repos
         ]
 
+    @template("star-repo")
     def _star_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -526,6 +490,7 @@ class Code(Site):
             for r in self.repos
         ]
 
+    @template("latest-release", test_only=True)
     def _release_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -543,6 +508,7 @@ class Code(Site):
             for r in self.repos
         ]
 
+    @template("owner-repo-count", test_only=True)
     def _owner_count_drafts(self) -> list[TaskSpec]:
         drafts = []
         for owner in self.owners:

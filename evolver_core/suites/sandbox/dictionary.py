@@ -12,33 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from random import Random
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
-from evolver_core.suites.sandbox.spec import (
-    Pools,
-    TaskSpec,
-    answer,
-    answer_gold,
-    choose,
-    click,
-    search,
-    state_gold,
-)
+from evolver_core.suites.sandbox.spec import Pools, TaskSpec, answer, answer_gold, click, search, state_gold, template
 from evolver_core.suites.sandbox.web import (
-    Request,
-    Response,
-    Route,
-    Site,
-    counted,
-    esc,
-    link_list,
-    pager,
-    paginate,
-    post_button,
-    redirect,
-    route,
-    search_form,
+    Request, Response, Route, Site, counted, esc, link_list, pager, paginate, post_button, redirect, route, save_item,
+    unsave_item
 )
 
 SEED = 404
@@ -250,6 +230,9 @@ def _synonyms(words: list[Word], pools: Pools) -> dict[str, tuple[str, ...]]:
 class Dictionary(Site):
     name = "dictionary"
     title = "Wordwell Dictionary"
+    brand = "Wordwell"
+    search_label = SEARCH_LABEL
+    search_placeholder = "Look up a word"
 
     def __init__(self, seed: int = SEED):
         self.words = sorted(make_words(seed), key=lambda w: w.word)
@@ -277,13 +260,11 @@ class Dictionary(Site):
     def accent_css(self) -> str:
         return "header{background:#1d3557}.pos{font-style:italic;color:#7a2e2e}.pron{color:#555}"
 
-    def header(self, req: Request) -> str:
+    def nav(self, req: Request) -> str:
         letters = " ".join(f'<a href="/browse/{c}">{c.upper()}</a>' for c in "abcdefghijklmnopqrstuvwxyz")
         return (
-            '<header><a class="brand" href="/">Wordwell</a>'
-            + search_form("/search", SEARCH_LABEL, req.arg("q"), "Look up a word")
-            + f'<nav aria-label="Main"><a href="/wordlist">My word list ({len(req.state["wordlist"])})</a></nav>'
-            f'<nav aria-label="Browse A to Z">{letters}</nav></header>'
+            f'<nav aria-label="Main"><a href="/wordlist">My word list ({len(req.state["wordlist"])})</a></nav>'
+            f'<nav aria-label="Browse A to Z">{letters}</nav>'
         )
 
     def home(self, req: Request) -> Response:
@@ -346,38 +327,18 @@ class Dictionary(Site):
         word = req.form.get("word", "")
         if word not in self.by_word:
             return self.not_found(req)
-        if word not in req.state["wordlist"]:
-            req.state["wordlist"].append(word)
-        req.state["_flash"] = f"Added {word} to your word list."
-        return redirect(f"/define/{word}")
+        return save_item(req, "wordlist", word, f"Added {word} to your word list.", f"/define/{word}")
 
     def remove_word(self, req: Request) -> Response:
         word = req.form.get("word", "")
-        if word in req.state["wordlist"]:
-            req.state["wordlist"].remove(word)
-        return redirect(f"/define/{word}" if word in self.by_word else "/wordlist")
+        return unsave_item(req, "wordlist", word, f"/define/{word}" if word in self.by_word else "/wordlist")
 
     # --- tasks ---------------------------------------------------------------------------
-
-    def task_specs(self) -> list[TaskSpec]:
-        makers: list[tuple[str, Callable[[], list[TaskSpec]], bool]] = [
-            ("part-of-speech", self._pos_drafts, False),
-            ("first-definition", self._definition_drafts, False),
-            ("first-known-use", self._first_use_drafts, False),
-            ("synonym", self._synonym_drafts, False),
-            ("save-word", self._save_drafts, False),
-            ("etymology", self._etymology_drafts, True),
-            ("plural", self._plural_drafts, True),
-        ]
-        return [
-            s
-            for name, make, test_only in makers
-            for s in choose(self.name, name, make(), self.pools, test_only=test_only)
-        ]
 
     def _open(self, w: Word) -> list[dict[str, Any]]:
         return [search(SEARCH_LABEL, w.word, f"I'll look up '{w.word}' in the dictionary.")]
 
+    @template("part-of-speech")
     def _pos_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -390,6 +351,7 @@ class Dictionary(Site):
             for w in self.words
         ]
 
+    @template("first-definition")
     def _definition_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -405,6 +367,7 @@ class Dictionary(Site):
             for w in self.words
         ]
 
+    @template("first-known-use")
     def _first_use_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -424,6 +387,7 @@ class Dictionary(Site):
             for w in self.words
         ]
 
+    @template("synonym")
     def _synonym_drafts(self) -> list[TaskSpec]:
         drafts = []
         for w in self.words:
@@ -445,6 +409,7 @@ class Dictionary(Site):
                 )
         return drafts
 
+    @template("save-word")
     def _save_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -465,6 +430,7 @@ class Dictionary(Site):
             for w in self.words
         ]
 
+    @template("etymology", test_only=True)
     def _etymology_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -480,6 +446,7 @@ class Dictionary(Site):
             for w in self.words
         ]
 
+    @template("plural", test_only=True)
     def _plural_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(

@@ -17,31 +17,11 @@ from random import Random
 from typing import Any, Callable
 
 from evolver_core.suites.sandbox.spec import (
-    Pools,
-    TaskSpec,
-    answer,
-    answer_gold,
-    choose,
-    click,
-    fill,
-    search,
-    state_gold,
+    Pools, TaskSpec, answer, answer_gold, click, fill, search, state_gold, template
 )
 from evolver_core.suites.sandbox.web import (
-    Request,
-    Response,
-    Route,
-    Site,
-    counted,
-    esc,
-    link_list,
-    pager,
-    paginate,
-    post_button,
-    redirect,
-    route,
-    search_form,
-    url,
+    Request, Response, Route, Site, counted, esc, link_list, pager, paginate, post_button, redirect, route, save_item,
+    url
 )
 
 SEED = 505
@@ -278,6 +258,8 @@ def _words(text: str) -> set[str]:
 class News(Site):
     name = "news"
     title = "The Morning Ledger"
+    search_label = SEARCH_LABEL
+    search_placeholder = "Search news"
 
     def __init__(self, seed: int = SEED):
         self.articles = make_articles(seed)
@@ -307,13 +289,11 @@ class News(Site):
     def accent_css(self) -> str:
         return "header{background:#5a0f1c}"
 
-    def header(self, req: Request) -> str:
+    def nav(self, req: Request) -> str:
         sections = "".join(f'<a href="/section/{s.lower()}">{s}</a>' for s in AUTHORS)
         return (
-            '<header><a class="brand" href="/">The Morning Ledger</a>'
-            + search_form("/search", SEARCH_LABEL, req.arg("q"), "Search news")
-            + f'<nav aria-label="Sections">{sections}<a href="/newsletters">Newsletters</a>'
-            '<a href="/saved">Reading list</a></nav></header>'
+            f'<nav aria-label="Sections">{sections}<a href="/newsletters">Newsletters</a>'
+            '<a href="/saved">Reading list</a></nav>'
         )
 
     def home(self, req: Request) -> Response:
@@ -424,10 +404,7 @@ class News(Site):
         a = self.by_slug.get(req.form.get("slug", ""))
         if a is None:
             return self.not_found(req)
-        if a.slug not in req.state["saved"]:
-            req.state["saved"].append(a.slug)
-        req.state["_flash"] = "Saved to your reading list."
-        return redirect(f"/article/{a.slug}")
+        return save_item(req, "saved", a.slug, "Saved to your reading list.", f"/article/{a.slug}")
 
     def newsletters(self, req: Request) -> Response:
         boxes = "".join(
@@ -456,28 +433,13 @@ class News(Site):
 
     # --- tasks ---------------------------------------------------------------------------
 
-    def task_specs(self) -> list[TaskSpec]:
-        makers: list[tuple[str, Callable[[], list[TaskSpec]], bool]] = [
-            ("article-author", self._author_drafts, False),
-            ("article-date", self._date_drafts, False),
-            ("latest-by-author", self._latest_drafts, False),
-            ("read-time", self._read_time_drafts, False),
-            ("save-article", self._save_drafts, False),
-            ("first-in-month", self._first_in_month_drafts, True),
-            ("subscribe", self._subscribe_drafts, True),
-        ]
-        return [
-            s
-            for name, make, test_only in makers
-            for s in choose(self.name, name, make(), self.pools, test_only=test_only)
-        ]
-
     def _open(self, a: Article) -> list[dict[str, Any]]:
         return [
             search(SEARCH_LABEL, a.headline, "I'll search for the article by its headline."),
             click(a.headline, "The article is in the results; I'll open it."),
         ]
 
+    @template("article-author")
     def _author_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -490,6 +452,7 @@ class News(Site):
             for a in self.articles
         ]
 
+    @template("article-date")
     def _date_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -509,6 +472,7 @@ class News(Site):
             for a in self.articles
         ]
 
+    @template("latest-by-author")
     def _latest_drafts(self) -> list[TaskSpec]:
         drafts = []
         for author in (n for names in AUTHORS.values() for n in names):
@@ -540,6 +504,7 @@ class News(Site):
                 )
         return drafts
 
+    @template("read-time")
     def _read_time_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -559,6 +524,7 @@ class News(Site):
             for a in self.articles
         ]
 
+    @template("save-article")
     def _save_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -579,6 +545,7 @@ class News(Site):
             for a in self.articles
         ]
 
+    @template("first-in-month", test_only=True)
     def _first_in_month_drafts(self) -> list[TaskSpec]:
         drafts = []
         for section in AUTHORS:
@@ -606,6 +573,7 @@ class News(Site):
                 )
         return drafts
 
+    @template("subscribe", test_only=True)
     def _subscribe_drafts(self) -> list[TaskSpec]:
         drafts = []
         for reader in READERS:

@@ -12,31 +12,10 @@ from dataclasses import dataclass
 from random import Random
 from typing import Any, Callable
 
-from evolver_core.suites.sandbox.spec import (
-    Pools,
-    TaskSpec,
-    answer,
-    answer_gold,
-    choose,
-    click,
-    search,
-    state_gold,
-)
+from evolver_core.suites.sandbox.spec import Pools, TaskSpec, answer, answer_gold, click, search, state_gold, template
 from evolver_core.suites.sandbox.web import (
-    Request,
-    Response,
-    Route,
-    Site,
-    counted,
-    esc,
-    link_list,
-    pager,
-    paginate,
-    post_button,
-    redirect,
-    route,
-    search_form,
-    url,
+    Request, Response, Route, Site, counted, esc, link_list, pager, paginate, post_button, route, save_item,
+    unsave_item, url
 )
 
 SEED = 202
@@ -373,6 +352,9 @@ def _words(text: str) -> set[str]:
 class Recipes(Site):
     name = "recipes"
     title = "Hearth & Herb"
+    search_action = "/recipes"
+    search_label = SEARCH_LABEL
+    search_placeholder = "Find a recipe"
 
     def __init__(self, seed: int = SEED):
         self.recipes = make_recipes(seed)
@@ -397,12 +379,10 @@ class Recipes(Site):
     def accent_css(self) -> str:
         return "header{background:#7a3b1d}"
 
-    def header(self, req: Request) -> str:
+    def nav(self, req: Request) -> str:
         return (
-            '<header><a class="brand" href="/">Hearth &amp; Herb</a>'
-            + search_form("/recipes", SEARCH_LABEL, req.arg("q"), "Find a recipe")
-            + '<nav aria-label="Main"><a href="/recipes">All recipes</a>'
-            f'<a href="/saved">My recipe box ({len(req.state["saved"])})</a></nav></header>'
+            '<nav aria-label="Main"><a href="/recipes">All recipes</a>'
+            f'<a href="/saved">My recipe box ({len(req.state["saved"])})</a></nav>'
         )
 
     def home(self, req: Request) -> Response:
@@ -503,34 +483,13 @@ class Recipes(Site):
         r = self.by_slug.get(req.form.get("slug", ""))
         if r is None:
             return self.not_found(req)
-        if r.slug not in req.state["saved"]:
-            req.state["saved"].append(r.slug)
-        req.state["_flash"] = f"Saved {r.title} to your recipe box."
-        return redirect(f"/recipe/{r.slug}")
+        return save_item(req, "saved", r.slug, f"Saved {r.title} to your recipe box.", f"/recipe/{r.slug}")
 
     def unsave(self, req: Request) -> Response:
         slug = req.form.get("slug", "")
-        if slug in req.state["saved"]:
-            req.state["saved"].remove(slug)
-        return redirect(f"/recipe/{slug}" if slug in self.by_slug else "/saved")
+        return unsave_item(req, "saved", slug, f"/recipe/{slug}" if slug in self.by_slug else "/saved")
 
     # --- tasks ---------------------------------------------------------------------------
-
-    def task_specs(self) -> list[TaskSpec]:
-        makers: list[tuple[str, Callable[[], list[TaskSpec]], bool]] = [
-            ("cook-time", self._cook_time_drafts, False),
-            ("ingredient-amount", self._amount_drafts, False),
-            ("quickest", self._quickest_drafts, False),
-            ("calories", self._calorie_drafts, False),
-            ("save-recipe", self._save_drafts, False),
-            ("top-rated-diet", self._top_rated_drafts, True),
-            ("ingredient-count", self._count_drafts, True),
-        ]
-        return [
-            s
-            for name, make, test_only in makers
-            for s in choose(self.name, name, make(), self.pools, test_only=test_only)
-        ]
 
     def _open(self, r: Recipe) -> list[dict[str, Any]]:
         return [
@@ -538,6 +497,7 @@ class Recipes(Site):
             click(r.title, "The recipe is in the results; I'll open it."),
         ]
 
+    @template("cook-time")
     def _cook_time_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -554,6 +514,7 @@ class Recipes(Site):
             if r.cook > 0
         ]
 
+    @template("ingredient-amount")
     def _amount_drafts(self) -> list[TaskSpec]:
         drafts = []
         for r in self.recipes:
@@ -570,6 +531,7 @@ class Recipes(Site):
             )
         return drafts
 
+    @template("quickest")
     def _quickest_drafts(self) -> list[TaskSpec]:
         drafts = []
         for cuisine in CUISINES:
@@ -604,6 +566,7 @@ class Recipes(Site):
                 )
         return drafts
 
+    @template("calories")
     def _calorie_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -619,6 +582,7 @@ class Recipes(Site):
             for r in self.recipes
         ]
 
+    @template("save-recipe")
     def _save_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -639,6 +603,7 @@ class Recipes(Site):
             for r in self.recipes
         ]
 
+    @template("top-rated-diet", test_only=True)
     def _top_rated_drafts(self) -> list[TaskSpec]:
         drafts = []
         for diet in DIETS:
@@ -673,6 +638,7 @@ class Recipes(Site):
                 )
         return drafts
 
+    @template("ingredient-count", test_only=True)
     def _count_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(

@@ -16,31 +16,10 @@ from random import Random
 from typing import Any, Callable
 
 from evolver_core.suites.sandbox.spec import (
-    Pools,
-    TaskSpec,
-    answer,
-    answer_gold,
-    choose,
-    click,
-    fill,
-    search,
-    state_gold,
+    Pools, TaskSpec, answer, answer_gold, click, fill, search, state_gold, template
 )
 from evolver_core.suites.sandbox.web import (
-    Request,
-    Response,
-    Route,
-    Site,
-    counted,
-    esc,
-    link_list,
-    pager,
-    paginate,
-    post_button,
-    redirect,
-    route,
-    search_form,
-    url,
+    Request, Response, Route, Site, counted, esc, link_list, pager, paginate, post_button, redirect, route, url
 )
 
 SEED = 101
@@ -287,6 +266,8 @@ def _words(text: str) -> set[str]:
 class Shop(Site):
     name = "shop"
     title = "Northwind Outfitters"
+    search_label = SEARCH_LABEL
+    search_placeholder = "Search products"
 
     def __init__(self, seed: int = SEED):
         self.products = make_products(seed)
@@ -312,13 +293,10 @@ class Shop(Site):
     def accent_css(self) -> str:
         return "header{background:#1f3b2d}.price{font-weight:700;font-size:16px}"
 
-    def header(self, req: Request) -> str:
-        count = sum(req.state["cart"].values())
+    def nav(self, req: Request) -> str:
         return (
-            f'<header><a class="brand" href="/">Northwind Outfitters</a>'
-            f"{search_form('/search', SEARCH_LABEL, req.arg('q'), 'Search products')}"
-            f'<nav aria-label="Main"><a href="/search">All departments</a><a href="/search?sort=newest">New arrivals</a>'
-            f'<a href="/cart">Cart ({count})</a></nav></header>'
+            '<nav aria-label="Main"><a href="/search">All departments</a><a href="/search?sort=newest">New arrivals</a>'
+            f'<a href="/cart">Cart ({sum(req.state["cart"].values())})</a></nav>'
         )
 
     def home(self, req: Request) -> Response:
@@ -456,22 +434,6 @@ class Shop(Site):
 
     # --- tasks ---------------------------------------------------------------------------
 
-    def task_specs(self) -> list[TaskSpec]:
-        makers: list[tuple[str, Callable[[], list[TaskSpec]], bool]] = [
-            ("product-price", self._price_drafts, False),
-            ("product-weight", self._weight_drafts, False),
-            ("cheapest-filtered", self._cheapest_drafts, False),
-            ("top-rated-brand", self._top_rated_drafts, False),
-            ("add-to-cart", self._add_drafts, False),
-            ("add-quantity", self._add_quantity_drafts, True),
-            ("count-color", self._count_drafts, True),
-        ]
-        return [
-            s
-            for name, make, test_only in makers
-            for s in choose(self.name, name, make(), self.pools, test_only=test_only)
-        ]
-
     def _open(self, p: Product) -> list[dict[str, Any]]:
         return [
             search(SEARCH_LABEL, p.name, f"I'll search the shop for the {p.name}."),
@@ -481,6 +443,7 @@ class Shop(Site):
     def _in_stock(self) -> list[Product]:
         return [p for p in self.products if p.stock > 0]
 
+    @template("product-price")
     def _price_drafts(self) -> list[TaskSpec]:
         phrasings = ("What is the price of the {}?", "How much does the {} cost?", "Find the {} and tell me its price.")
         return [
@@ -499,6 +462,7 @@ class Shop(Site):
             for p in self.products
         ]
 
+    @template("product-weight")
     def _weight_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -519,6 +483,7 @@ class Shop(Site):
             for p in self.products
         ]
 
+    @template("cheapest-filtered")
     def _cheapest_drafts(self) -> list[TaskSpec]:
         drafts = []
         for dept in DEPARTMENTS:
@@ -554,6 +519,7 @@ class Shop(Site):
                 )
         return drafts
 
+    @template("top-rated-brand")
     def _top_rated_drafts(self) -> list[TaskSpec]:
         drafts = []
         for dept in DEPARTMENTS:
@@ -586,6 +552,7 @@ class Shop(Site):
                 )
         return drafts
 
+    @template("add-to-cart")
     def _add_drafts(self) -> list[TaskSpec]:
         return [
             TaskSpec(
@@ -606,6 +573,7 @@ class Shop(Site):
             for p in self._in_stock()
         ]
 
+    @template("add-quantity", test_only=True)
     def _add_quantity_drafts(self) -> list[TaskSpec]:
         drafts = []
         for p in self._in_stock():
@@ -630,6 +598,7 @@ class Shop(Site):
             )
         return drafts
 
+    @template("count-color", test_only=True)
     def _count_drafts(self) -> list[TaskSpec]:
         drafts = []
         for dept in DEPARTMENTS:

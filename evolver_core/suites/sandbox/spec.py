@@ -1,7 +1,8 @@
 """Task specs, solver plans, and the train/test split of the sandbox suite.
 
-A site turns its seeded data into *drafts*: every possible task of a template, each with its
-query, gold, the entities it names or asks about, and a plan for the scripted solver.
+A site turns its seeded data into *drafts*: every possible task of a template (one `@template`
+method each), each with its query, gold, the entities it names or asks about, and a plan for
+the scripted solver.
 `choose` then picks a fixed number per split so that the test split is not a copy of training:
 
 * each site's entities are partitioned once into a train pool and a test pool (`Pools`);
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from random import Random
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 TEST_FRACTION = 0.3
 N_TRAIN, N_TEST, N_TEST_ONLY = 12, 3, 6  # tasks per template and split
@@ -72,6 +73,19 @@ def choose(
         start = len(out)
         out.extend(replace(d, split=split, index=start + i) for i, d in enumerate(fitting[:count]))
     return out
+
+
+Drafts = TypeVar("Drafts", bound=Callable[..., list[TaskSpec]])
+
+
+def template(name: str, *, test_only: bool = False) -> Callable[[Drafts], Drafts]:
+    """Marks a site method as the draft maker of template `name` (`Site.task_specs` collects them)."""
+
+    def mark(make: Drafts) -> Drafts:
+        make.template = (name, test_only)  # type: ignore[attr-defined]
+        return make
+
+    return mark
 
 
 def answer_gold(answer: str, *aliases: str) -> dict[str, Any]:

@@ -11,8 +11,8 @@ lives on the server, keyed by that cookie, and two endpoints serve the evaluator
 
 Pages are plain server-rendered HTML built with f-strings and `html.escape` (`esc`), no
 JavaScript beyond one inline `onchange` submit; the small helpers here (`Site.page`, `url`,
-`link_list`, `pager`, `search_form`, `post_button`, `counted`) keep the five sites' markup
-consistent. Threads and shutdown come from `evolver_core.suites.httpserver.LocalHTTPServer`.
+`link_list`, `pager`, `search_form`, `post_button`, `counted`, `save_item`) keep the five sites'
+markup and behaviour consistent. Threads and shutdown come from `evolver_core.suites.httpserver.LocalHTTPServer`.
 """
 
 from __future__ import annotations
@@ -26,13 +26,11 @@ from dataclasses import dataclass, field
 from html import escape
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from evolver_core.suites.httpserver import LocalHTTPServer
-
-if TYPE_CHECKING:
-    from evolver_core.suites.sandbox.spec import TaskSpec
+from evolver_core.suites.sandbox.spec import Pools, TaskSpec, choose
 
 MAX_SESSIONS = 4096  # oldest visitors are forgotten beyond this
 
@@ -89,6 +87,11 @@ class Site:
 
     name: str = ""
     title: str = ""
+    brand: str = ""  # the header's site name, where it is shorter than `title`
+    search_action: str = "/search"  # the header's search box (search_form)
+    search_label: str = ""
+    search_placeholder: str = ""
+    pools: Pools  # the site's train/test partition of its entities (spec.py)
 
     def routes(self) -> list[Route]:
         raise NotImplementedError
@@ -100,8 +103,14 @@ class Site:
         """The JSON the evaluator reads from `/__state` (private keys start with '_')."""
         return {k: v for k, v in state.items() if not k.startswith("_")}
 
-    def task_specs(self) -> list["TaskSpec"]:
-        raise NotImplementedError
+    def task_specs(self) -> list[TaskSpec]:
+        """The tasks of the site's @template methods (spec.template), in definition order."""
+        makers = [m for m in vars(type(self)).values() if hasattr(m, "template")]
+        return [
+            spec
+            for make in makers
+            for spec in choose(self.name, make.template[0], make(self), self.pools, test_only=make.template[1])
+        ]
 
     def not_found(self, req: Request) -> Response:
         return Response(
@@ -109,7 +118,7 @@ class Site:
         )
 
     def page(self, title: str, main: str, req: Request, aside: str = "") -> str:
-        """The site's full HTML page around `main` (subclasses add header/nav via `header`)."""
+        """The site's full HTML page around `main` (subclasses add their links via `nav`)."""
         flash = req.state.pop("_flash", "")
         note = f'<p class="flash" role="status">{esc(flash)}</p>' if flash else ""
         body = (
@@ -124,6 +133,11 @@ class Site:
         )
 
     def header(self, req: Request) -> str:
+        """The banner every site shares: its name, its search box, then the site's own `nav`."""
+        box = search_form(self.search_action, self.search_label, req.arg("q"), self.search_placeholder)
+        return f'<header><a class="brand" href="/">{esc(self.brand or self.title)}</a>{box}{self.nav(req)}</header>'
+
+    def nav(self, req: Request) -> str:
         raise NotImplementedError
 
     def accent_css(self) -> str:
@@ -199,6 +213,20 @@ def post_button(action: str, label: str, **fields: str) -> str:
     """A one-button POST form carrying hidden fields (add to cart, save, star...)."""
     hidden = "".join(f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">' for k, v in fields.items())
     return f'<form method="post" action="{esc(action)}">{hidden}<button type="submit">{esc(label)}</button></form>'
+
+
+def save_item(req: Request, key: str, item: str, flash: str, back: str) -> Response:
+    """Adds `item` once to the visitor's list `key` (a recipe box, a word list...) and goes `back`."""
+    if item not in req.state[key]:
+        req.state[key].append(item)
+    req.state["_flash"] = flash
+    return redirect(back)
+
+
+def unsave_item(req: Request, key: str, item: str, back: str) -> Response:
+    if item in req.state[key]:
+        req.state[key].remove(item)
+    return redirect(back)
 
 
 def search_form(action: str, label: str, query: str, placeholder: str) -> str:

@@ -1,0 +1,158 @@
+"""World-model fidelity (paper Table 2: STR, Sim., O/A), defined precisely here because
+neither the paper nor the reference code does (reference notes section 10).
+
+For N predicted next pages p_i against the real next pages r_i:
+
+- **STR** (structure rate): the fraction of p_i that `parse_tree` accepts, i.e. that are
+  in our observation format: optional tab lines (``Tab <i>...``) followed by one blank line,
+  then at least one element line ``^\\t*\\[<id>\\] <role> '<name>'( <prop>: <value>)*$``,
+  ids 1..n in order, the first at depth 0 and the depth (leading tabs) rising by at most
+  1 from one line to the next.
+- **Sim.** (similarity): the mean over all i of `similarity(p_i, r_i)`, which is 0 when
+  either tree does not parse, else the mean of
+  (a) the F1 of the multisets of (role, name) pairs of the two trees, and
+  (b) `difflib.SequenceMatcher` ratio between the two trees' element lines with the ids
+      removed (line by line: fast on 300-element trees, and an element counts as equal
+      only when its role, name, properties and depth all are).
+  Identical trees score 1; trees sharing no element score 0.
+- **O/A** (overall accuracy): the fraction of p_i that an LLM judge finds functionally
+  equivalent to r_i for the task, given the previous page and the action
+  (`functional_equivalence`). Unparsable predictions count as 0 without asking; an
+  unparsable verdict counts as 0 and is reported in ``oa_unparsable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+
+from evolver_core.llm import LLMClient
+from evolver_core.prompts import load_prompt
+from evolver_core.world_model import Transition
+
+_ELEMENT = re.compile(r"^(\t*)\[(\d+)\] (\S+) '(.*?)'(?: [\w-]+: .*)?$")
+_ID = re.compile(r"^(\t*)\[\d+\] ")
+_TAB_LINE = "Tab "
+# Upper case, whole words, the last one decides (as `judge.parse_verdict`).
+_VERDICT = re.compile(r"\b(NOT\s+EQUIVALENT|EQUIVALENT)\b")
+
+
+@dataclass(frozen=True)
+class TreeLine:
+    id: int
+    role: str
+    name: str
+    depth: int
+
+
+def _element_lines(text: str) -> list[str] | None:
+    """The element lines of an observation text, after its tab lines and blank line."""
+    lines = text.rstrip("\n").split("\n")
+    tabs = 0
+    while tabs < len(lines) and lines[tabs].startswith(_TAB_LINE):
+        tabs += 1
+    if tabs:
+        if tabs == len(lines) or lines[tabs] != "":
+            return None
+        tabs += 1
+    return lines[tabs:] or None
+
+
+def parse_tree(text: str) -> list[TreeLine] | None:
+    """The elements of `text`, or None unless it is in our observation format (module docstring)."""
+    lines = _element_lines(text or "")
+    if lines is None:
+        return None
+    out: list[TreeLine] = []
+    for line in lines:
+        m = _ELEMENT.match(line)
+        if m is None:
+            return None
+        element = TreeLine(id=int(m.group(2)), role=m.group(3), name=m.group(4), depth=len(m.group(1)))
+        previous_depth = out[-1].depth if out else -1
+        if element.id != len(out) + 1 or element.depth > previous_depth + 1:
+            return None
+        out.append(element)
+    return out
+
+
+def _f1(predicted: Counter, real: Counter) -> float:
+    common = sum((predicted & real).values())
+    if not common:
+        return 0.0
+    precision, recall = common / sum(predicted.values()), common / sum(real.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+def similarity(predicted: str, real: str) -> float:
+    """Sim. of one prediction (module docstring); 0 when either tree does not parse."""
+    p_tree, r_tree = parse_tree(predicted), parse_tree(real)
+    if p_tree is None or r_tree is None:
+        return 0.0
+    f1 = _f1(Counter((e.role, e.name) for e in p_tree), Counter((e.role, e.name) for e in r_tree))
+    p_lines, r_lines = ([_ID.sub(r"\1", line) for line in _element_lines(t) or []] for t in (predicted, real))
+    return (f1 + SequenceMatcher(None, p_lines, r_lines, autojunk=False).ratio()) / 2
+
+
+# -- O/A -----------------------------------------------------------------------------------
+
+def parse_equivalence(text: str) -> int | None:
+    """1 EQUIVALENT, 0 NOT EQUIVALENT (the last verdict word decides), None without one."""
+    matches = list(_VERDICT.finditer(text or ""))
+    if not matches:
+        return None
+    return 0 if matches[-1].group(1).startswith("NOT") else 1
+
+
+def equivalence_messages(objective: str, last_observation: str | None, action: str | None, predicted: str,
+                         real: str) -> list[dict]:
+    if action is None:
+        user = load_prompt("fidelity_user_first", objective=objective, real=real, predicted=predicted)
+    else:
+        user = load_prompt("fidelity_user", objective=objective, observation=last_observation, action=action,
+                           real=real, predicted=predicted)
+    return [{"role": "system", "content": load_prompt("fidelity_system")}, {"role": "user", "content": user}]
+
+
+async def functional_equivalence(client: LLMClient, objective: str, last_observation: str | None,
+                                 action: str | None, predicted: str, real: str, *, seed: int | None = 42,
+                                 max_tokens: int = 512) -> int | None:
+    """The judge's verdict (temperature 0) whether `predicted` works like `real` for the task;
+    `action` None is the first step (opening the start URL)."""
+    messages = equivalence_messages(objective, last_observation, action, predicted, real)
+    completion = await client.chat(messages, temperature=0.0, seed=seed, max_tokens=max_tokens)
+    return parse_equivalence(completion.text)
+
+
+async def _oa(judge: LLMClient, predictions: Sequence[str], reals: Sequence[str],
+              contexts: Sequence[Transition]) -> list[int | None]:
+    async def one(p: str, r: str, c: Transition) -> int | None:
+        if parse_tree(p) is None:
+            return 0
+        return await functional_equivalence(judge, c.objective, c.last_observation, c.action, p, r)
+
+    return list(await asyncio.gather(*(one(p, r, c) for p, r, c in zip(predictions, reals, contexts, strict=True))))
+
+
+async def fidelity_report(predictions: Sequence[str], reals: Sequence[str], *, judge: LLMClient | None = None,
+                          contexts: Sequence[Transition] | None = None) -> dict:
+    """STR, Sim. and O/A (module docstring) of predictions against the real next pages.
+    O/A needs the `judge` and one context per pair (the transition predicted: objective,
+    last observation, action); without a judge it is None. Rates are None when n is 0."""
+    if len(predictions) != len(reals):
+        raise ValueError(f"{len(predictions)} predictions but {len(reals)} real pages")
+    if judge is not None and (contexts is None or len(contexts) != len(reals)):
+        raise ValueError("O/A needs one context per prediction")
+    n = len(reals)
+    verdicts = await _oa(judge, predictions, reals, contexts) if judge is not None and contexts is not None else None
+    return {
+        "n": n,
+        "str": sum(parse_tree(p) is not None for p in predictions) / n if n else None,
+        "sim": sum(similarity(p, r) for p, r in zip(predictions, reals)) / n if n else None,
+        "oa": sum(v or 0 for v in verdicts) / n if verdicts is not None and n else None,
+        "oa_unparsable": sum(v is None for v in verdicts) if verdicts is not None else None,
+    }

@@ -1,0 +1,252 @@
+"""World-Model Look-Ahead (WMLA): pick the next action by simulating candidates with the world model.
+
+At each step (reference notes section 9, with its faults fixed, notes 11.3):
+
+1. Candidates: the policy's greedy reply (temperature 0), then `candidates - 1` replies
+   sampled at temperature 1.0, each asked (an instruction appended to the observation,
+   prompt ``lookahead_different``) for an action different from the earlier ones. They are
+   de-duplicated by PARSED action (the reference compared raw strings); unparsable ones are
+   dropped unless none parse. If one remains it is taken without simulation.
+2. Simulation, concurrently for all candidates: the world model predicts the page after the
+   candidate's action; for depth d > 1 the policy acts on the predicted page (temperature
+   0.7) and the WM predicts again, d pages at most. A simulation ends early on a `stop` or an
+   unparsable policy action or WM output. `restart` leads to the episode's first page
+   without asking the WM. A `stop` candidate is not simulated.
+3. Scoring: the scorer LLM rates each candidate 0 (wrong), 0.5 (on track) or 1 (completes
+   the task) from the objective, the current page, the candidate's reply and the simulated
+   steps ("Step k: ..."); for a `stop` candidate it judges whether stopping now is right.
+   An unparsable score counts 0.
+4. Selection: the highest score; ties go to the earliest candidate, i.e. the greedy one.
+
+The returned `Turn` is the chosen candidate's (its thought, action, prompt and reply), with
+the tokens of all policy and scorer calls summed (the world model's are not: `WMPrediction`
+carries no token counts), and `Turn.sampling["lookahead"]` holding every candidate, its
+simulation and its score, JSON-able, for inspection in the records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from evolver_core.agent import Turn
+from evolver_core.browser.actions import Action, ActionParseError, format_action, parse_action
+from evolver_core.browser.observation import Observation
+from evolver_core.llm import LLMClient
+from evolver_core.policy import PastStep, PolicyAgent, build_messages, parse_reply
+from evolver_core.prompts import load_prompt
+from evolver_core.rollout import StepResult, render_observation
+from evolver_core.sft import page_text
+from evolver_core.suites.base import Task
+from evolver_core.synthesis import wm_past_action
+from evolver_core.world_model import WorldModel
+
+SAMPLE_TEMPERATURE = 1.0  # the reference's temperature for the non-greedy candidates
+ROLLOUT_TEMPERATURE = 0.7  # the policy's temperature inside a simulation
+AGENT_STOPS = "(The agent stops here.)"
+NO_PREDICTION = "(The world model could not predict the page.)"
+
+# The last "Score:" of the reply counts: the thought before it may mention scores too.
+_SCORE = re.compile(r"score[ \t*]*:[ \t*]*(\d+(?:\.\d+)?|\.\d+)", re.IGNORECASE)
+
+
+def _try_parse(text: str) -> Action | None:
+    try:
+        return parse_action(text)
+    except ActionParseError:
+        return None
+
+
+def dedupe_candidates(actions: Sequence[str]) -> list[int]:
+    """Indices of the candidates to keep: the first of each distinct parsed action, in
+    order; unparsable actions are dropped, unless none parses (then the first is kept)."""
+    seen: set[str] = set()
+    kept = []
+    for i, text in enumerate(actions):
+        action = _try_parse(text)
+        if action is not None and (key := format_action(action)) not in seen:
+            seen.add(key)
+            kept.append(i)
+    return kept if kept or not actions else [0]
+
+
+def parse_score(text: str) -> float | None:
+    """The rating after the last ``Score:`` of a scorer reply; None when absent or outside [0, 1]."""
+    matches = _SCORE.findall(text or "")
+    if not matches:
+        return None
+    score = float(matches[-1])
+    return score if 0.0 <= score <= 1.0 else None
+
+
+def select_best(scores: Sequence[float]) -> int:
+    """Index of the highest score; the earliest wins a tie (the greedy candidate comes first)."""
+    if not scores:
+        raise ValueError("no scores to select from")
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
+@dataclass(frozen=True)
+class SimStep:
+    """One simulated step: the action taken and the page the WM predicted after it
+    (None: the agent stopped, or the WM's output did not parse)."""
+
+    action: str
+    page: str | None
+
+
+def render_simulation(steps: Sequence[SimStep]) -> str:
+    """The simulated trajectory as the scorer reads it: "Step k: ..." blocks."""
+    def result(s: SimStep) -> str:
+        if s.page is not None:
+            return load_prompt("lookahead_page", page=s.page)
+        return AGENT_STOPS if s.action.startswith("stop") else NO_PREDICTION
+
+    return "\n\n".join(load_prompt("lookahead_step", index=k, action=s.action, result=result(s))
+                       for k, s in enumerate(steps, 1))
+
+
+@dataclass
+class _Evaluation:
+    """One candidate through simulation and scoring; `asdict` of it goes into the records."""
+
+    response: str
+    action: str  # canonical when it parses, else as written
+    temperature: float
+    simulation: list[SimStep] = field(default_factory=list)
+    simulated: bool = False
+    score: float = 0.0
+    score_parsed: float | None = None
+    scorer_reply: str | None = None
+
+
+class LookaheadAgent:
+    """Implements `evolver_core.agent.Agent`: the policy's next step chosen by WMLA (module docstring).
+
+    `policy` supplies the client, history length k, few-shot examples, max tokens and seed
+    of the policy prompt; `world_model` simulates; `scorer` rates the simulations.
+    """
+
+    def __init__(self, policy: PolicyAgent, world_model: WorldModel, scorer: LLMClient, *, depth: int = 1,
+                 candidates: int = 3, scorer_max_tokens: int = 256, name: str | None = None):
+        if depth not in (1, 2, 3):
+            raise ValueError(f"depth must be 1, 2 or 3, not {depth}")
+        if candidates < 1:
+            raise ValueError("at least one candidate")
+        self.policy = policy
+        self.world_model = world_model
+        self.scorer = scorer
+        self.depth = depth
+        self.candidates = candidates
+        self.scorer_max_tokens = scorer_max_tokens
+        self.name = name or f"wmla{depth}:{policy.client.model}"
+
+    def start(self, task: Task) -> None:
+        self.policy.start(task)
+
+    async def act(self, task: Task, obs: Observation, history: list) -> Turn:
+        observation = render_observation(obs.text, obs.error)
+        turns = await self._candidates(task.query, observation, [PastStep.from_step(s) for s in history])
+        kept = dedupe_candidates([t.action for t in turns])
+        evaluations = [_Evaluation(response=turns[i].response or "", action=_canonical(turns[i].action),
+                                   temperature=turns[i].sampling.get("temperature", 0.0)) for i in kept]
+        tokens = [(t.prompt_tokens, t.completion_tokens) for t in turns]
+        if len(kept) > 1:  # a single candidate is taken as it is
+            for spent in await asyncio.gather(*(self._evaluate(task, observation, history, turns[i], ev, i)
+                                                for i, ev in zip(kept, evaluations))):
+                tokens += spent
+        best = select_best([ev.score for ev in evaluations])
+        chosen = turns[kept[best]]
+        record = {"depth": self.depth, "chosen": best, "candidates": [asdict(ev) for ev in evaluations]}
+        return Turn(thought=chosen.thought, action=chosen.action, model=chosen.model, response=chosen.response,
+                    prompt=chosen.prompt, sampling=chosen.sampling | {"lookahead": record},
+                    prompt_tokens=sum(p for p, _ in tokens), completion_tokens=sum(c for _, c in tokens))
+
+    # -- internals -------------------------------------------------------------------------
+    def _seed(self, offset: int) -> int | None:
+        return None if self.policy.seed is None else self.policy.seed + offset
+
+    async def _policy_turn(self, objective: str, observation: str, past: Sequence[PastStep], temperature: float,
+                           seed: int | None) -> Turn:
+        """One reply of the policy, with the prompt layout of real rollouts."""
+        messages = build_messages(objective, observation, past, self.policy.history_k, self.policy.few_shot)
+        completion = await self.policy.client.chat(messages, temperature=temperature,
+                                                   max_tokens=self.policy.max_tokens, seed=seed)
+        reply = parse_reply(completion.text)
+        return Turn(thought=reply.thought, action=reply.action, model=self.policy.client.model,
+                    response=completion.text, prompt=messages, sampling=completion.sampling,
+                    prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens)
+
+    async def _candidates(self, objective: str, observation: str, past: Sequence[PastStep]) -> list[Turn]:
+        """The greedy reply, then sampled ones each asked to differ from those before it
+        (one after another: each instruction names the earlier actions)."""
+        turns = [await self._policy_turn(objective, observation, past, 0.0, self._seed(0))]
+        for i in range(1, self.candidates):
+            previous = "; ".join(_canonical(t.action) for t in turns)
+            asked = f"{observation}\n\n{load_prompt('lookahead_different', previous=previous)}"
+            turns.append(await self._policy_turn(objective, asked, past, SAMPLE_TEMPERATURE, self._seed(i)))
+        return turns
+
+    async def _evaluate(self, task: Task, observation: str, history: Sequence[StepResult], candidate: Turn,
+                        ev: _Evaluation, index: int) -> list[tuple[int, int]]:
+        """Simulate (unless it stops) and score one candidate, filling `ev`; returns the
+        (prompt, completion) tokens spent."""
+        tokens: list[tuple[int, int]] = []
+        action = _try_parse(candidate.action)
+        if action is not None and action.name != "stop":
+            ev.simulated = True
+            tokens += await self._simulate(task, observation, history, candidate, action, ev.simulation, index)
+            simulation = render_simulation(ev.simulation)
+        else:
+            simulation = load_prompt("scorer_stop")
+        messages = [{"role": "system", "content": load_prompt("scorer_system")},
+                    {"role": "user", "content": load_prompt("scorer_user", objective=task.query,
+                                                            observation=observation,
+                                                            response=candidate.response or "",
+                                                            simulation=simulation)}]
+        completion = await self.scorer.chat(messages, temperature=0.0, max_tokens=self.scorer_max_tokens)
+        ev.scorer_reply, ev.score_parsed = completion.text, parse_score(completion.text)
+        ev.score = ev.score_parsed or 0.0
+        return [*tokens, (completion.prompt_tokens, completion.completion_tokens)]
+
+    async def _simulate(self, task: Task, observation: str, history: Sequence[StepResult], candidate: Turn,
+                        action: Action, out: list[SimStep], index: int) -> list[tuple[int, int]]:
+        """Up to `depth` WM pages after `action`, the policy acting on each but the last;
+        appends to `out` and returns the policy's (prompt, completion) tokens."""
+        page = page_text(observation)  # the WM predicts pages, not the executor's error lines
+        first_page = page_text(history[0].observation) if history else page
+        wm_past = [wm_past_action(s.turn.thought, s.action) for s in history if s.action is not None]
+        policy_past = [PastStep.from_step(s) for s in history]
+        seen, thought, written, tokens = observation, candidate.thought, candidate.action, []
+        for level in range(self.depth):
+            if action.name == "restart":
+                nxt = first_page
+            else:
+                prediction = await self.world_model.predict(task.query, task.start_url, wm_past, page,
+                                                            format_action(action), seed=self._seed(100 * index + level))
+                nxt = prediction.observation
+            out.append(SimStep(action=format_action(action), page=nxt))
+            if nxt is None or level == self.depth - 1:
+                break
+            wm_past.append(wm_past_action(thought, action))
+            policy_past.append(PastStep(observation=seen, thought=thought, action=written))
+            turn = await self._policy_turn(task.query, nxt, policy_past, ROLLOUT_TEMPERATURE,
+                                           self._seed(100 * index + 10 + level))
+            tokens.append((turn.prompt_tokens, turn.completion_tokens))
+            parsed = _try_parse(turn.action)
+            if parsed is None:
+                break
+            if parsed.name == "stop":
+                out.append(SimStep(action=format_action(parsed), page=None))
+                break
+            page = seen = nxt
+            thought, written, action = turn.thought, turn.action, parsed
+        return tokens
+
+
+def _canonical(text: str) -> str:
+    """The canonical action text when it parses, else the text as written."""
+    action = _try_parse(text)
+    return format_action(action) if action is not None else text

@@ -1,0 +1,148 @@
+"""Synthetic trajectories: the world model as a virtual web server (paper 3.3).
+
+The world model (WM) predicts the first page from the task's query and start URL; then the
+policy acts on the predicted page and the WM predicts the next page from the earlier
+replies (thought + action), the last page and the new action, until the policy stops, its
+action does not parse, the WM's output does not parse (stop_reason "error"), or the policy
+has taken `max_actions` actions (stop_reason "max_steps"; the WM is not asked for a page
+after the last one). Fixes of the reference (notes sections 8 and 11): the roles are named
+parameters (`policy`, `world_model`), the policy sees only the predicted tree (never the
+WM's rationale), and the trajectory is stored and judged like a real one.
+
+An `Episode` is built exactly as `rollout.run_episode` builds it, so `sampling.episode_records`
+stores it (with ``cfg.source == "synthetic"``). Each step's `observation` is the page the WM
+predicted and the policy saw: that is where the viewer finds the WM's pages. Step 0's `url`
+is the task's start URL (the page the WM was asked for); later URLs are unknown, hence "".
+There is no gold reward (None): only the judge r̂ can rate a synthetic trajectory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from evolver_core.agent import Agent
+from evolver_core.browser.actions import Action, ActionParseError, format_action, parse_action
+from evolver_core.browser.observation import Observation
+from evolver_core.judge import judge
+from evolver_core.llm import LLMClient
+from evolver_core.policy import format_reply
+from evolver_core.records import trajectory_id
+from evolver_core.rollout import Episode, StepResult, now
+from evolver_core.sampling import SampleConfig, SampleSummary, SamplingError, episode_seed, store_episode, tally
+from evolver_core.storage import Storage
+from evolver_core.suites.base import Task
+from evolver_core.world_model import WorldModel
+
+SYNTH_MAX_ACTIONS = 7  # the reference's limit on policy actions in a synthetic trajectory
+WM_UNPARSABLE = "world model output unparsable"
+
+
+@dataclass
+class PredictedObservation(Observation):
+    """A page the WM predicted: only its text exists (no elements, no node map), so agents
+    that read `obs.text` (the model policy) act on it exactly as on a real page."""
+
+    predicted: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.predicted
+
+
+def wm_past_action(thought: str, action: Action) -> str:
+    """An earlier step as the WM was trained to read it (`world_model.transitions_from_rows`:
+    the canonical action, after its thought when there is one)."""
+    return format_reply(thought, format_action(action)) if thought else format_action(action)
+
+
+def _wm_seed(seed: int | None, step: int) -> int | None:
+    """A distinct seed per WM call of one episode, so steps do not repeat each other's samples."""
+    return None if seed is None else seed + step
+
+
+async def synthesize_episode(task: Task, policy: Agent, world_model: WorldModel, *, sample: int = 0,
+                             max_actions: int = SYNTH_MAX_ACTIONS, seed: int | None = None) -> Episode:
+    """One synthetic trajectory of `policy` on `task`, with `world_model` as the web (see the module docstring)."""
+    started = now()
+    policy.start(task)
+    prediction = await world_model.predict(task.query, task.start_url, [], None, None, seed=_wm_seed(seed, 0))
+    steps: list[StepResult] = []
+    answer, page, url = None, prediction.observation, task.start_url
+    reason = "max_steps" if page is not None else "error"
+    while page is not None and len(steps) < max_actions:
+        t0, t = now(), len(steps)
+        turn = await policy.act(task, PredictedObservation(url=url, tabs=[], elements=[], predicted=page), steps)
+        try:
+            action, parse_error = parse_action(turn.action), None
+        except ActionParseError as exc:
+            action, parse_error = None, str(exc)
+        step = StepResult(step=t, url=url, observation=page, error_shown=None, turn=turn, action=action,
+                          parse_error=parse_error, started_at=t0)
+        steps.append(step)
+        if action is None or action.name == "stop" or t == max_actions - 1:
+            step.ended_at = now()
+            if action is None:
+                reason = "error"
+            elif action.name == "stop":
+                answer, reason = action.text, "stop"
+            break
+        past = [wm_past_action(s.turn.thought, s.action) for s in steps[:-1] if s.action is not None]
+        prediction = await world_model.predict(task.query, task.start_url, past, page, format_action(action),
+                                               seed=_wm_seed(seed, t + 1))
+        step.ended_at = now()
+        page, url = prediction.observation, ""
+        if page is None:
+            step.error, reason = WM_UNPARSABLE, "error"
+    return Episode(task=task, sample=sample, steps=steps, final_answer=answer, stop_reason=reason,
+                   gold_reward=None, started_at=started, ended_at=now())
+
+
+async def _judge(client: LLMClient | None, ep: Episode) -> tuple[int | None, str | None]:
+    if client is None or not ep.steps:
+        return None, None
+    verdict = await judge(client, ep.task.query, ep.final_answer, [s.observation for s in ep.steps])
+    return verdict.verdict, verdict.reasoning
+
+
+async def synthesize(tasks: Sequence[Task], make_policy: Callable[[Task, int], Agent], world_model: WorldModel,
+                     storage: Storage, cfg: SampleConfig, *, concurrency: int = 4, judge_client: LLMClient | None = None,
+                     max_actions: int = SYNTH_MAX_ACTIONS) -> SampleSummary:
+    """`cfg.samples` synthetic trajectories per task, `concurrency` at a time, each stored as it ends.
+
+    Resumable like `sampling.sample_trajectories`: one shard pair per trajectory id, and a
+    rerun skips trajectories whose trajectory row exists. With `judge_client` each one is
+    judged by r̂ (`judge.judge`) and the verdict stored on its trajectory row.
+    `make_policy(task, sample)` gives a fresh agent per trajectory; the WM is seeded with
+    `sampling.episode_seed`. `cfg.max_steps` and `cfg.env` (real-browser settings) are unused.
+    """
+    if cfg.source != "synthetic":
+        raise ValueError(f"synthetic trajectories need cfg.source='synthetic', not {cfg.source!r}")
+    work = [(t, k) for t in tasks for k in range(cfg.samples)]
+    todo = [(t, k) for t, k in work if not storage.exists(
+        cfg.run_id, cfg.round, cfg.stage, "trajectories", trajectory_id(t.id, k))]
+    summary = SampleSummary(run_id=cfg.run_id, uri=storage.uri(cfg.run_id, cfg.round, cfg.stage), trajectories=0,
+                            new=0, skipped=len(work) - len(todo), failed=0, steps=0, valid_actions=0, solved=0,
+                            with_gold=0)
+    limit = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(task: Task, k: int) -> None:
+        async with limit:
+            try:
+                ep = await synthesize_episode(task, make_policy(task, k), world_model, sample=k,
+                                              max_actions=max_actions, seed=episode_seed(task, k))
+                store_episode(storage, cfg, ep, *await _judge(judge_client, ep))
+            except Exception as exc:  # one bad trajectory must not lose the others
+                summary.failed += 1
+                summary.errors.append(f"{task.id}#{k}: {type(exc).__name__}: {exc}")
+                return
+            summary.new += 1
+
+    await asyncio.gather(*(one(t, k) for t, k in todo))
+    tally(summary, storage, cfg)
+    if summary.failed:
+        raise SamplingError(
+            f"{summary.failed} of {len(todo)} synthetic trajectories failed (first: {summary.errors[0]}); "
+            f"{summary.trajectories} finished trajectories are stored at {summary.uri}; rerun to resume")
+    return summary

@@ -1,0 +1,271 @@
+"""The world model M_w: predicts the next page (accessibility tree) from the current page
+and an action, with a short rationale first (paper section 3.3; reference notes sections 7, 11).
+
+Context c_t^w, ONE layout for training and inference (`build_wm_messages`; the reference
+trained on single transitions but prompted with a history, notes 11.5):
+
+    system  what to predict and the tree format (prompt ``world_model_system``)
+    user    OBJECTIVE, START URL, then either "first step: open the start URL"
+            (``world_model_user_first``) or the past actions (with their thoughts), the
+            CURRENT PAGE (the last observation only) and the NEW ACTION (``world_model_user``)
+
+Target (`format_wm_target`): ``THOUGHT: <rationale>\\nOBSERVATION:\\n<next tree>``. At
+inference `parse_wm_output` splits the rationale off, so the policy never sees THOUGHT text
+(the reference leaked it into synthetic observations).
+
+Training data:
+
+1. `transitions_from_rows`: every sampled trajectory, successful or failed, gives its first
+   step (task + start URL -> o_1) and each (o_t, a_t -> o_{t+1}) with a valid a_t. Pages are
+   `sft.page_text` (no error line): the world model predicts pages, not the executor's errors.
+   The past actions are ``Thought: ...\\nAction: ...`` of the earlier valid steps; callers
+   at inference pass the policy's turns in the same form (`policy.format_reply`).
+2. `cap_transitions`: dedupe, then cap first steps per site and transitions per action key
+   (as the reference: 20 and 50), seeded.
+3. `distill_rationales`: the base model explains each transition (temperature 0); first
+   steps get a fixed rationale.
+4. `wm_sft_examples`: prompt-completion examples, the policy SFT format, so
+   `finetune.finetune` trains the world model unchanged.
+
+The transitions and rationales are saved as Parquet (`WM_TRANSITION_SCHEMA`); the reference
+never saved its world-model data (notes 11.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from evolver_core.llm import LLMClient
+from evolver_core.policy import format_reply
+from evolver_core.prompts import load_prompt
+from evolver_core.records import WM_TRANSITION_SCHEMA, WM_TRANSITION_TABLE, validate_table
+from evolver_core.sft import Example, Row, page_text
+
+FIRST = "first"  # action key of first steps
+NO_PAST_ACTIONS = "(none)"
+
+_OBSERVATION_MARKER = re.compile(r"^[ \t*#]*OBSERVATION[ \t*]*:[ \t*]*\n?", re.MULTILINE)
+_TREE_START = re.compile(r"^(\[1\] |Tab )", re.MULTILINE)  # a tree without its marker
+_THOUGHT_LABEL = re.compile(r"^[ \t*#]*THOUGHT[ \t*]*:[ \t*]*", re.IGNORECASE)
+_FENCE = re.compile(r"^```[\w-]*[ \t]*\n|\n?```[ \t]*$")
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One world-model training unit: (context) -> next observation."""
+
+    trajectory_id: str
+    step: int  # the step whose observation is predicted: unique per trajectory (0 = the first page)
+    objective: str
+    start_url: str
+    past_actions: tuple[str, ...]  # earlier actions, each "Thought: ...\nAction: ..." or bare action
+    last_observation: str | None  # None for the first step
+    action: str | None  # None for the first step
+    next_observation: str
+    action_key: str  # e.g. "click [12]", or FIRST
+    site: str
+    source: str  # "real" | "synthetic", of the trajectory
+
+
+@dataclass(frozen=True)
+class WMPrediction:
+    rationale: str
+    observation: str | None  # None = unparsable
+    raw: str
+
+
+# -- context and target --------------------------------------------------------------------
+
+def _past_actions_text(past_actions: Sequence[str]) -> str:
+    if not past_actions:
+        return NO_PAST_ACTIONS
+    return "\n".join(load_prompt("world_model_past_action", index=i, action=a) for i, a in enumerate(past_actions, 1))
+
+
+def build_wm_messages(objective: str, start_url: str, past_actions: Sequence[str], last_observation: str | None,
+                      action: str | None) -> list[dict]:
+    """c_t^w (module docstring). The first step has no observation and no action."""
+    if (last_observation is None) != (action is None):
+        raise ValueError("last_observation and action are both None (first step) or both given")
+    if action is None:
+        user = load_prompt("world_model_user_first", objective=objective, start_url=start_url)
+    else:
+        user = load_prompt("world_model_user", objective=objective, start_url=start_url,
+                           past_actions=_past_actions_text(past_actions), observation=last_observation,
+                           action=action)
+    return [{"role": "system", "content": load_prompt("world_model_system")}, {"role": "user", "content": user}]
+
+
+def format_wm_target(rationale: str, next_observation: str) -> str:
+    return f"THOUGHT: {rationale}\nOBSERVATION:\n{next_observation}"
+
+
+def _clean_tree(text: str) -> str | None:
+    """The tree text without a surrounding code fence or blank edges; None when empty.
+    Leading tabs of the first line are kept: they are tree depth."""
+    tree = _FENCE.sub("", text.strip("\n")).strip("\n").rstrip()
+    return tree or None
+
+
+def parse_wm_output(text: str) -> WMPrediction:
+    """Rationale and predicted tree of a world-model reply; never raises.
+
+    The tree is what follows the first ``OBSERVATION:`` line marker; without one, it starts
+    at the first line beginning with ``[1] `` or ``Tab ``; without either, it is None.
+    """
+    text = text or ""
+    if (m := _OBSERVATION_MARKER.search(text)) is not None:
+        head, tree = text[:m.start()], _clean_tree(text[m.end():])
+    elif (m := _TREE_START.search(text)) is not None:
+        head, tree = text[:m.start()], _clean_tree(text[m.start():])
+    else:
+        head, tree = text, None
+    return WMPrediction(rationale=_THOUGHT_LABEL.sub("", head.strip()).strip(), observation=tree, raw=text)
+
+
+class WorldModel:
+    """M_w behind the OpenAI API."""
+
+    def __init__(self, client: LLMClient, *, temperature: float = 0.7, max_tokens: int = 1024):
+        self.client = client
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+
+    async def predict(self, objective: str, start_url: str, past_actions: Sequence[str],
+                      last_observation: str | None, action: str | None, *, seed: int | None = None) -> WMPrediction:
+        messages = build_wm_messages(objective, start_url, past_actions, last_observation, action)
+        completion = await self.client.chat(messages, temperature=self.temperature, max_tokens=self.max_tokens,
+                                            seed=seed)
+        return parse_wm_output(completion.text)
+
+
+# -- transitions ---------------------------------------------------------------------------
+
+def action_key(action: str | None) -> str:
+    """The first two tokens of the action (``click [12]``), as the reference capped by."""
+    return FIRST if action is None else " ".join(action.split()[:2])
+
+
+def _trajectory_transitions(traj: Row, steps: Sequence[Row]) -> list[Transition]:
+    def transition(step: int, past: Sequence[str], last: str | None, action: str | None, nxt: str) -> Transition:
+        return Transition(trajectory_id=traj["trajectory_id"], step=step, objective=traj["query"],
+                          start_url=steps[0]["url"], past_actions=tuple(past), last_observation=last,
+                          action=action, next_observation=nxt, action_key=action_key(action), site=traj["site"],
+                          source=traj["source"])
+
+    out = [transition(steps[0]["step"], (), None, None, page_text(steps[0]["observation"]))]
+    past: list[str] = []
+    for step, following in zip(steps, steps[1:]):
+        if not step["action_valid"] or step["action"] is None:
+            continue  # nothing happened to predict
+        if following["step"] == step["step"] + 1:  # a missing step row breaks the chain
+            out.append(transition(following["step"], past, page_text(step["observation"]), step["action"],
+                                  page_text(following["observation"])))
+        past.append(format_reply(step["thought"], step["action"]) if step["thought"] else step["action"])
+    return out
+
+
+def transitions_from_rows(trajectories: Iterable[Mapping], steps: Iterable[Mapping]) -> list[Transition]:
+    """Every transition of every trajectory (module docstring, 1.), trajectory order kept."""
+    by_traj: dict[str, list[Row]] = defaultdict(list)
+    for s in steps:
+        by_traj[s["trajectory_id"]].append(s)
+    out = []
+    for traj in trajectories:
+        traj_steps = sorted(by_traj.get(traj["trajectory_id"], []), key=lambda s: s["step"])
+        if traj_steps:
+            out += _trajectory_transitions(traj, traj_steps)
+    return out
+
+
+def cap_transitions(transitions: Sequence[Transition], *, first_per_site: int = 20, per_action_key: int = 50,
+                    seed: int = 0) -> list[Transition]:
+    """Deduplicated (same last observation, action and next observation: first one kept),
+    then at most `first_per_site` first steps per site and `per_action_key` other transitions
+    per action key, chosen at random with `seed`; the result keeps the input order."""
+    unique: dict[tuple, int] = {}
+    for i, t in enumerate(transitions):
+        unique.setdefault((t.last_observation, t.action, t.next_observation), i)
+    order = list(unique.values())
+    random.Random(seed).shuffle(order)
+    taken: dict[tuple[str, str], int] = defaultdict(int)
+    kept = []
+    for i in order:
+        t = transitions[i]
+        group, cap = (("site", t.site), first_per_site) if t.action is None else (("key", t.action_key), per_action_key)
+        if taken[group] < cap:
+            taken[group] += 1
+            kept.append(i)
+    return [transitions[i] for i in sorted(kept)]
+
+
+# -- rationales ----------------------------------------------------------------------------
+
+def rationale_messages(t: Transition) -> list[dict]:
+    """The base model's prompt to explain a (non-first) transition."""
+    user = load_prompt("rationale_user", objective=t.objective, observation=t.last_observation,
+                       action=t.action, next_observation=t.next_observation)
+    return [{"role": "system", "content": load_prompt("rationale_system")}, {"role": "user", "content": user}]
+
+
+async def distill_rationales(client: LLMClient, transitions: Sequence[Transition], *, concurrency: int = 4,
+                             max_tokens: int = 256) -> list[str]:
+    """One rationale per transition, in order: the fixed one for first steps, else the base
+    model's explanation at temperature 0."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(t: Transition) -> str:
+        if t.action is None:
+            return load_prompt("rationale_first", start_url=t.start_url)
+        async with semaphore:
+            completion = await client.chat(rationale_messages(t), temperature=0.0, max_tokens=max_tokens)
+        # One line without a label: the target adds "THOUGHT: " and puts OBSERVATION on the next line.
+        return _THOUGHT_LABEL.sub("", " ".join(completion.text.split()))
+
+    return list(await asyncio.gather(*(one(t) for t in transitions)))
+
+
+# -- SFT examples --------------------------------------------------------------------------
+
+def wm_sft_examples(transitions: Sequence[Transition], rationales: Sequence[str]) -> list[Example]:
+    """Prompt-completion examples (the policy SFT format, `sft.to_sft_examples`)."""
+    if len(transitions) != len(rationales):
+        raise ValueError(f"{len(transitions)} transitions but {len(rationales)} rationales")
+    return [{"prompt": build_wm_messages(t.objective, t.start_url, t.past_actions, t.last_observation, t.action),
+             "completion": [{"role": "assistant", "content": format_wm_target(r, t.next_observation)}],
+             "trajectory_id": t.trajectory_id, "step": t.step, "source": t.source}
+            for t, r in zip(transitions, rationales, strict=True)]
+
+
+# -- Parquet -------------------------------------------------------------------------------
+
+_TRANSITION_FIELDS = tuple(Transition.__dataclass_fields__)
+
+
+def transitions_to_table(transitions: Sequence[Transition], rationales: Sequence[str], run_id: str, round: int,
+                         stage: str) -> pa.Table:
+    if len(transitions) != len(rationales):
+        raise ValueError(f"{len(transitions)} transitions but {len(rationales)} rationales")
+    rows: list[dict[str, Any]] = [
+        {"run_id": run_id, "round": round, "stage": stage, "rationale": r}
+        | {name: getattr(t, name) for name in _TRANSITION_FIELDS}
+        for t, r in zip(transitions, rationales, strict=True)]
+    table = pa.Table.from_pylist(rows, schema=WM_TRANSITION_SCHEMA)
+    validate_table(table, WM_TRANSITION_SCHEMA)
+    return table
+
+
+def transitions_from_table(table: pa.Table) -> tuple[list[Transition], list[str]]:
+    """(transitions, rationales) back from a table with the `WM_TRANSITION_SCHEMA` columns."""
+    rows = table.select([*_TRANSITION_FIELDS, "rationale"]).to_pylist()
+    transitions = [Transition(**{name: r[name] for name in _TRANSITION_FIELDS}
+                              | {"past_actions": tuple(r["past_actions"])}) for r in rows]
+    return transitions, [r["rationale"] for r in rows]

@@ -1,0 +1,96 @@
+"""World-model fidelity: STR (tree parsing), Sim. (identical 1, disjoint 0, partial between),
+O/A verdict parsing and the report over a scripted judge endpoint."""
+
+from __future__ import annotations
+
+import pytest
+
+from evolver_core.browser.observation import Element, Observation, Tab
+from evolver_core.fidelity import (
+    TreeLine, equivalence_messages, fidelity_report, parse_equivalence, parse_tree, similarity,
+)
+from evolver_core.llm import LLMClient
+from evolver_core.world_model import Transition
+from fixtures_models import FakeEndpoint, chat_response, fake_endpoint  # noqa: F401  (fixtures)
+
+
+def observation(*elements: tuple[str, str, int], props: dict[str, str] | None = None) -> str:
+    """The text our observation code renders for these (role, name, depth) elements."""
+    els = [Element(id=i, role=r, name=n, depth=d, props=props or {}) for i, (r, n, d) in enumerate(elements, 1)]
+    return Observation(url="http://x", tabs=[Tab(0, "Shop", True)], elements=els).text
+
+
+SHOP = observation(("RootWebArea", "Shop", 0), ("link", "Home", 1), ("button", "Search", 1),
+                   ("heading", "Deals", 1), ("StaticText", "50% off, 'today' only", 2))
+
+
+def test_parse_tree_accepts_our_format() -> None:
+    tree = parse_tree(SHOP)
+    assert tree is not None and len(tree) == 5
+    assert tree[4] == TreeLine(id=5, role="StaticText", name="50% off, 'today' only", depth=2)
+    assert parse_tree(observation(("RootWebArea", "A", 0), ("textbox", "q", 1), props={"focused": "true"})) is not None
+    assert parse_tree("[1] RootWebArea 'A'\n\t[2] link 'b'\n") is not None  # tab lines are optional
+
+
+@pytest.mark.parametrize("bad", [
+    "",
+    "The page shows a search box.",
+    "Tab 0 (current): A\n[1] RootWebArea 'A'",  # no blank line after the tabs
+    "Tab 0 (current): A\n\n",  # no elements
+    "[1] RootWebArea 'A'\n\t[3] link 'b'",  # ids skip
+    "[2] RootWebArea 'A'",  # ids do not start at 1
+    "[1] RootWebArea 'A'\n\t\t[2] link 'b'",  # depth jumps by 2
+    "\t[1] RootWebArea 'A'",  # the first line is not at depth 0
+    "[1] RootWebArea A",  # name not quoted
+    "[1] RootWebArea 'A'\nsome prose",
+])
+def test_parse_tree_rejects_other_text(bad: str) -> None:
+    assert parse_tree(bad) is None
+
+
+def test_similarity() -> None:
+    assert similarity(SHOP, SHOP) == 1.0
+    other = observation(("RootWebArea", "News", 0), ("link", "Sports", 1), ("article", "Today", 1))
+    assert similarity(other, SHOP) == 0.0
+    partial = observation(("RootWebArea", "Shop", 0), ("link", "Home", 1), ("button", "Cart", 1))
+    assert 0.2 < similarity(partial, SHOP) < 0.8
+    renumbered = "\n".join(line for line in SHOP.split("\n") if "Home" not in line).replace("[3]", "[2]") \
+        .replace("[4]", "[3]").replace("[5]", "[4]")
+    assert similarity(renumbered, SHOP) > similarity(partial, SHOP)  # ids do not count
+    assert similarity("no tree", SHOP) == 0.0
+
+
+def test_parse_equivalence() -> None:
+    assert parse_equivalence("Both list the same links.\nEQUIVALENT") == 1
+    assert parse_equivalence("The button is missing.\nNOT EQUIVALENT") == 0
+    assert parse_equivalence("Not equivalent at first sight, but EQUIVALENT") == 1  # the last verdict word
+    assert parse_equivalence("They look equivalent.") is None  # lower case is no verdict
+    assert parse_equivalence("") is None
+
+
+def context(action: str | None) -> Transition:
+    return Transition(trajectory_id="t#0", step=1, objective="find deals", start_url="http://x", past_actions=(),
+                      last_observation=None if action is None else SHOP, action=action, next_observation=SHOP,
+                      action_key="k", site="s", source="real")
+
+
+def test_equivalence_messages() -> None:
+    later = equivalence_messages("find deals", SHOP, "click [4]", "PRED", "REAL")[1]["content"]
+    assert all(s in later for s in ("find deals", SHOP, "click [4]", "PRED", "REAL"))
+    first = equivalence_messages("find deals", None, None, "PRED", "REAL")[1]["content"]
+    assert "start URL" in first and "PRED" in first
+
+
+async def test_fidelity_report(fake_endpoint: FakeEndpoint) -> None:  # noqa: F811
+    predictions, reals = [SHOP, "garbage", SHOP], [SHOP, SHOP, SHOP]
+    without_judge = await fidelity_report(predictions, reals)
+    assert without_judge["n"] == 3 and without_judge["str"] == pytest.approx(2 / 3)
+    assert without_judge["sim"] == pytest.approx(2 / 3) and without_judge["oa"] is None
+    fake_endpoint.script = [(200, chat_response("Same page.\nEQUIVALENT")), (200, chat_response("no idea"))]
+    judged = await fidelity_report(predictions, reals, judge=LLMClient(fake_endpoint.base_url, "judge"),
+                                   contexts=[context("click [4]"), context(None), context(None)])
+    assert len(fake_endpoint.requests) == 2  # the unparsable prediction is not judged
+    assert judged["oa"] == pytest.approx(1 / 3) and judged["oa_unparsable"] == 1
+    assert (await fidelity_report([], []))["str"] is None
+    with pytest.raises(ValueError):
+        await fidelity_report(predictions, reals, judge=LLMClient(fake_endpoint.base_url, "judge"))

@@ -1,0 +1,118 @@
+"""WMLA: the pure helpers, and `LookaheadAgent.act` against local OpenAI-protocol servers per role."""
+
+from __future__ import annotations
+
+import json
+
+from test_synthesis import page_number, servers  # noqa: F401  (the ChatServer fixture)
+
+from evolver_core.browser.observation import Element, Observation, Tab
+from evolver_core.lookahead import LookaheadAgent, dedupe_candidates, parse_score, select_best
+from evolver_core.policy import PolicyAgent
+from evolver_core.suites.base import Task
+from evolver_core.world_model import WorldModel
+
+TASK = Task(id="la/t1", suite="la", site="example.org", start_url="http://example.org/", query="open the target")
+OBS = Observation(url="http://example.org/", tabs=[Tab(0, "Home", True)],
+                  elements=[Element(1, "RootWebArea", "Page 0", 0), Element(2, "link", "Target", 1),
+                            Element(3, "link", "Other", 1)])
+
+
+def test_dedupe_by_parsed_action():
+    assert dedupe_candidates(["click [3]", "```click [3]```", "click  [3]", "click [2]"]) == [0, 3]
+    assert dedupe_candidates(["nonsense", "click [2]", "stop"]) == [1, 2]
+    assert dedupe_candidates(["nonsense", "more nonsense"]) == [0]  # none parses: keep the greedy one
+    assert dedupe_candidates([]) == []
+
+
+def test_parse_score():
+    assert [parse_score(f"Thought: x\nScore: {s}") for s in ("0", "0.5", "1", "1.0", ".5")] == [0, 0.5, 1, 1, 0.5]
+    assert parse_score("Thought: a score: 0 would be harsh.\n**Score:** 1") == 1.0  # the last one counts
+    assert parse_score("garbage") is None and parse_score("Score: 7") is None and parse_score("") is None
+
+
+def test_select_best_ties_go_to_the_greedy_candidate():
+    assert select_best([0.5, 0.5, 0.0]) == 0
+    assert select_best([0.0, 1.0, 1.0]) == 1
+    assert select_best([0.0]) == 0
+
+
+def scripted_policy(candidates: list[str], rollout: str = "click [9]"):
+    """Candidate i answers the i-th action (read off how many "different from" actions the
+    prompt names); inside a simulation (a predicted page) it answers `rollout`."""
+    def respond(messages: list[dict]) -> str:
+        user = messages[-1]["content"]
+        if page_number(user) > 0:
+            return f"Thought: simulated\nAction: {rollout}"
+        i = user.split("different from:")[1].count(";") + 1 if "different from:" in user else 0
+        return f"Thought: candidate {i}\nAction: {candidates[i]}"
+    return respond
+
+
+def wm_predicting(messages: list[dict]) -> str:
+    user = messages[-1]["content"]
+    action = user.split("NEW ACTION: ")[1].strip()
+    return f"THOUGHT: because\nOBSERVATION:\n[1] RootWebArea 'Page {page_number(user) + 1}'\n\t[2] text '{action}'"
+
+
+def scorer_rating(ratings: dict[str, str]):
+    """Rates by the candidate's action found in the CANDIDATE RESPONSE."""
+    def respond(messages: list[dict]) -> str:
+        response = messages[-1]["content"].split("CANDIDATE RESPONSE:\n")[1].split("\nSIMULATION:")[0]
+        action = response.split("Action: ")[1]
+        return f"Thought: judged.\nScore: {ratings.get(action, 'junk')}"
+    return respond
+
+
+def make_agent(servers, candidates, ratings, depth=1, rollout="click [9]"):  # noqa: F811
+    policy = servers(scripted_policy(candidates, rollout), "policy-model")
+    wm = servers(wm_predicting, "wm-model")
+    scorer = servers(scorer_rating(ratings), "scorer-model")
+    agent = LookaheadAgent(PolicyAgent(policy.client), WorldModel(wm.client), scorer.client, depth=depth)
+    return agent, policy, wm, scorer
+
+
+async def test_act_picks_the_highest_scored_candidate(servers):  # noqa: F811
+    agent, policy, wm, scorer = make_agent(servers, ["click [3]", "click [2]", "```click [3]```"],
+                                           {"click [3]": "0.5", "click [2]": "1"})
+    turn = await agent.act(TASK, OBS, [])
+    assert turn.action == "click [2]" and turn.thought == "candidate 1"
+    la = turn.sampling["lookahead"]
+    assert [c["action"] for c in la["candidates"]] == ["click [3]", "click [2]"] and la["chosen"] == 1
+    assert [c["score"] for c in la["candidates"]] == [0.5, 1.0]
+    assert json.loads(json.dumps(la)) == la
+    temps = [b["temperature"] for b in policy.bodies]
+    assert temps == [0.0, 1.0, 1.0]
+    assert "different from: click [3]; click [2]" in policy.bodies[2]["messages"][-1]["content"]
+    assert {b["model"] for b in wm.bodies} == {"wm-model"} and len(wm.bodies) == 2  # the duplicate is not simulated
+    assert len(scorer.bodies) == 2 and "Step 1:" in scorer.texts() and "THOUGHT" not in policy.texts()
+    assert turn.prompt_tokens == 10 * (3 + 2) and turn.completion_tokens == 3 * 5  # 3 policy + 2 scorer calls
+
+
+async def test_ties_go_to_greedy_and_stop_is_not_simulated(servers):  # noqa: F811
+    agent, policy, wm, scorer = make_agent(servers, ["click [3]", "stop [x]", "click [2]"],
+                                           {"click [3]": "0.5", "stop [x]": "0.5", "click [2]": "0"})
+    turn = await agent.act(TASK, OBS, [])
+    assert turn.action == "click [3]"
+    assert len(wm.bodies) == 2 and "stop" not in wm.texts()  # only the click candidates were simulated
+    stop = turn.sampling["lookahead"]["candidates"][1]
+    assert stop["simulated"] is False and stop["simulation"] == []
+    assert sum("Not simulated" in b["messages"][-1]["content"] for b in scorer.bodies) == 1
+
+
+async def test_single_candidate_is_taken_without_simulation(servers):  # noqa: F811
+    agent, policy, wm, scorer = make_agent(servers, ["click [3]"] * 3, {})
+    turn = await agent.act(TASK, OBS, [])
+    assert turn.action == "click [3]" and wm.bodies == [] and scorer.bodies == []
+
+
+async def test_depth_two_lets_the_policy_act_on_the_predicted_page(servers):  # noqa: F811
+    agent, policy, wm, scorer = make_agent(servers, ["click [3]", "click [2]", "click [2]"],
+                                           {"click [3]": "0", "click [2]": "garbage"}, depth=2)
+    turn = await agent.act(TASK, OBS, [])
+    assert turn.action == "click [3]"  # both count 0: the greedy one wins
+    assert len(wm.bodies) == 4 and len(policy.bodies) == 3 + 2
+    assert [b["temperature"] for b in policy.bodies[3:]] == [0.7, 0.7]
+    sim = turn.sampling["lookahead"]["candidates"][0]["simulation"]
+    assert [s["action"] for s in sim] == ["click [3]", "click [9]"]
+    assert "Step 2:" in scorer.texts() and "THOUGHT" not in policy.texts()

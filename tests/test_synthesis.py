@@ -1,0 +1,193 @@
+"""Synthetic trajectories against local OpenAI-protocol servers, one per role (policy, world model).
+
+`ChatServer` is a protocol-level fake of a remote endpoint: it answers POST
+/v1/chat/completions with a reply computed from the request (so concurrent requests get
+role-appropriate answers in any order) and records every request body.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from evolver_core.llm import LLMClient
+from evolver_core.policy import PolicyAgent
+from evolver_core.records import from_table
+from evolver_core.sampling import SampleConfig, episode_records
+from evolver_core.storage import Storage
+from evolver_core.suites.base import Task
+from evolver_core.synthesis import WM_UNPARSABLE, synthesize, synthesize_episode
+from evolver_core.world_model import WorldModel
+
+Responder = Callable[[list[dict]], str]
+
+
+class ChatServer:
+    """An OpenAI chat-completions server on 127.0.0.1 whose replies come from `respond(messages)`."""
+
+    def __init__(self, respond: Responder, model: str):
+        self.bodies: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # /v1/models
+                self._send({"object": "list", "data": [{"id": model, "object": "model", "owned_by": "test"}]})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                server.bodies.append(body)
+                content = respond(body["messages"])
+                self._send({"id": "x", "object": "chat.completion", "created": 0, "model": model,
+                            "choices": [{"index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "content": content}}],
+                            "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}})
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.client = LLMClient(f"http://127.0.0.1:{self.httpd.server_address[1]}/v1", model, max_retries=0)
+
+    def texts(self) -> str:
+        """Everything the server was sent, as one string."""
+        return json.dumps(self.bodies)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def servers() -> Iterator[Callable[[Responder, str], ChatServer]]:
+    made: list[ChatServer] = []
+
+    def make(respond: Responder, model: str) -> ChatServer:
+        made.append(ChatServer(respond, model))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def last_user(messages: list[dict]) -> str:
+    return messages[-1]["content"]
+
+
+def page_number(text: str) -> int:
+    """The number of the (last) page shown in `text`, 0 when none is."""
+    found = re.findall(r"RootWebArea 'Page (\d+)'", text)
+    return int(found[-1]) if found else 0
+
+
+def wm_page(n: int) -> str:
+    return f"THOUGHT: the click opens page {n}\nOBSERVATION:\nTab 0 (current): P{n}\n\n[1] RootWebArea 'Page {n}'"
+
+
+def counting_wm(unparsable_at: int | None = None) -> Responder:
+    """Page n+1 after the n-th action (read off the request); `unparsable_at`: that call answers junk."""
+    def respond(messages: list[dict]) -> str:
+        n = page_number(last_user(messages)) + 1  # no page yet: the first one
+        return "I cannot tell." if n == unparsable_at else wm_page(n)
+    return respond
+
+
+def policy_acting(actions: dict[int, str], default: str = "click [1]") -> Responder:
+    """The reply's action depends on the page number the policy sees."""
+    def respond(messages: list[dict]) -> str:
+        n = page_number(last_user(messages))
+        return f"Thought: on page {n}\nAction: {actions.get(n, default)}"
+    return respond
+
+
+TASK = Task(id="synth/t1", suite="synth", site="example.org", start_url="http://example.org/", query="find it")
+
+
+async def run(servers, policy_respond: Responder, wm_respond: Responder, **kw):
+    policy = servers(policy_respond, "policy-model")
+    wm = servers(wm_respond, "wm-model")
+    ep = await synthesize_episode(TASK, PolicyAgent(policy.client), WorldModel(wm.client), seed=5, **kw)
+    return ep, policy, wm
+
+
+async def test_stops_on_stop_action(servers):
+    ep, policy, wm = await run(servers, policy_acting({3: "stop [42]"}), counting_wm())
+    assert (ep.stop_reason, ep.final_answer, len(ep.steps)) == ("stop", "42", 3)
+    assert [s.observation.splitlines()[-1] for s in ep.steps] == [f"[1] RootWebArea 'Page {n}'" for n in (1, 2, 3)]
+    assert len(wm.bodies) == 3 and len(policy.bodies) == 3  # no page is predicted after the stop
+    assert ep.gold_reward is None and ep.steps[0].url == TASK.start_url and ep.steps[1].url == ""
+
+
+async def test_stops_on_policy_parse_failure(servers):
+    ep, _, _ = await run(servers, policy_acting({2: "fly away"}), counting_wm())
+    assert ep.stop_reason == "error" and len(ep.steps) == 2
+    assert ep.steps[-1].action is None and ep.steps[-1].parse_error
+
+
+async def test_stops_on_unparsable_world_model_output(servers):
+    ep, _, _ = await run(servers, policy_acting({}), counting_wm(unparsable_at=3))
+    assert ep.stop_reason == "error" and len(ep.steps) == 2 and ep.steps[-1].error == WM_UNPARSABLE
+    first, _, _ = await run(servers, policy_acting({}), counting_wm(unparsable_at=1))
+    assert first.stop_reason == "error" and first.steps == []
+
+
+async def test_stops_after_max_actions(servers):
+    ep, policy, wm = await run(servers, policy_acting({}), counting_wm())
+    assert ep.stop_reason == "max_steps" and len(ep.steps) == 7
+    assert len(policy.bodies) == 7 and len(wm.bodies) == 7  # first page + after actions 1..6
+
+
+async def test_roles_and_rationale_never_reach_the_policy(servers):
+    ep, policy, wm = await run(servers, policy_acting({4: "stop"}), counting_wm())
+    assert all(b["model"] == "policy-model" for b in policy.bodies)
+    assert all(b["model"] == "wm-model" for b in wm.bodies)
+    assert "THOUGHT:" not in policy.texts() and "the click opens" not in policy.texts()
+    assert "OBJECTIVE: find it" in last_user(policy.bodies[0]["messages"])  # the policy's prompt layout
+    assert "START URL: http://example.org/" in last_user(wm.bodies[0]["messages"])  # the WM's
+    assert "Thought: on page 1" in last_user(wm.bodies[2]["messages"])  # past thoughts+actions reach the WM
+    # the policy's history has the same layout as real rollouts: earlier replies as assistant turns
+    assert [m["role"] for m in policy.bodies[2]["messages"]] == ["system", "user", "assistant", "user",
+                                                                  "assistant", "user"]
+    assert [b["seed"] for b in wm.bodies] == [5, 6, 7, 8]
+
+
+async def test_records_round_trip_as_synthetic(servers):
+    ep, _, _ = await run(servers, policy_acting({2: "stop [done]"}), counting_wm())
+    cfg = SampleConfig(run_id="r", stage="synthesize", source="synthetic")
+    steps, traj = episode_records(ep, cfg)
+    assert traj.source == "synthetic" and traj.stop_reason == "stop" and traj.final_answer == "done"
+    assert [s.action for s in steps] == ["click [1]", "stop [done]"]
+    assert steps[0].observation == ep.steps[0].observation and steps[0].model == "policy-model"
+
+
+async def test_synthesize_stores_judges_and_resumes(servers, tmp_path):
+    judged = servers(lambda m: "The page shows it.\nSUCCESS", "judge-model")
+    policy = servers(policy_acting({2: "stop [done]"}), "policy-model")
+    wm = WorldModel(servers(counting_wm(), "wm-model").client)
+    storage = Storage(str(tmp_path))
+    cfg = SampleConfig(run_id="r", stage="synthesize", source="synthetic", samples=2)
+    tasks = [TASK, TASK.with_(id="synth/t2")]
+    summary = await synthesize(tasks, lambda t, k: PolicyAgent(policy.client), wm, storage, cfg,
+                               judge_client=judged.client)
+    assert (summary.new, summary.trajectories, summary.steps) == (4, 4, 8)
+    trajs = from_table(storage.read_table("r", 0, "synthesize", table_name="trajectories"))
+    assert {t.source for t in trajs} == {"synthetic"} and {t.judge_verdict for t in trajs} == {1}
+    assert len(judged.bodies) == 4
+    again = await synthesize(tasks, lambda t, k: PolicyAgent(policy.client), wm, storage, cfg)
+    assert (again.new, again.skipped, again.trajectories) == (0, 4, 4)
+    with pytest.raises(ValueError, match="synthetic"):
+        await synthesize(tasks, lambda t, k: PolicyAgent(policy.client), wm, storage, SampleConfig(run_id="r"))

@@ -1,0 +1,175 @@
+"""World-model data and client: transitions from stored rows, capping, rationales, the one
+prompt layout for training and inference (checked against a recorded HTTP request), output
+parsing and the Parquet round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evolver_core.records import WM_TRANSITION_TABLE
+from evolver_core.storage import Storage
+
+from evolver_core.llm import LLMClient
+from evolver_core.sft import examples_from_table, examples_to_table
+from evolver_core.world_model import (
+    FIRST, Transition, WorldModel, action_key, build_wm_messages, cap_transitions, distill_rationales,
+    format_wm_target, parse_wm_output, rationale_messages, transitions_from_rows, transitions_from_table,
+    transitions_to_table, wm_sft_examples,
+)
+from fixtures_models import FakeEndpoint, chat_response, fake_endpoint  # noqa: F401  (fixtures)
+
+
+def page(title: str, *names: str) -> str:
+    lines = [f"[1] RootWebArea '{title}' focused: true"] + [f"\t[{i}] link '{n}'" for i, n in enumerate(names, 2)]
+    return f"Tab 0 (current): {title}\n\n" + "\n".join(lines)
+
+
+HOME, RESULTS, ITEM = page("Home", "Search"), page("Results", "Item"), page("Item", "Buy")
+
+
+def step(traj: str, i: int, observation: str, action: str | None, *, valid: bool = True,
+         thought: str | None = "because") -> dict:
+    return {"trajectory_id": traj, "step": i, "url": f"http://shop/{traj}/{i}", "observation": observation,
+            "thought": thought, "action": action, "action_valid": valid}
+
+
+def traj(tid: str, source: str = "real", site: str = "shop") -> dict:
+    return {"trajectory_id": tid, "query": f"task of {tid}", "site": site, "source": source, "judge_verdict": 0}
+
+
+@pytest.fixture
+def rows() -> tuple[list[dict], list[dict]]:
+    """t#0: home -click-> results -(invalid)-> results(with error) -click-> item -stop.
+    t#1 (failed, synthetic): one step only."""
+    steps = [
+        step("t#0", 0, HOME, "click [2]"),
+        step("t#0", 1, RESULTS, None, valid=False),
+        step("t#0", 2, "ERROR: no action\n\n" + RESULTS, "click [2]", thought=None),
+        step("t#0", 3, ITEM, "stop [done]"),
+        step("t#1", 0, ITEM, "stop [N/A]"),
+    ]
+    return [traj("t#0"), traj("t#1", source="synthetic", site="other")], steps[::-1]  # steps in any order
+
+
+def test_transitions_from_rows(rows: tuple[list[dict], list[dict]]) -> None:
+    first, home_click, results_click, only = transitions_from_rows(*rows)
+    assert (first.step, first.last_observation, first.action, first.next_observation) == (0, None, None, HOME)
+    assert (first.start_url, first.objective, first.action_key) == ("http://shop/t#0/0", "task of t#0", FIRST)
+    assert (home_click.step, home_click.action, home_click.next_observation) == (1, "click [2]", RESULTS)
+    assert home_click.last_observation == HOME
+    assert home_click.past_actions == ()
+    # the invalid step 1 makes no transition and no past action; step 2's error line is gone
+    assert (results_click.step, results_click.last_observation, results_click.next_observation) == (3, RESULTS, ITEM)
+    assert results_click.past_actions == ("Thought: because\nAction: click [2]",)
+    assert (only.trajectory_id, only.action, only.source, only.site) == ("t#1", None, "synthetic", "other")
+
+
+def test_missing_step_row_breaks_the_chain() -> None:
+    steps = [step("t#0", 0, HOME, "click [2]"), step("t#0", 2, ITEM, "click [2]"), step("t#0", 3, RESULTS, "stop [x]")]
+    transitions = transitions_from_rows([traj("t#0")], steps)
+    assert [(t.step, t.last_observation) for t in transitions] == [(0, None), (3, ITEM)]
+    assert transitions[1].past_actions == ("Thought: because\nAction: click [2]",)
+
+
+def test_action_key() -> None:
+    assert action_key("click [12]") == "click [12]"
+    assert action_key("type [5] [hello world] [1]") == "type [5]"
+    assert action_key(None) == FIRST
+
+
+def transition(i: int, *, key: str = "click [2]", site: str = "shop", first: bool = False, nxt: str = "") -> Transition:
+    return Transition(trajectory_id=f"t#{i}", step=0 if first else 1, objective="q", start_url="http://s",
+                      past_actions=(), last_observation=None if first else HOME, action=None if first else key,
+                      next_observation=nxt or f"page {i}", action_key=FIRST if first else key, site=site,
+                      source="real")
+
+
+def test_cap_transitions_dedupes_and_caps_deterministically() -> None:
+    ts = ([transition(i, first=True) for i in range(5)] + [transition(i, first=True, site="b") for i in range(5, 7)]
+          + [transition(i) for i in range(7, 17)] + [transition(17, key="type [3]")]
+          + [transition(18, nxt="page 7")])  # duplicate of transition 7
+    capped = cap_transitions(ts, first_per_site=3, per_action_key=4, seed=1)
+    assert capped == cap_transitions(ts, first_per_site=3, per_action_key=4, seed=1)
+    assert capped != cap_transitions(ts, first_per_site=3, per_action_key=4, seed=2)
+    assert sum(t.site == "shop" and t.action is None for t in capped) == 3
+    assert sum(t.site == "b" for t in capped) == 2
+    assert sum(t.action_key == "click [2]" for t in capped) == 4
+    assert any(t.action_key == "type [3]" for t in capped)
+    assert capped == [t for t in ts if t in capped]  # input order kept
+    assert len(cap_transitions(ts, first_per_site=99, per_action_key=99)) == len(ts) - 1  # only the duplicate goes
+
+
+def test_parse_wm_output_strips_the_rationale() -> None:
+    full = parse_wm_output(format_wm_target("Clicking opens the results.", RESULTS) + "\n")
+    assert (full.rationale, full.observation) == ("Clicking opens the results.", RESULTS)
+    assert "THOUGHT" not in full.observation
+    fenced = parse_wm_output(f"THOUGHT: x\nOBSERVATION:\n```\n{RESULTS}\n```")
+    assert fenced.observation == RESULTS
+    no_marker = parse_wm_output("THOUGHT: the item page opens\n[1] RootWebArea 'Item'\n\t[2] link 'Buy'")
+    assert no_marker.rationale == "the item page opens"
+    assert no_marker.observation == "[1] RootWebArea 'Item'\n\t[2] link 'Buy'"
+    tabs_first = parse_wm_output("it opens\n" + ITEM)
+    assert tabs_first.observation == ITEM
+    for unparsable in ("I cannot tell.", "THOUGHT: hm\nOBSERVATION:\n  \n", ""):
+        assert parse_wm_output(unparsable).observation is None
+
+
+def test_build_wm_messages_layout() -> None:
+    first = build_wm_messages("buy it", "http://shop", [], None, None)
+    assert [m["role"] for m in first] == ["system", "user"]
+    assert "http://shop" in first[1]["content"] and "open the start URL" in first[1]["content"]
+    later = build_wm_messages("buy it", "http://shop", ["Thought: a\nAction: click [2]"], RESULTS, "click [3]")
+    assert [m["role"] for m in later] == ["system", "user"]
+    user = later[1]["content"]
+    assert RESULTS in user and "Action: click [2]" in user and user.endswith("click [3]")
+    assert "(none)" in build_wm_messages("q", "u", [], HOME, "click [2]")[1]["content"]
+    with pytest.raises(ValueError):
+        build_wm_messages("q", "u", [], HOME, None)
+
+
+async def test_training_and_inference_use_the_same_layout(rows, fake_endpoint: FakeEndpoint) -> None:  # noqa: F811
+    transitions = transitions_from_rows(*rows)
+    examples = wm_sft_examples(transitions, ["r"] * len(transitions))
+    fake_endpoint.default = (200, chat_response(format_wm_target("opens", ITEM)))
+    wm = WorldModel(LLMClient(fake_endpoint.base_url, "wm"), temperature=0.7, max_tokens=64)
+    for t, example in zip(transitions, examples):
+        prediction = await wm.predict(t.objective, t.start_url, t.past_actions, t.last_observation, t.action, seed=3)
+        assert (prediction.rationale, prediction.observation) == ("opens", ITEM)
+        body = fake_endpoint.requests[-1].body
+        assert body["messages"] == example["prompt"]
+        assert (body["temperature"], body["max_tokens"], body["seed"]) == (0.7, 64, 3)
+    assert examples[2]["completion"] == [{"role": "assistant", "content": f"THOUGHT: r\nOBSERVATION:\n{ITEM}"}]
+    assert {k: examples[2][k] for k in ("trajectory_id", "step", "source")} == {
+        "trajectory_id": "t#0", "step": 3, "source": "real"}
+    # the policy SFT storage (and `finetune.finetune`) take the examples unchanged
+    assert examples_from_table(examples_to_table(examples, "run", 0, "wm_sft", "sample")) == examples
+
+
+async def test_distill_rationales(rows, fake_endpoint: FakeEndpoint) -> None:  # noqa: F811
+    transitions = transitions_from_rows(*rows)
+    fake_endpoint.default = (200, chat_response("THOUGHT: The click\n opens the results."))
+    rationales = await distill_rationales(LLMClient(fake_endpoint.base_url, "base"), transitions, concurrency=2)
+    assert rationales[0] == "The browser opens http://shop/t#0/0 and shows its start page."
+    assert rationales[1] == "The click opens the results."  # one line, no label
+    assert rationales[3].startswith("The browser opens")
+    assert len(fake_endpoint.requests) == 2  # first steps need no model
+    assert all(r.body["temperature"] == 0.0 for r in fake_endpoint.requests)
+    sent = sorted(json.dumps(r.body["messages"]) for r in fake_endpoint.requests)
+    assert sent == sorted(json.dumps(rationale_messages(t)) for t in transitions[1:3])
+    user = rationale_messages(transitions[1])[1]["content"]
+    assert HOME in user and RESULTS in user and "click [2]" in user and "task of t#0" in user
+
+
+def test_parquet_round_trip(rows, tmp_path) -> None:
+    transitions = transitions_from_rows(*rows)
+    rationales = [f"r{i}" for i in range(len(transitions))]
+    store = Storage(str(tmp_path))
+    store.write_shard("run", 2, "wm_data", WM_TRANSITION_TABLE,
+                      transitions_to_table(transitions, rationales, "run", 2, "wm_data"), "sample")
+    table = store.read_table("run", 2, "wm_data", table_name=WM_TRANSITION_TABLE)
+    assert table.column("round").to_pylist() == [2] * len(transitions)
+    assert transitions_from_table(table) == (transitions, rationales)
+    with pytest.raises(ValueError):
+        transitions_to_table(transitions, rationales[:-1], "run", 2, "wm_data")
