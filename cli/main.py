@@ -81,10 +81,19 @@ def sample(
 
     from cli.sampling import run_sampling
 
-    result = asyncio.run(run_sampling(
-        storage_root(storage), run_id, round_, suite, split, tasks, policy=policy_spec if policy == "model" else None,
-        judge=judge_spec, log=lambda ep: console.print(_episode_line(ep)), samples=samples, temperature=temp,
-        max_steps=max_steps, concurrency=concurrency, miniwob_tasks=miniwob_tasks))
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("episodes", total=(tasks or 0) * samples or None)
+
+        def log(ep) -> None:
+            progress.console.print(_episode_line(ep))
+            progress.advance(bar)
+
+        result = asyncio.run(run_sampling(
+            storage_root(storage), run_id, round_, suite, split, tasks,
+            policy=policy_spec if policy == "model" else None, judge=judge_spec, log=log, samples=samples,
+            temperature=temp, max_steps=max_steps, concurrency=concurrency, miniwob_tasks=miniwob_tasks))
     summary, judged = result
     console.print(f"stored {summary.trajectories} trajectories ({summary.new} new, {summary.skipped} already there) "
                   f"at {summary.uri}")
@@ -120,9 +129,15 @@ def evolve(
     for r in result["rounds"]:
         console.print(f"round {r['round']}: {r['real_trajectories']} trajectories sampled, {r['kept_trajectories']} kept,"
                       f" {r['sft_examples']} SFT examples, test success {_pct(r['success_rate'])}")
+    root = storage_root(storage)
+    adapter = result["rounds"][-1]["adapter"].removeprefix("file://")
     console.print(f"data and adapters: {result['storage']}")
+    console.print(f"success-by-round plot: {result['plot']}")
     console.print(f"Prefect UI (flow run, artifacts): {flow_run_url}")
-    console.print(f"trajectories: webevolver show {run} --storage {storage_root(storage)}")
+    console.print(f"trajectories: webevolver show {run} --storage {root}   or   "
+                  f"webevolver view {run} --storage {root} --out {run}-report")
+    console.print(f"evaluate the policy: webevolver eval --suite sandbox --split test --policy {adapter} "
+                  f"--storage {root}   (or --suite miniwob)")
     if as_json:
         emit_json({**result, "flow_run_url": flow_run_url, "ui_url": server.ui_url})
 

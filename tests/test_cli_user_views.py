@@ -14,6 +14,7 @@ from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
 from evolver_core.sampling import SampleConfig, sample_trajectories
 from evolver_core.storage import Storage
 from evolver_core.suites.miniwob import MiniWoBSuite
+from fixtures_models import models_cache, server_logs, tiny_model, tiny_ref, tiny_server  # noqa: F401
 from fixtures_prefect import prefect_server  # noqa: F401
 
 CLI = [sys.executable, "-m", "cli.main"]
@@ -62,3 +63,19 @@ def test_doctor_passes_here_and_names_what_to_fix(tmp_path):
                          timeout=120, env=os.environ | {"WEBEVOLVER_S3_ENDPOINT": "http://127.0.0.1:9",
                                                         "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"})
     assert bad.returncode == 1 and "FIX storage" in bad.stdout
+
+
+def test_sample_against_an_openai_compatible_endpoint(tiny_server, tmp_path):  # noqa: F811
+    """`--model-backend openai` talks to any OpenAI-compatible server: here a real one on the tiny model."""
+    out = subprocess.run(CLI + ["sample", "--suite", "miniwob", "--tasks", "2", "--policy", "model",
+                                "--model-backend", "openai", "--base-url", tiny_server.base_url,
+                                "--model", tiny_server.model, "--max-steps", "2", "--run", "oa",
+                                "--storage", str(tmp_path), "--json"],
+                         capture_output=True, text=True, timeout=300, env=os.environ | {"OPENAI_API_KEY": "test-key"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["trajectories"] == 2 and result["judge_agreement"]["n"] == 2
+    assert 0.0 <= result["action_validity"] <= 1.0 and result["success_rate"] is not None
+    assert "test-key" not in out.stdout + out.stderr
+    steps = Storage(str(tmp_path)).read_table("oa", 0, "sample", table_name="steps").to_pandas()
+    assert steps.response.notna().all() and "test-key" not in steps.to_json()
