@@ -240,6 +240,39 @@ def view(
 
 
 @app.command()
+def compare(
+    runs: list[str] = typer.Argument(..., help="Run ids to compare (their eval stages)."),
+    out: str = typer.Option("comparison", "--out", help="Folder for comparison.csv and comparison.svg."),
+    storage: Optional[str] = StorageOpt,
+    as_json: bool = typer.Option(False, "--json", help="End with a JSON line of the table."),
+) -> None:
+    """Success by run, round and suite across runs (models): a table and a chart."""
+    import csv
+    from pathlib import Path
+
+    from evolver_core.compare import evaluation_table
+    from evolver_core.report import success_by_round_svg
+    from evolver_core.storage import Storage
+
+    rows = evaluation_table(Storage(storage_root(storage)), runs)
+    if not rows:
+        raise typer.BadParameter("no evaluation trajectories (stages eval*) in these runs", param_hint="RUNS")
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    with (target / "comparison.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "label"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    (target / "comparison.svg").write_text(success_by_round_svg(rows, "Success by run, round and suite"))
+    for r in rows:
+        console.print(f"{r['label']}: {_pct(r['success_rate'])} of {r['episodes']} "
+                      f"(95% CI {_pct(r['ci_low'])}-{_pct(r['ci_high'])})")
+    console.print(f"wrote {target.resolve()}/comparison.csv and comparison.svg")
+    if as_json:
+        emit_json({"rows": rows})
+
+
+@app.command()
 def observe(
     url: str = typer.Argument(..., help="Any http(s) URL, e.g. a page of a local server."),
     max_elements: int = typer.Option(300, help="Element cap."),

@@ -7,8 +7,12 @@ from html import escape
 WIDTH, HEIGHT, PAD = 480, 260, 40
 
 
+def _label(row: dict) -> str:
+    return str(row.get("label") or f"round {row.get('round')}")
+
+
 def success_by_round_svg(rows: list[dict], title: str = "Test success by round") -> str:
-    """`rows`: dicts with `round` and `success_rate` (0..1 or None). Returns SVG text."""
+    """`rows`: dicts with `success_rate` (0..1 or None) and a `label` (default "round <round>")."""
     n = max(len(rows), 1)
     slot = (WIDTH - 2 * PAD) / n
     bars = []
@@ -21,7 +25,7 @@ def success_by_round_svg(rows: list[dict], title: str = "Test success by round")
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot * 0.6:.1f}" height="{h:.1f}" fill="#3b82f6"/>'
             f'<text x="{x + slot * 0.3:.1f}" y="{y - 4:.1f}" font-size="12" text-anchor="middle">{100 * rate:.0f}%</text>'
             f'<text x="{x + slot * 0.3:.1f}" y="{HEIGHT - PAD + 16}" font-size="12" text-anchor="middle">'
-            f'round {escape(str(r.get("round")))}</text>')
+            f'{escape(_label(r))}</text>')
     axis = (f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#333"/>'
             f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#333"/>'
             f'<text x="{PAD - 6}" y="{PAD + 4}" font-size="11" text-anchor="end">100%</text>'

@@ -79,3 +79,19 @@ def test_sample_against_an_openai_compatible_endpoint(tiny_server, tmp_path):  #
     assert "test-key" not in out.stdout + out.stderr
     steps = Storage(str(tmp_path)).read_table("oa", 0, "sample", table_name="steps").to_pandas()
     assert steps.response.notna().all() and "test-key" not in steps.to_json()
+
+
+async def test_compare_tabulates_and_charts_eval_stages_across_runs(tmp_path):
+    suite = MiniWoBSuite(["click-test"], seeds_per_task=2)
+    await suite.start()
+    for run, stage in (("a", "eval"), ("b", "eval-0")):
+        await sample_trajectories(suite, suite.tasks("test"), lambda t, k: OracleAgent(suite), Storage(str(tmp_path)),
+                                  SampleConfig(run_id=run, round=1, stage=stage))
+    await suite.stop()
+    out = subprocess.run(CLI + ["compare", "a", "b", "--storage", str(tmp_path), "--out", str(tmp_path / "cmp"),
+                                "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout.strip().splitlines()[-1])["rows"]
+    assert [(r["run"], r["round"], r["suite"], r["episodes"], r["success_rate"]) for r in rows] == [
+        ("a", 1, "miniwob", 2, 1.0), ("b", 1, "miniwob", 2, 1.0)]
+    assert (tmp_path / "cmp" / "comparison.svg").read_text().count("<rect") == 3  # background + two bars
