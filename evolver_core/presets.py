@@ -37,6 +37,8 @@ class Preset:
     finetune_steps: int = 4
     max_length: int = 512
     learning_rate: float = 2e-4
+    wm_finetune_steps: int = 2  # the world model M_w, trained each round on the union of its data
+    wm_max_length: int = 1024  # its examples hold two pages (current and predicted)
 
     def with_(self, **changes) -> "Preset":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -45,10 +47,11 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(name="smoke", model="tiny", max_length=384),
     "cpu": Preset(name="cpu", model="smollm2", demo_tasks=12, train_tasks=8, samples=2, test_tasks=8,
-                  max_steps=5, finetune_steps=40),
+                  max_steps=5, finetune_steps=40, wm_finetune_steps=20),
     "gpu": Preset(name="gpu", model="Qwen/Qwen2.5-7B-Instruct", backend="vllm", suite="sandbox", demo_tasks=200,
                   train_tasks=500, samples=4, test_tasks=135, max_steps=12, concurrency=8, shards=8,
-                  filter="judge", finetune_steps=600, max_length=4096, miniwob_tasks="easy"),
+                  filter="judge", finetune_steps=600, max_length=4096, miniwob_tasks="easy", wm_finetune_steps=300,
+                  wm_max_length=8192),
 }
 
 

@@ -1,4 +1,5 @@
-"""One evolution round: sample -> judge -> to_sft -> finetune -> evaluate.
+"""One evolution round: sample -> judge -> to_sft -> finetune -> evaluate, and beside the
+policy the world model: sample -> wm_data (transitions + distilled rationales) -> finetune_wm.
 
 Round 0 is the warm start (imitation learning, as OpenWebVoyager does): the suites' scripted
 solvers play the demonstration tasks and their gold-solved trajectories are the first SFT
@@ -25,6 +26,7 @@ from evolver_core.storage import Storage
 from tasks.common import local_cache, results_storage
 from tasks.sample import _key, judge, sample
 from tasks.train import ADAPTER, finetune, to_sft
+from tasks.world_model import WM_SFT_STAGE, wm_data
 
 STORAGE_ENV = "WEBEVOLVER_STORAGE"
 
@@ -57,7 +59,8 @@ def evolve_round(run_id: str = "nightly", round: int = 1, suite: Optional[str] =
     p = get_preset(preset).with_(suite=suite, **(overrides or {}))
     root = storage_root(storage)
     rs = results_storage(root)
-    sample_t, judge_t, to_sft_t, finetune_t = (t.with_options(result_storage=rs) for t in (sample, judge, to_sft, finetune))
+    sample_t, judge_t, to_sft_t, finetune_t, wm_data_t = (
+        t.with_options(result_storage=rs) for t in (sample, judge, to_sft, finetune, wm_data))
     common = dict(max_steps=p.max_steps, concurrency=p.concurrency, miniwob_tasks=p.miniwob_tasks)
 
     if round == 0:
@@ -75,6 +78,9 @@ def evolve_round(run_id: str = "nightly", round: int = 1, suite: Optional[str] =
                          sampled=sampled)
         sft = to_sft_t(root, run_id, round, "sample", use_gold=p.filter == "gold", sampled=sampled, judged=judged)
     trained = finetune_t(root, run_id, round, p.model, p.finetune_steps, p.max_length, p.learning_rate, sft=[sft])
+    wm = wm_data_t(root, run_id, round, ModelSpec(model=p.model, backend=p.backend), sampled=sampled)
+    wm_trained = finetune_t(root, run_id, round, p.model, p.wm_finetune_steps, p.wm_max_length, p.learning_rate,
+                            sft=[wm], sft_stage=WM_SFT_STAGE, out_stage="finetune_wm")
     evaluated = sample_t(root, run_id, round, "eval", p.suite, "test", p.test_tasks,
                          policy_spec(p, root, trained["adapter_uri"]), after=[trained], **common)
 
@@ -87,6 +93,8 @@ def evolve_round(run_id: str = "nightly", round: int = 1, suite: Optional[str] =
         "adapter": trained["adapter_uri"], "train_loss": trained["train_loss"],
         "success_rate": evaluated["success_rate"], "action_validity": evaluated["action_validity"],
         "eval_tasks": evaluated["trajectories"],
+        "world_model": {"transitions": wm["transitions"], "kept": wm["kept"], "examples": wm_trained["examples"],
+                        "adapter": wm_trained["adapter_uri"], "train_loss": wm_trained["train_loss"]},
     }
     _report(summary)
     return summary

@@ -41,14 +41,16 @@ def to_sft(root: str, run_id: str, round_: int, source_stage: str, use_gold: boo
     return result
 
 
-@stage_task(task_run_name="finetune-r{round_}")
+@stage_task(task_run_name="{out_stage}-r{round_}")
 def finetune(root: str, run_id: str, round_: int, base_model: str, max_steps: int, max_length: int = 512,
-             learning_rate: float = 2e-4, sft: list | None = None) -> dict:
-    """LoRA from the BASE model on the SFT examples of rounds 0..round (the paper's union)."""
+             learning_rate: float = 2e-4, sft: list | None = None, sft_stage: str = "sft",
+             out_stage: str = "finetune") -> dict:
+    """LoRA from the BASE model on the `sft_stage` examples of rounds 0..round (the paper's
+    union): the policy (`sft` -> `finetune`) or the world model (`wm_sft` -> `finetune_wm`)."""
     store = Storage(root)
-    examples = [e for r in range(round_ + 1) for e in _examples(store, run_id, r)]
+    examples = [e for r in range(round_ + 1) for e in _examples(store, run_id, r, sft_stage)]
     if not examples:
-        raise ValueError(f"no SFT examples in rounds 0..{round_} of run {run_id}: nothing to train on")
+        raise ValueError(f"no {sft_stage} examples in rounds 0..{round_} of run {run_id}: nothing to train on")
     base = resolve_model(base_model).base
     logger = get_run_logger()
     progress = create_progress_artifact(0.0, description=f"finetune round {round_}: steps done")
@@ -62,16 +64,16 @@ def finetune(root: str, run_id: str, round_: int, base_model: str, max_steps: in
         cfg = FinetuneConfig(base_model_dir=base, output_dir=str(Path(tmp) / ADAPTER), max_steps=max_steps,
                              max_length=max_length, learning_rate=learning_rate)
         trained = run_finetune(examples, cfg, on_log=on_log)
-        uri = store.put_dir(trained.adapter_dir, run_id, round_, "finetune", ADAPTER)
+        uri = store.put_dir(trained.adapter_dir, run_id, round_, out_stage, ADAPTER)
     metrics = asdict(trained.metrics)
     metrics.pop("loss_history")
-    create_table_artifact([{"round": round_, **metrics}], key=f"{_key(run_id)}-r{round_}-finetune",
-                          description=f"LoRA training metrics, round {round_}")
-    create_markdown_artifact(f"### Policy adapter, round {round_}\n\n- adapter: `{uri}`\n- base: `{base_model}`\n"
+    create_table_artifact([{"round": round_, **metrics}], key=f"{_key(run_id)}-r{round_}-{_key(out_stage)}",
+                          description=f"LoRA training metrics ({out_stage}), round {round_}")
+    create_markdown_artifact(f"### Adapter ({out_stage}), round {round_}\n\n- adapter: `{uri}`\n- base: `{base_model}`\n"
                              f"- examples: {len(examples)} (rounds 0..{round_})\n- final mean loss: "
-                             f"{trained.metrics.train_loss:.4f}\n", key=f"{_key(run_id)}-r{round_}-adapter")
+                             f"{trained.metrics.train_loss:.4f}\n", key=f"{_key(run_id)}-r{round_}-{_key(out_stage)}-adapter")
     return {"adapter_uri": uri, "base_model": base_model, "examples": len(examples), **metrics}
 
 
-def _examples(store: Storage, run_id: str, round_: int) -> list[dict]:
-    return read_sft_parquet(store, run_id, round_) if store.exists(run_id, round_, "sft") else []
+def _examples(store: Storage, run_id: str, round_: int, stage: str) -> list[dict]:
+    return read_sft_parquet(store, run_id, round_, stage) if store.exists(run_id, round_, stage) else []

@@ -47,14 +47,20 @@ def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path)
     store = Storage(str(tmp_path))
     assert store.fs.exists(store.fs._strip_protocol(summary["adapter"]) + "/adapter_config.json")
     assert len(store.list_shards("smoke", 0, "eval", "trajectories")) == 2
-    states = task_states(first.state_details.flow_run_id, "Completed", 4)
-    assert set(states.values()) == {"Completed"} and len(states) == 4  # sample, to_sft, finetune, eval
+    wm = summary["world_model"]
+    steps = store.read_table("smoke", 0, "sample", table_name="steps").num_rows
+    # each demonstration: its first page, then one transition per action but the final stop
+    assert wm["transitions"] == steps and 0 < wm["kept"] <= steps and wm["examples"] == wm["kept"]
+    assert store.read_table("smoke", 0, "wm_data", table_name="wm_transitions").num_rows == wm["kept"]
+    assert store.fs.exists(store.fs._strip_protocol(wm["adapter"]) + "/adapter_config.json")
+    states = task_states(first.state_details.flow_run_id, "Completed", 6)
+    assert set(states.values()) == {"Completed"} and len(states) == 6  # sample, to_sft, finetune, wm_data, finetune_wm, eval
 
     again = evolve_round(run_id="smoke", round=0, preset="smoke", storage=str(tmp_path), overrides=TINY_ROUND,
                          return_state=True)
     assert again.result() == summary
-    states = task_states(again.state_details.flow_run_id, "Cached", 4)
-    assert set(states.values()) == {"Cached"} and len(states) == 4
+    states = task_states(again.state_details.flow_run_id, "Cached", 6)
+    assert set(states.values()) == {"Cached"} and len(states) == 6
 
 
 def test_killed_during_sampling_resumes_without_loss_or_duplicates(prefect_server, tmp_path):  # noqa: F811
