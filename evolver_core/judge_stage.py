@@ -47,7 +47,8 @@ def observations_by_trajectory(storage: Storage, run_id: str, round_: int, stage
 
 async def judge_trajectories(storage: Storage, run_id: str, round_: int, client: LLMClient, *,
                              source_stage: str = "sample", stage: str = JUDGE_STAGE,
-                             last_n: int = DEFAULT_LAST_N, concurrency: int = 4) -> JudgeSummary:
+                             last_n: int = DEFAULT_LAST_N, concurrency: int = 4,
+                             max_tokens: int = 512) -> JudgeSummary:
     trajs: list[TrajectoryRecord] = from_table(storage.read_table(run_id, round_, source_stage,
                                                                  table_name="trajectories"))  # type: ignore[assignment]
     observations = observations_by_trajectory(storage, run_id, round_, source_stage)
@@ -56,7 +57,8 @@ async def judge_trajectories(storage: Storage, run_id: str, round_: int, client:
 
     async def one(t: TrajectoryRecord) -> None:
         async with gate:
-            v = await judge(client, t.query, t.final_answer, observations.get(t.trajectory_id, []), last_n=last_n)
+            v = await judge(client, t.query, t.final_answer, observations.get(t.trajectory_id, []), last_n=last_n,
+                            max_tokens=max_tokens)
         judged = dataclasses.replace(t, stage=stage, judge_verdict=v.verdict, judge_reasoning=v.reasoning)
         storage.write_shard(run_id, round_, stage, "trajectories", to_table([judged]), t.trajectory_id)
 

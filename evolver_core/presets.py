@@ -34,6 +34,7 @@ class Preset:
     concurrency: int = 2
     shards: int = 1  # sampling shards (tasks of the flow's task runner)
     filter: str = "gold"  # "gold" or "judge"
+    judge_max_tokens: int = 192  # reasoning, then the verdict; small CPU models otherwise ramble to the limit
     finetune_steps: int = 4
     max_length: int = 512
     learning_rate: float = 2e-4
@@ -50,7 +51,7 @@ PRESETS: dict[str, Preset] = {
                   max_steps=5, finetune_steps=40, wm_finetune_steps=20),
     "gpu": Preset(name="gpu", model="Qwen/Qwen2.5-7B-Instruct", backend="vllm", suite="sandbox", demo_tasks=200,
                   train_tasks=500, samples=4, test_tasks=135, max_steps=12, concurrency=8, shards=8,
-                  filter="judge", finetune_steps=600, max_length=4096, miniwob_tasks="easy", wm_finetune_steps=300,
+                  filter="judge", judge_max_tokens=1000, finetune_steps=600, max_length=4096, miniwob_tasks="easy", wm_finetune_steps=300,
                   wm_max_length=8192),
 }
 

@@ -75,7 +75,7 @@ def evolve_round(run_id: str = "nightly", round: int = 1, suite: Optional[str] =
         wait(futures)
         sampled = [f.result() for f in futures]
         judged = judge_t(root, run_id, round, ModelSpec(model=p.judge_model or p.model, backend=p.backend),
-                         sampled=sampled)
+                         sampled=sampled, max_tokens=p.judge_max_tokens)
         sft = to_sft_t(root, run_id, round, "sample", use_gold=p.filter == "gold", sampled=sampled, judged=judged)
     trained = finetune_t(root, run_id, round, p.model, p.finetune_steps, p.max_length, p.learning_rate, sft=[sft])
     wm = wm_data_t(root, run_id, round, ModelSpec(model=p.model, backend=p.backend), sampled=sampled)

@@ -98,13 +98,13 @@ def sample_result(summary: SampleSummary) -> dict:
 
 @stage_task(task_run_name="judge-r{round_}", retries=1, retry_delay_seconds=5)
 def judge(root: str, run_id: str, round_: int, judge_model: ModelSpec, source_stage: str = "sample",
-                sampled: Optional[list] = None) -> dict:
+          sampled: Optional[list] = None, max_tokens: int = 512) -> dict:
     """r̂ on every trajectory of `source_stage` (`sampled` only orders this after sampling)."""
     from infra.serving import serve
 
     with serve(judge_model) as server:
         summary = asyncio.run(judge_trajectories(Storage(root), run_id, round_, server.client(),
-                                                 source_stage=source_stage))
+                                                 source_stage=source_stage, max_tokens=max_tokens))
     result = asdict(summary)
     flat = {k: v for k, v in result.items() if k != "agreement"} | {f"agreement_{k}": v for k, v in summary.agreement.items()}
     create_table_artifact([flat], key=f"{_key(run_id)}-r{round_}-judge", description=f"judge of round {round_}")
