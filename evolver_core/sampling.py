@@ -96,6 +96,17 @@ def episode_records(ep: Episode, cfg: SampleConfig, *, judge_verdict: int | None
     return steps, traj
 
 
+def pending_work(tasks: list[Task], storage: Storage, cfg: SampleConfig) -> tuple[list[tuple[Task, int]], SampleSummary]:
+    """The (task, sample) pairs not stored yet (a rerun resumes), and a summary to fill."""
+    work = [(t, k) for t in tasks for k in range(cfg.samples)]
+    todo = [(t, k) for t, k in work if not storage.exists(
+        cfg.run_id, cfg.round, cfg.stage, "trajectories", trajectory_id(t.id, k))]
+    summary = SampleSummary(run_id=cfg.run_id, uri=storage.uri(cfg.run_id, cfg.round, cfg.stage), trajectories=0,
+                            new=0, skipped=len(work) - len(todo), failed=0, steps=0, valid_actions=0, solved=0,
+                            with_gold=0)
+    return todo, summary
+
+
 def store_episode(storage: Storage, cfg: SampleConfig, ep: Episode, verdict: int | None = None,
                   reasoning: str | None = None) -> None:
     """Steps shard first, trajectory row last: the trajectory row marks the trajectory done."""
@@ -118,12 +129,7 @@ async def sample_trajectories(
     `make_agent(task, sample)` gives a fresh agent per episode (seed it with `episode_seed`).
     """
     await suite.start()
-    work = [(t, k) for t in tasks for k in range(cfg.samples)]
-    todo = [(t, k) for t, k in work if not storage.exists(
-        cfg.run_id, cfg.round, cfg.stage, "trajectories", trajectory_id(t.id, k))]
-    summary = SampleSummary(run_id=cfg.run_id, uri=storage.uri(cfg.run_id, cfg.round, cfg.stage), trajectories=0,
-                            new=0, skipped=len(work) - len(todo), failed=0, steps=0, valid_actions=0, solved=0,
-                            with_gold=0)
+    todo, summary = pending_work(tasks, storage, cfg)
     queue: asyncio.Queue = asyncio.Queue()
     # Grouped by site so a worker's page is reused between episodes (MiniWoB: ~10x faster).
     for item in sorted(todo, key=lambda tk: (tk[0].site, tk[0].id, tk[1])):

@@ -28,9 +28,9 @@ from evolver_core.browser.observation import Observation
 from evolver_core.judge import judge
 from evolver_core.llm import LLMClient
 from evolver_core.policy import format_reply
-from evolver_core.records import trajectory_id
 from evolver_core.rollout import Episode, StepResult, now
-from evolver_core.sampling import SampleConfig, SampleSummary, SamplingError, episode_seed, store_episode, tally
+from evolver_core.sampling import (SampleConfig, SampleSummary, SamplingError, episode_seed, pending_work,
+                                   store_episode, tally)
 from evolver_core.storage import Storage
 from evolver_core.suites.base import Task
 from evolver_core.world_model import WorldModel
@@ -119,12 +119,7 @@ async def synthesize(tasks: Sequence[Task], make_policy: Callable[[Task, int], A
     """
     if cfg.source != "synthetic":
         raise ValueError(f"synthetic trajectories need cfg.source='synthetic', not {cfg.source!r}")
-    work = [(t, k) for t in tasks for k in range(cfg.samples)]
-    todo = [(t, k) for t, k in work if not storage.exists(
-        cfg.run_id, cfg.round, cfg.stage, "trajectories", trajectory_id(t.id, k))]
-    summary = SampleSummary(run_id=cfg.run_id, uri=storage.uri(cfg.run_id, cfg.round, cfg.stage), trajectories=0,
-                            new=0, skipped=len(work) - len(todo), failed=0, steps=0, valid_actions=0, solved=0,
-                            with_gold=0)
+    todo, summary = pending_work(tasks, storage, cfg)
     limit = asyncio.Semaphore(max(1, concurrency))
 
     async def one(task: Task, k: int) -> None:
