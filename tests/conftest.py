@@ -8,6 +8,11 @@ import pytest
 
 from evolver_core.suites.base import EpisodeState, Task
 from evolver_core.suites.httpserver import LocalHTTPServer
+# Session fixtures defined once here, so every module shares ONE instance of each (a fixture
+# imported into several test modules would be a separate session fixture per module, and a
+# second Prefect server in one process breaks Prefect's event delivery).
+from fixtures_models import models_cache, server_logs, tiny_model, tiny_ref, tiny_server  # noqa: F401
+from fixtures_prefect import prefect_server  # noqa: F401
 
 PAGES = Path(__file__).parent / "pages"
 

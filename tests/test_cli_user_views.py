@@ -14,8 +14,6 @@ from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
 from evolver_core.sampling import SampleConfig, sample_trajectories
 from evolver_core.storage import Storage
 from evolver_core.suites.miniwob import MiniWoBSuite
-from fixtures_models import models_cache, server_logs, tiny_model, tiny_ref, tiny_server  # noqa: F401
-from fixtures_prefect import prefect_server  # noqa: F401
 
 CLI = [sys.executable, "-m", "cli.main"]
 
@@ -46,7 +44,7 @@ async def test_view_writes_a_static_report_with_working_filters(tmp_path):
         await browser.close()
 
 
-def test_eval_prints_success_with_an_interval(prefect_server, tmp_path):  # noqa: F811
+def test_eval_prints_success_with_an_interval(prefect_server, tmp_path):
     out = subprocess.run(CLI + ["eval", "--suite", "sandbox", "--split", "test", "--policy", "oracle", "--tasks", "3",
                                 "--storage", str(tmp_path), "--json"], capture_output=True, text=True, timeout=300,
                          env=os.environ.copy())
@@ -65,7 +63,7 @@ def test_doctor_passes_here_and_names_what_to_fix(tmp_path):
     assert bad.returncode == 1 and "FIX storage" in bad.stdout
 
 
-def test_sample_against_an_openai_compatible_endpoint(tiny_server, tmp_path):  # noqa: F811
+def test_sample_against_an_openai_compatible_endpoint(tiny_server, tmp_path):
     """`--model-backend openai` talks to any OpenAI-compatible server: here a real one on the tiny model."""
     out = subprocess.run(CLI + ["sample", "--suite", "miniwob", "--tasks", "2", "--policy", "model",
                                 "--model-backend", "openai", "--base-url", tiny_server.base_url,

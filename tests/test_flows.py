@@ -16,7 +16,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from evolver_core.storage import Storage
-from fixtures_prefect import prefect_server  # noqa: F401  (pytest finds fixtures by name)
 from flows.evaluate import evaluate
 from flows.evolve_round import evolve_round
 from flows.runners import make_runner
@@ -38,7 +37,7 @@ def task_states(flow_run_id, expected: str, count: int, timeout_s: float = 120) 
             time.sleep(0.5)
 
 
-def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path):  # noqa: F811
+def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path):
     first = evolve_round(run_id="smoke", round=0, preset="smoke", storage=str(tmp_path), overrides=TINY_ROUND,
                          return_state=True)
     summary = first.result()
@@ -63,7 +62,7 @@ def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path)
     assert set(states.values()) == {"Cached"} and len(states) == 6
 
 
-def test_killed_during_sampling_resumes_without_loss_or_duplicates(prefect_server, tmp_path):  # noqa: F811
+def test_killed_during_sampling_resumes_without_loss_or_duplicates(prefect_server, tmp_path):
     overrides = {**TINY_ROUND, "demo_tasks": 24, "concurrency": 1}
     code = ("from flows.evolve_round import evolve_round; "
             f"evolve_round(run_id='kill', round=0, preset='smoke', storage={str(tmp_path)!r}, overrides={overrides!r})")
@@ -91,7 +90,7 @@ def test_killed_during_sampling_resumes_without_loss_or_duplicates(prefect_serve
     assert not steps.duplicated(["trajectory_id", "step"]).any()
 
 
-def test_sampling_shards_run_on_a_local_dask_cluster(prefect_server, tmp_path):  # noqa: F811
+def test_sampling_shards_run_on_a_local_dask_cluster(prefect_server, tmp_path):
     @flow(task_runner=make_runner("dask"))
     def sharded() -> list[dict]:
         futures = [sample.submit(str(tmp_path), "dask", 0, "sample", "miniwob", "train", 6, None, max_steps=5,
@@ -104,14 +103,14 @@ def test_sampling_shards_run_on_a_local_dask_cluster(prefect_server, tmp_path): 
     assert len(trajs) == 6 and trajs.trajectory_id.is_unique and (trajs.gold_reward == 1.0).all()
 
 
-def test_evaluate_flow_reports_success_with_a_confidence_interval(prefect_server, tmp_path):  # noqa: F811
+def test_evaluate_flow_reports_success_with_a_confidence_interval(prefect_server, tmp_path):
     result = evaluate(suite="sandbox", split="test", policy="oracle", tasks=5, repeats=2, run_id="ev",
                       storage=str(tmp_path))
     assert result["tasks"] == 5 and result["episodes"] == 10 and result["success_rate"] == 1.0
     assert 0.6 < result["ci_low"] < 1.0 and result["ci_high"] == 1.0
 
 
-def test_evolve_flow_reports_rounds_and_writes_the_success_plot(prefect_server, tmp_path):  # noqa: F811
+def test_evolve_flow_reports_rounds_and_writes_the_success_plot(prefect_server, tmp_path):
     from flows.evolve import evolve
 
     result = evolve(rounds=0, preset="smoke", run_id="evo", storage=str(tmp_path), overrides=TINY_ROUND)

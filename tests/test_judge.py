@@ -7,7 +7,6 @@ import pytest
 
 from evolver_core.judge import NO_ANSWER, Verdict, agreement, judge, judge_messages, parse_verdict
 from evolver_core.prompts import load_prompt
-from fixtures_models import models_cache, server_logs, tiny_model, tiny_ref, tiny_server  # noqa: F401
 from infra.model_server import ModelServer
 
 

@@ -14,7 +14,7 @@ import pytest
 from evolver_core.llm import LLMClient, LLMError, cut_at_stop
 from evolver_core.models import ModelRef
 from fixtures_models import (  # noqa: F401  (fixtures)
-    FakeEndpoint, fake_endpoint, gone, models_cache, server_logs, tiny_model, tiny_ref, tiny_server,
+    FakeEndpoint, fake_endpoint, gone,
 )
 from infra.model_server import ModelServer, TransformersServer, free_port
 

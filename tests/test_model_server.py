@@ -15,7 +15,7 @@ import torch
 
 from evolver_core.models import ModelRef, folder_digest, merge_adapter, resolve_model, tiny_model_dir
 from fixtures_models import (  # noqa: F401  (fixtures)
-    FakeEndpoint, fake_endpoint, gone, models_cache, server_logs, tiny_model, tiny_ref, tiny_server,
+    FakeEndpoint, fake_endpoint, gone,
 )
 from infra.model_server import (
     ModelServer, OpenAIEndpoint, ProcessServer, ServerError, TransformersServer, VLLMServer, free_port,

@@ -14,7 +14,6 @@ from evolver_core.policy import (
 from evolver_core.prompts import load_prompt
 from evolver_core.rollout import StepResult
 from evolver_core.suites.base import Task
-from fixtures_models import models_cache, server_logs, tiny_model, tiny_ref, tiny_server  # noqa: F401
 from infra.model_server import ModelServer
 
 OMITTED = load_prompt("policy_omitted")

@@ -37,7 +37,6 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from cli.prefect_cmds import PROJECT_DIR, WORK_POOL, deploy_project, ensure_work_pool, worker_command
 from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
-from fixtures_prefect import prefect_server  # noqa: F401  (a fixture, found by name)
 from infra.model_server import signal_group
 from infra import postgres
 from infra.postgres import PostgresError, postgres_bin
