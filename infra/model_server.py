@@ -109,6 +109,9 @@ class ModelServer(ABC):
 
     backend: ClassVar[str]
     supports_n: ClassVar[bool] = True
+    # Requests a client keeps in flight. A server that generates one request at a time
+    # gains nothing from more, and queued requests would spend their timeout waiting.
+    concurrency: ClassVar[int] = 4
 
     def __init__(self, ref: ModelRef, *, host: str = "127.0.0.1", port: int | None = None,
                  startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S):
@@ -146,6 +149,7 @@ class ModelServer(ABC):
     def client(self, **opts: Any) -> LLMClient:
         """An `LLMClient` for this server (`opts`: LLMClient keyword arguments, e.g. model=...)."""
         opts = {"model": self.model, "api_key": self.api_key, "supports_n": self.supports_n,
+                "concurrency": self.concurrency,
                 "diagnose": self.failure} | opts
         return LLMClient(self.base_url, **opts)
 
@@ -251,6 +255,7 @@ class TransformersServer(ProcessServer):
 
     backend = "transformers"
     supports_n = False
+    concurrency = 1
 
     def __init__(self, ref: ModelRef, *, device: str = "cpu", dtype: str = "auto", threads: int | None = None,
                  cache_dir: Path | str | None = None, **opts: Any):
