@@ -32,13 +32,9 @@ from __future__ import annotations
 
 import atexit
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -48,20 +44,11 @@ import httpx
 
 from evolver_core.llm import LLMClient
 from evolver_core.models import ModelRef, merge_adapter, webevolver_home
+from infra.process import ServerError, await_health, free_port, stop_group, wait_healthy
 
 LOG_TAIL_LINES = 40
 DEFAULT_STARTUP_TIMEOUT_S = 180.0
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-
-
-class ServerError(RuntimeError):
-    """A model server failed to start, died, or refused a management request."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def default_threads() -> int:
@@ -69,39 +56,6 @@ def default_threads() -> int:
     (Oversubscribed OpenMP threads spin against each other: on 2 busy cores one thread
     generated 3x faster than two.)"""
     return max(1, (os.cpu_count() or 2) // 2)
-
-
-def signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass  # the whole group is gone
-
-
-def get_json(url: str, *, headers: dict[str, str] | None = None, timeout_s: float = 2.0) -> Any:
-    response = httpx.get(url, headers=headers, timeout=timeout_s)
-    response.raise_for_status()
-    return response.json()
-
-
-def wait_healthy(url: str, deadline_s: float, *, headers: dict[str, str] | None = None,
-                 check_alive: Callable[[], None] = lambda: None) -> None:
-    """Poll `url` until it answers 200; `check_alive` raises if the server died meanwhile."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        check_alive()
-        try:
-            get_json(url, headers=headers)
-            return
-        except httpx.HTTPStatusError as exc:
-            if exc.response.status_code < 500:  # up, but refusing us (e.g. a wrong API key): final
-                raise ServerError(f"{url} answered HTTP {exc.response.status_code}") from None
-            error: Exception = exc
-        except (httpx.HTTPError, ValueError) as exc:
-            error = exc
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not answer within {deadline_s:.0f} s ({error})")
-        time.sleep(0.25)
 
 
 class ModelServer(ABC):
@@ -208,15 +162,10 @@ class ProcessServer(ModelServer):
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             env=self.env(), start_new_session=True)
         atexit.register(self.stop)
-        try:
-            wait_healthy(f"{self.base_url}/models", self.startup_timeout_s, check_alive=self._raise_if_dead)
-        except TimeoutError as exc:
-            self.stop()
-            raise ServerError(f"{self.backend} server for {self.ref.served_name!r} did not become healthy: "
-                              f"{exc}\n{self.log_tail()}") from None
-        except BaseException:
-            self.stop()
-            raise
+        await_health(f"{self.base_url}/models", self.startup_timeout_s, check_alive=self._raise_if_dead,
+                     stop=self.stop, on_timeout=lambda why: ServerError(
+                         f"{self.backend} server for {self.ref.served_name!r} did not become healthy: "
+                         f"{why}\n{self.log_tail()}"))
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -225,13 +174,7 @@ class ProcessServer(ModelServer):
         if process is None:
             return
         atexit.unregister(self.stop)
-        signal_group(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
-        signal_group(process.pid, signal.SIGKILL)  # a leader that ignored SIGTERM, children that outlived it
-        process.wait()
+        stop_group(process, timeout_s)
 
     def failure(self) -> str | None:
         if self.process is None or self.process.poll() is None:

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from infra.model_server import free_port
+from infra.process import free_port
 
 DEBIAN_BIN_DIRS = Path("/usr/lib/postgresql")  # <version>/bin, off PATH on Debian
 SERVER_USER = "postgres"

@@ -46,7 +46,7 @@ from types import FrameType, TracebackType
 import httpx
 
 from evolver_core.models import webevolver_home
-from infra.model_server import free_port, get_json, signal_group, wait_healthy
+from infra.process import await_health, free_port, get_json, signal_group, stop_group
 from infra.postgres import PostgresServer
 
 PREFECT = [sys.executable, "-m", "prefect"]
@@ -147,15 +147,13 @@ class PrefectServer:
                     [*PREFECT, "server", "start", "--host", self.host, "--port", str(self.port)],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                     start_new_session=True)
-            atexit.register(self.stop)
-            wait_healthy(f"{self.api_url}/health", self.startup_timeout_s, check_alive=self._raise_if_dead)
-        except TimeoutError as exc:
-            self.stop()
-            raise PrefectServerError(f"the Prefect server did not become healthy: {exc}\n"
-                                     f"{log_tail(self.log_path)}") from None
         except BaseException:
-            self.stop()
+            self.stop()  # e.g. PostgreSQL started but the server could not be
             raise
+        atexit.register(self.stop)
+        await_health(f"{self.api_url}/health", self.startup_timeout_s, check_alive=self._raise_if_dead,
+                     stop=self.stop, on_timeout=lambda why: PrefectServerError(
+                         f"the Prefect server did not become healthy: {why}\n{log_tail(self.log_path)}"))
         self.startup_s = time.monotonic() - started
         return self
 
@@ -170,13 +168,7 @@ class PrefectServer:
         process, self.process = self.process, None
         if process is not None:
             atexit.unregister(self.stop)
-            signal_group(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
-            signal_group(process.pid, signal.SIGKILL)  # a leader that ignored SIGTERM, children that outlived it
-            process.wait()
+            stop_group(process, timeout_s)
         if self.postgres is not None:
             self.postgres.stop()
             self.postgres = None

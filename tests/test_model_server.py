@@ -91,7 +91,7 @@ def test_merge_adapter_equals_peft_logits_and_is_cached(tiny_model: Path, models
 # -- the transformers server: a real process ---------------------------------------------
 
 def test_server_lifecycle(tiny_server: ModelServer, tiny_model: Path) -> None:
-    from infra.model_server import get_json
+    from infra.process import get_json
 
     assert tiny_server.base_url.startswith("http://127.0.0.1:") and tiny_server.base_url.endswith("/v1")
     assert tiny_server.model == str(tiny_model)

@@ -37,7 +37,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from cli.prefect_cmds import PROJECT_DIR, WORK_POOL, deploy_project, ensure_work_pool, worker_command
 from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
-from infra.model_server import signal_group
+from infra.process import signal_group
 from infra import postgres
 from infra.postgres import PostgresError, postgres_bin
 from infra.prefect_server import (
