@@ -1,7 +1,8 @@
 """Plain configuration records shared by the CLI, the Prefect layer and `infra/`.
 
 `ModelSpec` says which model serves a role and through which backend; `infra.serving.serve`
-turns it into a running OpenAI-compatible endpoint. Keys are never stored here: only the
+turns it into a running OpenAI-compatible endpoint. `LookaheadSpec` says how the policy looks
+ahead with a world model (`evolver_core.lookahead`). Keys are never stored here: only the
 name of the environment variable that holds one.
 """
 
@@ -20,3 +21,15 @@ class ModelSpec:
 
     def same_server(self, other: "ModelSpec") -> bool:
         return self == other
+
+
+@dataclass(frozen=True)
+class LookaheadSpec:
+    """World-model look-ahead (WMLA) at inference: `depth` simulated steps per candidate."""
+
+    world_model: ModelSpec
+    scorer: ModelSpec  # rates each simulation 0 / 0.5 / 1
+    depth: int = 1
+    candidates: int = 3
+    wm_max_tokens: int = 1024  # one predicted page
+    scorer_max_tokens: int = 256

@@ -32,6 +32,7 @@ class SampleConfig:
     concurrency: int = 2  # browser contexts; beyond 2 the CPU is the limit on 2 cores
     max_steps: int = DEFAULT_MAX_STEPS
     source: str = "real"
+    screenshots: bool = False  # a PNG per step of real rollouts, for the viewer
     env: EnvConfig = field(default_factory=EnvConfig)
 
 

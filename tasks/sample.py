@@ -12,12 +12,14 @@ from prefect.artifacts import aupdate_progress_artifact, create_progress_artifac
 from prefect.context import get_run_context
 
 from evolver_core.agent import OracleAgent
-from evolver_core.config import ModelSpec
+from evolver_core.config import LookaheadSpec, ModelSpec
 from evolver_core.judge_stage import judge_trajectories
+from evolver_core.lookahead import LookaheadAgent
 from evolver_core.policy import PolicyAgent
 from evolver_core.sampling import SampleConfig, SampleSummary, episode_seed, sample_trajectories
 from evolver_core.storage import Storage
 from evolver_core.suites.registry import get_suite, select_tasks
+from evolver_core.world_model import WorldModel
 from tasks.common import stage_task
 
 
@@ -31,34 +33,50 @@ def _in_prefect_run() -> bool:
 async def run_sample(root: str, run_id: str, round_: int, stage: str, suite: str, split: str, n_tasks: Optional[int],
                      *, policy: Optional[ModelSpec], samples: int = 1, temperature: float = 0.0,
                      max_steps: int = 12, concurrency: int = 2, miniwob_tasks: str = "easy",
-                     shard: tuple[int, int] = (0, 1), on_done: Optional[Callable] = None) -> SampleSummary:
-    """Serve the policy (None: the suite's scripted solver) and sample shard `i` of `n` of the tasks."""
-    from infra.serving import serve
+                     shard: tuple[int, int] = (0, 1), lookahead: Optional[LookaheadSpec] = None,
+                     screenshots: bool = False, on_done: Optional[Callable] = None) -> SampleSummary:
+    """Serve the policy (None: the suite's scripted solver) and sample shard `i` of `n` of the tasks;
+    with `lookahead`, the policy picks each action by WMLA with the world model and scorer it names."""
 
     the_suite = get_suite(suite, miniwob_tasks=miniwob_tasks)
     await the_suite.start()
     try:
         chosen = select_tasks(the_suite.tasks(split), n_tasks)[shard[0]::shard[1]]
         cfg = SampleConfig(run_id=run_id, round=round_, stage=stage, samples=samples, concurrency=concurrency,
-                           max_steps=max_steps)
+                           max_steps=max_steps, screenshots=screenshots)
         with ExitStack() as stack:
-            if policy is None:
-                def make_agent(task, k):
-                    return OracleAgent(the_suite)
-            else:
-                client = stack.enter_context(serve(policy)).client()
-
-                def make_agent(task, k):
-                    return PolicyAgent(client, temperature=temperature, seed=episode_seed(task, k))
+            make_agent = agent_factory(stack, the_suite, policy, temperature, lookahead)
             return await sample_trajectories(the_suite, chosen, make_agent, Storage(root), cfg, on_done=on_done)
     finally:
         await the_suite.stop()
+
+
+def agent_factory(stack: ExitStack, suite, policy: Optional[ModelSpec], temperature: float,
+                  lookahead: Optional[LookaheadSpec]) -> Callable:
+    """`make_agent(task, sample)` for sampling: the scripted solver (`policy` None), the
+    policy, or the policy with look-ahead; the servers it needs are entered on `stack`."""
+    from infra.serving import serve
+
+    if policy is None:
+        if lookahead is not None:
+            raise ValueError("look-ahead needs a model policy, not the scripted solver")
+        return lambda task, k: OracleAgent(suite)
+    client = stack.enter_context(serve(policy)).client()
+    if lookahead is None:
+        return lambda task, k: PolicyAgent(client, temperature=temperature, seed=episode_seed(task, k))
+    world_model = WorldModel(stack.enter_context(serve(lookahead.world_model)).client(),
+                             max_tokens=lookahead.wm_max_tokens)
+    scorer = stack.enter_context(serve(lookahead.scorer)).client()
+    return lambda task, k: LookaheadAgent(
+        PolicyAgent(client, temperature=temperature, seed=episode_seed(task, k)), world_model, scorer,
+        depth=lookahead.depth, candidates=lookahead.candidates, scorer_max_tokens=lookahead.scorer_max_tokens)
 
 
 @stage_task(task_run_name="sample-{stage}-r{round_}-shard{shard[0]}", retries=1, retry_delay_seconds=5)
 def sample(root: str, run_id: str, round_: int, stage: str, suite: str, split: str, n_tasks: Optional[int],
            policy: Optional[ModelSpec], samples: int = 1, temperature: float = 0.0, max_steps: int = 12,
            concurrency: int = 2, miniwob_tasks: str = "easy", shard: tuple[int, int] = (0, 1),
+           lookahead: Optional[LookaheadSpec] = None, screenshots: bool = False,
            after: Optional[list] = None) -> dict:
     """Sample trajectories into `runs/<run>/round=<i>/<stage>/`; a retry or rerun resumes.
 
@@ -79,7 +97,8 @@ def sample(root: str, run_id: str, round_: int, stage: str, suite: str, split: s
 
         summary = await run_sample(root, run_id, round_, stage, suite, split, n_tasks, policy=policy, samples=samples,
                                    temperature=temperature, max_steps=max_steps, concurrency=concurrency,
-                                   miniwob_tasks=miniwob_tasks, shard=shard, on_done=tick)
+                                   miniwob_tasks=miniwob_tasks, shard=shard, lookahead=lookahead,
+                                   screenshots=screenshots, on_done=tick)
         await asyncio.gather(*updates)
         return summary
 
