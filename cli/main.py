@@ -65,6 +65,8 @@ def sample(
     round_: int = typer.Option(0, "--round", help="Evolution round the trajectories belong to."),
     concurrency: int = typer.Option(2, help="Concurrent browser contexts."),
     max_steps: int = typer.Option(12, help="Step limit per episode."),
+    screenshots: bool = typer.Option(False, "--screenshots", help="Store a PNG of each step's page beside the "
+                                     "trajectories (shown by `webevolver view`)."),
     as_json: bool = typer.Option(False, "--json", help="End with a JSON summary line."),
 ) -> None:
     """Run episodes in the real browser, judge them, and store them as Parquet trajectories."""
@@ -93,7 +95,8 @@ def sample(
         result = asyncio.run(run_sampling(
             storage_root(storage), run_id, round_, suite, split, tasks,
             policy=policy_spec if policy == "model" else None, judge=judge_spec, log=log, samples=samples,
-            temperature=temp, max_steps=max_steps, concurrency=concurrency, miniwob_tasks=miniwob_tasks))
+            temperature=temp, max_steps=max_steps, concurrency=concurrency, miniwob_tasks=miniwob_tasks,
+            screenshots=screenshots))
     summary, judged = result
     console.print(f"stored {summary.trajectories} trajectories ({summary.new} new, {summary.skipped} already there) "
                   f"at {summary.uri}")
@@ -127,8 +130,12 @@ def evolve(
     result = state.result()
     flow_run_url = f"{server.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
     for r in result["rounds"]:
-        console.print(f"round {r['round']}: {r['real_trajectories']} trajectories sampled, {r['kept_trajectories']} kept,"
-                      f" {r['sft_examples']} SFT examples, test success {_pct(r['success_rate'])}")
+        wm = r["world_model"]
+        looked = ", ".join(f"d={d} {_pct(v)}" for d, v in r["success_rate_lookahead"].items())
+        console.print(f"round {r['round']}: {r['real_trajectories']} real trajectories ({r['kept_trajectories']} kept), "
+                      f"{r['synthetic_trajectories']} synthetic ({r['synthetic_kept']} kept), {r['sft_examples']} SFT "
+                      f"examples; test success {_pct(r['success_rate'])}" + (f", with look-ahead {looked}" if looked else "")
+                      + f"; world model STR {_pct(wm['str'])} Sim {_pct(wm['sim'])} O/A {_pct(wm['oa'])}")
     root = storage_root(storage)
     adapter = result["rounds"][-1]["adapter"].removeprefix("file://")
     console.print(f"data and adapters: {result['storage']}")
@@ -136,8 +143,9 @@ def evolve(
     console.print(f"Prefect UI (flow run, artifacts): {flow_run_url}")
     console.print(f"trajectories: webevolver show {run} --storage {root}   or   "
                   f"webevolver view {run} --storage {root} --out {run}-report")
+    wm_adapter = result["rounds"][-1]["world_model"]["adapter"].removeprefix("file://")
     console.print(f"evaluate the policy: webevolver eval --suite sandbox --split test --policy {adapter} "
-                  f"--storage {root}   (or --suite miniwob)")
+                  f"--storage {root}   (or --suite miniwob; add --lookahead-depth 2 --world-model {wm_adapter})")
     if as_json:
         emit_json({**result, "flow_run_url": flow_run_url, "ui_url": server.ui_url})
 
@@ -153,20 +161,38 @@ def eval_cmd(
     base_url: Optional[str] = BaseUrlOpt,
     miniwob_tasks: str = typer.Option("easy", help="MiniWoB tasks: easy, all, or a comma list."),
     max_steps: int = typer.Option(12, help="Step limit per episode."),
+    lookahead_depth: int = typer.Option(0, "--lookahead-depth", min=0, max=3,
+                                        help="World-model look-ahead: simulate each candidate action this many "
+                                             "steps (1-3) and take the best; 0 = off. Needs --world-model."),
+    world_model: Optional[str] = typer.Option(None, "--world-model", help="World model for look-ahead: a model or "
+                                              "adapter folder, e.g. runs/<run>/round=<i>/finetune_wm/adapter."),
+    scorer: Optional[str] = typer.Option(None, "--scorer", help="Model rating look-ahead simulations "
+                                         "(default: --judge, else smollm2)."),
+    judge: Optional[str] = typer.Option(None, "--judge", help="Judge model r̂ for episodes the suite cannot score "
+                                        "(WebVoyager has no gold answers); without it they stay unrated."),
+    screenshots: bool = typer.Option(False, "--screenshots", help="Keep a screenshot of every step (for `view`)."),
     run: str = typer.Option("eval", help="Run id the evaluation trajectories are stored under."),
     storage: Optional[str] = StorageOpt,
     as_json: bool = typer.Option(False, "--json", help="End with a JSON summary line."),
 ) -> None:
-    """Evaluate a policy on a suite's split (success rate with a 95% interval) as a Prefect flow run."""
+    """Evaluate a policy, optionally with world-model look-ahead, on a suite's split (success rate with a
+    95% interval) as a Prefect flow run."""
+    if lookahead_depth and not world_model:
+        raise typer.BadParameter("look-ahead needs --world-model (e.g. runs/<run>/round=<i>/finetune_wm/adapter)",
+                                 param_hint="--lookahead-depth")
     use_prefect_server()
     from flows.evaluate import evaluate
 
     result = evaluate(suite=suite, split=split, policy=policy, tasks=tasks or None, repeats=repeats, run_id=run,
                       storage=storage_root(storage), backend=model_backend, base_url=base_url,
-                      miniwob_tasks=miniwob_tasks, max_steps=max_steps)
-    console.print(f"{policy} on {suite}/{split}: success {_pct(result['success_rate'])} "
+                      miniwob_tasks=miniwob_tasks, max_steps=max_steps, lookahead_depth=lookahead_depth,
+                      world_model=world_model, scorer=scorer, judge_model=judge, screenshots=screenshots)
+    how = f" with look-ahead d={lookahead_depth}" if lookahead_depth else ""
+    console.print(f"{policy}{how} on {suite}/{split}: success {_pct(result['success_rate'])} "
                   f"(95% CI {_pct(result['ci_low'])}-{_pct(result['ci_high'])}) over {result['episodes']} episodes "
-                  f"of {result['tasks']} tasks; trajectories at {result['storage']}")
+                  f"of {result['tasks']} tasks ({result['rated_by_gold']} rated by the suite, "
+                  f"{result['rated_by_judge']} by the judge, {result['unrated']} unrated); "
+                  f"trajectories at {result['storage']}")
     if as_json:
         emit_json(result)
 
@@ -226,17 +252,19 @@ def view(
 
     from evolver_core.judge_stage import split_judged
     from evolver_core.storage import Storage
-    from evolver_core.viewer import render_report
+    from evolver_core.viewer import copy_screenshots, render_report
 
     store = Storage(storage_root(storage))
     if run not in store.list_runs():
         raise typer.BadParameter(f"no run {run!r} under {store.uri()}", param_hint="RUN")
     trajs, verdicts = split_judged(store.read_table(run, table_name="trajectories").to_pylist())
-    html = render_report(run, trajs, store.read_table(run, table_name="steps").to_pylist(), verdicts)
+    steps = store.read_table(run, table_name="steps").to_pylist()
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
-    (target / "index.html").write_text(html)
-    console.print(f"wrote {target.resolve() / 'index.html'} ({len(trajs)} trajectories)")
+    images = copy_screenshots(store, steps, target)  # the report must open without the storage root
+    (target / "index.html").write_text(render_report(run, trajs, steps, verdicts, images))
+    console.print(f"wrote {target.resolve() / 'index.html'} ({len(trajs)} trajectories"
+                  + (f", {len(images)} screenshots" if images else "") + ")")
 
 
 @app.command()
@@ -246,30 +274,40 @@ def compare(
     storage: Optional[str] = StorageOpt,
     as_json: bool = typer.Option(False, "--json", help="End with a JSON line of the table."),
 ) -> None:
-    """Success by run, round and suite across runs (models): a table and a chart."""
-    import csv
+    """Success by run, round and suite across runs (models): a table and a chart, as files in --out and under
+    the first run, and as artifacts of a `compare` flow run on the Prefect server."""
     from pathlib import Path
 
-    from evolver_core.compare import evaluation_table
-    from evolver_core.report import success_by_round_svg
+    from evolver_core.compare import NoEvaluations, comparison_files
     from evolver_core.storage import Storage
 
-    rows = evaluation_table(Storage(storage_root(storage)), runs)
-    if not rows:
-        raise typer.BadParameter("no evaluation trajectories (stages eval*) in these runs", param_hint="RUNS")
+    store = Storage(storage_root(storage))
+    if unknown := sorted(set(runs) - set(store.list_runs())):  # a typo: say so before starting a flow run
+        raise typer.BadParameter(f"no run {', '.join(map(repr, unknown))} under {store.uri()}", param_hint="RUNS")
+    server = use_prefect_server()
+    from flows.compare import compare as compare_flow
+
+    state = compare_flow(runs=runs, storage=storage_root(storage), return_state=True)
+    try:
+        result = state.result()
+    except NoEvaluations as exc:
+        raise typer.BadParameter(str(exc), param_hint="RUNS") from None
+    rows = result["rows"]
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
-    with (target / "comparison.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "label"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    (target / "comparison.svg").write_text(success_by_round_svg(rows, "Success by run, round and suite"))
+    files = comparison_files(rows)  # the same text as the files under the run
+    for name in ("comparison.csv", "comparison.svg"):
+        (target / name).write_text(files[name])
     for r in rows:
         console.print(f"{r['label']}: {_pct(r['success_rate'])} of {r['episodes']} "
                       f"(95% CI {_pct(r['ci_low'])}-{_pct(r['ci_high'])})")
     console.print(f"wrote {target.resolve()}/comparison.csv and comparison.svg")
+    flow_run_url = f"{server.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
+    console.print(f"under the run: {result['folder']}")
+    console.print(f"Prefect UI (flow run, artifacts): {flow_run_url}")
     if as_json:
-        emit_json({"rows": rows})
+        emit_json({"rows": rows, "files": result["files"], "flow_run_id": str(state.state_details.flow_run_id),
+                   "flow_run_url": flow_run_url})
 
 
 @app.command()

@@ -11,7 +11,7 @@ from cli.output import console
 
 def render_run(root: str, run: str, *, trajectory: Optional[str], round_: Optional[int], stage: Optional[str],
                limit: int) -> None:
-    from evolver_core.judge_stage import split_judged
+    from evolver_core.judge_stage import split_judged, verdict_row
     from evolver_core.storage import Storage
 
     store = Storage(root)
@@ -43,7 +43,7 @@ def render_run(root: str, run: str, *, trajectory: Optional[str], round_: Option
                           markup=True)
             if s["error"]:
                 console.print(f"[red]Error:[/red] {escape(s['error'])}", markup=True)
-        judged = verdicts.get((t["round"], t["trajectory_id"]), t)
+        judged = verdict_row(t, verdicts)
         verdict = {None: "n/a", 0: "NOT SUCCESS", 1: "SUCCESS"}[judged["judge_verdict"]]
         if judged["judge_reasoning"]:
             console.print(f"[bold]Judge:[/bold] {escape(judged['judge_reasoning'][:500])}", markup=True)

@@ -32,7 +32,7 @@ from difflib import SequenceMatcher
 
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
-from evolver_core.world_model import Transition
+from evolver_core.world_model import Transition, WorldModel
 
 _ELEMENT = re.compile(r"^(\t*)\[(\d+)\] (\S+) '(.*?)'(?: [\w-]+: .*)?$")
 _ID = re.compile(r"^(\t*)\[\d+\] ")
@@ -128,14 +128,51 @@ async def functional_equivalence(client: LLMClient, objective: str, last_observa
     return parse_equivalence(completion.text)
 
 
-async def _oa(judge: LLMClient, predictions: Sequence[str], reals: Sequence[str],
-              contexts: Sequence[Transition]) -> list[int | None]:
-    async def one(p: str, r: str, c: Transition) -> int | None:
-        if parse_tree(p) is None:
-            return 0
-        return await functional_equivalence(judge, c.objective, c.last_observation, c.action, p, r)
+@dataclass(frozen=True)
+class FidelityScore:
+    """One prediction against the real next page."""
 
-    return list(await asyncio.gather(*(one(p, r, c) for p, r, c in zip(predictions, reals, contexts, strict=True))))
+    structured: bool  # STR
+    sim: float
+    oa: int | None  # 1/0; None: no judge asked, or its verdict did not parse
+
+
+async def score_predictions(predictions: Sequence[str], reals: Sequence[str], *, judge: LLMClient | None = None,
+                            contexts: Sequence[Transition] | None = None, concurrency: int = 4) -> list[FidelityScore]:
+    """STR, Sim. and (with `judge` and one context per pair: the transition predicted) the
+    O/A verdict of each prediction; unparsable predictions get verdict 0 without asking."""
+    if len(predictions) != len(reals):
+        raise ValueError(f"{len(predictions)} predictions but {len(reals)} real pages")
+    if judge is not None and (contexts is None or len(contexts) != len(reals)):
+        raise ValueError("O/A needs one context per prediction")
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(i: int) -> FidelityScore:
+        p, r = predictions[i], reals[i]
+        structured = parse_tree(p) is not None
+        verdict = None
+        if judge is not None and contexts is not None:
+            if not structured:
+                verdict = 0
+            else:
+                c = contexts[i]
+                async with gate:
+                    verdict = await functional_equivalence(judge, c.objective, c.last_observation, c.action, p, r)
+        return FidelityScore(structured=structured, sim=similarity(p, r), oa=verdict)
+
+    return list(await asyncio.gather(*(one(i) for i in range(len(reals)))))
+
+
+def summarize(scores: Sequence[FidelityScore], *, judged: bool) -> dict:
+    """The rates over `scores` (None when there are none; O/A None unless `judged`)."""
+    n = len(scores)
+    return {
+        "n": n,
+        "str": sum(s.structured for s in scores) / n if n else None,
+        "sim": sum(s.sim for s in scores) / n if n else None,
+        "oa": sum(s.oa or 0 for s in scores) / n if judged and n else None,
+        "oa_unparsable": sum(s.oa is None for s in scores) if judged else None,
+    }
 
 
 async def fidelity_report(predictions: Sequence[str], reals: Sequence[str], *, judge: LLMClient | None = None,
@@ -143,16 +180,21 @@ async def fidelity_report(predictions: Sequence[str], reals: Sequence[str], *, j
     """STR, Sim. and O/A (module docstring) of predictions against the real next pages.
     O/A needs the `judge` and one context per pair (the transition predicted: objective,
     last observation, action); without a judge it is None. Rates are None when n is 0."""
-    if len(predictions) != len(reals):
-        raise ValueError(f"{len(predictions)} predictions but {len(reals)} real pages")
-    if judge is not None and (contexts is None or len(contexts) != len(reals)):
-        raise ValueError("O/A needs one context per prediction")
-    n = len(reals)
-    verdicts = await _oa(judge, predictions, reals, contexts) if judge is not None and contexts is not None else None
-    return {
-        "n": n,
-        "str": sum(parse_tree(p) is not None for p in predictions) / n if n else None,
-        "sim": sum(similarity(p, r) for p, r in zip(predictions, reals)) / n if n else None,
-        "oa": sum(v or 0 for v in verdicts) / n if verdicts is not None and n else None,
-        "oa_unparsable": sum(v is None for v in verdicts) if verdicts is not None else None,
-    }
+    scores = await score_predictions(predictions, reals, judge=judge, contexts=contexts)
+    return summarize(scores, judged=judge is not None)
+
+
+async def measure_fidelity(world_model: WorldModel, transitions: Sequence[Transition], *,
+                           judge: LLMClient | None = None, seed: int = 0) -> tuple[dict, list[dict]]:
+    """Predict each transition's next page with `world_model` (use temperature 0) and score
+    it: (the report, one row per transition with the prediction and its scores)."""
+    predictions = await asyncio.gather(*(
+        world_model.predict(t.objective, t.start_url, t.past_actions, t.last_observation, t.action, seed=seed)
+        for t in transitions))
+    pages = [p.observation or "" for p in predictions]
+    scores = await score_predictions(pages, [t.next_observation for t in transitions], judge=judge,
+                                     contexts=transitions)
+    rows = [{"trajectory_id": t.trajectory_id, "step": t.step, "action": t.action, "predicted": p.raw,
+             "real": t.next_observation, "str": s.structured, "sim": s.sim, "oa": s.oa}
+            for t, p, s in zip(transitions, predictions, scores, strict=True)]
+    return summarize(scores, judged=judge is not None), rows

@@ -28,12 +28,35 @@ class JudgeSummary:
     successes: int
     unparsable: int
     agreement: dict  # accuracy / precision / recall / n against gold rewards (None where no gold)
+    without_gold: int = 0  # trajectories only r̂ can rate (e.g. WebVoyager, synthetic ones)
+    successes_without_gold: int = 0
 
 
-def split_judged(rows: list[dict]) -> tuple[list[dict], dict[tuple[int, str], dict]]:
-    """Trajectory rows of every stage -> (the non-judge rows, judged rows by (round, trajectory id))."""
-    verdicts = {(t["round"], t["trajectory_id"]): t for t in rows if t["stage"] == JUDGE_STAGE}
-    return [t for t in rows if t["stage"] != JUDGE_STAGE], verdicts
+def judge_stage_for(source_stage: str) -> str:
+    """Where the verdicts on a stage's trajectories go: `judge` for `sample` (the round's
+    judge), `<stage>-judge` for any other (e.g. `eval-0-judge` for an evaluation)."""
+    return JUDGE_STAGE if source_stage == "sample" else f"{source_stage}-{JUDGE_STAGE}"
+
+
+def judged_stage(stage: str) -> str | None:
+    """The stage a judge stage rated (`judge_stage_for` inverted); None for other stages."""
+    if stage == JUDGE_STAGE:
+        return "sample"
+    return stage.removesuffix(f"-{JUDGE_STAGE}") if stage.endswith(f"-{JUDGE_STAGE}") else None
+
+
+def split_judged(rows: list[dict]) -> tuple[list[dict], dict[tuple[int, str, str], dict]]:
+    """Trajectory rows of every stage -> (the rows of non-judge stages, judged copies by
+    (round, judged stage, trajectory id))."""
+    verdicts = {(t["round"], judged_stage(t["stage"]), t["trajectory_id"]): t for t in rows
+                if judged_stage(t["stage"]) is not None}
+    return [t for t in rows if judged_stage(t["stage"]) is None], verdicts
+
+
+def verdict_row(t: dict, verdicts: dict[tuple[int, str, str], dict]) -> dict:
+    """The row holding `t`'s verdict: its judged copy, else `t` itself (synthetic trajectories
+    are judged as they are made, in their own rows)."""
+    return verdicts.get((t["round"], t["stage"], t["trajectory_id"]), t)
 
 
 def observations_by_trajectory(storage: Storage, run_id: str, round_: int, stage: str) -> dict[str, list[str]]:
@@ -70,6 +93,8 @@ def summarize_judged(storage: Storage, run_id: str, round_: int, stage: str = JU
     rows = storage.read_table(run_id, round_, stage, table_name="trajectories").select(
         ["judge_verdict", "gold_reward"]).to_pylist()
     verdicts = [r["judge_verdict"] for r in rows]
+    no_gold = [r["judge_verdict"] for r in rows if r["gold_reward"] is None]
     return JudgeSummary(judged=len(rows), new=new, successes=sum(1 for v in verdicts if v == 1),
                         unparsable=sum(1 for v in verdicts if v is None),
-                        agreement=agreement(verdicts, [r["gold_reward"] for r in rows]))
+                        agreement=agreement(verdicts, [r["gold_reward"] for r in rows]),
+                        without_gold=len(no_gold), successes_without_gold=sum(1 for v in no_gold if v == 1))

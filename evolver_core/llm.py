@@ -26,7 +26,7 @@ import asyncio
 import random
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import openai
@@ -78,6 +78,17 @@ def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
     return text[:cut]
 
 
+async def _close_at_loop_end(client: AsyncOpenAI) -> AsyncIterator[None]:
+    """Closes `client` when its event loop shuts down: `asyncio.run` finalizes every live async
+    generator (`loop.shutdown_asyncgens`) before closing the loop. Without it the client is
+    garbage-collected later and schedules its close on whatever loop runs then, which fails
+    with "Event loop is closed" in the middle of the next stage's log."""
+    try:
+        yield
+    finally:
+        await client.close()
+
+
 class LLMClient:
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *, timeout_s: float = 120.0,
                  max_retries: int = 3, concurrency: int = 4, backoff_s: float = 0.5, max_backoff_s: float = 8.0,
@@ -93,7 +104,8 @@ class LLMClient:
         self.usage = Usage()
         self._api_key = api_key or NO_KEY
         self._diagnose = diagnose
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[AsyncOpenAI, asyncio.Semaphore]]
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                                  tuple[AsyncOpenAI, asyncio.Semaphore, AsyncIterator[None]]]
         self._per_loop = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
@@ -122,18 +134,21 @@ class LLMClient:
         """Close the HTTP connections of the running event loop's client."""
         state = self._per_loop.pop(asyncio.get_running_loop(), None)
         if state is not None:
-            await state[0].close()
+            await state[2].aclose()  # runs the closer's `finally`
 
     # -- internals -------------------------------------------------------------------------
-    def _loop_state(self) -> tuple[AsyncOpenAI, asyncio.Semaphore]:
+    async def _loop_state(self) -> tuple[AsyncOpenAI, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
         if loop not in self._per_loop:
             client = AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, timeout=self.timeout_s, max_retries=0)
-            self._per_loop[loop] = (client, asyncio.Semaphore(self.concurrency))
-        return self._per_loop[loop]
+            closer = _close_at_loop_end(client)
+            await closer.__anext__()
+            self._per_loop[loop] = (client, asyncio.Semaphore(self.concurrency), closer)
+        client, semaphore, _ = self._per_loop[loop]
+        return client, semaphore
 
     async def _request(self, messages: list[dict], sampling: dict, extra_body: dict | None):
-        client, semaphore = self._loop_state()
+        client, semaphore = await self._loop_state()
         params = {k: v for k, v in sampling.items() if v is not None and not (k == "n" and v == 1)}
         attempt = 0
         while True:

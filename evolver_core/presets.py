@@ -2,9 +2,14 @@
 
 | preset | model | backend | sizes | time |
 | --- | --- | --- | --- | --- |
-| smoke | tiny (random, built in seconds) | transformers on CPU | 4 demo tasks, 4 train, 4 test, 4 steps | minutes on 2 cores |
-| cpu | smollm2 (SmolLM2-135M-Instruct, embedded) | transformers on CPU | 12 demo, 8 train x 2 samples, 8 test, 40 LoRA steps | under an hour |
-| gpu | a large instruct model | vllm, adapters hot-loaded | 200 demo, 500 train x 4, full test split | GPU hours |
+| smoke | tiny (random, built in seconds) | transformers on CPU | 4 demo tasks, 4 train, 4 test, 4 steps; synthesis for 2 failed queries | minutes on 2 cores |
+| cpu | smollm2 (SmolLM2-135M-Instruct, embedded) | transformers on CPU | 12 demo, 8 train x 2 samples, 8 test, 40 LoRA steps; synthesis for 4 failed queries; look-ahead on 2 test tasks | about 1.5 h a round |
+| gpu | a large instruct model | vllm, adapters hot-loaded | 200 demo, 500 train x 4, full test split; synthesis for all failed queries | GPU hours |
+
+World-model sizes: synthesis covers `synth_queries` failed queries with at most
+`synth_max_actions` policy actions (the paper's 7 on gpu; fewer on CPU, where each predicted
+page takes SmolLM2 tens of seconds); look-ahead runs at each of `lookahead_depths` on
+`lookahead_tasks` test tasks; fidelity scores `fidelity_transitions` held-out transitions.
 
 Filtering (rejection sampling): the judge r̂ always runs and its agreement with the gold
 rewards is reported, but on offline suites the small presets keep trajectories by the gold
@@ -40,19 +45,28 @@ class Preset:
     learning_rate: float = 2e-4
     wm_finetune_steps: int = 2  # the world model M_w, trained each round on the union of its data
     wm_max_length: int = 1024  # its examples hold two pages (current and predicted)
+    wm_max_tokens: int = 1024  # one predicted page (synthesis, look-ahead, fidelity)
+    synth_queries: int | None = 2  # failed queries to synthesize for (None: all)
+    synth_max_actions: int = 2  # policy actions per synthetic trajectory (the paper: 7)
+    lookahead_depths: tuple[int, ...] = (1, 2)  # WMLA evaluations of the round's policy
+    lookahead_tasks: int | None = None  # test tasks for them (None: test_tasks)
+    lookahead_candidates: int = 3
+    fidelity_transitions: int = 4  # held-out real transitions for STR / Sim. / O/A
 
     def with_(self, **changes) -> "Preset":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 PRESETS: dict[str, Preset] = {
-    "smoke": Preset(name="smoke", model="tiny", max_length=384),
+    "smoke": Preset(name="smoke", model="tiny", max_length=384, wm_max_tokens=48),
     "cpu": Preset(name="cpu", model="smollm2", demo_tasks=12, train_tasks=8, samples=2, test_tasks=8,
-                  max_steps=5, finetune_steps=40, wm_finetune_steps=20),
+                  max_steps=5, finetune_steps=40, wm_finetune_steps=20, wm_max_tokens=384, synth_queries=4,
+                  synth_max_actions=4, lookahead_tasks=2, fidelity_transitions=8),
     "gpu": Preset(name="gpu", model="Qwen/Qwen2.5-7B-Instruct", backend="vllm", suite="sandbox", demo_tasks=200,
                   train_tasks=500, samples=4, test_tasks=135, max_steps=12, concurrency=8, shards=8,
-                  filter="judge", judge_max_tokens=1000, finetune_steps=600, max_length=4096, miniwob_tasks="easy", wm_finetune_steps=300,
-                  wm_max_length=8192),
+                  filter="judge", judge_max_tokens=1000, finetune_steps=600, max_length=4096, miniwob_tasks="easy",
+                  wm_finetune_steps=300, wm_max_length=8192, wm_max_tokens=2048, synth_queries=None,
+                  synth_max_actions=7, lookahead_tasks=None, fidelity_transitions=200),
 }
 
 

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Iterable, Literal, get_args
 
 import pyarrow as pa
 
-TableName = Literal["steps", "trajectories", "examples", "wm_transitions"]
+TableName = Literal["steps", "trajectories", "examples", "wm_transitions", "wm_fidelity"]
 Source = Literal["real", "synthetic"]
 StopReason = Literal["stop", "max_steps", "repeat", "error"]
 
@@ -70,6 +70,7 @@ STEP_SCHEMA = pa.schema(
         _required("ended_at", _TIMESTAMP),
         _optional("prompt", pa.string()),
         _optional("response", pa.string()),
+        _optional("screenshot", pa.string()),  # URI of the page as the agent saw it; null: none taken
     ]
 )
 
@@ -163,6 +164,7 @@ class StepRecord(_Timed):
     completion_tokens: int
     prompt: str | None = None  # canonical_json(chat messages)
     response: str | None = None
+    screenshot: str | None = None  # URI of a PNG of the viewport before acting (`Storage.screenshot_path`)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -242,11 +244,30 @@ WM_TRANSITION_SCHEMA = pa.schema(
         pa.field("rationale", pa.string(), nullable=False),
     ]
 )
+# World-model fidelity: one held-out real transition per row, the prediction and its scores
+# (`evolver_core.fidelity.measure_fidelity`).
+FIDELITY_TABLE = "wm_fidelity"
+FIDELITY_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("trajectory_id", pa.string(), nullable=False),
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("action", pa.string(), nullable=True),  # null: the first page
+        pa.field("predicted", pa.string(), nullable=False),  # the world model's whole reply
+        pa.field("real", pa.string(), nullable=False),
+        pa.field("str", pa.bool_(), nullable=False),
+        pa.field("sim", pa.float64(), nullable=False),
+        pa.field("oa", pa.int8(), nullable=True),  # null: not judged, or the verdict did not parse
+    ]
+)
 # `Storage` reads and writes the tables named here.
 SCHEMAS: dict[TableName, pa.Schema] = {
     **{name: cls.SCHEMA for name, cls in RECORD_TYPES.items()},
     SFT_TABLE: SFT_SCHEMA,
     WM_TRANSITION_TABLE: WM_TRANSITION_SCHEMA,
+    FIDELITY_TABLE: FIDELITY_SCHEMA,
 }
 
 
@@ -281,10 +302,17 @@ def to_table(
     return table
 
 
+# Nullable columns added after data was written: Parquet from before lacks them and reads as
+# null (`Storage` reads through the full schema, which fills them; `from_table` does the same).
+ADDED_COLUMNS: dict[TableName, tuple[str, ...]] = {"steps": ("screenshot",)}
+
+
 def record_type_of(schema: pa.Schema) -> type[StepRecord] | type[TrajectoryRecord]:
-    """The record class whose schema has exactly these column names (in any order)."""
-    for cls in RECORD_TYPES.values():
-        if set(schema.names) == set(cls.SCHEMA.names):
+    """The record class whose schema has these column names (in any order), less at most
+    its `ADDED_COLUMNS`."""
+    for name, cls in RECORD_TYPES.items():
+        missing = set(cls.SCHEMA.names) - set(schema.names)
+        if set(schema.names) <= set(cls.SCHEMA.names) and missing <= set(ADDED_COLUMNS.get(name, ())):
             return cls
     raise ValueError(f"columns match no record schema: {schema.names}")
 
@@ -292,6 +320,9 @@ def record_type_of(schema: pa.Schema) -> type[StepRecord] | type[TrajectoryRecor
 def from_table(table: pa.Table) -> list[StepRecord] | list[TrajectoryRecord]:
     """Arrow table (e.g. read from Parquet) -> records; the type follows the columns."""
     cls = record_type_of(table.schema)
+    for f in cls.SCHEMA:
+        if f.name not in table.column_names:  # an older shard: see ADDED_COLUMNS
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
     table = table.select(cls.SCHEMA.names).cast(cls.SCHEMA)
     validate_table(table, cls.SCHEMA)
     return [cls(**row) for row in table.to_pylist()]

@@ -31,6 +31,7 @@ class StepResult:
     action: Action | None  # None when the action text did not parse
     parse_error: str | None
     error: str | None = None  # what went wrong carrying out this step's action
+    screenshot: bytes | None = None  # PNG of the page the agent saw (run_episode(screenshots=True))
     started_at: datetime = field(default_factory=now)
     ended_at: datetime = field(default_factory=now)
 
@@ -57,7 +58,8 @@ def render_observation(obs_text: str, error: str | None) -> str:
 
 
 async def run_episode(env: BrowserEnv, task: Task, agent: Agent, *, sample: int = 0,
-                      max_steps: int = DEFAULT_MAX_STEPS) -> Episode:
+                      max_steps: int = DEFAULT_MAX_STEPS, screenshots: bool = False) -> Episode:
+    """`screenshots`: keep a PNG of each step's page (None where taking it failed)."""
     started = now()
     obs = await env.reset(task)
     task = env.task or task
@@ -65,6 +67,9 @@ async def run_episode(env: BrowserEnv, task: Task, agent: Agent, *, sample: int 
     steps: list[StepResult] = []
     answer, reason = None, "max_steps"
     for t in range(max_steps):
+        # Before the agent acts, so the picture is the page of this step's observation; before
+        # t0, so step timings stay comparable with and without screenshots.
+        shot = await env.screenshot() if screenshots else None
         t0 = now()
         turn = await agent.act(task, obs, steps)
         try:
@@ -72,7 +77,8 @@ async def run_episode(env: BrowserEnv, task: Task, agent: Agent, *, sample: int 
         except ActionParseError as exc:
             action, parse_error = None, str(exc)
         step = StepResult(step=t, url=obs.url, observation=render_observation(obs.text, obs.error),
-                          error_shown=obs.error, turn=turn, action=action, parse_error=parse_error, started_at=t0)
+                          error_shown=obs.error, turn=turn, action=action, parse_error=parse_error, started_at=t0,
+                          screenshot=shot)
         steps.append(step)
         if action is not None and action.name == "stop":
             answer, reason = action.text, "stop"

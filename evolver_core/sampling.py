@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Mapping
 
 from evolver_core.agent import Agent
 from evolver_core.browser.actions import format_action
@@ -21,6 +22,8 @@ from evolver_core.records import StepRecord, TrajectoryRecord, canonical_json, t
 from evolver_core.rollout import DEFAULT_MAX_STEPS, Episode, run_episode
 from evolver_core.storage import Storage
 from evolver_core.suites.base import Suite, Task
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,9 +71,13 @@ def episode_seed(task: Task, sample: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{task.id}#{sample}".encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
-def episode_records(ep: Episode, cfg: SampleConfig, *, judge_verdict: int | None = None,
-                    judge_reasoning: str | None = None) -> tuple[list[StepRecord], TrajectoryRecord]:
+def episode_records(
+    ep: Episode, cfg: SampleConfig, *, judge_verdict: int | None = None, judge_reasoning: str | None = None,
+    screenshots: Mapping[int, str] | None = None,
+) -> tuple[list[StepRecord], TrajectoryRecord]:
+    """The step rows and the trajectory row of `ep`; `screenshots` maps a step to its stored image's URI."""
     tid = trajectory_id(ep.task.id, ep.sample)
+    screenshots = screenshots or {}
     steps = [
         StepRecord(
             run_id=cfg.run_id, round=cfg.round, stage=cfg.stage, task_id=ep.task.id, suite=ep.task.suite,
@@ -81,6 +88,7 @@ def episode_records(ep: Episode, cfg: SampleConfig, *, judge_verdict: int | None
             sampling=canonical_json(s.turn.sampling), prompt_tokens=s.turn.prompt_tokens,
             completion_tokens=s.turn.completion_tokens, started_at=s.started_at, ended_at=s.ended_at,
             prompt=canonical_json(s.turn.prompt) if s.turn.prompt is not None else None, response=s.turn.response,
+            screenshot=screenshots.get(s.step),
         )
         for s in ep.steps
     ]
@@ -108,10 +116,28 @@ def pending_work(tasks: list[Task], storage: Storage, cfg: SampleConfig) -> tupl
     return todo, summary
 
 
+def store_screenshots(storage: Storage, cfg: SampleConfig, ep: Episode) -> dict[int, str]:
+    """Write the steps' screenshots; returns step -> URI. A write that fails is logged and left
+    out (its step's `screenshot` is null): the trajectory is worth more than its pictures."""
+    tid = trajectory_id(ep.task.id, ep.sample)
+    uris: dict[int, str] = {}
+    for s in ep.steps:
+        if s.screenshot is None:
+            continue
+        path = storage.screenshot_path(cfg.run_id, cfg.round, cfg.stage, tid, s.step)
+        try:
+            uris[s.step] = storage.write_file(path, s.screenshot)
+        except Exception as exc:  # fsspec backends raise many kinds (OSError, botocore, ...)
+            log.warning("screenshot of %s step %d not stored: %s: %s", tid, s.step, type(exc).__name__, exc)
+    return uris
+
+
 def store_episode(storage: Storage, cfg: SampleConfig, ep: Episode, verdict: int | None = None,
                   reasoning: str | None = None) -> None:
-    """Steps shard first, trajectory row last: the trajectory row marks the trajectory done."""
-    steps, traj = episode_records(ep, cfg, judge_verdict=verdict, judge_reasoning=reasoning)
+    """Screenshots, then the steps shard, then the trajectory row: the trajectory row marks the
+    trajectory done, and every row that names a file is written after the file."""
+    shots = store_screenshots(storage, cfg, ep)
+    steps, traj = episode_records(ep, cfg, judge_verdict=verdict, judge_reasoning=reasoning, screenshots=shots)
     shard = trajectory_id(ep.task.id, ep.sample)
     if steps:
         storage.write_shard(cfg.run_id, cfg.round, cfg.stage, "steps", to_table(steps), shard)
@@ -143,7 +169,8 @@ async def sample_trajectories(
                 while not queue.empty():
                     task, k = queue.get_nowait()
                     try:
-                        ep = await run_episode(env, task, make_agent(task, k), sample=k, max_steps=cfg.max_steps)
+                        ep = await run_episode(env, task, make_agent(task, k), sample=k, max_steps=cfg.max_steps,
+                                               screenshots=cfg.screenshots)
                         verdict, reasoning = await judge(ep) if judge else (None, None)
                         store_episode(storage, cfg, ep, verdict, reasoning)
                     except Exception as exc:  # one bad episode must not lose the others

@@ -7,6 +7,8 @@ retried worker must never leave half a shard or duplicate rows behind. So:
   `table` one of `records.SCHEMAS` ("steps", "trajectories"). ``round=<i>`` is a hive
   partition; every row also carries run_id, round and stage, so a shard is
   self-describing.
+- Step screenshots (optional, `sampling.SampleConfig.screenshots`) sit beside the shards:
+  ``<stage>/screenshots/<trajectory>/<step>.png``, committed the same way (`write_file`).
 - Shard names are deterministic from a caller-chosen shard key (e.g. the trajectory id):
   rewriting a key replaces the shard instead of adding rows.
 - Atomic commit: a shard is written under a temporary name starting with "." in the same
@@ -30,6 +32,7 @@ import os
 import re
 import uuid
 from pathlib import Path
+from typing import IO, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
@@ -60,13 +63,18 @@ def _check_table_name(value: str) -> TableName:
     return value  # type: ignore[return-value]
 
 
+def safe_key(key: str) -> str:
+    """`key` itself when it is safe in paths, else a slug of it suffixed with a hash of the key,
+    so distinct keys never share a name and equal keys always do."""
+    if _NAME.fullmatch(key):
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return f"{_UNSAFE.sub('_', key)}-{digest}"
+
+
 def shard_filename(shard_key: str) -> str:
-    """``part-<key>.parquet``; a key with characters unsafe in paths is slugged and suffixed
-    with a hash of the key, so distinct keys never share a file and equal keys always do."""
-    if _NAME.fullmatch(shard_key):
-        return f"part-{shard_key}.parquet"
-    digest = hashlib.sha256(shard_key.encode()).hexdigest()[:12]
-    return f"part-{_UNSAFE.sub('_', shard_key)}-{digest}.parquet"
+    """``part-<safe_key(key)>.parquet``."""
+    return f"part-{safe_key(shard_key)}.parquet"
 
 
 def relative_path(
@@ -182,12 +190,26 @@ class Storage:
         for column, value in (("run_id", run_id), ("round", round), ("stage", stage)):
             if table.num_rows and not pc.all(pc.equal(table.column(column), value)).as_py():
                 raise ValueError(f"rows whose {column} is not {value!r} cannot go in this shard")
+        return self._commit(final, lambda f: pq.write_table(table, f, compression="zstd"))
+
+    def write_file(self, path: str, data: bytes) -> str:
+        """Atomically write (or replace) one file at `path` (a path on `fs`, e.g. from
+        `screenshot_path`); returns its URI. Same commit as shards: a temporary name, then a move."""
+        return self._commit(path, lambda f: f.write(data))
+
+    def screenshot_path(self, run_id: str, round: int, stage: str, trajectory_id: str, step: int) -> str:
+        """``<stage>/screenshots/<safe_key(trajectory_id)>/<step>.png``: beside the trajectory's
+        shards, one folder per trajectory (a rerun of the trajectory replaces its files)."""
+        return f"{self.path(run_id, round, stage)}/screenshots/{safe_key(trajectory_id)}/{int(step)}.png"
+
+    def _commit(self, final: str, write: Callable[[IO[bytes]], object]) -> str:
+        """Write through `write` to a temporary name in `final`'s folder, then move it to `final`."""
         directory, name = final.rsplit("/", 1)
         temp = f"{directory}/.tmp-{name}.{uuid.uuid4().hex}"
         self._fs.makedirs(directory, exist_ok=True)
         try:
             with self._fs.open(temp, "wb") as f:
-                pq.write_table(table, f, compression="zstd")
+                write(f)
             self._fs.mv(temp, final)
         except BaseException:
             if self._fs.exists(temp):

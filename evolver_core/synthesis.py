@@ -19,7 +19,7 @@ There is no gold reward (None): only the judge r̂ can rate a synthetic trajecto
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from evolver_core.agent import Agent
@@ -31,6 +31,7 @@ from evolver_core.policy import format_reply
 from evolver_core.rollout import Episode, StepResult, now
 from evolver_core.sampling import (SampleConfig, SampleSummary, SamplingError, episode_seed, pending_work,
                                    store_episode, tally)
+from evolver_core.sft import Row, keep_trajectory
 from evolver_core.storage import Storage
 from evolver_core.suites.base import Task
 from evolver_core.world_model import WorldModel
@@ -99,16 +100,32 @@ async def synthesize_episode(task: Task, policy: Agent, world_model: WorldModel,
                    gold_reward=None, started_at=started, ended_at=now())
 
 
-async def _judge(client: LLMClient | None, ep: Episode) -> tuple[int | None, str | None]:
+def failed_task_ids(trajectories: Iterable[Row], steps: Iterable[Row], *, use_gold: bool) -> list[str]:
+    """The tasks (in first-seen order) none of whose trajectories rejection sampling keeps
+    (`sft.keep_trajectory`, by gold reward or by the judge's verdict on the rows): the
+    queries the paper synthesizes for, as real sampling gave nothing to learn from."""
+    by_traj: dict[str, list[Row]] = {}
+    for s in steps:
+        by_traj.setdefault(s["trajectory_id"], []).append(s)
+    kept: dict[str, bool] = {}
+    for t in trajectories:
+        ok, _ = keep_trajectory(t, by_traj.get(t["trajectory_id"], []), use_gold=use_gold)
+        kept[t["task_id"]] = kept.get(t["task_id"], False) or ok
+    return [task_id for task_id, ok in kept.items() if not ok]
+
+
+async def _judge(client: LLMClient | None, ep: Episode, max_tokens: int) -> tuple[int | None, str | None]:
     if client is None or not ep.steps:
         return None, None
-    verdict = await judge(client, ep.task.query, ep.final_answer, [s.observation for s in ep.steps])
+    verdict = await judge(client, ep.task.query, ep.final_answer, [s.observation for s in ep.steps],
+                          max_tokens=max_tokens)
     return verdict.verdict, verdict.reasoning
 
 
 async def synthesize(tasks: Sequence[Task], make_policy: Callable[[Task, int], Agent], world_model: WorldModel,
                      storage: Storage, cfg: SampleConfig, *, concurrency: int = 4, judge_client: LLMClient | None = None,
-                     max_actions: int = SYNTH_MAX_ACTIONS) -> SampleSummary:
+                     judge_max_tokens: int = 512, max_actions: int = SYNTH_MAX_ACTIONS,
+                     on_done: Callable[[Episode], None] | None = None) -> SampleSummary:
     """`cfg.samples` synthetic trajectories per task, `concurrency` at a time, each stored as it ends.
 
     Resumable like `sampling.sample_trajectories`: one shard pair per trajectory id, and a
@@ -127,12 +144,14 @@ async def synthesize(tasks: Sequence[Task], make_policy: Callable[[Task, int], A
             try:
                 ep = await synthesize_episode(task, make_policy(task, k), world_model, sample=k,
                                               max_actions=max_actions, seed=episode_seed(task, k))
-                store_episode(storage, cfg, ep, *await _judge(judge_client, ep))
+                store_episode(storage, cfg, ep, *await _judge(judge_client, ep, judge_max_tokens))
             except Exception as exc:  # one bad trajectory must not lose the others
                 summary.failed += 1
                 summary.errors.append(f"{task.id}#{k}: {type(exc).__name__}: {exc}")
                 return
             summary.new += 1
+            if on_done is not None:
+                on_done(ep)
 
     await asyncio.gather(*(one(t, k) for t, k in todo))
     tally(summary, storage, cfg)

@@ -187,10 +187,11 @@ def transitions_from_rows(trajectories: Iterable[Mapping], steps: Iterable[Mappi
 
 
 def cap_transitions(transitions: Sequence[Transition], *, first_per_site: int = 20, per_action_key: int = 50,
-                    seed: int = 0) -> list[Transition]:
+                    limit: int | None = None, seed: int = 0) -> list[Transition]:
     """Deduplicated (same last observation, action and next observation: first one kept),
-    then at most `first_per_site` first steps per site and `per_action_key` other transitions
-    per action key, chosen at random with `seed`; the result keeps the input order."""
+    then at most `first_per_site` first steps per site, `per_action_key` other transitions
+    per action key and `limit` in all, chosen at random with `seed`; the result keeps the
+    input order."""
     unique: dict[tuple, int] = {}
     for i, t in enumerate(transitions):
         unique.setdefault((t.last_observation, t.action, t.next_observation), i)
@@ -201,6 +202,8 @@ def cap_transitions(transitions: Sequence[Transition], *, first_per_site: int = 
     for i in order:
         t = transitions[i]
         group, cap = (("site", t.site), first_per_site) if t.action is None else (("key", t.action_key), per_action_key)
+        if limit is not None and len(kept) >= limit:
+            break
         if taken[group] < cap:
             taken[group] += 1
             kept.append(i)

@@ -1,6 +1,14 @@
 """Evaluate a policy on a suite's split: repeated runs (the paper runs twice and averages),
 per-task results kept as trajectories, success rate with a 95% Wilson interval over all
-episodes."""
+episodes.
+
+Success comes from the suite's programmatic evaluator (gold reward) where it has one; the
+episodes it cannot rate (WebVoyager has no gold answers) are rated by the judge r̂ when
+`judge` names a model, and stay unrated otherwise (`success_rate` None, `unrated` counts
+them). `lookahead_depth` d > 0 picks every action by world-model look-ahead: `world_model`
+simulates d steps per candidate and `scorer` (default: `judge`, else the embedded SmolLM2)
+rates the simulations. All models are served by the policy's backend.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +17,58 @@ from typing import Optional
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from evolver_core.config import ModelSpec
+from evolver_core.config import LookaheadSpec, ModelSpec
+from evolver_core.judge_stage import judge_stage_for
 from evolver_core.metrics import wilson_interval
 from flows.evolve_round import storage_root
 from tasks.common import results_storage
-from tasks.sample import _key, sample
+from tasks.sample import _key, judge, sample
+
+DEFAULT_SCORER = "smollm2"
 
 
 @flow(name="evaluate")
 def evaluate(suite: str = "miniwob", split: str = "test", policy: str = "oracle", tasks: Optional[int] = 20,
              repeats: int = 1, run_id: str = "eval", storage: Optional[str] = None, backend: str = "transformers",
              base_url: Optional[str] = None, miniwob_tasks: str = "easy", max_steps: int = 12,
-             concurrency: int = 2) -> dict:
-    """`policy`: "oracle" (the suites' scripted solvers), or a model as `webevolver sample --model` takes it."""
+             concurrency: int = 2, lookahead_depth: int = 0, world_model: Optional[str] = None,
+             scorer: Optional[str] = None, judge_model: Optional[str] = None, screenshots: bool = False) -> dict:
+    """`policy`: "oracle" (the suites' scripted solvers), or a model as `webevolver sample --model` takes it;
+    `world_model`, `scorer`, `judge_model` likewise (see the module docstring)."""
     root = storage_root(storage)
-    sample_t = sample.with_options(result_storage=results_storage(root))
-    spec = None if policy == "oracle" else ModelSpec(model=policy, backend=backend, base_url=base_url)
-    runs = [sample_t(root, run_id, 0, f"eval-{r}", suite, split, tasks, spec, max_steps=max_steps,
-                     concurrency=concurrency, miniwob_tasks=miniwob_tasks, temperature=0.0 if repeats == 1 else 0.7)
+    rs = results_storage(root)
+    sample_t, judge_t = sample.with_options(result_storage=rs), judge.with_options(result_storage=rs)
+
+    def spec(model: str) -> ModelSpec:
+        return ModelSpec(model=model, backend=backend, base_url=base_url)
+
+    lookahead = None
+    if lookahead_depth:
+        if world_model is None:
+            raise ValueError("look-ahead needs a world model: give --world-model (e.g. a run's finetune_wm adapter)")
+        lookahead = LookaheadSpec(world_model=spec(world_model), scorer=spec(scorer or judge_model or DEFAULT_SCORER),
+                                  depth=lookahead_depth)
+    policy_spec = None if policy == "oracle" else spec(policy)
+    runs = [sample_t(root, run_id, 0, f"eval-{r}", suite, split, tasks, policy_spec, max_steps=max_steps,
+                     concurrency=concurrency, miniwob_tasks=miniwob_tasks, temperature=0.0 if repeats == 1 else 0.7,
+                     lookahead=lookahead, screenshots=screenshots)
             for r in range(repeats)]
-    n = sum(r["with_gold"] for r in runs)
-    solved = sum(r["solved"] for r in runs)
-    low, high = wilson_interval(solved, n)
-    result = {"suite": suite, "split": split, "policy": policy, "tasks": runs[0]["trajectories"], "repeats": repeats,
-              "episodes": n, "success_rate": solved / n if n else None, "ci_low": low, "ci_high": high,
+    solved, rated = sum(r["solved"] for r in runs), sum(r["with_gold"] for r in runs)
+    judged_successes = judged_rated = 0
+    if judge_model is not None:
+        for r, run in enumerate(runs):
+            if run["with_gold"] < run["trajectories"]:
+                verdicts = judge_t(root, run_id, 0, spec(judge_model), source_stage=f"eval-{r}", sampled=[run],
+                                   stage=judge_stage_for(f"eval-{r}"))
+                judged_rated += verdicts["without_gold"]
+                judged_successes += verdicts["successes_without_gold"]
+    n, wins = rated + judged_rated, solved + judged_successes
+    low, high = wilson_interval(wins, n)
+    episodes = sum(r["trajectories"] for r in runs)
+    result = {"suite": suite, "split": split, "policy": policy, "lookahead_depth": lookahead_depth,
+              "tasks": runs[0]["trajectories"], "repeats": repeats, "episodes": episodes,
+              "success_rate": wins / n if n else None, "ci_low": low, "ci_high": high,
+              "rated_by_gold": rated, "rated_by_judge": judged_rated, "unrated": episodes - n,
               "action_validity": sum(r["valid_actions"] for r in runs) / max(1, sum(r["steps"] for r in runs)),
               "storage": runs[0]["uri"].rsplit("/round=", 1)[0]}
     create_table_artifact([result], key=f"{_key(run_id)}-evaluate-{_key(suite)}-{_key(split)}",

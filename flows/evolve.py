@@ -3,14 +3,14 @@ each sampling with the previous round's policy."""
 
 from __future__ import annotations
 
-import base64
 from typing import Optional
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_table_artifact
 
 from evolver_core.report import success_by_round_svg
 from evolver_core.storage import Storage
+from flows.artifacts import svg_artifact
 from flows.evolve_round import evolve_round, storage_root
 from flows.runners import make_runner
 from tasks.sample import _key
@@ -25,22 +25,28 @@ def evolve(rounds: int = 1, preset: str = "smoke", suite: Optional[str] = None, 
     for i in range(rounds + 1):
         results.append(round_flow(run_id=run_id, round=i, suite=suite, preset=preset, storage=storage,
                                   overrides=overrides))
-    create_table_artifact([{k: v for k, v in r.items() if not isinstance(v, dict)} for r in results],
-                          key=f"{_key(run_id)}-rounds", description="success by round")
-    plot = _plot(results, storage_root(storage), run_id)
+    create_table_artifact([{k: v for k, v in r.items() if not isinstance(v, dict)}
+                           | {f"success_rate_wmla{d}": v for d, v in r["success_rate_lookahead"].items()}
+                           for r in results], key=f"{_key(run_id)}-rounds", description="success by round")
+    create_table_artifact([{"round": r["round"], **{k: r["world_model"][k] for k in ("str", "sim", "oa",
+                                                                                   "fidelity_transitions")}}
+                           for r in results], key=f"{_key(run_id)}-wm-fidelity",
+                          description="world-model fidelity by round (paper Table 2)")
+    plot = _plot(_plot_rows(results), storage_root(storage), run_id)
     return {"run": run_id, "rounds": results, "storage": results[-1]["storage"], "plot": plot}
+
+
+def _plot_rows(results: list[dict]) -> list[dict]:
+    """A bar per round, and one per look-ahead depth beside it."""
+    return [row for r in results for row in (
+        {"label": f"round {r['round']}", "success_rate": r["success_rate"]},
+        *({"label": f"r{r['round']} d={d}", "success_rate": v} for d, v in r["success_rate_lookahead"].items()))]
 
 
 def _plot(results: list[dict], root: str, run_id: str) -> str:
     """The success-by-round chart: an SVG file under the run, shown inline in a markdown artifact."""
     svg = success_by_round_svg(results, f"{run_id}: test success by round")
     store = Storage(root)
-    path = store.path(run_id) + "/report/success_by_round.svg"
-    store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with store.fs.open(path, "w") as f:
-        f.write(svg)
-    uri = store.fs.unstrip_protocol(path)
-    inline = base64.b64encode(svg.encode()).decode()
-    create_markdown_artifact(f"## Success by round\n\n![success by round](data:image/svg+xml;base64,{inline})\n\n"
-                             f"File: `{uri}`\n", key=f"{_key(run_id)}-success-plot")
+    uri = store.write_file(store.path(run_id) + "/report/success_by_round.svg", svg.encode())
+    svg_artifact("Success by round", svg, uri, key=f"{_key(run_id)}-success-plot")
     return uri

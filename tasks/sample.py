@@ -13,7 +13,7 @@ from prefect.context import get_run_context
 
 from evolver_core.agent import OracleAgent
 from evolver_core.config import LookaheadSpec, ModelSpec
-from evolver_core.judge_stage import judge_trajectories
+from evolver_core.judge_stage import JUDGE_STAGE, judge_trajectories
 from evolver_core.lookahead import LookaheadAgent
 from evolver_core.policy import PolicyAgent
 from evolver_core.sampling import SampleConfig, SampleSummary, episode_seed, sample_trajectories
@@ -115,18 +115,20 @@ def sample_result(summary: SampleSummary) -> dict:
     return out
 
 
-@stage_task(task_run_name="judge-r{round_}", retries=1, retry_delay_seconds=5)
+@stage_task(task_run_name="{stage}-r{round_}", retries=1, retry_delay_seconds=5)
 def judge(root: str, run_id: str, round_: int, judge_model: ModelSpec, source_stage: str = "sample",
-          sampled: Optional[list] = None, max_tokens: int = 512) -> dict:
-    """r̂ on every trajectory of `source_stage` (`sampled` only orders this after sampling)."""
+          sampled: Optional[list] = None, max_tokens: int = 512, stage: str = JUDGE_STAGE) -> dict:
+    """r̂ on every trajectory of `source_stage`, stored as stage `stage` (`sampled`, the
+    upstream results, orders this after sampling and is part of the cache key)."""
     from infra.serving import serve
 
     with serve(judge_model) as server:
         summary = asyncio.run(judge_trajectories(Storage(root), run_id, round_, server.client(),
-                                                 source_stage=source_stage, max_tokens=max_tokens))
+                                                 source_stage=source_stage, stage=stage, max_tokens=max_tokens))
     result = asdict(summary)
     flat = {k: v for k, v in result.items() if k != "agreement"} | {f"agreement_{k}": v for k, v in summary.agreement.items()}
-    create_table_artifact([flat], key=f"{_key(run_id)}-r{round_}-judge", description=f"judge of round {round_}")
+    create_table_artifact([flat], key=f"{_key(run_id)}-r{round_}-{_key(stage)}",
+                          description=f"judge r̂ of {source_stage}, round {round_}")
     return result
 
 

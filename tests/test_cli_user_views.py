@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
+from uuid import UUID
 
 from playwright.async_api import async_playwright
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from evolver_core.agent import OracleAgent
 from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
@@ -79,17 +85,49 @@ def test_sample_against_an_openai_compatible_endpoint(tiny_server, tmp_path):
     assert steps.response.notna().all() and "test-key" not in steps.to_json()
 
 
-async def test_compare_tabulates_and_charts_eval_stages_across_runs(tmp_path):
+async def test_compare_tabulates_and_charts_eval_stages_across_runs(prefect_server, tmp_path):
     suite = MiniWoBSuite(["click-test"], seeds_per_task=2)
     await suite.start()
-    for run, stage in (("a", "eval"), ("b", "eval-0")):
+    for run, stage in (("a", "eval"), ("b", "eval-0"), ("c", "sample")):
         await sample_trajectories(suite, suite.tasks("test"), lambda t, k: OracleAgent(suite), Storage(str(tmp_path)),
                                   SampleConfig(run_id=run, round=1, stage=stage))
     await suite.stop()
     out = subprocess.run(CLI + ["compare", "a", "b", "--storage", str(tmp_path), "--out", str(tmp_path / "cmp"),
-                                "--json"], capture_output=True, text=True, timeout=120)
+                                "--json"], capture_output=True, text=True, timeout=120, env=os.environ.copy())
     assert out.returncode == 0, out.stderr
-    rows = json.loads(out.stdout.strip().splitlines()[-1])["rows"]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = result["rows"]
     assert [(r["run"], r["round"], r["suite"], r["episodes"], r["success_rate"]) for r in rows] == [
         ("a", 1, "miniwob", 2, 1.0), ("b", 1, "miniwob", 2, 1.0)]
-    assert (tmp_path / "cmp" / "comparison.svg").read_text().count("<rect") == 3  # background + two bars
+    svg = (tmp_path / "cmp" / "comparison.svg").read_text()
+    assert svg.count("<rect") == 3  # background + two bars
+    assert "a r1 miniwob: 100.0% of 2" in out.stdout and "comparison.csv and comparison.svg" in out.stdout
+
+    # The same files under the first run, one folder per set of runs.
+    under_run = tmp_path / "runs" / "a" / "report" / "compare-a-vs-b"
+    assert {n: Path(u.removeprefix("file://")) for n, u in result["files"].items()} == {
+        n: under_run / n for n in ("comparison.csv", "comparison.svg", "comparison.md")}
+    assert (under_run / "comparison.svg").read_text() == svg
+    assert (under_run / "comparison.csv").read_text() == (tmp_path / "cmp" / "comparison.csv").read_text()
+    assert "![success by run, round and suite](comparison.svg)" in (under_run / "comparison.md").read_text()
+
+    # And as artifacts of the compare flow run: the table, and the chart inline.
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(result["flow_run_id"])])))
+        flow_run = client.read_flow_run(UUID(result["flow_run_id"]))
+    assert flow_run.state.is_completed() and result["flow_run_url"].endswith(result["flow_run_id"])
+    by_key = {a.key: a for a in artifacts}
+    assert by_key["compare-a-vs-b-table"].type == "table"
+    table = by_key["compare-a-vs-b-table"].data
+    table = json.loads(table) if isinstance(table, str) else table
+    assert [(r["run"], r["episodes"], r["success_rate"]) for r in table] == [("a", 2, 1.0), ("b", 2, 1.0)]
+    plot = by_key["compare-a-vs-b-plot"]
+    assert plot.type == "markdown"
+    inline = re.search(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", plot.data).group(1)
+    assert base64.b64decode(inline).decode() == svg and result["files"]["comparison.svg"] in plot.data
+
+    for runs, message in ((["nope"], "no run 'nope'"), (["c"], "no evaluation trajectories")):
+        bad = subprocess.run(CLI + ["compare", *runs, "--storage", str(tmp_path), "--out", str(tmp_path / "cmp2")],
+                             capture_output=True, text=True, timeout=120, env=os.environ.copy())
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr[-2000:]

@@ -7,11 +7,12 @@ import pytest
 
 from evolver_core.browser.observation import Element, Observation, Tab
 from evolver_core.fidelity import (
-    TreeLine, equivalence_messages, fidelity_report, parse_equivalence, parse_tree, similarity,
+    TreeLine, equivalence_messages, fidelity_report, measure_fidelity, parse_equivalence, parse_tree, similarity,
 )
 from evolver_core.llm import LLMClient
-from evolver_core.world_model import Transition
+from evolver_core.world_model import Transition, WorldModel
 from fixtures_models import FakeEndpoint, chat_response, fake_endpoint  # noqa: F401  (fixtures)
+from test_synthesis import servers  # noqa: F401  (the ChatServer fixture)
 
 
 def observation(*elements: tuple[str, str, int], props: dict[str, str] | None = None) -> str:
@@ -94,3 +95,22 @@ async def test_fidelity_report(fake_endpoint: FakeEndpoint) -> None:  # noqa: F8
     assert (await fidelity_report([], []))["str"] is None
     with pytest.raises(ValueError):
         await fidelity_report(predictions, reals, judge=LLMClient(fake_endpoint.base_url, "judge"))
+
+
+async def test_measure_fidelity_predicts_each_transition_and_scores_it(servers) -> None:  # noqa: F811
+    """A world model that gets the page after `click [4]` right and answers prose otherwise."""
+    def world_model(messages: list[dict]) -> str:
+        return f"THOUGHT: the deals open\nOBSERVATION:\n{SHOP}" if "click [4]" in messages[-1]["content"] else "A page."
+
+    wm = servers(world_model, "wm")
+    judge = servers(lambda messages: "They work alike.\nEQUIVALENT", "judge")
+    held_out = [context("click [4]"), context("click [2]"), context(None)]
+    report, rows = await measure_fidelity(WorldModel(wm.client, temperature=0.0), held_out, judge=judge.client)
+    assert report == {"n": 3, "str": 1 / 3, "sim": 1 / 3, "oa": 1 / 3, "oa_unparsable": 0}
+    assert [(r["action"], r["str"], r["sim"], r["oa"]) for r in rows] == [
+        ("click [4]", True, 1.0, 1), ("click [2]", False, 0.0, 0), (None, False, 0.0, 0)]
+    assert rows[1]["predicted"] == "A page." and rows[0]["real"] == SHOP
+    assert len(judge.bodies) == 1  # unparsable predictions are not sent to the judge
+    assert all(b["temperature"] == 0.0 for b in wm.bodies)
+    without_judge, _ = await measure_fidelity(WorldModel(wm.client), held_out[:1])
+    assert without_judge["oa"] is None and without_judge["str"] == 1.0

@@ -22,6 +22,9 @@ from flows.runners import make_runner
 from tasks.sample import sample
 
 TINY_ROUND = {"finetune_steps": 2, "test_tasks": 2}
+ROUND_ZERO_TASKS = ["sample-sample-r0-shard0", "to_sft-r0-sample", "finetune-r0", "wm_data-r0", "finetune_wm-r0",
+                    "sample-eval-r0-shard0", "sample-eval-wmla1-r0-shard0", "sample-eval-wmla2-r0-shard0",
+                    "fidelity-r0"]
 
 
 def task_states(flow_run_id, expected: str, count: int, timeout_s: float = 120) -> dict[str, str]:
@@ -52,14 +55,24 @@ def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path)
     assert wm["transitions"] == steps and 0 < wm["kept"] <= steps and wm["examples"] == wm["kept"]
     assert store.read_table("smoke", 0, "wm_data", table_name="wm_transitions").num_rows == wm["kept"]
     assert store.fs.exists(store.fs._strip_protocol(wm["adapter"]) + "/adapter_config.json")
-    states = task_states(first.state_details.flow_run_id, "Completed", 6)
-    assert set(states.values()) == {"Completed"} and len(states) == 6  # sample, to_sft, finetune, wm_data, finetune_wm, eval
+    assert set(summary["success_rate_lookahead"]) == {"1", "2"}
+    assert all(v is not None for v in summary["success_rate_lookahead"].values())
+    for d in (1, 2):  # every step of a look-ahead evaluation records its candidates
+        steps = store.read_table("smoke", 0, f"eval-wmla{d}", table_name="steps").to_pandas()
+        assert len(steps) > 0 and all('"lookahead"' in s and f'"depth":{d}' in s for s in steps.sampling)
+    fid = store.read_table("smoke", 0, "fidelity", table_name="wm_fidelity").to_pandas()
+    assert wm["fidelity_transitions"] == len(fid) > 0 and set(fid.trajectory_id) <= set(
+        store.read_table("smoke", 0, "eval", table_name="trajectories").column("trajectory_id").to_pylist())
+    assert wm["str"] == fid["str"].mean() and wm["sim"] == pytest.approx(fid["sim"].mean()) and wm["oa"] is not None
+    assert summary["synthetic_trajectories"] == 0  # round 0 has no policy queries to synthesize for
+    states = task_states(first.state_details.flow_run_id, "Completed", len(ROUND_ZERO_TASKS))
+    assert sorted(states) == sorted(ROUND_ZERO_TASKS)
 
     again = evolve_round(run_id="smoke", round=0, preset="smoke", storage=str(tmp_path), overrides=TINY_ROUND,
                          return_state=True)
     assert again.result() == summary
-    states = task_states(again.state_details.flow_run_id, "Cached", 6)
-    assert set(states.values()) == {"Cached"} and len(states) == 6
+    states = task_states(again.state_details.flow_run_id, "Cached", len(ROUND_ZERO_TASKS))
+    assert set(states.values()) == {"Cached"} and sorted(states) == sorted(ROUND_ZERO_TASKS)
 
 
 def test_killed_during_sampling_resumes_without_loss_or_duplicates(prefect_server, tmp_path):
@@ -113,7 +126,30 @@ def test_evaluate_flow_reports_success_with_a_confidence_interval(prefect_server
 def test_evolve_flow_reports_rounds_and_writes_the_success_plot(prefect_server, tmp_path):
     from flows.evolve import evolve
 
-    result = evolve(rounds=0, preset="smoke", run_id="evo", storage=str(tmp_path), overrides=TINY_ROUND)
-    assert [r["round"] for r in result["rounds"]] == [0]
+    result = evolve(rounds=1, preset="smoke", run_id="evo", storage=str(tmp_path),
+                    overrides={**TINY_ROUND, "lookahead_depths": [1]})
+    assert [r["round"] for r in result["rounds"]] == [0, 1]
+    one = result["rounds"][1]
+    # The tiny policy fails its train queries, so the world model synthesizes for them.
+    store = Storage(str(tmp_path))
+    synthetic = store.read_table("evo", 1, "synthesize", table_name="trajectories").to_pandas()
+    assert one["failed_queries"] == 2 and one["synthetic_trajectories"] == len(synthetic) == 2
+    assert (synthetic.source == "synthetic").all() and set(synthetic.task_id) <= set(
+        store.read_table("evo", 1, "sample", table_name="trajectories").column("task_id").to_pylist())
+    assert one["real_trajectories"] == 4 and set(one["success_rate_lookahead"]) == {"1"}
+    assert {"str", "sim", "oa"} <= set(one["world_model"]) and one["world_model"]["sim"] is not None
     svg = Path(result["plot"].removeprefix("file://")).read_text()
-    assert svg.startswith("<svg") and "round 0" in svg
+    assert svg.startswith("<svg") and "round 0" in svg and "r1 d=1" in svg
+
+
+def test_next_round_is_the_first_without_a_trained_policy(tmp_path):
+    from flows.evolve_round import next_round, previous_adapter
+
+    assert next_round(str(tmp_path), "n") == 0
+    for i in (0, 1):
+        (tmp_path / "runs" / "n" / f"round={i}" / "finetune" / "adapter").mkdir(parents=True)
+    (tmp_path / "runs" / "n" / "round=2" / "sample").mkdir(parents=True)  # a round that never finished training
+    assert next_round(str(tmp_path), "n") == 2
+    assert previous_adapter(str(tmp_path), "n", 2).endswith("round=1/finetune/adapter")
+    with pytest.raises(FileNotFoundError, match="run round 2 of run 'n' first"):
+        previous_adapter(str(tmp_path), "n", 3)

@@ -180,7 +180,7 @@ async def test_ui_shows_the_flow_run(prefect_server: PrefectServer, demo_run: Fl
 
 def test_project_file_deploys_the_flows_to_the_process_pool() -> None:
     config = yaml.safe_load(PROJECT_FILE.read_text())
-    assert set(DEPLOYMENTS) == {"evolve-round", "evolve", "evaluate"}
+    assert set(DEPLOYMENTS) == {"evolve-round", "evolve", "evaluate", "compare"}
     assert all(d["work_pool"]["name"] == WORK_POOL for d in DEPLOYMENTS.values())
     assert DEPLOYMENTS["evolve-round"]["schedules"] == [{"cron": "0 2 * * *", "timezone": "UTC", "active": True}]
     assert config["pull"] == [{"prefect.deployments.steps.set_working_directory":

@@ -53,6 +53,7 @@ def make_step(**overrides: object) -> StepRecord:
         ended_at=T0.astimezone(timezone(timedelta(hours=2))) + timedelta(seconds=3),
         prompt=canonical_json([{"role": "user", "content": "..."}]),
         response="Thought: I type the user name.\nAction: type [2] [alice] [press_enter_after=0]",
+        screenshot="file:///data/runs/run-1/round=0/sample/screenshots/login-user_0-abc/0.png",
     )
     fields.update(overrides)
     return StepRecord(**fields)  # type: ignore[arg-type]
@@ -107,7 +108,7 @@ def test_schemas_have_the_contract_fields() -> None:
         "run_id", "round", "stage", "task_id", "suite", "site", "query", "trajectory_id", "sample",
         "step", "url", "observation", "thought", "action_raw", "action", "action_valid", "error",
         "model", "sampling", "prompt_tokens", "completion_tokens", "started_at", "ended_at",
-        "prompt", "response",
+        "prompt", "response", "screenshot",
     }  # fmt: skip
     trajectory_fields = {
         "run_id", "round", "stage", "trajectory_id", "task_id", "suite", "site", "split", "query",
@@ -119,7 +120,7 @@ def test_schemas_have_the_contract_fields() -> None:
     assert set(TRAJECTORY_SCHEMA.names) == trajectory_fields
     for cls in (StepRecord, TrajectoryRecord):
         assert {f.name for f in dataclasses.fields(cls)} == set(cls.SCHEMA.names)
-    nullable_steps = {"thought", "action", "error", "prompt", "response"}
+    nullable_steps = {"thought", "action", "error", "prompt", "response", "screenshot"}
     assert {f.name for f in STEP_SCHEMA if f.nullable} == nullable_steps
     assert {f.name for f in TRAJECTORY_SCHEMA if f.nullable} == {
         "final_answer", "judge_verdict", "judge_reasoning", "gold_reward",
@@ -144,6 +145,15 @@ def test_from_table_ignores_column_order_and_rejects_unknown_columns() -> None:
     assert from_table(table.select(list(reversed(table.column_names)))) == TRAJECTORIES
     with pytest.raises(ValueError, match="match no record schema"):
         from_table(table.append_column("api_key", pa.array(["x", "y"])))
+
+
+def test_steps_from_before_the_screenshot_column_read_as_null() -> None:
+    """Shards written before a column of ADDED_COLUMNS existed still read; only those may be missing."""
+    old = to_table(STEPS).drop_columns(["screenshot"])
+    assert [r.screenshot for r in from_table(old)] == [None, None]
+    assert from_table(old) == [dataclasses.replace(r, screenshot=None) for r in STEPS]
+    with pytest.raises(ValueError, match="match no record schema"):
+        from_table(to_table(STEPS).drop_columns(["response"]))  # not an added column: a broken table
 
 
 def test_timestamps_are_normalised_to_utc_and_must_be_aware() -> None:

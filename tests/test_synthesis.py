@@ -21,7 +21,7 @@ from evolver_core.records import from_table
 from evolver_core.sampling import SampleConfig, episode_records
 from evolver_core.storage import Storage
 from evolver_core.suites.base import Task
-from evolver_core.synthesis import WM_UNPARSABLE, synthesize, synthesize_episode
+from evolver_core.synthesis import WM_UNPARSABLE, failed_task_ids, synthesize, synthesize_episode
 from evolver_core.world_model import WorldModel
 
 Responder = Callable[[list[dict]], str]
@@ -191,3 +191,18 @@ async def test_synthesize_stores_judges_and_resumes(servers, tmp_path):
     assert (again.new, again.skipped, again.trajectories) == (0, 4, 4)
     with pytest.raises(ValueError, match="synthetic"):
         await synthesize(tasks, lambda t, k: PolicyAgent(policy.client), wm, storage, SampleConfig(run_id="r"))
+
+
+def test_failed_task_ids_are_the_queries_rejection_sampling_keeps_nothing_of() -> None:
+    def traj(task: str, k: int, gold: float | None, verdict: int | None = None, stop: str = "stop") -> dict:
+        return {"trajectory_id": f"{task}#{k}", "task_id": task, "gold_reward": gold, "judge_verdict": verdict,
+                "stop_reason": stop, "final_answer": "done", "n_steps": 1}
+
+    trajs = [traj("a", 0, 0.0), traj("a", 1, 1.0),  # one success of two: not failed
+             traj("b", 0, 1.0, stop="max_steps"),  # gold success, but never stopped: nothing to keep
+             traj("c", 0, 0.0, verdict=1), traj("d", 0, 1.0, verdict=0)]
+    steps = [{"trajectory_id": t["trajectory_id"], "action_valid": True} for t in trajs]
+    assert failed_task_ids(trajs, steps, use_gold=True) == ["b", "c"]
+    assert failed_task_ids(trajs, steps, use_gold=False) == ["a", "b", "d"]  # by the judge's verdicts
+    assert failed_task_ids(trajs, steps[1:], use_gold=True) == ["b", "c"]  # a's kept one still has its step
+    assert failed_task_ids(trajs, [], use_gold=True) == ["a", "b", "c", "d"]  # steps missing: nothing to keep

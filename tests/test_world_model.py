@@ -99,6 +99,9 @@ def test_cap_transitions_dedupes_and_caps_deterministically() -> None:
     assert any(t.action_key == "type [3]" for t in capped)
     assert capped == [t for t in ts if t in capped]  # input order kept
     assert len(cap_transitions(ts, first_per_site=99, per_action_key=99)) == len(ts) - 1  # only the duplicate goes
+    limited = cap_transitions(ts, first_per_site=3, per_action_key=4, limit=5, seed=1)
+    assert len(limited) == 5 and set(limited) <= set(capped) and limited == [t for t in ts if t in limited]
+    assert limited != cap_transitions(ts, first_per_site=3, per_action_key=4, limit=5, seed=3)
 
 
 def test_parse_wm_output_strips_the_rationale() -> None:

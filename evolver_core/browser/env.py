@@ -12,6 +12,7 @@ DOM must be quiet for `quiet_ms` (capped by `settle_timeout_s`); there is no fix
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -27,6 +28,8 @@ from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
 from evolver_core.browser.observation import Observation
 from evolver_core.browser.observe import DEFAULT_MAX_ELEMENTS, observe
 from evolver_core.suites.base import ActionEvent, EpisodeState, Suite, Task
+
+log = logging.getLogger(__name__)
 
 _QUIET_JS = """
 ([quietMs, maxMs]) => new Promise(resolve => {
@@ -177,6 +180,22 @@ class BrowserEnv:
             error = (f"navigation to {self._blocked[0]} was refused: this task may only visit "
                      f"{', '.join(task_allowlist(self.task))}")
         return await self._observe(error)
+
+    async def screenshot(self) -> bytes | None:
+        """A PNG of the viewport as it is now (take it right after an observation: the page the
+        agent sees); None on failure, logged, since a missing picture must not end an episode.
+
+        PNG, not JPEG: pages are mostly flat colour and text, which PNG keeps sharp at about a
+        JPEG's size (measured at 1280x720: sandbox pages 40-90 KB, JPEG q75 10-25% less; MiniWoB
+        8 KB, JPEG more). The viewport only, as the observation covers the viewport too. The
+        caret is left as it is (hiding it would inject a style into the page).
+        """
+        try:
+            return await self.page.screenshot(type="png", full_page=False, caret="initial",
+                                              timeout=self.config.settle_timeout_s * 1000)
+        except PlaywrightError as exc:
+            log.warning("screenshot of %s failed: %s", getattr(self.page, "url", "?"), str(exc).splitlines()[0])
+            return None
 
     def episode_state(self, answer: str | None) -> EpisodeState:
         assert self.task is not None
