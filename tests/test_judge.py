@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from evolver_core.judge import NO_ANSWER, Verdict, agreement, judge, judge_messages, parse_verdict
+from evolver_core.judge_stage import judge_stage_for, judged_stage, split_judged, verdict_row
 from evolver_core.prompts import load_prompt
 from infra.model_server import ModelServer
 
@@ -61,3 +62,18 @@ async def test_judge_through_a_real_server(tiny_server: ModelServer) -> None:
     verdict = await judge(client, "Click OK.", "done", ["[1] button 'OK'"], max_tokens=12)
     assert verdict.raw and verdict.verdict in (0, 1, None)  # the tiny model babbles; it must not break
     assert client.usage.requests == 1
+
+
+def test_verdicts_attach_to_the_stage_they_judged() -> None:
+    """Real and synthetic trajectories of a task share ids; eval repeats do too. A verdict
+    belongs to the trajectory of the stage its judge stage rated, and no other."""
+    def row(stage: str, verdict: int | None = None, source: str = "real") -> dict:
+        return {"round": 1, "stage": stage, "trajectory_id": "t#0", "source": source, "judge_verdict": verdict}
+
+    rows = [row("sample"), row("judge", 1), row("synthesize", 0, "synthetic"), row("eval-0"), row("eval-1"),
+            row(judge_stage_for("eval-1"), 1)]
+    trajs, verdicts = split_judged(rows)
+    assert [t["stage"] for t in trajs] == ["sample", "synthesize", "eval-0", "eval-1"]
+    assert [verdict_row(t, verdicts)["judge_verdict"] for t in trajs] == [1, 0, None, 1]
+    assert judge_stage_for("sample") == "judge" and judged_stage("eval-1-judge") == "eval-1"
+    assert judged_stage("sample") is None
