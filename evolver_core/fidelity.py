@@ -8,10 +8,12 @@ For N predicted next pages p_i against the real next pages r_i:
   then at least one element line ``^\\t*\\[<id>\\] <role> '<name>'( <prop>: <value>)*$``,
   ids 1..n in order, the first at depth 0 and the depth (leading tabs) rising by at most
   1 from one line to the next.
-- **Sim.** (similarity): the mean over all i of `similarity(p_i, r_i)`, which is 0 when
-  either tree does not parse, else the mean of
-  (a) the F1 of the multisets of (role, name) pairs of the two trees, and
-  (b) `difflib.SequenceMatcher` ratio between the two trees' element lines with the ids
+- **Sim.** (similarity): the mean over all i of `similarity(p_i, r_i)`, computed on the
+  lines of each text that are element lines (the regex above; the tree's structure is
+  STR's business, so a prediction cut off mid-line by the token limit still gets credit
+  for the elements it has right): 0 when either has none, else the mean of
+  (a) the F1 of the multisets of (role, name) pairs of the two, and
+  (b) `difflib.SequenceMatcher` ratio between the two lists of element lines with the ids
       removed (line by line: fast on 300-element trees, and an element counts as equal
       only when its role, name, properties and depth all are).
   Identical trees score 1; trees sharing no element score 0.
@@ -88,13 +90,18 @@ def _f1(predicted: Counter, real: Counter) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def _element_matches(text: str) -> list[re.Match]:
+    """The element lines of `text`, wherever they are and however they nest."""
+    return [m for line in (text or "").split("\n") if (m := _ELEMENT.match(line)) is not None]
+
+
 def similarity(predicted: str, real: str) -> float:
-    """Sim. of one prediction (module docstring); 0 when either tree does not parse."""
-    p_tree, r_tree = parse_tree(predicted), parse_tree(real)
-    if p_tree is None or r_tree is None:
+    """Sim. of one prediction (module docstring); 0 when either text has no element line."""
+    p_elements, r_elements = _element_matches(predicted), _element_matches(real)
+    if not p_elements or not r_elements:
         return 0.0
-    f1 = _f1(Counter((e.role, e.name) for e in p_tree), Counter((e.role, e.name) for e in r_tree))
-    p_lines, r_lines = ([_ID.sub(r"\1", line) for line in _element_lines(t) or []] for t in (predicted, real))
+    f1 = _f1(Counter((m.group(3), m.group(4)) for m in p_elements), Counter((m.group(3), m.group(4)) for m in r_elements))
+    p_lines, r_lines = ([_ID.sub(r"\1", m.group(0)) for m in ms] for ms in (p_elements, r_elements))
     return (f1 + SequenceMatcher(None, p_lines, r_lines, autojunk=False).ratio()) / 2
 
 

@@ -59,6 +59,8 @@ def test_similarity() -> None:
         .replace("[4]", "[3]").replace("[5]", "[4]")
     assert similarity(renumbered, SHOP) > similarity(partial, SHOP)  # ids do not count
     assert similarity("no tree", SHOP) == 0.0
+    cut = SHOP[:SHOP.index("[5]") + 12]  # the token limit hit mid-line: no tree, but four elements right
+    assert parse_tree(cut) is None and 0.7 < similarity(cut, SHOP) < 1.0
 
 
 def test_parse_equivalence() -> None:
