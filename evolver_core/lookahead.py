@@ -19,9 +19,8 @@ At each step (reference notes section 9, with its faults fixed, notes 11.3):
 4. Selection: the highest score; ties go to the earliest candidate, i.e. the greedy one.
 
 The returned `Turn` is the chosen candidate's (its thought, action, prompt and reply), with
-the tokens of all policy and scorer calls summed (the world model's are not: `WMPrediction`
-carries no token counts), and `Turn.sampling["lookahead"]` holding every candidate, its
-simulation and its score, JSON-able, for inspection in the records.
+the tokens of all policy, world-model and scorer calls summed, and `Turn.sampling["lookahead"]`
+holding every candidate, its simulation and its score, JSON-able, for inspection in the records.
 """
 
 from __future__ import annotations
@@ -214,7 +213,7 @@ class LookaheadAgent:
     async def _simulate(self, task: Task, observation: str, history: Sequence[StepResult], candidate: Turn,
                         action: Action, out: list[SimStep], index: int) -> list[tuple[int, int]]:
         """Up to `depth` WM pages after `action`, the policy acting on each but the last;
-        appends to `out` and returns the policy's (prompt, completion) tokens."""
+        appends to `out` and returns the (prompt, completion) tokens of the policy and the WM."""
         page = page_text(observation)  # the WM predicts pages, not the executor's error lines
         first_page = page_text(history[0].observation) if history else page
         wm_past = [wm_past_action(s.turn.thought, s.action) for s in history if s.action is not None]
@@ -227,6 +226,7 @@ class LookaheadAgent:
                 prediction = await self.world_model.predict(task.query, task.start_url, wm_past, page,
                                                             format_action(action), seed=self._seed(100 * index + level))
                 nxt = prediction.observation
+                tokens.append((prediction.prompt_tokens, prediction.completion_tokens))
             out.append(SimStep(action=format_action(action), page=nxt))
             if nxt is None or level == self.depth - 1:
                 break

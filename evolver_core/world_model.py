@@ -38,7 +38,7 @@ import random
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -80,6 +80,8 @@ class WMPrediction:
     rationale: str
     observation: str | None  # None = unparsable
     raw: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 # -- context and target --------------------------------------------------------------------
@@ -144,7 +146,8 @@ class WorldModel:
         messages = build_wm_messages(objective, start_url, past_actions, last_observation, action)
         completion = await self.client.chat(messages, temperature=self.temperature, max_tokens=self.max_tokens,
                                             seed=seed)
-        return parse_wm_output(completion.text)
+        return replace(parse_wm_output(completion.text), prompt_tokens=completion.prompt_tokens,
+                       completion_tokens=completion.completion_tokens)
 
 
 # -- transitions ---------------------------------------------------------------------------

@@ -86,7 +86,7 @@ async def test_act_picks_the_highest_scored_candidate(servers):  # noqa: F811
     assert "different from: click [3]; click [2]" in policy.bodies[2]["messages"][-1]["content"]
     assert {b["model"] for b in wm.bodies} == {"wm-model"} and len(wm.bodies) == 2  # the duplicate is not simulated
     assert len(scorer.bodies) == 2 and "Step 1:" in scorer.texts() and "THOUGHT" not in policy.texts()
-    assert turn.prompt_tokens == 10 * (3 + 2) and turn.completion_tokens == 3 * 5  # 3 policy + 2 scorer calls
+    assert turn.prompt_tokens == 10 * 7 and turn.completion_tokens == 3 * 7  # 3 policy, 2 world-model, 2 scorer calls
 
 
 async def test_ties_go_to_greedy_and_stop_is_not_simulated(servers):  # noqa: F811
