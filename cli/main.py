@@ -121,7 +121,9 @@ def evolve(
     storage: Optional[str] = StorageOpt,
     as_json: bool = typer.Option(False, "--json", help="End with a JSON summary line."),
 ) -> None:
-    """Run the self-evolution flow on a local Prefect server (started if needed) and print where it all is."""
+    """Run the self-evolution flow on a local Prefect server (started if needed) and print where it all is.
+
+    Each round samples real trajectories, trains the world model, synthesizes trajectories for the failed queries, retrains the policy on real + synthetic data, and evaluates it on the test split with and without world-model look-ahead; the world model's fidelity (STR / Sim. / O/A) is measured too."""  # noqa: E501 (one paragraph in --help)
     server = use_prefect_server()
     from flows.evolve import evolve as evolve_flow
 
