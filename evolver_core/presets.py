@@ -3,7 +3,7 @@
 | preset | model | backend | sizes | time |
 | --- | --- | --- | --- | --- |
 | smoke | tiny (random, built in seconds) | transformers on CPU | 4 demo tasks, 4 train, 4 test, 4 steps; synthesis for 2 failed queries | minutes on 2 cores |
-| cpu | smollm2 (SmolLM2-135M-Instruct, embedded) | transformers on CPU | 12 demo, 8 train x 2 samples, 8 test, 40 LoRA steps; synthesis for 4 failed queries; look-ahead on 2 test tasks | about 1.5 h a round |
+| cpu | smollm2 (SmolLM2-135M-Instruct, embedded) | transformers on CPU | 12 demo, 8 train x 2 samples, 8 test, 40 LoRA steps; synthesis for 4 failed queries; look-ahead on 2 test tasks | rounds 0 and 1 in under an hour |
 | gpu | a large instruct model | vllm, adapters hot-loaded | 200 demo, 500 train x 4, full test split; synthesis for all failed queries | GPU hours |
 
 World-model sizes: synthesis covers `synth_queries` failed queries with at most

@@ -19,6 +19,7 @@ from evolver_core.llm import LLMClient
 from evolver_core.policy import PolicyAgent
 from evolver_core.records import from_table
 from evolver_core.sampling import SampleConfig, episode_records
+from evolver_core.sft import convert_trajectories, read_sft_parquet, write_sft_parquet
 from evolver_core.storage import Storage
 from evolver_core.suites.base import Task
 from evolver_core.synthesis import WM_UNPARSABLE, failed_task_ids, synthesize, synthesize_episode
@@ -191,6 +192,16 @@ async def test_synthesize_stores_judges_and_resumes(servers, tmp_path):
     assert (again.new, again.skipped, again.trajectories) == (0, 4, 4)
     with pytest.raises(ValueError, match="synthetic"):
         await synthesize(tasks, lambda t, k: PolicyAgent(policy.client), wm, storage, SampleConfig(run_id="r"))
+    # Kept by r̂, converted like real trajectories, and merged with the real examples of the round.
+    conv = convert_trajectories(storage.read_table("r", 0, "synthesize", table_name="trajectories").to_pylist(),
+                                storage.read_table("r", 0, "synthesize", table_name="steps").to_pylist())
+    assert conv.kept == 4 and len(conv.examples) == 8 and {e["source"] for e in conv.examples} == {"synthetic"}
+    assert "THOUGHT" not in json.dumps([e["prompt"] for e in conv.examples])  # the WM's rationale never leaks
+    real = [{**conv.examples[0], "source": "real", "trajectory_id": "real#0"}]
+    write_sft_parquet(real, storage, "r", 0, source_stage="sample")
+    write_sft_parquet(conv.examples, storage, "r", 0, source_stage="synthesize")
+    merged = read_sft_parquet(storage, "r", 0)
+    assert sorted(e["source"] for e in merged) == ["real"] + ["synthetic"] * 8
 
 
 def test_failed_task_ids_are_the_queries_rejection_sampling_keeps_nothing_of() -> None:
