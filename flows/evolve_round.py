@@ -75,7 +75,8 @@ def next_round(root: str, run_id: str) -> int:
     return i
 
 
-def policy_spec(p: Preset, root: str, adapter_uri: Optional[str]) -> ModelSpec:
+def adapter_spec(p: Preset, root: str, adapter_uri: Optional[str]) -> ModelSpec:
+    """The preset's base model with a stored LoRA adapter (a policy or the world model), fetched locally."""
     adapter = str(Storage(root).local_dir(adapter_uri, local_cache())) if adapter_uri else None
     return ModelSpec(model=p.model, backend=p.backend, adapter=adapter)
 
@@ -105,7 +106,7 @@ def evolve_round(run_id: str = "nightly", round: Optional[int] = None, suite: Op
         judged = None
         sft = [to_sft_t(root, run_id, 0, "sample", use_gold=True, sampled=sampled)]
     else:
-        previous = policy_spec(p, root, adapter or previous_adapter(root, run_id, round))
+        previous = adapter_spec(p, root, adapter or previous_adapter(root, run_id, round))
         futures = [sample_t.submit(root, run_id, round, "sample", p.suite, "train", p.train_tasks, previous,
                                    samples=p.samples, temperature=p.temperature, shard=(i, p.shards), **common)
                    for i in range(p.shards)]
@@ -118,7 +119,7 @@ def evolve_round(run_id: str = "nightly", round: Optional[int] = None, suite: Op
     wm = wm_data_t(root, run_id, round, base, sampled=sampled)
     wm_trained = finetune_t(root, run_id, round, p.model, p.wm_finetune_steps, p.wm_max_length, p.learning_rate,
                             sft=[wm], sft_stage=WM_SFT_STAGE, out_stage="finetune_wm")
-    world_model = policy_spec(p, root, wm_trained["adapter_uri"])
+    world_model = adapter_spec(p, root, wm_trained["adapter_uri"])
 
     # Synthetic trajectories for the failed queries: M_{i-1} acting on M_w's pages, judged by r̂.
     synth = None
@@ -133,7 +134,7 @@ def evolve_round(run_id: str = "nightly", round: Optional[int] = None, suite: Op
 
     # The round's WebEvolver policy M_i: real and synthetic SFT data of rounds 0..i.
     trained = finetune_t(root, run_id, round, p.model, p.finetune_steps, p.max_length, p.learning_rate, sft=sft)
-    policy = policy_spec(p, root, trained["adapter_uri"])
+    policy = adapter_spec(p, root, trained["adapter_uri"])
     evaluated = sample_t(root, run_id, round, "eval", p.suite, "test", p.test_tasks, policy, after=[trained], **common)
     lookahead = {
         str(d): sample_t(root, run_id, round, f"eval-wmla{d}", p.suite, "test", p.lookahead_tasks or p.test_tasks,
