@@ -7,7 +7,6 @@ last line of output.
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import datetime
 from typing import Optional
 
@@ -15,7 +14,8 @@ import typer
 
 from cli.bench import bench_app
 from cli.output import console, emit_json
-from cli.prefect_cmds import deploy, server_app, worker
+from cli.prefect_cmds import deploy, server_app, use_prefect_server, worker
+from evolver_core.settings import storage_root
 
 app = typer.Typer(
     help="WebEvolver: self-evolving web agents with a co-evolving world model.\n\n"
@@ -27,13 +27,8 @@ app.add_typer(server_app, name="server")
 app.command()(deploy)
 app.command()(worker)
 
-STORAGE_ENV = "WEBEVOLVER_STORAGE"
-StorageOpt = typer.Option(None, "--storage", help=f"Storage root (fsspec URI: a path, file://..., s3://bucket/prefix). "
-                          f"Default: ${STORAGE_ENV}, else the current directory.")
-
-
-def storage_root(storage: Optional[str]) -> str:
-    return storage or os.environ.get(STORAGE_ENV) or os.getcwd()
+StorageOpt = typer.Option(None, "--storage", help="Storage root (fsspec URI: a path, file://..., s3://bucket/prefix). "
+                          "Default: $WEBEVOLVER_STORAGE, else the current directory.")
 
 
 ModelOpt = typer.Option("smollm2", "--model", help="Policy model: tiny (test fixture, built on demand), smollm2 "
@@ -119,25 +114,37 @@ def evolve(
     suite: Optional[str] = typer.Option(None, help="Task suite (default: the preset's)."),
     run: str = typer.Option("evolve", help="Run id; rerunning a finished run is all cache hits, a killed one resumes."),
     storage: Optional[str] = StorageOpt,
+    settings: list[str] = typer.Option([], "--set", help="Change a preset field, key=value (repeatable; typed and "
+                                       "checked against the preset), e.g. --set demo_tasks=60 --set synth_queries=none "
+                                       "--set lookahead_depths=1,2,3."),
     as_json: bool = typer.Option(False, "--json", help="End with a JSON summary line."),
 ) -> None:
     """Run the self-evolution flow on a local Prefect server (started if needed) and print where it all is.
 
     Each round samples real trajectories, trains the world model, synthesizes trajectories for the failed queries, retrains the policy on real + synthetic data, and evaluates it on the test split with and without world-model look-ahead; the world model's fidelity (STR / Sim. / O/A) is measured too."""  # noqa: E501 (one paragraph in --help)
+    from evolver_core.presets import get_preset, parse_setting
+
+    try:
+        overrides = dict(parse_setting(s) for s in settings)
+        get_preset(preset).with_(suite=suite).override(overrides)  # refuse a bad --set before starting anything
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--set") from None
     server = use_prefect_server()
     from flows.evolve import evolve as evolve_flow
 
     state = evolve_flow(rounds=rounds, preset=preset, suite=suite, run_id=run, storage=storage_root(storage),
-                        return_state=True)
+                        overrides=overrides or None, return_state=True)
     result = state.result()
     flow_run_url = f"{server.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
+    from cli.output import learning_table, timing_table
+
     for r in result["rounds"]:
-        wm = r["world_model"]
-        looked = ", ".join(f"d={d} {_pct(v)}" for d, v in r["success_rate_lookahead"].items())
         console.print(f"round {r['round']}: {r['real_trajectories']} real trajectories ({r['kept_trajectories']} kept), "
                       f"{r['synthetic_trajectories']} synthetic ({r['synthetic_kept']} kept), {r['sft_examples']} SFT "
-                      f"examples; test success {_pct(r['success_rate'])}" + (f", with look-ahead {looked}" if looked else "")
-                      + f"; world model STR {_pct(wm['str'])} Sim {_pct(wm['sim'])} O/A {_pct(wm['oa'])}")
+                      f"examples, {r['eval_tasks']} test episodes" + (f" ({r['eval_errors']} errors, not scored)"
+                                                                      if r['eval_errors'] else ""))
+    console.print(learning_table(result["rounds"]))
+    console.print(timing_table(result["rounds"]))
     root = storage_root(storage)
     adapter = result["rounds"][-1]["adapter"].removeprefix("file://")
     console.print(f"data and adapters: {result['storage']}")
@@ -173,7 +180,9 @@ def eval_cmd(
     judge: Optional[str] = typer.Option(None, "--judge", help="Judge model r̂ for episodes the suite cannot score "
                                         "(WebVoyager has no gold answers); without it they stay unrated."),
     screenshots: bool = typer.Option(False, "--screenshots", help="Keep a screenshot of every step (for `view`)."),
-    run: str = typer.Option("eval", help="Run id the evaluation trajectories are stored under."),
+    run: Optional[str] = typer.Option(None, help="Run id for the evaluation's trajectories. Default: "
+                                      "eval-<policy>-<digest of what is evaluated>, so evaluations of different "
+                                      "policies, code or tasks never share episodes."),
     storage: Optional[str] = StorageOpt,
     as_json: bool = typer.Option(False, "--json", help="End with a JSON summary line."),
 ) -> None:
@@ -193,30 +202,23 @@ def eval_cmd(
     console.print(f"{policy}{how} on {suite}/{split}: success {_pct(result['success_rate'])} "
                   f"(95% CI {_pct(result['ci_low'])}-{_pct(result['ci_high'])}) over {result['episodes']} episodes "
                   f"of {result['tasks']} tasks ({result['rated_by_gold']} rated by the suite, "
-                  f"{result['rated_by_judge']} by the judge, {result['unrated']} unrated); "
-                  f"trajectories at {result['storage']}")
+                  f"{result['rated_by_judge']} by the judge, {result['unrated']} unrated"
+                  + (f", {result['errors']} error episodes" if result["errors"] else "") + "); "
+                  f"trajectories: webevolver view {result['run']} --storage {storage_root(storage)} --out "
+                  f"{result['run']}-report")
     if as_json:
         emit_json(result)
 
 
 @app.command()
-def doctor(storage: Optional[str] = StorageOpt) -> None:
-    """Check this machine (chromium, model files, storage, Prefect server) and say what to fix."""
+def doctor(storage: Optional[str] = StorageOpt,
+           stop_strays: bool = typer.Option(False, "--stop-strays",
+                                            help="Stop model servers left running by webevolver processes that died.")
+           ) -> None:
+    """Check this machine (chromium, model files, storage, Prefect server, stray services) and say what to fix."""
     from cli.doctor import run_checks
 
-    raise typer.Exit(run_checks(storage_root(storage)))
-
-
-def use_prefect_server():
-    """The Prefect server flows report to: $PREFECT_API_URL if set, else a local one (started once, kept)."""
-    from infra.prefect_server import RunningServer, client_env, ensure_server
-
-    if api := os.environ.get("PREFECT_API_URL"):
-        ui = os.environ.get("PREFECT_UI_URL", api.removesuffix("/api"))
-        return RunningServer(api_url=api, ui_url=ui, pid=0, server_pid=0, database="?", log_path="")
-    server = ensure_server()
-    os.environ.update(client_env(server.api_url, server.ui_url))  # before prefect is imported
-    return server
+    raise typer.Exit(run_checks(storage_root(storage), stop_strays=stop_strays))
 
 
 def _pct(x: Optional[float]) -> str:
@@ -259,12 +261,19 @@ def view(
     store = Storage(storage_root(storage))
     if run not in store.list_runs():
         raise typer.BadParameter(f"no run {run!r} under {store.uri()}", param_hint="RUN")
-    trajs, verdicts = split_judged(store.read_table(run, table_name="trajectories").to_pylist())
-    steps = store.read_table(run, table_name="steps").to_pylist()
+    trajs, broken = store.read_table_checked(run, table_name="trajectories")
+    steps, broken_steps = store.read_table_checked(run, table_name="steps")
+    for uri in broken + broken_steps:
+        console.print(f"[yellow]skipped unreadable file {uri}[/yellow]")
+    trajs, verdicts = split_judged(trajs.to_pylist())
+    steps = steps.to_pylist()
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     images = copy_screenshots(store, steps, target)  # the report must open without the storage root
-    (target / "index.html").write_text(render_report(run, trajs, steps, verdicts, images))
+    from evolver_core.compare import evaluation_table
+
+    success = evaluation_table(store, [run], skip_unreadable=True)
+    (target / "index.html").write_text(render_report(run, trajs, steps, verdicts, images, success))
     console.print(f"wrote {target.resolve() / 'index.html'} ({len(trajs)} trajectories"
                   + (f", {len(images)} screenshots" if images else "") + ")")
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 console = Console(highlight=False, soft_wrap=True)  # no hard wraps: output is often piped
 
@@ -13,3 +14,41 @@ console = Console(highlight=False, soft_wrap=True)  # no hard wraps: output is o
 def emit_json(obj: dict[str, Any]) -> None:
     """The last line of output: one JSON object (machine-readable)."""
     print(json.dumps(obj, sort_keys=True, default=str), flush=True)
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _with_ci(rate: Any, ci: Any) -> str:
+    return _pct(rate) + (f" ({_pct(ci[0])}-{_pct(ci[1])})" if ci else "")
+
+
+def learning_table(rounds: list[dict]) -> Table:
+    """Per round and arm: test success with its 95% interval (the paper's comparison)."""
+    depths = sorted({d for r in rounds for d in r["success_rate_lookahead"]})
+    table = Table(title="Test success by round (95% CI)")
+    for name in ("round", "WebEvolver", "self-improve", *(f"look-ahead d={d} (plain, same tasks)" for d in depths),
+                 "generalization", "WM STR / Sim."):
+        table.add_column(name)
+    for r in rounds:
+        wm = r["world_model"]
+        table.add_row(str(r["round"]), _with_ci(r["success_rate"], r["success_ci"]),
+                      _with_ci(r["success_rate_self_improve"], r["success_ci_self_improve"]),
+                      *(f"{_pct(r['success_rate_lookahead'].get(d))} ({_pct(r['success_rate_plain_on_lookahead_tasks'].get(d))})"
+                        for d in depths),
+                      _with_ci(r["generalization_success_rate"], r["generalization_ci"]),
+                      f"{_pct(wm['str'])} / {_pct(wm['sim'])}")
+    return table
+
+
+def timing_table(rounds: list[dict]) -> Table:
+    """Wall time per stage and round (cache hits take ~0 s)."""
+    stages = list(dict.fromkeys(s for r in rounds for s in r["stage_seconds"]))
+    table = Table(title="Seconds per stage")
+    table.add_column("stage")
+    for r in rounds:
+        table.add_column(f"round {r['round']}", justify="right")
+    for s in stages:
+        table.add_row(s, *(f"{r['stage_seconds'].get(s, 0):.0f}" if s in r["stage_seconds"] else "-" for r in rounds))
+    return table

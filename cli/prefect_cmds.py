@@ -164,3 +164,15 @@ def worker(pool: str = typer.Option(WORK_POOL, help="Work pool to poll (type pro
         except KeyboardInterrupt:  # the worker got the Ctrl-C too: let it shut down cleanly
             code = process.wait()
     raise typer.Exit(code)
+
+
+def use_prefect_server():
+    """The Prefect server flows report to: $PREFECT_API_URL if set, else a local one (started once, kept)."""
+    from infra.prefect_server import RunningServer, client_env, ensure_server
+
+    if api := os.environ.get("PREFECT_API_URL"):
+        ui = os.environ.get("PREFECT_UI_URL", api.removesuffix("/api"))
+        return RunningServer(api_url=api, ui_url=ui, pid=0, server_pid=0, database="?", log_path="")
+    server = ensure_server()
+    os.environ.update(client_env(server.api_url, server.ui_url))  # before prefect is imported
+    return server

@@ -8,7 +8,7 @@ from evolver_core.config import ModelSpec
 from evolver_core.judge_stage import JudgeSummary, judge_trajectories
 from evolver_core.sampling import SampleSummary
 from evolver_core.storage import Storage
-from tasks.sample import run_sample
+from evolver_core.stages.sample import run_sample
 
 
 async def run_sampling(root: str, run_id: str, round_: int, suite: str, split: str, n_tasks: Optional[int], *,

@@ -22,9 +22,13 @@ def render_run(root: str, run: str, *, trajectory: Optional[str], round_: Option
         return (round_ is None or row["round"] == round_) and (stage is None or row["stage"] == stage)
 
     # The judge stage holds judged copies of trajectory rows (no steps): shown as verdicts.
-    trajs, verdicts = split_judged(store.read_table(run, table_name="trajectories").to_pylist())
+    trajs, broken = store.read_table_checked(run, table_name="trajectories")
+    steps, broken_steps = store.read_table_checked(run, table_name="steps")
+    for uri in broken + broken_steps:
+        console.print(f"skipped unreadable file {uri}", markup=False)
+    trajs, verdicts = split_judged(trajs.to_pylist())
     trajs = [t for t in trajs if wanted(t)]
-    steps = [s for s in store.read_table(run, table_name="steps").to_pylist() if wanted(s)]
+    steps = [s for s in steps.to_pylist() if wanted(s)]
     if trajectory:
         trajs = [t for t in trajs if t["trajectory_id"] == trajectory]
         if not trajs:

@@ -1,8 +1,9 @@
 """Compare evaluations across runs, rounds and suites: one table, one chart.
 
 Every stage whose name starts with `eval` holds evaluation trajectories (`evolve` writes
-`eval` per round; the `evaluate` flow writes `eval-<repeat>`). Success is the share of
-trajectories with gold reward 1, per (run, round, suite), over all repeats.
+`eval`, `eval-self`, `eval-wmla<d>` and `eval-gen` per round; the `evaluate` flow writes
+`eval-<repeat>`). Success is the share of scored trajectories with gold reward 1, per (run,
+round, suite, arm), over all repeats; error episodes are not scored.
 
 The files (`comparison_files`): ``comparison.csv`` (the table), ``comparison.svg`` (the chart,
 like the paper's Figure 3) and ``comparison.md`` (both, for reading). `write_comparison` puts
@@ -18,29 +19,39 @@ from collections import defaultdict
 
 from evolver_core.metrics import wilson_interval
 from evolver_core.report import success_by_round_svg
-from evolver_core.storage import Storage, safe_key
+from evolver_core.storage import Storage, UnreadableShard, safe_key
 
 CHART_TITLE = "Success by run, round and suite"
-TABLE_COLUMNS = ("run", "round", "suite", "episodes", "success_rate", "ci_low", "ci_high")
+TABLE_COLUMNS = ("run", "round", "suite", "arm", "episodes", "success_rate", "ci_low", "ci_high")
 
 
 class NoEvaluations(ValueError):
     """None of the runs has evaluation trajectories (stages eval*) with a gold reward."""
 
 
-def evaluation_table(storage: Storage, runs: list[str]) -> list[dict]:
-    cells: dict[tuple[str, int, str], list[float]] = defaultdict(list)
+def arm(stage: str) -> str:
+    """The arm an evaluation stage measures: `eval` (repeats `eval-<r>` included), `eval-self`, ..."""
+    head, _, tail = stage.partition("-")
+    return head if not tail or tail.isdigit() else stage
+
+
+def evaluation_table(storage: Storage, runs: list[str], *, skip_unreadable: bool = False) -> list[dict]:
+    cells: dict[tuple[str, int, str, str], list[float]] = defaultdict(list)
     for run in runs:
-        for t in storage.read_table(run, table_name="trajectories").to_pylist():
-            if t["stage"].startswith("eval") and t["gold_reward"] is not None:
-                cells[(run, t["round"], t["suite"])].append(t["gold_reward"])
+        table, broken = storage.read_table_checked(run, table_name="trajectories")
+        if broken and not skip_unreadable:
+            raise UnreadableShard(broken)
+        for t in table.to_pylist():
+            if (t["stage"].startswith("eval") and not t["stage"].endswith("-judge") and t["gold_reward"] is not None
+                    and t["stop_reason"] != "error"):
+                cells[(run, t["round"], t["suite"], arm(t["stage"]))].append(t["gold_reward"])
     rows = []
-    for (run, round_, suite), rewards in sorted(cells.items()):
+    for (run, round_, suite, which), rewards in sorted(cells.items()):
         solved = sum(1 for r in rewards if r >= 1.0)
         low, high = wilson_interval(solved, len(rewards))
-        rows.append({"run": run, "round": round_, "suite": suite, "episodes": len(rewards),
+        rows.append({"run": run, "round": round_, "suite": suite, "arm": which, "episodes": len(rewards),
                      "success_rate": solved / len(rewards), "ci_low": low, "ci_high": high,
-                     "label": f"{run} r{round_} {suite}"})
+                     "label": f"{run} r{round_} {suite}" + ("" if which == "eval" else f" {which}")})
     return rows
 
 

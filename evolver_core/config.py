@@ -33,3 +33,4 @@ class LookaheadSpec:
     candidates: int = 3
     wm_max_tokens: int = 1024  # one predicted page
     scorer_max_tokens: int = 256
+    candidate_temperature: float = 0.7  # the paper's, for the non-greedy candidates

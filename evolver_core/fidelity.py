@@ -34,13 +34,13 @@ from difflib import SequenceMatcher
 
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
+from evolver_core.verdicts import last_verdict
 from evolver_core.world_model import Transition, WorldModel
 
 _ELEMENT = re.compile(r"^(\t*)\[(\d+)\] (\S+) '(.*?)'(?: [\w-]+: .*)?$")
 _ID = re.compile(r"^(\t*)\[\d+\] ")
 _TAB_LINE = "Tab "
 # Upper case, whole words, the last one decides (as `judge.parse_verdict`).
-_VERDICT = re.compile(r"\b(NOT\s+EQUIVALENT|EQUIVALENT)\b")
 
 
 @dataclass(frozen=True)
@@ -109,10 +109,7 @@ def similarity(predicted: str, real: str) -> float:
 
 def parse_equivalence(text: str) -> int | None:
     """1 EQUIVALENT, 0 NOT EQUIVALENT (the last verdict word decides), None without one."""
-    matches = list(_VERDICT.finditer(text or ""))
-    if not matches:
-        return None
-    return 0 if matches[-1].group(1).startswith("NOT") else 1
+    return last_verdict(text, "EQUIVALENT")[0]
 
 
 def equivalence_messages(objective: str, last_observation: str | None, action: str | None, predicted: str,

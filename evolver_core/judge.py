@@ -13,19 +13,17 @@ with no verdict is `None`, which callers count and treat as failure.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
+from evolver_core.verdicts import last_verdict
 
 DEFAULT_LAST_N = 3
 DEFAULT_MAX_TREE_CHARS = 6000  # per observation: keeps three trees inside a small model's context
 NO_ANSWER = "(no final answer)"
 
-# Upper case, whole words: "SUCCESSFUL" or a lower-case "success" in the reasoning is no verdict.
-_VERDICT = re.compile(r"\b(NOT\s+SUCCESS|SUCCESS)\b")
 
 
 @dataclass(frozen=True)
@@ -37,12 +35,8 @@ class Verdict:
 
 def parse_verdict(text: str) -> Verdict:
     """The last verdict word of the reply decides; the text before it is the reasoning."""
-    matches = list(_VERDICT.finditer(text or ""))
-    if not matches:
-        return Verdict(verdict=None, reasoning=(text or "").strip(), raw=text or "")
-    last = matches[-1]
-    verdict = 0 if last.group(1).startswith("NOT") else 1
-    return Verdict(verdict=verdict, reasoning=text[:last.start()].strip(), raw=text)
+    verdict, at = last_verdict(text, "SUCCESS")
+    return Verdict(verdict=verdict, reasoning=(text or "")[:at].strip(), raw=text or "")
 
 
 def _clip(tree: str, max_chars: int | None) -> str:

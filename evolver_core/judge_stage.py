@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from evolver_core.judge import DEFAULT_LAST_N, agreement, judge
 from evolver_core.llm import LLMClient
 from evolver_core.records import TrajectoryRecord, from_table, to_table
+from evolver_core.run_layout import JUDGE, judged_stage
 from evolver_core.storage import Storage
-
-JUDGE_STAGE = "judge"
-
 
 @dataclass
 class JudgeSummary:
@@ -30,19 +28,6 @@ class JudgeSummary:
     agreement: dict  # accuracy / precision / recall / n against gold rewards (None where no gold)
     without_gold: int = 0  # trajectories only r̂ can rate (e.g. WebVoyager, synthetic ones)
     successes_without_gold: int = 0
-
-
-def judge_stage_for(source_stage: str) -> str:
-    """Where the verdicts on a stage's trajectories go: `judge` for `sample` (the round's
-    judge), `<stage>-judge` for any other (e.g. `eval-0-judge` for an evaluation)."""
-    return JUDGE_STAGE if source_stage == "sample" else f"{source_stage}-{JUDGE_STAGE}"
-
-
-def judged_stage(stage: str) -> str | None:
-    """The stage a judge stage rated (`judge_stage_for` inverted); None for other stages."""
-    if stage == JUDGE_STAGE:
-        return "sample"
-    return stage.removesuffix(f"-{JUDGE_STAGE}") if stage.endswith(f"-{JUDGE_STAGE}") else None
 
 
 def split_judged(rows: list[dict]) -> tuple[list[dict], dict[tuple[int, str, str], dict]]:
@@ -69,13 +54,18 @@ def observations_by_trajectory(storage: Storage, run_id: str, round_: int, stage
 
 
 async def judge_trajectories(storage: Storage, run_id: str, round_: int, client: LLMClient, *,
-                             source_stage: str = "sample", stage: str = JUDGE_STAGE,
+                             source_stage: str = "sample", stage: str = JUDGE,
                              last_n: int = DEFAULT_LAST_N, concurrency: int = 4,
                              max_tokens: int = 512) -> JudgeSummary:
     trajs: list[TrajectoryRecord] = from_table(storage.read_table(run_id, round_, source_stage,
                                                                  table_name="trajectories"))  # type: ignore[assignment]
     observations = observations_by_trajectory(storage, run_id, round_, source_stage)
-    todo = [t for t in trajs if not storage.exists(run_id, round_, stage, "trajectories", t.trajectory_id)]
+    for t in trajs:  # the page the last action led to, where the episode did not end with `stop`
+        if t.final_observation:
+            observations.setdefault(t.trajectory_id, []).append(t.final_observation)
+    # Error episodes (a crashed page, a failing endpoint) have no outcome to judge.
+    todo = [t for t in trajs if t.stop_reason != "error"
+            and not storage.exists(run_id, round_, stage, "trajectories", t.trajectory_id)]
     gate = asyncio.Semaphore(concurrency)
 
     async def one(t: TrajectoryRecord) -> None:
@@ -89,7 +79,7 @@ async def judge_trajectories(storage: Storage, run_id: str, round_: int, client:
     return summarize_judged(storage, run_id, round_, stage, new=len(todo))
 
 
-def summarize_judged(storage: Storage, run_id: str, round_: int, stage: str = JUDGE_STAGE, *, new: int = 0) -> JudgeSummary:
+def summarize_judged(storage: Storage, run_id: str, round_: int, stage: str = JUDGE, *, new: int = 0) -> JudgeSummary:
     rows = storage.read_table(run_id, round_, stage, table_name="trajectories").select(
         ["judge_verdict", "gold_reward"]).to_pylist()
     verdicts = [r["judge_verdict"] for r in rows]

@@ -3,7 +3,7 @@
 At each step (reference notes section 9, with its faults fixed, notes 11.3):
 
 1. Candidates: the policy's greedy reply (temperature 0), then `candidates - 1` replies
-   sampled at temperature 1.0, each asked (an instruction appended to the observation,
+   sampled at `candidate_temperature` (the paper's 0.7; the reference used 1.0), each asked (an instruction appended to the observation,
    prompt ``lookahead_different``) for an action different from the earlier ones. They are
    de-duplicated by PARSED action (the reference compared raw strings); unparsable ones are
    dropped unless none parse. If one remains it is taken without simulation.
@@ -34,15 +34,15 @@ from evolver_core.agent import Turn
 from evolver_core.browser.actions import Action, ActionParseError, format_action, parse_action
 from evolver_core.browser.observation import Observation
 from evolver_core.llm import LLMClient
-from evolver_core.policy import PastStep, PolicyAgent, build_messages, parse_reply
+from evolver_core.policy import PastStep, PolicyAgent
 from evolver_core.prompts import load_prompt
 from evolver_core.rollout import StepResult, render_observation
-from evolver_core.sft import page_text
+from evolver_core.rollout import page_text
 from evolver_core.suites.base import Task
 from evolver_core.synthesis import wm_past_action
 from evolver_core.world_model import WorldModel
 
-SAMPLE_TEMPERATURE = 1.0  # the reference's temperature for the non-greedy candidates
+CANDIDATE_TEMPERATURE = 0.7  # the paper's temperature for the non-greedy candidates
 ROLLOUT_TEMPERATURE = 0.7  # the policy's temperature inside a simulation
 AGENT_STOPS = "(The agent stops here.)"
 NO_PREDICTION = "(The world model could not predict the page.)"
@@ -129,7 +129,8 @@ class LookaheadAgent:
     """
 
     def __init__(self, policy: PolicyAgent, world_model: WorldModel, scorer: LLMClient, *, depth: int = 1,
-                 candidates: int = 3, scorer_max_tokens: int = 256, name: str | None = None):
+                 candidates: int = 3, scorer_max_tokens: int = 256,
+                 candidate_temperature: float = CANDIDATE_TEMPERATURE, name: str | None = None):
         if depth not in (1, 2, 3):
             raise ValueError(f"depth must be 1, 2 or 3, not {depth}")
         if candidates < 1:
@@ -140,6 +141,7 @@ class LookaheadAgent:
         self.depth = depth
         self.candidates = candidates
         self.scorer_max_tokens = scorer_max_tokens
+        self.candidate_temperature = candidate_temperature
         self.name = name or f"wmla{depth}:{policy.client.model}"
 
     def start(self, task: Task) -> None:
@@ -169,14 +171,7 @@ class LookaheadAgent:
 
     async def _policy_turn(self, objective: str, observation: str, past: Sequence[PastStep], temperature: float,
                            seed: int | None) -> Turn:
-        """One reply of the policy, with the prompt layout of real rollouts."""
-        messages = build_messages(objective, observation, past, self.policy.history_k, self.policy.few_shot)
-        completion = await self.policy.client.chat(messages, temperature=temperature,
-                                                   max_tokens=self.policy.max_tokens, seed=seed)
-        reply = parse_reply(completion.text)
-        return Turn(thought=reply.thought, action=reply.action, model=self.policy.client.model,
-                    response=completion.text, prompt=messages, sampling=completion.sampling,
-                    prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens)
+        return await self.policy.reply(objective, observation, past, temperature=temperature, seed=seed)
 
     async def _candidates(self, objective: str, observation: str, past: Sequence[PastStep]) -> list[Turn]:
         """The greedy reply, then sampled ones each asked to differ from those before it
@@ -185,7 +180,7 @@ class LookaheadAgent:
         for i in range(1, self.candidates):
             previous = "; ".join(_canonical(t.action) for t in turns)
             asked = f"{observation}\n\n{load_prompt('lookahead_different', previous=previous)}"
-            turns.append(await self._policy_turn(objective, asked, past, SAMPLE_TEMPERATURE, self._seed(i)))
+            turns.append(await self._policy_turn(objective, asked, past, self.candidate_temperature, self._seed(i)))
         return turns
 
     async def _evaluate(self, task: Task, observation: str, history: Sequence[StepResult], candidate: Turn,

@@ -18,25 +18,16 @@ shows the agent as an error on its next observation.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from evolver_core.agent import Turn
 from evolver_core.browser.observation import Observation
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
+from evolver_core.reply import format_reply, parse_reply
 from evolver_core.rollout import StepResult, render_observation
 from evolver_core.suites.base import Task
-
-FORMAT_ERROR = "Format ERROR: both Thought and Action needed"
-
-_FENCE_OPEN = re.compile(r"^\s*```[\w-]*[ \t]*\n")  # "```" or "```text" alone on its line
-# A label opening a line (possibly decorated: "**Action:**") wins over one inside a line.
-_LINE_LABEL = re.compile(r"^[ \t>*#`]*(thought|action)[ \t*]*:\**", re.IGNORECASE | re.MULTILINE)
-_ANY_LABEL = re.compile(r"\b(thought|action)[ \t*]*:\**", re.IGNORECASE)
-
 
 @dataclass(frozen=True)
 class PastStep:
@@ -59,17 +50,6 @@ class FewShot:
     objective: str
     thought: str
     action: str
-
-
-class Reply(NamedTuple):
-    thought: str
-    action: str
-    error: str | None  # FORMAT_ERROR when a part is missing
-
-
-def format_reply(thought: str, action: str) -> str:
-    """The assistant turn: the format the policy is asked for and trained on."""
-    return f"Thought: {thought}\nAction: {action}"
 
 
 def user_turn(observation: str, objective: str) -> str:
@@ -100,35 +80,15 @@ def build_messages(objective: str, observation: str, history: Sequence[PastStep]
     return messages
 
 
-def parse_reply(text: str) -> Reply:
-    """Thought and action text of a model reply; tolerant, never raises.
-
-    Labels are case-insensitive and may be decorated (``**Action:**``); a label opening a
-    line wins over one inside a line, else the first one counts. The action is the first
-    non-empty line after its label, without backticks (also a fenced block). Without an
-    ``Action:`` label the action text is empty (an invalid action).
-    """
-    text = text or ""
-    labels: dict[str, re.Match] = {}
-    for m in [*_LINE_LABEL.finditer(text), *_ANY_LABEL.finditer(text)]:
-        labels.setdefault(m.group(1).lower(), m)
-    thought = action = ""
-    if (t := labels.get("thought")) is not None:
-        a = labels.get("action")
-        end = a.start() if a is not None and a.start() > t.end() else len(text)
-        thought = " ".join(text[t.end():end].split())
-    if (a := labels.get("action")) is not None:
-        rest = _FENCE_OPEN.sub("", text[a.end():])
-        action = next((line.strip().strip("`").strip() for line in rest.splitlines() if line.strip("` \t")), "")
-    error = None if thought and action else FORMAT_ERROR
-    return Reply(thought=thought, action=action, error=error)
+DEFAULT_MAX_TOKENS = 96  # a policy reply: a thought and one action (presets raise it for long answers)
 
 
 class PolicyAgent:
     """The LLM policy; implements `evolver_core.agent.Agent`."""
 
     def __init__(self, client: LLMClient, *, history_k: int = 1, few_shot: Sequence[FewShot] = (),
-                 temperature: float = 0.0, max_tokens: int = 96, seed: int | None = None, name: str | None = None):
+                 temperature: float = 0.0, max_tokens: int = DEFAULT_MAX_TOKENS, seed: int | None = None,
+                 name: str | None = None):
         self.client = client
         self.history_k = history_k
         self.few_shot = tuple(few_shot)
@@ -141,10 +101,14 @@ class PolicyAgent:
         """Stateless between steps: the history comes with every `act`."""
 
     async def act(self, task: Task, obs: Observation, history: list) -> Turn:
-        messages = build_messages(task.query, render_observation(obs.text, obs.error),
-                                  [PastStep.from_step(s) for s in history], self.history_k, self.few_shot)
-        completion = await self.client.chat(messages, temperature=self.temperature, max_tokens=self.max_tokens,
-                                            seed=self.seed)
+        return await self.reply(task.query, render_observation(obs.text, obs.error),
+                                [PastStep.from_step(s) for s in history], temperature=self.temperature, seed=self.seed)
+
+    async def reply(self, objective: str, observation: str, past: Sequence[PastStep], *, temperature: float,
+                    seed: int | None) -> Turn:
+        """One reply to the prompt of real rollouts (look-ahead also asks on predicted pages)."""
+        messages = build_messages(objective, observation, past, self.history_k, self.few_shot)
+        completion = await self.client.chat(messages, temperature=temperature, max_tokens=self.max_tokens, seed=seed)
         reply = parse_reply(completion.text)
         return Turn(thought=reply.thought, action=reply.action, model=self.client.model, response=completion.text,
                     prompt=messages, sampling=completion.sampling, prompt_tokens=completion.prompt_tokens,

@@ -19,7 +19,8 @@ would teach the policy noise. `filter="judge"` (the gpu preset, and the paper) u
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,62 @@ class Preset:
     lookahead_tasks: int | None = None  # test tasks for them (None: test_tasks)
     lookahead_candidates: int = 3
     fidelity_transitions: int = 4  # held-out real transitions for STR / Sim. / O/A
+    policy_max_tokens: int = 96  # one policy reply (long `type` texts and `stop [answer]`s need more)
+    lookahead_temperature: float = 0.7  # the non-greedy look-ahead candidates (the paper's 0.7)
+    round0: str = "demos"  # "demos": scripted demonstrations; "self": the base model samples and r̂ judges
+    self_improve: bool = True  # from round 1, also train and evaluate the self-improve arm (real data only)
+    generalization_tasks: str | None = None  # MiniWoB tasks never trained on, evaluated every round
+    generalization_test_tasks: int = 0  # test episodes of them per round
 
-    def with_(self, **changes) -> "Preset":
+    def with_(self, **changes: Any) -> "Preset":
+        """A copy with `changes` (None values: unchanged; use `override` to set a field to None)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def override(self, changes: Mapping[str, Any]) -> "Preset":
+        """A copy with `changes` applied as given (None included), each validated against the
+        field's type; an unknown field is an error that lists the fields."""
+        from pydantic import TypeAdapter, ValidationError
+
+        known = {f.name: f for f in fields(self)}
+        out = {}
+        for key, value in changes.items():
+            if key not in known or key == "name":
+                raise ValueError(f"unknown preset field {key!r}; the fields are: "
+                                 f"{', '.join(n for n in known if n != 'name')}")
+            if isinstance(value, str):
+                value = _from_text(known[key].type, value)
+            try:
+                out[key] = TypeAdapter(known[key].type).validate_python(value)
+            except ValidationError as exc:
+                raise ValueError(f"preset field {key!r} ({known[key].type}): {exc.errors()[0]['msg']}, "
+                                 f"got {value!r}") from None
+        if out.get("round0", self.round0) not in ("demos", "self"):
+            raise ValueError(f"round0 must be 'demos' or 'self', not {out['round0']!r}")
+        return replace(self, **out)
+
+
+def parse_setting(text: str) -> tuple[str, str]:
+    """`key=value` from the command line (`evolve --set`); `Preset.override` types the value."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"expected key=value, got {text!r}")
+    return key.strip(), raw.strip()
+
+
+def _from_text(field_type: Any, raw: str) -> Any:
+    """A command-line value for a field: `none`/`null` is None; for fields that are not plain
+    strings, JSON where it parses (2, 0.5, true, [1, 2]) and a comma list otherwise."""
+    import json
+
+    if raw.lower() in ("none", "null"):
+        return None
+    if field_type is str or field_type == str | None:
+        return raw
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return [p.strip() for p in raw.split(",") if p.strip()] if "," in raw else raw
+    return [value] if "tuple" in str(field_type) and not isinstance(value, list) else value
 
 
 PRESETS: dict[str, Preset] = {
@@ -66,7 +120,7 @@ PRESETS: dict[str, Preset] = {
                   train_tasks=500, samples=4, test_tasks=135, max_steps=12, concurrency=8, shards=8,
                   filter="judge", judge_max_tokens=1000, finetune_steps=600, max_length=4096, miniwob_tasks="easy",
                   wm_finetune_steps=300, wm_max_length=8192, wm_max_tokens=2048, synth_queries=None,
-                  synth_max_actions=7, lookahead_tasks=None, fidelity_transitions=200),
+                  synth_max_actions=7, lookahead_tasks=None, fidelity_transitions=200, policy_max_tokens=512),
 }
 
 

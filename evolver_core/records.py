@@ -26,7 +26,9 @@ import pyarrow as pa
 
 TableName = Literal["steps", "trajectories", "examples", "wm_transitions", "wm_fidelity"]
 Source = Literal["real", "synthetic"]
-StopReason = Literal["stop", "max_steps", "repeat", "error"]
+# "done": the page ended the task; "invalid": a synthetic step whose action or predicted page did
+# not parse; "error": a fault that was not the agent's (crashed page, failing endpoint).
+StopReason = Literal["stop", "done", "max_steps", "repeat", "invalid", "error"]
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -97,6 +99,10 @@ TRAJECTORY_SCHEMA = pa.schema(
         _required("ended_at", _TIMESTAMP),
         _required("prompt_tokens", pa.int64()),
         _required("completion_tokens", pa.int64()),
+        _optional("error", pa.string()),  # why an error episode ended (stop_reason "error")
+        _optional("final_url", pa.string()),  # the page after the last action (null: ended by `stop`)
+        _optional("final_observation", pa.string()),
+        _optional("identity", pa.string()),  # digest of the stage identity that produced the row
     ]
 )
 
@@ -195,6 +201,10 @@ class TrajectoryRecord(_Timed):
     gold_reward: float | None = None
     prompt_tokens: int
     completion_tokens: int
+    error: str | None = None
+    final_url: str | None = None
+    final_observation: str | None = None
+    identity: str | None = None  # `StageIdentity.digest` of the stage that wrote it
 
     def __post_init__(self) -> None:
         super(TrajectoryRecord, self).__post_init__()
@@ -304,7 +314,8 @@ def to_table(
 
 # Nullable columns added after data was written: Parquet from before lacks them and reads as
 # null (`Storage` reads through the full schema, which fills them; `from_table` does the same).
-ADDED_COLUMNS: dict[TableName, tuple[str, ...]] = {"steps": ("screenshot",)}
+ADDED_COLUMNS: dict[TableName, tuple[str, ...]] = {
+    "steps": ("screenshot",), "trajectories": ("error", "final_url", "final_observation", "identity")}
 
 
 def record_type_of(schema: pa.Schema) -> type[StepRecord] | type[TrajectoryRecord]:

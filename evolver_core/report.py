@@ -12,7 +12,8 @@ def _label(row: dict) -> str:
 
 
 def success_by_round_svg(rows: list[dict], title: str = "Test success by round") -> str:
-    """`rows`: dicts with `success_rate` (0..1 or None) and a `label` (default "round <round>")."""
+    """`rows`: dicts with `success_rate` (0..1 or None), a `label` (default "round <round>") and
+    optionally `ci` (low, high), drawn as a whisker."""
     n = max(len(rows), 1)
     slot = (WIDTH - 2 * PAD) / n
     bars = []
@@ -26,6 +27,13 @@ def success_by_round_svg(rows: list[dict], title: str = "Test success by round")
             f'<text x="{x + slot * 0.3:.1f}" y="{y - 4:.1f}" font-size="12" text-anchor="middle">{100 * rate:.0f}%</text>'
             f'<text x="{x + slot * 0.3:.1f}" y="{HEIGHT - PAD + 16}" font-size="12" text-anchor="middle">'
             f'{escape(_label(r))}</text>')
+        ci = r.get("ci")
+        if ci:
+            top, bottom = (HEIGHT - PAD - (HEIGHT - 2 * PAD) * v for v in (ci[1], ci[0]))
+            cx = x + slot * 0.3
+            bars.append(f'<line x1="{cx:.1f}" y1="{top:.1f}" x2="{cx:.1f}" y2="{bottom:.1f}" stroke="#111"/>'
+                        f'<line x1="{cx - 4:.1f}" y1="{top:.1f}" x2="{cx + 4:.1f}" y2="{top:.1f}" stroke="#111"/>'
+                        f'<line x1="{cx - 4:.1f}" y1="{bottom:.1f}" x2="{cx + 4:.1f}" y2="{bottom:.1f}" stroke="#111"/>')
     axis = (f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#333"/>'
             f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#333"/>'
             f'<text x="{PAD - 6}" y="{PAD + 4}" font-size="11" text-anchor="end">100%</text>'

@@ -2,9 +2,11 @@
 
 Every trajectory is written as its own pair of Parquet shards (steps, then trajectory row),
 keyed by its trajectory id, with an atomic commit. A run killed at any point keeps every
-finished trajectory; a rerun with the same run id skips those whose trajectory row exists
-(the steps shard of a half-written one is simply rewritten), so nothing is lost or
-duplicated. Callable from a notebook: no Prefect here.
+finished trajectory; a rerun with the same run id and stage identity (`run_layout.open_stage`
+moves another identity's results aside first) skips those whose shards are readable and
+complete, replays error episodes (a crashed page or browser, a failing endpoint: stored with
+their error, excluded from success rates) and rewrites broken shards, logging which. So
+nothing is lost or duplicated. Callable from a notebook: no Prefect here.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class SampleConfig:
     source: str = "real"
     screenshots: bool = False  # a PNG per step of real rollouts, for the viewer
     env: EnvConfig = field(default_factory=EnvConfig)
+    identity: str | None = None  # digest of the stage identity, stamped on every trajectory row
 
 
 @dataclass
@@ -50,8 +53,11 @@ class SampleSummary:
     steps: int
     valid_actions: int
     solved: int  # gold reward 1.0
-    with_gold: int
+    with_gold: int  # scored episodes (error episodes are not scored)
     errors: list[str] = field(default_factory=list)
+    error_episodes: int = 0  # stored with stop_reason "error" (replayed on resume)
+    repaired: list[str] = field(default_factory=list)  # broken shards found and rewritten
+    identity: str | None = None  # digest of the stage identity the trajectories belong to
 
     @property
     def success_rate(self) -> float | None:
@@ -101,19 +107,43 @@ def episode_records(
         gold_reward=ep.gold_reward, started_at=ep.started_at, ended_at=ep.ended_at,
         prompt_tokens=sum(s.turn.prompt_tokens for s in ep.steps),
         completion_tokens=sum(s.turn.completion_tokens for s in ep.steps),
+        error=ep.error, final_url=ep.final_url, final_observation=ep.final_observation, identity=cfg.identity,
     )
     return steps, traj
 
 
 def pending_work(tasks: list[Task], storage: Storage, cfg: SampleConfig) -> tuple[list[tuple[Task, int]], SampleSummary]:
-    """The (task, sample) pairs not stored yet (a rerun resumes), and a summary to fill."""
+    """The (task, sample) pairs to run (a rerun resumes), and a summary to fill. A stored
+    trajectory is done when its trajectory shard is readable, its steps shard holds its
+    `n_steps` rows, and it is not an error episode; broken shards are removed (and named in
+    `summary.repaired`), error episodes replayed."""
     work = [(t, k) for t in tasks for k in range(cfg.samples)]
-    todo = [(t, k) for t, k in work if not storage.exists(
-        cfg.run_id, cfg.round, cfg.stage, "trajectories", trajectory_id(t.id, k))]
+    stored = {r["trajectory_id"]: r for r in _readable_rows(storage, cfg)}
     summary = SampleSummary(run_id=cfg.run_id, uri=storage.uri(cfg.run_id, cfg.round, cfg.stage), trajectories=0,
-                            new=0, skipped=len(work) - len(todo), failed=0, steps=0, valid_actions=0, solved=0,
-                            with_gold=0)
+                            new=0, skipped=0, failed=0, steps=0, valid_actions=0, solved=0, with_gold=0)
+    todo = []
+    for t, k in work:
+        tid = trajectory_id(t.id, k)
+        row = stored.get(tid)
+        if row is not None and row["stop_reason"] != "error" and (
+                row["n_steps"] == 0 or storage.shard_readable(cfg.run_id, cfg.round, cfg.stage, "steps", tid)
+                == row["n_steps"]):
+            continue
+        for table in ("trajectories", "steps"):  # broken shards go now, so no reader meets them
+            if (storage.exists(cfg.run_id, cfg.round, cfg.stage, table, tid)
+                    and storage.shard_readable(cfg.run_id, cfg.round, cfg.stage, table, tid) is None):
+                uri = storage.uri(cfg.run_id, cfg.round, cfg.stage, table, tid)
+                storage.remove(uri)
+                summary.repaired.append(uri)
+                log.warning("repairing %s: unreadable shard removed, trajectory %s runs again", uri, tid)
+        todo.append((t, k))
+    summary.skipped = len(work) - len(todo)
     return todo, summary
+
+
+def _readable_rows(storage: Storage, cfg: SampleConfig) -> list[dict]:
+    table, _ = storage.read_table_checked(cfg.run_id, cfg.round, cfg.stage, table_name="trajectories")
+    return table.select(["trajectory_id", "stop_reason", "n_steps"]).to_pylist()
 
 
 def store_screenshots(storage: Storage, cfg: SampleConfig, ep: Episode) -> dict[int, str]:
@@ -171,13 +201,17 @@ async def sample_trajectories(
                     try:
                         ep = await run_episode(env, task, make_agent(task, k), sample=k, max_steps=cfg.max_steps,
                                                screenshots=cfg.screenshots)
-                        verdict, reasoning = await judge(ep) if judge else (None, None)
+                        verdict, reasoning = await judge(ep) if judge and ep.stop_reason != "error" else (None, None)
                         store_episode(storage, cfg, ep, verdict, reasoning)
-                    except Exception as exc:  # one bad episode must not lose the others
+                    except Exception as exc:  # storing failed: one bad episode must not lose the others
                         summary.failed += 1
                         summary.errors.append(f"{task.id}#{k}: {type(exc).__name__}: {exc}")
                         continue
-                    summary.new += 1
+                    if ep.stop_reason == "error":
+                        summary.failed += 1
+                        summary.errors.append(f"{task.id}#{k}: {ep.error}")
+                    else:
+                        summary.new += 1
                     if on_done:
                         on_done(ep)
             finally:
@@ -188,16 +222,19 @@ async def sample_trajectories(
     tally(summary, storage, cfg)
     if summary.failed:
         raise SamplingError(
-            f"{summary.failed} of {len(todo)} episodes failed (first: {summary.errors[0]}); "
-            f"{summary.trajectories} finished trajectories are stored at {summary.uri}; rerun to resume")
+            f"{summary.failed} of {len(todo)} episodes ended in an error (first: {summary.errors[0]}); "
+            f"{summary.trajectories - summary.error_episodes} finished trajectories are stored at {summary.uri}; "
+            f"rerun to replay the failed ones")
     return summary
 
 
 def tally(summary: SampleSummary, storage: Storage, cfg: SampleConfig) -> None:
-    """Counts over everything stored for the stage, so a resumed run reports the whole stage."""
+    """Counts over everything stored for the stage, so a resumed run reports the whole stage.
+    Error episodes are counted apart and never scored."""
     trajs = storage.read_table(cfg.run_id, cfg.round, cfg.stage, table_name="trajectories").to_pylist()
     steps = storage.read_table(cfg.run_id, cfg.round, cfg.stage, table_name="steps").column("action_valid").to_pylist()
     summary.trajectories = len(trajs)
+    summary.error_episodes = sum(1 for t in trajs if t["stop_reason"] == "error")
     summary.steps, summary.valid_actions = len(steps), sum(steps)
-    golds = [t["gold_reward"] for t in trajs if t["gold_reward"] is not None]
+    golds = [t["gold_reward"] for t in trajs if t["gold_reward"] is not None and t["stop_reason"] != "error"]
     summary.with_gold, summary.solved = len(golds), sum(1 for g in golds if g >= 1.0)

@@ -5,7 +5,8 @@ Two stages of an evolution round (DESIGN.md "The loop"):
 1. **Judge filter** (`keep_trajectory`): keep a trajectory only if it was judged a success
    (``judge_verdict == 1``; with ``use_gold``, ``gold_reward >= 1`` instead, for
    demonstration rounds that have no judge), ends with ``stop`` and a real answer (not empty,
-   not "N/A"), has every step stored, and every action parsed. Each decision comes with a
+   not "N/A") or with the page saying the task is over (``done``: MiniWoB asks for no
+   answer), has every step stored, and every action parsed. Each decision comes with a
    reason, for the per-stage counts table (`convert_trajectories`).
 2. **To SFT** (`to_sft_examples`): one example per remaining step. Its prompt is exactly
    what the policy is prompted with at that step (`policy.build_messages`, the clipped
@@ -48,7 +49,9 @@ from typing import Any
 import pyarrow as pa
 
 from evolver_core.browser.actions import parse_action
-from evolver_core.policy import PastStep, build_messages, format_reply
+from evolver_core.policy import PastStep, build_messages
+from evolver_core.reply import format_reply
+from evolver_core.rollout import is_error_turn, page_text
 from evolver_core.records import SFT_SCHEMA, SFT_TABLE, canonical_json
 from evolver_core.storage import Storage
 
@@ -67,9 +70,6 @@ INVALID_ACTION = "invalid_action"
 
 NO_ANSWERS = ("", "n/a")  # compared case-insensitively, after stripping
 
-# Inverse of `rollout.render_observation`: "ERROR: <error>\n\n<page>" (tested against it).
-ERROR_PREFIX = "ERROR: "
-_ERROR_SEPARATOR = "\n\n"
 
 
 
@@ -86,9 +86,9 @@ def keep_trajectory(traj_row: Row, steps_rows: Sequence[Row], *, use_gold: bool 
         return False, NOT_JUDGED
     elif traj_row["judge_verdict"] != 1:
         return False, JUDGED_FAILURE
-    if traj_row["stop_reason"] != "stop":
+    if traj_row["stop_reason"] not in ("stop", "done"):  # "done": the page ended the task
         return False, NO_STOP
-    if (traj_row["final_answer"] or "").strip().lower() in NO_ANSWERS:
+    if traj_row["stop_reason"] == "stop" and (traj_row["final_answer"] or "").strip().lower() in NO_ANSWERS:
         return False, NO_ANSWER
     if len(steps_rows) != traj_row["n_steps"]:
         return False, MISSING_STEPS
@@ -107,17 +107,6 @@ class SftStep:
     observation: str  # the page, without an error line
     thought: str
     action: str  # canonical action text
-
-
-def is_error_turn(observation: str) -> bool:
-    return observation.startswith(ERROR_PREFIX)
-
-
-def page_text(observation: str) -> str:
-    """The page part of an observation, without the error line of the previous action."""
-    if is_error_turn(observation) and _ERROR_SEPARATOR in observation:
-        return observation.split(_ERROR_SEPARATOR, 1)[1]
-    return observation
 
 
 def drop_no_change(steps: Sequence[Row]) -> list[SftStep]:

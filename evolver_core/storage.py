@@ -51,6 +51,15 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _ROUND_PARTITIONING = ds.partitioning(pa.schema([("round", pa.int32())]), flavor="hive")
 
 
+class UnreadableShard(OSError):
+    """Stored shards that cannot be read (truncated by a full disk, a killed copy)."""
+
+    def __init__(self, uris: list[str]):
+        super().__init__(f"{len(uris)} unreadable shard(s), first: {uris[0]} (a rerun of the stage repairs them; "
+                         f"`show` and `view` skip them)")
+        self.uris = uris
+
+
 def _check_name(kind: str, value: str) -> str:
     if not _NAME.fullmatch(value):
         raise ValueError(f"{kind} must match {_NAME.pattern}, got {value!r}")
@@ -237,11 +246,19 @@ class Storage:
         return self._fs.unstrip_protocol(final)
 
     def local_dir(self, uri: str, cache: Path | str) -> Path:
-        """A local folder with the contents of `uri` (itself when it is local; else a cached download)."""
+        """A local folder with the contents of `uri` (itself when it is local; else a download
+        cached by the remote files' names, sizes and ETags, so an adapter retrained at the same
+        URI is fetched again)."""
         path = self._fs._strip_protocol(uri)
         if self._fs.protocol in ("file", "local") or "file" in self._fs.protocol:
             return Path(path)
-        target = Path(cache) / hashlib.sha256(uri.encode()).hexdigest()[:16]
+        listing = self._fs.find(path.rstrip("/"), detail=True)
+        version = sorted((k[len(path):], v.get("size"), str(v.get("ETag") or v.get("LastModified") or ""))
+                         for k, v in listing.items())
+        if not version:
+            raise FileNotFoundError(f"nothing stored at {uri}")
+        key = hashlib.sha256(repr((uri, version)).encode()).hexdigest()[:16]
+        target = Path(cache) / key
         if not target.exists():
             partial = target.with_name(target.name + f".partial-{uuid.uuid4().hex}")
             self._fs.get(path.rstrip("/") + "/", str(partial), recursive=True)
@@ -312,8 +329,51 @@ class Storage:
         *,
         table_name: TableName,
     ) -> pa.Table:
-        """All committed rows of one table for a run, optionally one round and/or stage."""
-        return self.dataset(run_id, round, stage, table_name=table_name).to_table()
+        """All committed rows of one table for a run, optionally one round and/or stage. An
+        unreadable shard raises `UnreadableShard` naming it (`read_table_checked` skips it)."""
+        table, broken = self.read_table_checked(run_id, round, stage, table_name=table_name)
+        if broken:
+            raise UnreadableShard(broken)
+        return table
+
+    def read_table_checked(
+        self,
+        run_id: str,
+        round: int | None = None,
+        stage: str | None = None,
+        *,
+        table_name: TableName,
+    ) -> tuple[pa.Table, list[str]]:
+        """(the rows of every readable shard, the URIs of the unreadable ones). One dataset read
+        when all are fine; file by file only after a failure, to name the broken ones."""
+        try:
+            return self.dataset(run_id, round, stage, table_name=table_name).to_table(), []
+        except (pa.ArrowInvalid, OSError):
+            pass
+        good, broken = [], []
+        for path in self._shard_paths(run_id, round, stage, table_name):
+            try:
+                pq.read_metadata(path, filesystem=self._fs)
+                good.append(path)
+            except (pa.ArrowInvalid, OSError):
+                broken.append(self._fs.unstrip_protocol(path))
+        table = ds.dataset(good, schema=SCHEMAS[table_name], format="parquet", filesystem=self._fs,
+                           partitioning=_ROUND_PARTITIONING, partition_base_dir=self.path(run_id)).to_table()
+        return table, broken
+
+    def shard_readable(self, run_id: str, round: int, stage: str, table_name: TableName, shard_key: str) -> int | None:
+        """The row count of a committed shard; None when it is missing or unreadable."""
+        path = self.path(run_id, round, stage, table_name, shard_key)
+        try:
+            return pq.read_metadata(path, filesystem=self._fs).num_rows
+        except (pa.ArrowInvalid, OSError):
+            return None
+
+    def remove(self, uri_or_path: str) -> None:
+        """Delete one stored file (a broken shard being repaired)."""
+        path = self._fs._strip_protocol(uri_or_path)
+        if self._fs.exists(path):
+            self._fs.rm(path)
 
     def list_runs(self) -> list[str]:
         """Sorted run ids that have anything stored."""

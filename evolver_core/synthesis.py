@@ -3,7 +3,7 @@
 The world model (WM) predicts the first page from the task's query and start URL; then the
 policy acts on the predicted page and the WM predicts the next page from the earlier
 replies (thought + action), the last page and the new action, until the policy stops, its
-action does not parse, the WM's output does not parse (stop_reason "error"), or the policy
+action does not parse or the WM's output does not parse (stop_reason "invalid"), or the policy
 has taken `max_actions` actions (stop_reason "max_steps"; the WM is not asked for a page
 after the last one). Fixes of the reference (notes sections 8 and 11): the roles are named
 parameters (`policy`, `world_model`), the policy sees only the predicted tree (never the
@@ -27,7 +27,7 @@ from evolver_core.browser.actions import Action, ActionParseError, format_action
 from evolver_core.browser.observation import Observation
 from evolver_core.judge import judge
 from evolver_core.llm import LLMClient
-from evolver_core.policy import format_reply
+from evolver_core.reply import format_reply
 from evolver_core.rollout import Episode, StepResult, now
 from evolver_core.sampling import (SampleConfig, SampleSummary, SamplingError, episode_seed, pending_work,
                                    store_episode, tally)
@@ -71,7 +71,7 @@ async def synthesize_episode(task: Task, policy: Agent, world_model: WorldModel,
     prediction = await world_model.predict(task.query, task.start_url, [], None, None, seed=_wm_seed(seed, 0))
     steps: list[StepResult] = []
     answer, page, url = None, prediction.observation, task.start_url
-    reason = "max_steps" if page is not None else "error"
+    reason = "max_steps" if page is not None else "invalid"
     while page is not None and len(steps) < max_actions:
         t0, t = now(), len(steps)
         turn = await policy.act(task, PredictedObservation(url=url, tabs=[], elements=[], predicted=page), steps)
@@ -85,7 +85,7 @@ async def synthesize_episode(task: Task, policy: Agent, world_model: WorldModel,
         if action is None or action.name == "stop" or t == max_actions - 1:
             step.ended_at = now()
             if action is None:
-                reason = "error"
+                reason = "invalid"
             elif action.name == "stop":
                 answer, reason = action.text, "stop"
             break
@@ -95,7 +95,7 @@ async def synthesize_episode(task: Task, policy: Agent, world_model: WorldModel,
         step.ended_at = now()
         page, url = prediction.observation, ""
         if page is None:
-            step.error, reason = WM_UNPARSABLE, "error"
+            step.error, reason = WM_UNPARSABLE, "invalid"
     return Episode(task=task, sample=sample, steps=steps, final_answer=answer, stop_reason=reason,
                    gold_reward=None, started_at=started, ended_at=now())
 

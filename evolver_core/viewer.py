@@ -103,11 +103,23 @@ def _screenshot_html(step: Mapping, images: Mapping[str, str]) -> str:
             f"alt='the page at step {step['step']}'></a>")
 
 
+def _success_table(rows: Iterable[Mapping]) -> str:
+    rows = list(rows)
+    if not rows:
+        return ""
+    cells = "".join(f"<tr><td>{r['round']}</td><td>{escape(r['arm'])}</td><td>{escape(r['suite'])}</td>"
+                    f"<td>{r['episodes']}</td><td>{100 * r['success_rate']:.1f}%</td>"
+                    f"<td>{100 * r['ci_low']:.1f}%-{100 * r['ci_high']:.1f}%</td></tr>" for r in rows)
+    return ("<h2>Test success by round and arm</h2><table id='success'><tr><th>round</th><th>arm</th><th>suite</th>"
+            f"<th>episodes</th><th>success</th><th>95% CI</th></tr>{cells}</table>")
+
+
 def render_report(run_id: str, trajectories: Iterable[Mapping], steps: Iterable[Mapping],
                   verdicts: Mapping[tuple[int, str, str], Mapping] | None = None,
-                  images: Mapping[str, str] | None = None) -> str:
-    """The report's HTML. `verdicts` maps (round, stage, trajectory_id) to a judged trajectory
-    row (`judge_stage.split_judged`);
+                  images: Mapping[str, str] | None = None, success: Iterable[Mapping] = ()) -> str:
+    """The report's HTML. It opens with `success` (rows of `compare.evaluation_table`: success
+    by round and arm with 95% intervals), then lists the trajectories. `verdicts` maps
+    (round, stage, trajectory_id) to a judged trajectory row (`judge_stage.split_judged`);
     `images` maps a step's screenshot URI to the image's path relative to the report
     (`copy_screenshots`)."""
     verdicts = verdicts or {}
@@ -130,6 +142,8 @@ def render_report(run_id: str, trajectories: Iterable[Mapping], steps: Iterable[
                 f"{escape(t['source'])} · {t['n_steps']} steps · {escape(t['stop_reason'])} · judge "
                 f"<span class='{'ok' if judged['judge_verdict'] == 1 else 'bad'}'>{data['verdict']}</span> · gold {gold}")
         body = [f"<p><b>Task:</b> {escape(t['query'])}<br><b>Answer:</b> {escape(str(t['final_answer']))}</p>"]
+        if t.get("error"):
+            body.append(f"<p class='err'><b>Episode error (not scored):</b> {escape(t['error'])}</p>")
         if judged.get("judge_reasoning"):
             body.append(f"<p><b>Judge:</b> {escape(judged['judge_reasoning'])}</p>")
         for s in sorted(by_traj.get((t["round"], t["stage"], t["trajectory_id"]), []), key=lambda s: s["step"]):
@@ -146,6 +160,6 @@ def render_report(run_id: str, trajectories: Iterable[Mapping], steps: Iterable[
         for f in _FILTERS)
     meta = json.dumps({"run": run_id, "trajectories": len(trajs)})
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>WebEvolver run {escape(run_id)}</title>"
-            f"<style>{_STYLE}</style></head><body><h1>Run {escape(run_id)}</h1><p>{selects}</p>"
+            f"<style>{_STYLE}</style></head><body><h1>Run {escape(run_id)}</h1>{_success_table(success)}<p>{selects}</p>"
             f"<p id='count'></p>{''.join(blocks)}<script type='application/json' id='meta'>{meta}</script>"
             f"<script>{_SCRIPT}</script></body></html>\n")

@@ -17,7 +17,7 @@ Training data:
 
 1. `transitions_from_rows`: every sampled trajectory, successful or failed, gives its first
    step (task + start URL -> o_1) and each (o_t, a_t -> o_{t+1}) with a valid a_t. Pages are
-   `sft.page_text` (no error line): the world model predicts pages, not the executor's errors.
+   `rollout.page_text` (no error line): the world model predicts pages, not the executor's errors.
    The past actions are ``Thought: ...\\nAction: ...`` of the earlier valid steps; callers
    at inference pass the policy's turns in the same form (`policy.format_reply`).
 2. `cap_transitions`: dedupe, then cap first steps per site and transitions per action key
@@ -37,17 +37,18 @@ import asyncio
 import random
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
 
 from evolver_core.llm import LLMClient
-from evolver_core.policy import format_reply
+from evolver_core.reply import format_reply
 from evolver_core.prompts import load_prompt
 from evolver_core.records import WM_TRANSITION_SCHEMA, WM_TRANSITION_TABLE, validate_table
-from evolver_core.sft import Example, Row, page_text
+from evolver_core.rollout import page_text
+from evolver_core.sft import Example, Row
 
 FIRST = "first"  # action key of first steps
 NO_PAST_ACTIONS = "(none)"
@@ -173,6 +174,11 @@ def _trajectory_transitions(traj: Row, steps: Sequence[Row]) -> list[Transition]
             out.append(transition(following["step"], past, page_text(step["observation"]), step["action"],
                                   page_text(following["observation"])))
         past.append(format_reply(step["thought"], step["action"]) if step["thought"] else step["action"])
+    last = steps[-1]
+    if traj.get("final_observation") and last["action_valid"] and last["action"] is not None:
+        # The page after the last action (kept for episodes that did not end with `stop`).
+        out.append(transition(last["step"] + 1, past, page_text(last["observation"]), last["action"],
+                              page_text(traj["final_observation"])))
     return out
 
 
@@ -222,19 +228,30 @@ def rationale_messages(t: Transition) -> list[dict]:
     return [{"role": "system", "content": load_prompt("rationale_system")}, {"role": "user", "content": user}]
 
 
+RATIONALE_MAX_TOKENS = 256
+
+
 async def distill_rationales(client: LLMClient, transitions: Sequence[Transition], *, concurrency: int = 4,
-                             max_tokens: int = 256) -> list[str]:
+                             max_tokens: int = RATIONALE_MAX_TOKENS,
+                             on_done: Callable[[int, int], None] | None = None) -> list[str]:
     """One rationale per transition, in order: the fixed one for first steps, else the base
-    model's explanation at temperature 0."""
+    model's explanation at temperature 0. `on_done(done, total)` after each one (progress)."""
     semaphore = asyncio.Semaphore(concurrency)
+    done = 0
 
     async def one(t: Transition) -> str:
+        nonlocal done
         if t.action is None:
-            return load_prompt("rationale_first", start_url=t.start_url)
-        async with semaphore:
-            completion = await client.chat(rationale_messages(t), temperature=0.0, max_tokens=max_tokens)
-        # One line without a label: the target adds "THOUGHT: " and puts OBSERVATION on the next line.
-        return _THOUGHT_LABEL.sub("", " ".join(completion.text.split()))
+            text = load_prompt("rationale_first", start_url=t.start_url)
+        else:
+            async with semaphore:
+                completion = await client.chat(rationale_messages(t), temperature=0.0, max_tokens=max_tokens)
+            # One line without a label: the target adds "THOUGHT: " and puts OBSERVATION on the next line.
+            text = _THOUGHT_LABEL.sub("", " ".join(completion.text.split()))
+        done += 1
+        if on_done is not None:
+            on_done(done, len(transitions))
+        return text
 
     return list(await asyncio.gather(*(one(t) for t in transitions)))
 

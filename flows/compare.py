@@ -18,8 +18,8 @@ from evolver_core.compare import (CHART_TITLE, TABLE_COLUMNS, NoEvaluations, com
                                   evaluation_table, write_comparison)
 from evolver_core.storage import Storage
 from flows.artifacts import svg_artifact
-from flows.evolve_round import storage_root
-from tasks.sample import _key
+from evolver_core.settings import storage_root
+from tasks.common import artifact_key
 
 
 @flow(name="compare")
@@ -34,7 +34,7 @@ def compare(runs: list[str], storage: Optional[str] = None) -> dict:
         raise NoEvaluations(f"no evaluation trajectories (stages eval*) in runs {', '.join(runs)} under {store.uri()}")
     files = comparison_files(rows)
     uris = write_comparison(store, runs, files)
-    key = f"compare-{_key('-vs-'.join(runs))}"
+    key = artifact_key("compare", "-vs-".join(runs))
     create_table_artifact([{c: r[c] for c in TABLE_COLUMNS} for r in rows], key=f"{key}-table",
                           description=f"{CHART_TITLE}: {', '.join(runs)}")
     svg_artifact(CHART_TITLE, files["comparison.svg"], uris["comparison.svg"], key=f"{key}-plot")

@@ -8,6 +8,13 @@ episodes it cannot rate (WebVoyager has no gold answers) are rated by the judge 
 them). `lookahead_depth` d > 0 picks every action by world-model look-ahead: `world_model`
 simulates d steps per candidate and `scorer` (default: `judge`, else the embedded SmolLM2)
 rates the simulations. All models are served by the policy's backend.
+
+Without `run_id`, the trajectories go to a run named after what is evaluated:
+``eval-<policy>-<digest>``, the digest of the evaluation's identity (policy and world-model
+content, code, suite, split, task selection, sampling). So evaluating another policy, an
+adapter retrained in place, or the same policy on other tasks never meets an earlier
+evaluation's episodes, and evaluating the same thing again resumes (or is a cache hit).
+The result names its `run` (for `webevolver view`) and its `identity`.
 """
 
 from __future__ import annotations
@@ -18,18 +25,23 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from evolver_core.config import LookaheadSpec, ModelSpec
-from evolver_core.judge_stage import judge_stage_for
+from evolver_core.identity import fingerprint, model_identity
 from evolver_core.metrics import wilson_interval
-from flows.evolve_round import storage_root
-from tasks.common import results_storage
-from tasks.sample import _key, judge, sample
+from evolver_core.run_layout import judge_stage_for, repeat_stage
+from evolver_core.settings import storage_root
+from evolver_core.stages.sample import sample_identity
+from evolver_core.storage import safe_key
+from tasks.common import artifact_key, results_storage
+from tasks.judge import judge
+from tasks.sample import sample
 
 DEFAULT_SCORER = "smollm2"
 
 
 @flow(name="evaluate")
 def evaluate(suite: str = "miniwob", split: str = "test", policy: str = "oracle", tasks: Optional[int] = 20,
-             repeats: int = 1, run_id: str = "eval", storage: Optional[str] = None, backend: str = "transformers",
+             repeats: int = 1, run_id: Optional[str] = None, storage: Optional[str] = None,
+             backend: str = "transformers",
              base_url: Optional[str] = None, miniwob_tasks: str = "easy", max_steps: int = 12,
              concurrency: int = 2, lookahead_depth: int = 0, world_model: Optional[str] = None,
              scorer: Optional[str] = None, judge_model: Optional[str] = None, screenshots: bool = False) -> dict:
@@ -49,28 +61,34 @@ def evaluate(suite: str = "miniwob", split: str = "test", policy: str = "oracle"
         lookahead = LookaheadSpec(world_model=spec(world_model), scorer=spec(scorer or judge_model or DEFAULT_SCORER),
                                   depth=lookahead_depth)
     policy_spec = None if policy == "oracle" else spec(policy)
-    runs = [sample_t(root, run_id, 0, f"eval-{r}", suite, split, tasks, policy_spec, max_steps=max_steps,
-                     concurrency=concurrency, miniwob_tasks=miniwob_tasks, temperature=0.0 if repeats == 1 else 0.7,
-                     lookahead=lookahead, screenshots=screenshots)
+    options = dict(max_steps=max_steps, miniwob_tasks=miniwob_tasks, temperature=0.0 if repeats == 1 else 0.7,
+                   lookahead=lookahead)
+    identity = fingerprint({"repeats": [sample_identity(repeat_stage(r), suite, split, tasks, policy=policy_spec,
+                                                        **options).to_json() for r in range(repeats)],
+                            "judge": model_identity(spec(judge_model)) if judge_model else None})
+    run_id = run_id or f"eval-{safe_key(policy.rstrip('/').rsplit('/', 1)[-1])[:40]}-{identity[:10]}"
+    runs = [sample_t(root, run_id, 0, repeat_stage(r), suite, split, tasks, policy_spec, concurrency=concurrency,
+                     screenshots=screenshots, **options)
             for r in range(repeats)]
     solved, rated = sum(r["solved"] for r in runs), sum(r["with_gold"] for r in runs)
     judged_successes = judged_rated = 0
     if judge_model is not None:
         for r, run in enumerate(runs):
             if run["with_gold"] < run["trajectories"]:
-                verdicts = judge_t(root, run_id, 0, spec(judge_model), source_stage=f"eval-{r}", sampled=[run],
-                                   stage=judge_stage_for(f"eval-{r}"))
+                verdicts = judge_t(root, run_id, 0, spec(judge_model), source_stage=repeat_stage(r), sampled=[run],
+                                   stage=judge_stage_for(repeat_stage(r)))
                 judged_rated += verdicts["without_gold"]
                 judged_successes += verdicts["successes_without_gold"]
     n, wins = rated + judged_rated, solved + judged_successes
     low, high = wilson_interval(wins, n)
     episodes = sum(r["trajectories"] for r in runs)
-    result = {"suite": suite, "split": split, "policy": policy, "lookahead_depth": lookahead_depth,
+    result = {"run": run_id, "identity": identity, "suite": suite, "split": split, "policy": policy,
+              "lookahead_depth": lookahead_depth, "errors": sum(r["error_episodes"] for r in runs),
               "tasks": runs[0]["trajectories"], "repeats": repeats, "episodes": episodes,
               "success_rate": wins / n if n else None, "ci_low": low, "ci_high": high,
               "rated_by_gold": rated, "rated_by_judge": judged_rated, "unrated": episodes - n,
               "action_validity": sum(r["valid_actions"] for r in runs) / max(1, sum(r["steps"] for r in runs)),
               "storage": runs[0]["uri"].rsplit("/round=", 1)[0]}
-    create_table_artifact([result], key=f"{_key(run_id)}-evaluate-{_key(suite)}-{_key(split)}",
+    create_table_artifact([result], key=artifact_key(run_id, "evaluate", suite, split),
                           description=f"evaluation of {policy} on {suite}/{split}")
     return result

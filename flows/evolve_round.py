@@ -1,15 +1,20 @@
 """One evolution round of WebEvolver (paper section 3, Figure 1), as the stages run:
 
-    real trajectories   round 0: scripted demonstrations; round i: policy M_{i-1}, k samples
+    real trajectories   round 0: scripted demonstrations (`round0: demos`) or the base model
+                        (`round0: self`); round i: policy M_{i-1}, k samples
         -> judge (r̂) -> to_sft (rejection sampling)
     world model         wm_data (transitions of successful AND failed trajectories, distilled
                         rationales) -> finetune_wm: M_w on rounds 0..i
     synthetic           synthesize: for the queries that failed, M_{i-1} acts on the pages M_w
                         predicts (<= synth_max_actions), judged by r̂ -> to_sft
-    policy              finetune: M_i, a fresh LoRA on the real + synthetic SFT data of rounds 0..i
-    evaluation          eval (M_i on the test split), eval-wmla<d> (M_i with look-ahead through
-                        M_w, for each depth d), fidelity (M_w's STR / Sim. / O/A on the real
-                        transitions of eval: test tasks it never trained on)
+    policy              finetune: M_i, the WebEvolver policy, a fresh LoRA on the real + synthetic
+                        SFT data of rounds 0..i; finetune_self (round >= 1): the self-improve arm,
+                        the same on real data alone (the paper's comparison)
+    evaluation          eval (M_i on the test split), eval-self (the self-improve arm on the same
+                        tasks), eval-wmla<d> (M_i with look-ahead through M_w, for each depth d;
+                        plain success on the same tasks is reported beside it), eval-gen (M_i on
+                        MiniWoB tasks never trained on), fidelity (M_w's STR / Sim. / O/A on the
+                        real transitions of eval: test tasks it never trained on)
 
 Round 0 is the warm start (imitation learning, as OpenWebVoyager does): a 135M model rarely
 succeeds zero-shot, so the suites' scripted solvers play the demonstration tasks and their
@@ -19,15 +24,21 @@ paper pairs its second world model with the better first policy); so each round 
 adapters (M_w, M_i), not three. Synthetic trajectories are kept by r̂ alone (they have no
 gold), whatever the preset's `filter`.
 
-Every stage is a cached task (`tasks/`): rerunning a finished round is all cache hits; a
-round killed inside a stage resumes that stage (sampling and synthesis skip stored
-trajectories).
+The WebEvolver policy M_i samples round i+1 (the paper's line: the world model's data is
+what the method adds, so its policy carries the evolution on); the self-improve arm is
+trained and evaluated beside it, never sampled from.
+
+Every stage is a cached task (`tasks/`) keyed by its identity (`evolver_core.identity`):
+rerunning a finished round is all cache hits; a round killed inside a stage resumes that
+stage (sampling and synthesis skip stored trajectories); a stage whose code, models or
+upstream data changed reruns, and its old results are moved aside, never mixed in.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Optional
+import time
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -35,50 +46,44 @@ from prefect.futures import wait
 
 from evolver_core.config import LookaheadSpec, ModelSpec
 from evolver_core.presets import Preset, get_preset
+from evolver_core.results import stage_success, stage_task_ids
+from evolver_core.run_layout import (EVAL, EVAL_GEN, EVAL_SELF, FIDELITY, FINETUNE, FINETUNE_SELF, FINETUNE_WM,
+                                     SAMPLE, SYNTHESIZE, WM_SFT, lookahead_stage, next_round, policy_sft_stages,
+                                     previous_adapter)
+from evolver_core.settings import download_cache, storage_root
 from evolver_core.storage import Storage
-from tasks.common import local_cache, results_storage
-from tasks.sample import _key, judge, sample
-from tasks.train import ADAPTER, finetune, to_sft
-from tasks.synthesize import SYNTH_STAGE, synthesize
-from tasks.world_model import WM_SFT_STAGE, fidelity, wm_data
-
-STORAGE_ENV = "WEBEVOLVER_STORAGE"
-
-
-def storage_root(storage: Optional[str]) -> str:
-    return storage or os.environ.get(STORAGE_ENV) or os.getcwd()
-
-
-def _adapter_uri(store: Storage, run_id: str, round_: int) -> str:
-    return store.uri(run_id, round_, "finetune").rstrip("/") + f"/{ADAPTER}"
-
-
-def _has_adapter(store: Storage, run_id: str, round_: int) -> bool:
-    return store.fs.exists(store.fs._strip_protocol(_adapter_uri(store, run_id, round_)))
-
-
-def previous_adapter(root: str, run_id: str, round_: int) -> str:
-    """The policy of round i-1, as stored by its finetune stage."""
-    store = Storage(root)
-    if not _has_adapter(store, run_id, round_ - 1):
-        raise FileNotFoundError(f"round {round_} samples with round {round_ - 1}'s policy, but "
-                                f"{_adapter_uri(store, run_id, round_ - 1)} does not exist: "
-                                f"run round {round_ - 1} of run {run_id!r} first")
-    return _adapter_uri(store, run_id, round_ - 1)
-
-
-def next_round(root: str, run_id: str) -> int:
-    """The first round of `run_id` without a trained policy: what a nightly schedule runs next."""
-    store, i = Storage(root), 0
-    while _has_adapter(store, run_id, i):
-        i += 1
-    return i
+from tasks.common import artifact_key, results_storage
+from tasks.judge import judge
+from tasks.sample import sample
+from tasks.synthesize import synthesize
+from tasks.train import finetune, to_sft
+from tasks.world_model import fidelity, wm_data
 
 
 def adapter_spec(p: Preset, root: str, adapter_uri: Optional[str]) -> ModelSpec:
     """The preset's base model with a stored LoRA adapter (a policy or the world model), fetched locally."""
-    adapter = str(Storage(root).local_dir(adapter_uri, local_cache())) if adapter_uri else None
+    adapter = str(Storage(root).local_dir(adapter_uri, download_cache())) if adapter_uri else None
     return ModelSpec(model=p.model, backend=p.backend, adapter=adapter)
+
+
+def round_preset(preset: str, suite: Optional[str], overrides: Optional[dict]) -> Preset:
+    """The preset with the suite and the `overrides` (validated; None sets a field to None)."""
+    return get_preset(preset).with_(suite=suite).override(overrides or {})
+
+
+class StageClock:
+    """Wall time of each stage of the round (a cache hit takes about nothing)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.monotonic() - t0, 1)
 
 
 @flow(name="evolve-round")
@@ -87,85 +92,141 @@ def evolve_round(run_id: str = "nightly", round: Optional[int] = None, suite: Op
                  overrides: Optional[dict] = None) -> dict:
     """Run round `round` of run `run_id`; None: the next one (the first without a trained
     policy), so a nightly schedule advances one round a night. `adapter` overrides the
-    previous round's policy; `overrides` changes preset fields (e.g. {"train_tasks": 50})."""
-    p = get_preset(preset).with_(suite=suite, **(overrides or {}))
+    previous round's policy; `overrides` changes preset fields (e.g. {"train_tasks": 50},
+    {"synth_queries": None} for all failed queries)."""
+    p = round_preset(preset, suite, overrides)
     root = storage_root(storage)
+    store = Storage(root)
     if round is None:
-        round = next_round(root, run_id)
+        round = next_round(store, run_id)
         get_run_logger().info(f"run {run_id!r}: rounds 0..{round - 1} are trained; running round {round}")
     rs = results_storage(root)
     sample_t, judge_t, to_sft_t, finetune_t, wm_data_t, synthesize_t, fidelity_t = (
         t.with_options(result_storage=rs) for t in (sample, judge, to_sft, finetune, wm_data, synthesize, fidelity))
-    common = dict(max_steps=p.max_steps, concurrency=p.concurrency, miniwob_tasks=p.miniwob_tasks)
+    common = dict(max_steps=p.max_steps, concurrency=p.concurrency, miniwob_tasks=p.miniwob_tasks,
+                  policy_max_tokens=p.policy_max_tokens)
     base = ModelSpec(model=p.model, backend=p.backend)
     judge_spec = ModelSpec(model=p.judge_model or p.model, backend=p.backend)
+    use_gold = p.filter == "gold"
+    clock = StageClock()
 
-    # Real trajectories: the scripted demonstrations (round 0) or the previous policy M_{i-1}.
-    if round == 0:
-        sampled = [sample_t(root, run_id, 0, "sample", p.suite, "train", p.demo_tasks, None, **common)]
-        judged = None
-        sft = [to_sft_t(root, run_id, 0, "sample", use_gold=True, sampled=sampled)]
-    else:
-        previous = adapter_spec(p, root, adapter or previous_adapter(root, run_id, round))
-        futures = [sample_t.submit(root, run_id, round, "sample", p.suite, "train", p.train_tasks, previous,
-                                   samples=p.samples, temperature=p.temperature, shard=(i, p.shards), **common)
-                   for i in range(p.shards)]
-        wait(futures)
-        sampled = [f.result() for f in futures]
-        judged = judge_t(root, run_id, round, judge_spec, sampled=sampled, max_tokens=p.judge_max_tokens)
-        sft = [to_sft_t(root, run_id, round, "sample", use_gold=p.filter == "gold", sampled=sampled, judged=judged)]
+    # Real trajectories: demonstrations or the base model (round 0), else the previous policy M_{i-1}.
+    with clock(SAMPLE):
+        if round == 0 and p.round0 == "demos":
+            sampler, n_tasks = None, p.demo_tasks
+            sampled = [sample_t(root, run_id, 0, SAMPLE, p.suite, "train", n_tasks, None, **common)]
+        else:
+            sampler = base if round == 0 else adapter_spec(p, root, adapter or previous_adapter(store, run_id, round))
+            n_tasks = p.train_tasks
+            futures = [sample_t.submit(root, run_id, round, SAMPLE, p.suite, "train", n_tasks, sampler,
+                                       samples=p.samples, temperature=p.temperature, shard=(i, p.shards), **common)
+                       for i in range(p.shards)]
+            wait(futures)
+            sampled = [f.result() for f in futures]
+    judged = None
+    if sampler is not None:
+        with clock("judge"):
+            judged = judge_t(root, run_id, round, judge_spec, sampled=sampled, max_tokens=p.judge_max_tokens)
+    with clock("to_sft"):
+        real_sft = to_sft_t(root, run_id, round, SAMPLE, use_gold=use_gold or sampler is None, sampled=sampled,
+                            judged=judged)
 
     # The world model M_w on the transitions of rounds 0..i, successful or not.
-    wm = wm_data_t(root, run_id, round, base, sampled=sampled)
-    wm_trained = finetune_t(root, run_id, round, p.model, p.wm_finetune_steps, p.wm_max_length, p.learning_rate,
-                            sft=[wm], sft_stage=WM_SFT_STAGE, out_stage="finetune_wm")
+    with clock("wm_data"):
+        wm = wm_data_t(root, run_id, round, base, sampled=sampled)
+    with clock(FINETUNE_WM):
+        wm_trained = finetune_t(root, run_id, round, p.model, p.wm_finetune_steps, p.wm_max_length, p.learning_rate,
+                                sft_stages=(WM_SFT,), out_stage=FINETUNE_WM, sft=[wm])
     world_model = adapter_spec(p, root, wm_trained["adapter_uri"])
 
     # Synthetic trajectories for the failed queries: M_{i-1} acting on M_w's pages, judged by r̂.
-    synth = None
-    if round > 0:
-        synth = synthesize_t(root, run_id, round, p.suite, "train", previous, world_model, judge_spec,
-                             use_gold=p.filter == "gold", max_queries=p.synth_queries, temperature=p.temperature,
-                             max_actions=p.synth_max_actions, concurrency=p.concurrency,
-                             miniwob_tasks=p.miniwob_tasks, wm_max_tokens=p.wm_max_tokens,
-                             judge_max_tokens=p.judge_max_tokens, upstream=[*sampled, judged, wm_trained])
-        if synth["trajectories"]:
-            sft.append(to_sft_t(root, run_id, round, SYNTH_STAGE, use_gold=False, sampled=[synth]))
+    synth = synth_sft = None
+    if sampler is not None and round > 0:
+        with clock(SYNTHESIZE):
+            synth = synthesize_t(root, run_id, round, p.suite, "train", sampler, world_model, judge_spec,
+                                 use_gold=use_gold, max_queries=p.synth_queries, temperature=p.temperature,
+                                 max_actions=p.synth_max_actions, concurrency=p.concurrency,
+                                 miniwob_tasks=p.miniwob_tasks, wm_max_tokens=p.wm_max_tokens,
+                                 judge_max_tokens=p.judge_max_tokens, policy_max_tokens=p.policy_max_tokens,
+                                 n_tasks=n_tasks, upstream=[*sampled, judged, wm_trained])
+            synth_sft = to_sft_t(root, run_id, round, SYNTHESIZE, use_gold=False, sampled=[synth])
 
-    # The round's WebEvolver policy M_i: real and synthetic SFT data of rounds 0..i.
-    trained = finetune_t(root, run_id, round, p.model, p.finetune_steps, p.max_length, p.learning_rate, sft=sft)
+    # The policies: WebEvolver (real + synthetic of rounds 0..i) and, from round 1, self-improve (real only).
+    with clock(FINETUNE):
+        trained = finetune_t(root, run_id, round, p.model, p.finetune_steps, p.max_length, p.learning_rate,
+                             sft_stages=policy_sft_stages(with_synthetic=True), out_stage=FINETUNE,
+                             sft=[real_sft, synth_sft])
     policy = adapter_spec(p, root, trained["adapter_uri"])
-    evaluated = sample_t(root, run_id, round, "eval", p.suite, "test", p.test_tasks, policy, after=[trained], **common)
-    lookahead = {
-        str(d): sample_t(root, run_id, round, f"eval-wmla{d}", p.suite, "test", p.lookahead_tasks or p.test_tasks,
-                         policy, lookahead=LookaheadSpec(world_model=world_model, scorer=judge_spec, depth=d,
-                                                         candidates=p.lookahead_candidates,
-                                                         wm_max_tokens=p.wm_max_tokens),
-                         after=[trained, wm_trained], **common)
-        for d in p.lookahead_depths}
-    fid = fidelity_t(root, run_id, round, world_model, judge_spec, source_stage="eval",
-                     max_transitions=p.fidelity_transitions, wm_max_tokens=p.wm_max_tokens,
-                     after=[evaluated, wm_trained])
+    self_trained = None
+    if round > 0 and p.self_improve:
+        with clock(FINETUNE_SELF):
+            self_trained = finetune_t(root, run_id, round, p.model, p.finetune_steps, p.max_length, p.learning_rate,
+                                      sft_stages=policy_sft_stages(with_synthetic=False), out_stage=FINETUNE_SELF,
+                                      sft=[real_sft])
 
+    # Evaluation: both arms on the same test tasks, look-ahead, generalization, M_w's fidelity.
+    with clock(EVAL):
+        evaluated = sample_t(root, run_id, round, EVAL, p.suite, "test", p.test_tasks, policy, after=[trained],
+                             **common)
+    evaluated_self = None
+    if self_trained is not None:
+        with clock(EVAL_SELF):
+            evaluated_self = sample_t(root, run_id, round, EVAL_SELF, p.suite, "test", p.test_tasks,
+                                      adapter_spec(p, root, self_trained["adapter_uri"]), after=[self_trained],
+                                      **common)
+    lookahead = {}
+    for d in p.lookahead_depths:
+        with clock(lookahead_stage(d)):
+            lookahead[str(d)] = sample_t(
+                root, run_id, round, lookahead_stage(d), p.suite, "test", p.lookahead_tasks or p.test_tasks, policy,
+                lookahead=LookaheadSpec(world_model=world_model, scorer=judge_spec, depth=d,
+                                        candidates=p.lookahead_candidates, wm_max_tokens=p.wm_max_tokens,
+                                        candidate_temperature=p.lookahead_temperature),
+                after=[trained, wm_trained], **common)
+    generalization = None
+    if p.generalization_tasks and p.generalization_test_tasks:
+        with clock(EVAL_GEN):
+            generalization = sample_t(root, run_id, round, EVAL_GEN, p.suite, "test", p.generalization_test_tasks,
+                                      policy, after=[trained], **(common | {"miniwob_tasks": p.generalization_tasks}))
+    with clock(FIDELITY):
+        fid = fidelity_t(root, run_id, round, world_model, judge_spec, source_stage=EVAL,
+                         max_transitions=p.fidelity_transitions, wm_max_tokens=p.wm_max_tokens,
+                         after=[evaluated, wm_trained])
+
+    plain = stage_success(store, run_id, round, EVAL)
     summary = {
-        "run": run_id, "round": round, "preset": p.name, "suite": p.suite, "storage": Storage(root).uri(run_id),
+        "run": run_id, "round": round, "preset": p.name, "suite": p.suite, "storage": store.uri(run_id),
         "real_trajectories": sum(s["trajectories"] for s in sampled),
         "synthetic_trajectories": synth["trajectories"] if synth else 0,
         "failed_queries": synth["failed_queries"] if synth else 0,
-        "synthetic_kept": sum(x["kept"] for x in sft[1:]),
+        "synthetic_kept": synth_sft["kept"] if synth_sft else 0,
         "train_success_rate": _mean([s["success_rate"] for s in sampled]),
         "judge_agreement": judged["agreement"] if judged else None,
-        "sft_examples": trained["examples"], "kept_trajectories": sft[0]["kept"],
-        "adapter": trained["adapter_uri"], "train_loss": trained["train_loss"],
-        "success_rate": evaluated["success_rate"], "action_validity": evaluated["action_validity"],
-        "eval_tasks": evaluated["trajectories"],
-        "success_rate_lookahead": {d: r["success_rate"] for d, r in lookahead.items()},
+        "sft_examples": trained["examples"], "kept_trajectories": real_sft["kept"],
+        "adapter": trained["adapter_uri"], "adapter_digest": trained["adapter_digest"],
+        "train_loss": trained["train_loss"],
+        "success_rate": plain.rate, "success_ci": plain.ci, "eval_tasks": plain.episodes,
+        "eval_errors": plain.errors, "action_validity": evaluated["action_validity"],
+        "success_rate_self_improve": stage_success(store, run_id, round, EVAL_SELF).rate if evaluated_self else None,
+        "success_ci_self_improve": stage_success(store, run_id, round, EVAL_SELF).ci if evaluated_self else None,
+        "success_rate_lookahead": {d: stage_success(store, run_id, round, lookahead_stage(int(d))).rate
+                                   for d in lookahead},
+        # Plain decoding on exactly the tasks each look-ahead evaluation ran.
+        "success_rate_plain_on_lookahead_tasks": {
+            d: stage_success(store, run_id, round, EVAL,
+                             stage_task_ids(store, run_id, round, lookahead_stage(int(d)))).rate for d in lookahead},
+        "generalization_success_rate": stage_success(store, run_id, round, EVAL_GEN).rate if generalization else None,
+        "generalization_ci": stage_success(store, run_id, round, EVAL_GEN).ci if generalization else None,
         "world_model": {"str": fid["str"], "sim": fid["sim"], "oa": fid["oa"], "fidelity_transitions": fid["n"],
                         "transitions": wm["transitions"], "kept": wm["kept"], "examples": wm_trained["examples"],
                         "adapter": wm_trained["adapter_uri"], "train_loss": wm_trained["train_loss"]},
+        "stage_seconds": clock.seconds,
+        "identities": {"sample": sampled[0]["identity"], "finetune": trained["identity"],
+                       "eval": evaluated["identity"], "finetune_wm": wm_trained["identity"]},
     }
     _report(summary)
     return summary
+
 
 
 def _mean(xs: list) -> Optional[float]:
@@ -173,19 +234,37 @@ def _mean(xs: list) -> Optional[float]:
     return sum(xs) / len(xs) if xs else None
 
 
+def _pct(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _ci(ci: Optional[tuple]) -> str:
+    return "" if not ci else f" ({_pct(ci[0])}-{_pct(ci[1])})"
+
+
 def _report(s: dict) -> None:
     wm = s["world_model"]
-    create_table_artifact([{k: v for k, v in s.items() if not isinstance(v, dict)}],
-                          key=f"{_key(s['run'])}-r{s['round']}-summary", description=f"round {s['round']} summary")
+    create_table_artifact([{k: v for k, v in s.items() if not isinstance(v, (dict, list, tuple))}],
+                          key=artifact_key(s["run"], f"r{s['round']}", "summary"),
+                          description=f"round {s['round']} summary")
+    create_table_artifact([{"stage": k, "seconds": v} for k, v in s["stage_seconds"].items()],
+                          key=artifact_key(s["run"], f"r{s['round']}", "timings"),
+                          description=f"round {s['round']}: wall time per stage (cache hits ~0 s)")
     create_markdown_artifact(
         f"## Round {s['round']} of `{s['run']}` ({s['preset']}, {s['suite']})\n\n"
         f"| | |\n|---|---|\n| real trajectories sampled | {s['real_trajectories']} |\n"
         f"| kept for training | {s['kept_trajectories']} |\n"
         f"| synthetic trajectories (failed queries) | {s['synthetic_trajectories']} ({s['failed_queries']}) |\n"
         f"| synthetic kept (r̂) | {s['synthetic_kept']} |\n| SFT examples (rounds 0..{s['round']}) | {s['sft_examples']} |\n"
-        f"| test success rate | {s['success_rate']} |\n"
-        + "".join(f"| test success, look-ahead d={d} | {v} |\n" for d, v in s["success_rate_lookahead"].items())
-        + f"| action validity | {s['action_validity']} |\n"
+        f"| test success, WebEvolver policy (95% CI) | {_pct(s['success_rate'])}{_ci(s['success_ci'])} |\n"
+        f"| test success, self-improve policy (95% CI) | {_pct(s['success_rate_self_improve'])}"
+        f"{_ci(s['success_ci_self_improve'])} |\n"
+        + "".join(f"| test success, look-ahead d={d} (plain on the same tasks) | {_pct(v)} "
+                  f"({_pct(s['success_rate_plain_on_lookahead_tasks'][d])}) |\n"
+                  for d, v in s["success_rate_lookahead"].items())
+        + f"| generalization (tasks never trained on) | {_pct(s['generalization_success_rate'])}"
+        f"{_ci(s['generalization_ci'])} |\n"
+        f"| action validity | {s['action_validity']} |\n"
         f"| world model STR / Sim. / O/A | {wm['str']} / {wm['sim']} / {wm['oa']} |\n\n"
-        f"Data: `{s['storage']}`  \nPolicy adapter: `{s['adapter']}`\n",
-        key=f"{_key(s['run'])}-r{s['round']}-report")
+        f"Data: `{s['storage']}`  \nPolicy adapter: `{s['adapter']}` (content {s['adapter_digest'][:12]})\n",
+        key=artifact_key(s["run"], f"r{s['round']}", "report"))

@@ -1,31 +1,39 @@
 """What every stage task shares: its cache policy, where results persist, storage access.
 
-Cache policy `INPUTS + TASK_SOURCE`: a stage reruns when its inputs or its code change, and
-not otherwise, across flow runs, so rerunning a finished round is all cache hits. Results
-are small (URIs and counts; the data itself is Parquet/adapters in the storage root) and
-persist under `<storage root>/prefect-results`, next to the data they describe.
+Cache policy: `INPUTS + TASK_SOURCE` plus the stage's identity (`evolver_core.identity`: the
+digest of the domain code and prompts it runs, content digests of its models and adapters,
+its parameters, and its upstream stages' identities). A stage reruns when any of those
+change (an edited prompt, a retrained adapter at the same path, an upstream stage that
+reran), and not otherwise, across flow runs, so rerunning a finished round is all cache
+hits. Results are small (URIs, counts, the identity digest; the data itself is
+Parquet/adapters in the storage root) and persist under `<storage root>/prefect-results`,
+next to the data they describe.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.filesystems import RemoteFileSystem
 
+from evolver_core.identity import StageIdentity
 from evolver_core.storage import Storage
 
-STAGE_CACHE = INPUTS + TASK_SOURCE
 RESULTS_DIR = "prefect-results"
 
 
-def stage_task(**options: Any):
-    """`@task` with the stage defaults (cache policy, persisted results)."""
-    return task(cache_policy=STAGE_CACHE, persist_result=True, **options)
+def stage_cache(identity: Callable[..., StageIdentity]) -> CachePolicy:
+    """`INPUTS + TASK_SOURCE` and the identity `identity(**task parameters)` describes."""
+    return INPUTS + TASK_SOURCE + CachePolicy.from_cache_key_fn(lambda ctx, params: identity(**params).digest)
+
+
+def stage_task(identity: Callable[..., StageIdentity], **options: Any):
+    """`@task` with the stage defaults (the identity-aware cache policy, persisted results)."""
+    return task(cache_policy=stage_cache(identity), persist_result=True, **options)
 
 
 def results_storage(root: str) -> Path | RemoteFileSystem:
@@ -42,5 +50,6 @@ def results_storage(root: str) -> Path | RemoteFileSystem:
     return block
 
 
-def local_cache() -> str:
-    return os.path.join(os.environ.get("WEBEVOLVER_HOME", os.path.expanduser("~/.cache/webevolver")), "downloads")
+def artifact_key(*parts: object) -> str:
+    """Artifact keys allow lower-case letters, digits and dashes only."""
+    return "-".join("".join(c if c.isalnum() else "-" for c in str(p).lower()) for p in parts)

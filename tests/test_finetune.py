@@ -14,7 +14,8 @@ import torch
 
 from evolver_core.finetune import METRICS_FILE, FinetuneConfig, FinetuneResult, build_trainer, finetune, main
 from evolver_core.models import smollm2_model_dir, tiny_model_dir
-from evolver_core.policy import build_messages, format_reply
+from evolver_core.policy import build_messages
+from evolver_core.reply import format_reply
 from evolver_core.sft import examples_to_table
 
 

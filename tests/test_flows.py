@@ -51,8 +51,12 @@ def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path)
     assert len(store.list_shards("smoke", 0, "eval", "trajectories")) == 2
     wm = summary["world_model"]
     steps = store.read_table("smoke", 0, "sample", table_name="steps").num_rows
-    # each demonstration: its first page, then one transition per action but the final stop
-    assert wm["transitions"] == steps and 0 < wm["kept"] <= steps and wm["examples"] == wm["kept"]
+    demos = store.read_table("smoke", 0, "sample", table_name="trajectories").to_pandas()
+    # MiniWoB ends each demonstration itself (no `stop`): its first page, then one transition per action,
+    # the last one to the page kept as the trajectory's final observation
+    assert (demos.stop_reason == "done").all() and demos.final_observation.notna().all()
+    assert wm["transitions"] == steps + len(demos) and 0 < wm["kept"] <= wm["transitions"]
+    assert wm["examples"] == wm["kept"]
     assert store.read_table("smoke", 0, "wm_data", table_name="wm_transitions").num_rows == wm["kept"]
     assert store.fs.exists(store.fs._strip_protocol(wm["adapter"]) + "/adapter_config.json")
     assert set(summary["success_rate_lookahead"]) == {"1", "2"}
@@ -70,7 +74,8 @@ def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path)
 
     again = evolve_round(run_id="smoke", round=0, preset="smoke", storage=str(tmp_path), overrides=TINY_ROUND,
                          return_state=True)
-    assert again.result() == summary
+    rerun = again.result()
+    assert rerun.pop("stage_seconds").keys() == summary.pop("stage_seconds").keys() and rerun == summary
     states = task_states(again.state_details.flow_run_id, "Cached", len(ROUND_ZERO_TASKS))
     assert set(states.values()) == {"Cached"} and sorted(states) == sorted(ROUND_ZERO_TASKS)
 
@@ -139,17 +144,19 @@ def test_evolve_flow_reports_rounds_and_writes_the_success_plot(prefect_server, 
     assert one["real_trajectories"] == 4 and set(one["success_rate_lookahead"]) == {"1"}
     assert {"str", "sim", "oa"} <= set(one["world_model"]) and one["world_model"]["sim"] is not None
     svg = Path(result["plot"].removeprefix("file://")).read_text()
-    assert svg.startswith("<svg") and "round 0" in svg and "r1 d=1" in svg
+    assert svg.startswith("<svg") and "r0 WE" in svg and "r1 SI" in svg and "r1 d=1" in svg
+    assert one["success_rate_self_improve"] is not None and one["success_ci"] is not None
 
 
 def test_next_round_is_the_first_without_a_trained_policy(tmp_path):
-    from flows.evolve_round import next_round, previous_adapter
+    from evolver_core.run_layout import next_round, previous_adapter
 
-    assert next_round(str(tmp_path), "n") == 0
+    store = Storage(str(tmp_path))
+    assert next_round(store, "n") == 0
     for i in (0, 1):
         (tmp_path / "runs" / "n" / f"round={i}" / "finetune" / "adapter").mkdir(parents=True)
     (tmp_path / "runs" / "n" / "round=2" / "sample").mkdir(parents=True)  # a round that never finished training
-    assert next_round(str(tmp_path), "n") == 2
-    assert previous_adapter(str(tmp_path), "n", 2).endswith("round=1/finetune/adapter")
+    assert next_round(store, "n") == 2
+    assert previous_adapter(store, "n", 2).endswith("round=1/finetune/adapter")
     with pytest.raises(FileNotFoundError, match="run round 2 of run 'n' first"):
-        previous_adapter(str(tmp_path), "n", 3)
+        previous_adapter(store, "n", 3)

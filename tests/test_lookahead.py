@@ -82,7 +82,7 @@ async def test_act_picks_the_highest_scored_candidate(servers):  # noqa: F811
     assert [c["score"] for c in la["candidates"]] == [0.5, 1.0]
     assert json.loads(json.dumps(la)) == la
     temps = [b["temperature"] for b in policy.bodies]
-    assert temps == [0.0, 1.0, 1.0]
+    assert temps == [0.0, 0.7, 0.7]  # greedy, then the paper's candidate temperature
     assert "different from: click [3]; click [2]" in policy.bodies[2]["messages"][-1]["content"]
     assert {b["model"] for b in wm.bodies} == {"wm-model"} and len(wm.bodies) == 2  # the duplicate is not simulated
     assert len(scorer.bodies) == 2 and "Step 1:" in scorer.texts() and "THOUGHT" not in policy.texts()

@@ -8,9 +8,8 @@ import pytest
 from evolver_core.agent import Turn
 from evolver_core.browser.actions import ActionParseError, parse_action
 from evolver_core.browser.observation import Element, Observation, Tab
-from evolver_core.policy import (
-    FORMAT_ERROR, FewShot, PastStep, PolicyAgent, build_messages, format_reply, parse_reply, system_prompt,
-)
+from evolver_core.policy import FewShot, PastStep, PolicyAgent, build_messages, system_prompt
+from evolver_core.reply import FORMAT_ERROR, Reply, format_reply, parse_reply
 from evolver_core.prompts import load_prompt
 from evolver_core.rollout import StepResult
 from evolver_core.suites.base import Task
@@ -36,7 +35,7 @@ OMITTED = load_prompt("policy_omitted")
      "click [5] because it is the button"),
 ])
 def test_parse_reply(text: str, thought: str, action: str) -> None:
-    assert parse_reply(text) == (thought, action, None)
+    assert parse_reply(text) == Reply(thought, action, None)
 
 
 @pytest.mark.parametrize("text", [
@@ -51,13 +50,13 @@ def test_replies_without_an_action_give_an_invalid_action(text: str | None) -> N
 
 
 def test_reply_without_a_thought_keeps_the_action() -> None:
-    assert parse_reply("Action: click [3]") == ("", "click [3]", FORMAT_ERROR)
-    assert parse_reply("click [3]") == ("", "", FORMAT_ERROR)
+    assert parse_reply("Action: click [3]") == Reply("", "click [3]", FORMAT_ERROR)
+    assert parse_reply("click [3]") == Reply("", "", FORMAT_ERROR)
 
 
 def test_format_reply_round_trips() -> None:
     assert parse_reply(format_reply("find the box", "type [4] [cat] [press_enter_after=1]")) == \
-        ("find the box", "type [4] [cat] [press_enter_after=1]", None)
+        Reply("find the box", "type [4] [cat] [press_enter_after=1]", None)
 
 
 def history(n: int) -> list[PastStep]:
@@ -117,6 +116,6 @@ async def test_policy_agent_acts_through_a_real_server(tiny_server: ModelServer)
     assert turn.model == tiny_server.model and agent.name == f"policy:{tiny_server.model}"
     assert turn.prompt is not None and turn.prompt[-1]["content"] == \
         f"OBSERVATION:\nERROR: click [9] failed: no element 9\n\n{obs.text}\nOBJECTIVE: Click OK."
-    assert turn.response is not None and (turn.thought, turn.action) == parse_reply(turn.response)[:2]
+    assert turn.response is not None and (turn.thought, turn.action) == (lambda r: (r.thought, r.action))(parse_reply(turn.response))
     assert turn.sampling["max_tokens"] == 16 and turn.sampling["seed"] == 1 and turn.sampling["temperature"] == 0.0
     assert turn.prompt_tokens > 0 and 0 < turn.completion_tokens <= 16

@@ -114,7 +114,7 @@ def test_schemas_have_the_contract_fields() -> None:
         "run_id", "round", "stage", "trajectory_id", "task_id", "suite", "site", "split", "query",
         "sample", "seed", "source", "model", "n_steps", "final_answer", "stop_reason",
         "judge_verdict", "judge_reasoning", "gold_reward", "started_at", "ended_at",
-        "prompt_tokens", "completion_tokens",
+        "prompt_tokens", "completion_tokens", "error", "final_url", "final_observation", "identity",
     }  # fmt: skip
     assert set(STEP_SCHEMA.names) == step_fields
     assert set(TRAJECTORY_SCHEMA.names) == trajectory_fields
@@ -123,7 +123,8 @@ def test_schemas_have_the_contract_fields() -> None:
     nullable_steps = {"thought", "action", "error", "prompt", "response", "screenshot"}
     assert {f.name for f in STEP_SCHEMA if f.nullable} == nullable_steps
     assert {f.name for f in TRAJECTORY_SCHEMA if f.nullable} == {
-        "final_answer", "judge_verdict", "judge_reasoning", "gold_reward",
+        "final_answer", "judge_verdict", "judge_reasoning", "gold_reward", "error", "final_url",
+        "final_observation", "identity",
     }  # fmt: skip
     for schema in (STEP_SCHEMA, TRAJECTORY_SCHEMA):
         assert schema.field("started_at").type == pa.timestamp("us", tz="UTC")

@@ -32,9 +32,14 @@ async def test_failed_episodes_keep_finished_work_and_a_rerun_resumes(tmp_path):
     tasks = suite.tasks("train")
     store = Storage(str(tmp_path))
     cfg = SampleConfig(run_id="r1", samples=2, concurrency=2)
-    with pytest.raises(SamplingError, match=r"4 of 12 episodes failed .* 8 finished trajectories are stored"):
+    with pytest.raises(SamplingError, match=r"4 of 12 episodes ended in an error .* 8 finished trajectories are "
+                                            r"stored"):
         await sample_trajectories(suite, tasks, lambda t, k: FlakyAgent(suite, "enter-text"), store, cfg)
-    assert len(store.list_shards("r1", 0, "sample", "trajectories")) == 8
+    # The failed episodes are stored as error episodes (with their error), never scored
+    stored = store.read_table("r1", 0, "sample", table_name="trajectories").to_pandas()
+    errors = stored[stored.stop_reason == "error"]
+    assert len(stored) == 12 and len(errors) == 4 and errors.gold_reward.isna().all()
+    assert errors.error.str.len().gt(0).all()
     summary = await sample_trajectories(suite, tasks, lambda t, k: OracleAgent(suite), store, cfg)
     assert (summary.new, summary.skipped, summary.trajectories) == (4, 8, 12)
     trajs = store.read_table("r1", 0, "sample", table_name="trajectories").to_pandas()

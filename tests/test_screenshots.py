@@ -25,7 +25,7 @@ from evolver_core.sampling import SampleConfig, sample_trajectories
 from evolver_core.storage import Storage
 from evolver_core.suites.miniwob import MiniWoBSuite
 from evolver_core.viewer import copy_screenshots, render_report
-from infra.object_store import LocalS3Server
+from s3_server import LocalS3Server
 from test_records import make_step, make_trajectory
 
 CLI = [sys.executable, "-m", "cli.main"]

@@ -8,8 +8,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from evolver_core import sft
-from evolver_core.policy import PastStep, build_messages, format_reply, user_turn
+from evolver_core import rollout, sft
+from evolver_core.policy import PastStep, build_messages, user_turn
+from evolver_core.reply import format_reply
 from evolver_core.prompts import load_prompt
 from evolver_core.records import to_table
 from evolver_core.rollout import render_observation
@@ -137,8 +138,8 @@ def test_wait_steps_are_dropped() -> None:
 @pytest.mark.parametrize("error", [None, "click [9] failed: timeout", "two\nlines"])
 def test_page_text_inverts_render_observation(error: str | None) -> None:
     rendered = render_observation(PAGE_A, error)
-    assert sft.is_error_turn(rendered) == (error is not None)
-    assert sft.page_text(rendered) == PAGE_A
+    assert rollout.is_error_turn(rendered) == (error is not None)
+    assert rollout.page_text(rendered) == PAGE_A
 
 
 # -- Parquet -------------------------------------------------------------------------------

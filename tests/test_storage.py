@@ -19,7 +19,7 @@ import pytest
 from evolver_core import storage as storage_module
 from evolver_core.records import StepRecord, TrajectoryRecord, from_table, to_table, trajectory_id
 from evolver_core.storage import Storage, relative_path, shard_filename
-from infra.object_store import LocalS3Server
+from s3_server import LocalS3Server
 from test_records import make_step, make_trajectory
 
 REPO = Path(__file__).resolve().parents[1]

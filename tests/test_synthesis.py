@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from evolver_core.llm import LLMClient
+from evolver_core.llm import CallLimits, LLMClient
 from evolver_core.policy import PolicyAgent
 from evolver_core.records import from_table
 from evolver_core.sampling import SampleConfig, episode_records
@@ -61,7 +61,7 @@ class ChatServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.client = LLMClient(f"http://127.0.0.1:{self.httpd.server_address[1]}/v1", model, max_retries=0)
+        self.client = LLMClient(f"http://127.0.0.1:{self.httpd.server_address[1]}/v1", model, limits=CallLimits(max_retries=0))
 
     def texts(self) -> str:
         """Everything the server was sent, as one string."""
@@ -135,15 +135,15 @@ async def test_stops_on_stop_action(servers):
 
 async def test_stops_on_policy_parse_failure(servers):
     ep, _, _ = await run(servers, policy_acting({2: "fly away"}), counting_wm())
-    assert ep.stop_reason == "error" and len(ep.steps) == 2
+    assert ep.stop_reason == "invalid" and len(ep.steps) == 2
     assert ep.steps[-1].action is None and ep.steps[-1].parse_error
 
 
 async def test_stops_on_unparsable_world_model_output(servers):
     ep, _, _ = await run(servers, policy_acting({}), counting_wm(unparsable_at=3))
-    assert ep.stop_reason == "error" and len(ep.steps) == 2 and ep.steps[-1].error == WM_UNPARSABLE
+    assert ep.stop_reason == "invalid" and len(ep.steps) == 2 and ep.steps[-1].error == WM_UNPARSABLE
     first, _, _ = await run(servers, policy_acting({}), counting_wm(unparsable_at=1))
-    assert first.stop_reason == "error" and first.steps == []
+    assert first.stop_reason == "invalid" and first.steps == []
 
 
 async def test_stops_after_max_actions(servers):

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from playwright.async_api import Page
 
     from evolver_core.browser.observation import Observation
+    from evolver_core.reply import Reply
 
 
 class TaskFileError(ValueError):
@@ -71,19 +72,10 @@ class EpisodeState:
     events: list[ActionEvent] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Reply:
-    """One agent turn: the reasoning and the action text (parsed later by the rollout)."""
-
-    thought: str
-    action: str
-    raw: str = ""
-
-
 class Solver(Protocol):
     """A scripted, per-episode solver (the suites' oracle policy used for demonstrations)."""
 
-    def act(self, obs: "Observation") -> Reply: ...
+    def act(self, obs: "Observation") -> "Reply": ...
 
 
 class Suite(Protocol):

@@ -9,7 +9,8 @@ context per episode is ~10x slower). Changes to MiniWoB's defaults, and why:
 - the reward/timer panel is hidden (it is not part of the task and costs tokens);
 - the "START" cover shown after an episode ends no longer starts a new episode when
   clicked, so an agent that keeps clicking cannot wipe the reward it earned.
-Reward: `max(0, WOB_RAW_REWARD_GLOBAL)` once the episode is done, else 0.
+Reward: `max(0, WOB_RAW_REWARD_GLOBAL)` once the episode is done, else 0; the episode ends
+when the page says it is done (`done`), so demonstrations carry no `stop` MiniWoB never asks for.
 Task ids are `miniwob/<name>/<seed>`; train seeds are 0.., test seeds 100000.., so the
 splits never share a problem instance.
 """
@@ -104,13 +105,28 @@ class MiniWoBSuite:
         return task.with_(query=utterance)
 
     async def evaluate(self, state: EpisodeState) -> float | None:
+        """Reward once the episode is done, else 0. A crashed or closed page raises (the
+        episode is an error episode, not a failure); a page the agent navigated away from
+        has no reward globals and scores 0."""
         if state.page is None:
             return 0.0
-        try:
-            done, raw = await state.page.evaluate("[WOB_DONE_GLOBAL, WOB_RAW_REWARD_GLOBAL]")
-        except Exception:  # the page crashed or navigated away from the task
-            return 0.0
+        done, raw = await self._wob_state(state.page)
         return max(0.0, float(raw)) if done else 0.0
+
+    async def done(self, state: EpisodeState) -> bool:
+        """MiniWoB ends its episode itself (`WOB_DONE`), as BrowserGym's MiniWoB does."""
+        return state.page is not None and (await self._wob_state(state.page))[0]
+
+    @staticmethod
+    async def _wob_state(page: Any) -> tuple[bool, float]:
+        if page.is_closed():
+            raise RuntimeError("the MiniWoB page was closed before its reward was read")
+        try:
+            done, raw = await page.evaluate(
+                "typeof WOB_DONE_GLOBAL === 'undefined' ? [false, 0] : [WOB_DONE_GLOBAL, WOB_RAW_REWARD_GLOBAL]")
+        except Exception as exc:  # the renderer crashed, or the page is navigating
+            raise RuntimeError(f"could not read the MiniWoB reward: {exc}") from exc
+        return bool(done), float(raw or 0.0)
 
     def solver(self, task: Task) -> Solver | None:
         factory = SOLVERS.get(task.meta.get("task_name", ""))

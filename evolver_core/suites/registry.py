@@ -11,13 +11,20 @@ LIVE_SUITES = ("webvoyager", "mind2web-live", "gaia-web", "openwebvoyager")
 SUITES = OFFLINE_SUITES + LIVE_SUITES
 
 
-def get_suite(name: str, *, miniwob_tasks: str = "easy", seeds_per_task: int = 10) -> Suite:
-    """A suite by name. `miniwob_tasks`: "easy", "all" or comma-separated MiniWoB task names."""
+MINIWOB_SEEDS_PER_TASK = 10  # per split; more are generated when a run asks for more tasks
+
+
+def get_suite(name: str, *, miniwob_tasks: str = "easy", min_tasks: int | None = None) -> Suite:
+    """A suite by name. `miniwob_tasks`: "easy", "all" or comma-separated MiniWoB task names.
+    `min_tasks`: MiniWoB makes enough seeds per task for that many tasks per split (seeds are
+    problem instances: any number exist); other suites hold what their sites or files hold."""
     if name == "miniwob":
-        from evolver_core.suites.miniwob import MiniWoBSuite
+        from evolver_core.suites.miniwob import EASY_TASKS, MiniWoBSuite, all_task_names
 
         names = miniwob_tasks if miniwob_tasks in ("easy", "all") else [n.strip() for n in miniwob_tasks.split(",")]
-        return MiniWoBSuite(names, seeds_per_task=seeds_per_task)
+        count = len({"easy": EASY_TASKS, "all": all_task_names()}.get(miniwob_tasks, names)) if names else 1
+        seeds = max(MINIWOB_SEEDS_PER_TASK, -(-(min_tasks or 0) // max(count, 1)))
+        return MiniWoBSuite(names, seeds_per_task=seeds)
     if name == "sandbox":
         from evolver_core.suites.sandbox import SandboxSuite
 
@@ -29,8 +36,16 @@ def get_suite(name: str, *, miniwob_tasks: str = "easy", seeds_per_task: int = 1
     raise ValueError(f"unknown suite {name!r}; choose one of {', '.join(SUITES)}")
 
 
-def select_tasks(tasks: list[Task], n: int | None) -> list[Task]:
-    """The first `n` tasks taken round-robin over sites, so a small run still covers every site."""
+class NotEnoughTasks(ValueError):
+    """A run asked for more tasks than a suite's split holds."""
+
+
+def select_tasks(tasks: list[Task], n: int | None, *, where: str = "the suite") -> list[Task]:
+    """The first `n` tasks taken round-robin over sites, so a small run still covers every
+    site. Asking for more than there are is an error, never a silent cap."""
+    if n is not None and n > len(tasks):
+        raise NotEnoughTasks(f"{n} tasks asked of {where}, which holds {len(tasks)}; ask for at most {len(tasks)}, "
+                             f"or None for all")
     by_site: dict[str, list[Task]] = defaultdict(list)
     for t in tasks:
         by_site[t.site].append(t)

@@ -1,0 +1,54 @@
+"""Success of stored evaluation stages, as the paper reports it: the share of scored episodes
+solved (gold reward 1), with a 95% Wilson interval. Error episodes (a crashed page, a failing
+endpoint) are not scored; episodes without gold are counted apart."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable, Optional
+
+from evolver_core.metrics import wilson_interval
+from evolver_core.storage import Storage
+
+
+@dataclass(frozen=True)
+class Success:
+    episodes: int  # stored
+    scored: int  # with a gold reward, not error episodes
+    solved: int
+    errors: int
+
+    @property
+    def rate(self) -> Optional[float]:
+        return self.solved / self.scored if self.scored else None
+
+    @property
+    def ci(self) -> Optional[tuple[float, float]]:
+        return wilson_interval(self.solved, self.scored) if self.scored else None
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"success_rate": self.rate, "ci": self.ci}
+
+
+def success_of_rows(rows: Iterable[dict]) -> Success:
+    rows = list(rows)
+    scored = [r for r in rows if r["stop_reason"] != "error" and r["gold_reward"] is not None]
+    return Success(episodes=len(rows), scored=len(scored), solved=sum(1 for r in scored if r["gold_reward"] >= 1.0),
+                   errors=sum(1 for r in rows if r["stop_reason"] == "error"))
+
+
+def stage_success(store: Storage, run_id: str, round_: int, stage: str,
+                  task_ids: Optional[Iterable[str]] = None) -> Success:
+    """Success of a stage's trajectories, optionally only those of `task_ids` (e.g. plain
+    decoding on the tasks a look-ahead evaluation could afford)."""
+    rows = store.read_table(run_id, round_, stage, table_name="trajectories").select(
+        ["task_id", "stop_reason", "gold_reward"]).to_pylist()
+    if task_ids is not None:
+        wanted = set(task_ids)
+        rows = [r for r in rows if r["task_id"] in wanted]
+    return success_of_rows(rows)
+
+
+def stage_task_ids(store: Storage, run_id: str, round_: int, stage: str) -> list[str]:
+    return sorted(set(store.read_table(run_id, round_, stage, table_name="trajectories").column("task_id")
+                      .to_pylist()))

@@ -1,0 +1,119 @@
+"""Stage `sample`: a policy (or the suite's scripted solver) x the real browser, on a suite's
+split; also every evaluation (`eval`, `eval-wmla<d>`, `eval-<r>`)."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import asdict
+from typing import Callable, Optional
+
+from evolver_core.agent import OracleAgent
+from evolver_core.config import LookaheadSpec, ModelSpec
+from evolver_core.identity import StageIdentity, code_digest, folder_content_digest, model_identity
+from evolver_core.policy import DEFAULT_MAX_TOKENS, PolicyAgent
+from evolver_core.run_layout import open_stage
+from evolver_core.sampling import SampleConfig, SampleSummary, episode_seed, sample_trajectories
+from evolver_core.storage import Storage
+from evolver_core.suites.base import Suite, Task
+from evolver_core.suites.registry import LIVE_SUITES, get_suite, select_tasks
+from evolver_core.suites.taskfile import data_dir
+
+CODE = ("evolver_core.sampling", "evolver_core.policy", "evolver_core.agent", "evolver_core.suites.registry",
+        "evolver_core.stages.sample")
+LOOKAHEAD_CODE = ("evolver_core.lookahead", "evolver_core.world_model")  # imported only to look ahead
+
+
+def open_suite(suite: str, miniwob_tasks: str, n_tasks: Optional[int]) -> Suite:
+    """The suite, sized so `n_tasks` exist where the suite can make more (MiniWoB seeds)."""
+    return get_suite(suite, miniwob_tasks=miniwob_tasks, min_tasks=n_tasks)
+
+
+def chosen_tasks(the_suite: Suite, split: str, n_tasks: Optional[int]) -> list[Task]:
+    return select_tasks(the_suite.tasks(split), n_tasks, where=f"{the_suite.name}/{split}")
+
+
+def sample_identity(stage: str, suite: str, split: str, n_tasks: Optional[int], *, policy: Optional[ModelSpec],
+                    samples: int = 1, temperature: float = 0.0, max_steps: int = 12, miniwob_tasks: str = "easy",
+                    shards: int = 1, lookahead: Optional[LookaheadSpec] = None,
+                    policy_max_tokens: int = DEFAULT_MAX_TOKENS, **_: object) -> StageIdentity:
+    """What a sampling stage's trajectories depend on. The task selection is named by its
+    parameters: the choice is deterministic given the suite's code (in the code digest) and,
+    for live suites, their task files (digested here)."""
+    params = {
+        "suite": suite, "split": split, "miniwob_tasks": miniwob_tasks, "n_tasks": n_tasks,
+        "task_data": folder_content_digest(data_dir()) if suite in LIVE_SUITES else None,
+        "samples": samples, "max_steps": max_steps, "shards": shards,
+        "policy": model_identity(policy),
+        "sampling": None if policy is None else {"temperature": temperature, "max_tokens": policy_max_tokens},
+        "lookahead": None if lookahead is None else {
+            **asdict(lookahead), "world_model": model_identity(lookahead.world_model),
+            "scorer": model_identity(lookahead.scorer)},
+    }
+    code = code_digest(*CODE, exclude=() if lookahead else LOOKAHEAD_CODE)
+    return StageIdentity(stage=stage, code=code, params=params)
+
+
+async def run_sample(root: str, run_id: str, round_: int, stage: str, suite: str, split: str, n_tasks: Optional[int],
+                     *, policy: Optional[ModelSpec], samples: int = 1, temperature: float = 0.0,
+                     max_steps: int = 12, concurrency: int = 2, miniwob_tasks: str = "easy",
+                     shard: tuple[int, int] = (0, 1), lookahead: Optional[LookaheadSpec] = None,
+                     screenshots: bool = False, policy_max_tokens: int = DEFAULT_MAX_TOKENS,
+                     on_done: Optional[Callable] = None) -> SampleSummary:
+    """Serve the policy (None: the suite's scripted solver) and sample shard `i` of `n` of the tasks;
+    with `lookahead`, the policy picks each action by WMLA with the world model and scorer it names.
+    The stage folder is opened with this identity first (another identity's results move aside)."""
+    the_suite = open_suite(suite, miniwob_tasks, n_tasks)
+    await the_suite.start()
+    try:
+        everything = chosen_tasks(the_suite, split, n_tasks)
+        identity = sample_identity(stage, suite, split, n_tasks, policy=policy, samples=samples,
+                                   temperature=temperature, max_steps=max_steps, miniwob_tasks=miniwob_tasks,
+                                   shards=shard[1], lookahead=lookahead, policy_max_tokens=policy_max_tokens)
+        store = Storage(root)
+        open_stage(store, run_id, round_, stage, identity)
+        cfg = SampleConfig(run_id=run_id, round=round_, stage=stage, samples=samples, concurrency=concurrency,
+                           max_steps=max_steps, screenshots=screenshots, identity=identity.digest)
+        with ExitStack() as stack:
+            make_agent = agent_factory(stack, the_suite, policy, temperature, lookahead, policy_max_tokens)
+            summary = await sample_trajectories(the_suite, everything[shard[0]::shard[1]], make_agent, store, cfg,
+                                                on_done=on_done)
+        summary.identity = identity.digest
+        return summary
+    finally:
+        await the_suite.stop()
+
+
+def agent_factory(stack: ExitStack, suite: Suite, policy: Optional[ModelSpec], temperature: float,
+                  lookahead: Optional[LookaheadSpec], policy_max_tokens: int = DEFAULT_MAX_TOKENS) -> Callable:
+    """`make_agent(task, sample)` for sampling: the scripted solver (`policy` None), the
+    policy, or the policy with look-ahead; the servers it needs are entered on `stack`."""
+    from infra.serving import serve
+
+    if policy is None:
+        if lookahead is not None:
+            raise ValueError("look-ahead needs a model policy, not the scripted solver")
+        return lambda task, k: OracleAgent(suite)
+    client = stack.enter_context(serve(policy)).client()
+
+    def policy_agent(task: Task, k: int) -> PolicyAgent:
+        return PolicyAgent(client, temperature=temperature, max_tokens=policy_max_tokens, seed=episode_seed(task, k))
+
+    if lookahead is None:
+        return policy_agent
+    from evolver_core.lookahead import LookaheadAgent
+    from evolver_core.world_model import WorldModel
+
+    world_model = WorldModel(stack.enter_context(serve(lookahead.world_model)).client(),
+                             max_tokens=lookahead.wm_max_tokens)
+    scorer = stack.enter_context(serve(lookahead.scorer)).client()
+    return lambda task, k: LookaheadAgent(
+        policy_agent(task, k), world_model, scorer, depth=lookahead.depth, candidates=lookahead.candidates,
+        scorer_max_tokens=lookahead.scorer_max_tokens, candidate_temperature=lookahead.candidate_temperature)
+
+
+def sample_result(summary: SampleSummary) -> dict:
+    """The stage's result as the flows and artifacts take it (counts, rates, identity)."""
+    out = asdict(summary)
+    out.pop("errors")
+    out.update(success_rate=summary.success_rate, action_validity=summary.action_validity)
+    return out

@@ -1,0 +1,46 @@
+"""Stages `sft` / `synth_sft` / `wm_sft` readers and the rejection-sampling stage `to_sft`."""
+
+from __future__ import annotations
+
+from evolver_core.identity import StageIdentity, code_digest
+from evolver_core.run_layout import JUDGE, SAMPLE, SFT, SYNTH_SFT, SYNTHESIZE, open_stage, stage_digest
+from evolver_core.sft import convert_trajectories, write_sft_parquet
+from evolver_core.storage import Storage
+
+CODE = ("evolver_core.sft", "evolver_core.stages.sft")
+
+
+def sft_stage_for(source_stage: str) -> str:
+    """Real trajectories' examples go to `sft`, synthetic ones' to `synth_sft` (a policy arm
+    trains on real data alone, the WebEvolver policy on both)."""
+    return SYNTH_SFT if source_stage == SYNTHESIZE else SFT
+
+
+def verdict_stage_for(source_stage: str, use_gold: bool) -> str:
+    """Where a stage's verdicts are: the rows themselves (gold rewards; synthetic rows carry
+    their r̂), else the round's `judge` stage."""
+    return source_stage if use_gold or source_stage != SAMPLE else JUDGE
+
+
+def to_sft_identity(root: str, run_id: str, round_: int, source_stage: str, use_gold: bool,
+                    **_: object) -> StageIdentity:
+    store = Storage(root)
+    verdicts = verdict_stage_for(source_stage, use_gold)
+    return StageIdentity(stage=sft_stage_for(source_stage), code=code_digest(*CODE), params={
+        "source": stage_digest(store, run_id, round_, source_stage), "use_gold": use_gold,
+        "verdicts": stage_digest(store, run_id, round_, verdicts) if verdicts != source_stage else None})
+
+
+def run_to_sft(root: str, run_id: str, round_: int, source_stage: str, use_gold: bool) -> dict:
+    """Keep the successes of `source_stage`, one chat example per step; returns counts and reasons."""
+    store = Storage(root)
+    identity = to_sft_identity(root, run_id, round_, source_stage, use_gold)
+    open_stage(store, run_id, round_, identity.stage, identity)
+    trajs = store.read_table(run_id, round_, verdict_stage_for(source_stage, use_gold),
+                             table_name="trajectories").to_pylist()
+    steps = store.read_table(run_id, round_, source_stage, table_name="steps").to_pylist()
+    conv = convert_trajectories(trajs, steps, use_gold=use_gold)
+    uri = write_sft_parquet(conv.examples, store, run_id, round_, source_stage=source_stage, stage=identity.stage)
+    return {"uri": uri, "stage": identity.stage, "source_stage": source_stage, "trajectories": len(trajs),
+            "kept": conv.kept, "examples": len(conv.examples), "reasons": dict(conv.reasons),
+            "identity": identity.digest}

@@ -1,0 +1,67 @@
+"""Stages `finetune` (a policy) and `finetune_wm` (the world model): a LoRA from the BASE model
+on the example stages of rounds 0..i (the paper's union)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from evolver_core.config import ModelSpec
+from evolver_core.finetune import METRICS_FILE, FinetuneConfig, finetune
+from evolver_core.identity import StageIdentity, code_digest, folder_content_digest, model_identity
+from evolver_core.models import resolve_model
+from evolver_core.settings import download_cache
+from evolver_core.run_layout import (ADAPTER, FINETUNE, adapter_uri, has_adapter, open_stage, stage_digest,
+                                     training_rounds)
+from evolver_core.sft import read_sft_parquet
+from evolver_core.storage import Storage
+
+CODE = ("evolver_core.finetune", "evolver_core.sft", "evolver_core.stages.train")
+
+
+def finetune_identity(root: str, run_id: str, round_: int, base_model: str, max_steps: int, max_length: int = 512,
+                      learning_rate: float = 2e-4, sft_stages: Sequence[str] = ("sft",),
+                      out_stage: str = FINETUNE, **_: object) -> StageIdentity:
+    store = Storage(root)
+    data = {f"{r}/{s}": stage_digest(store, run_id, r, s) for r in training_rounds(round_) for s in sft_stages}
+    return StageIdentity(stage=out_stage, code=code_digest(*CODE), params={
+        "base": model_identity(ModelSpec(model=base_model)), "data": data, "max_steps": max_steps,
+        "max_length": max_length, "learning_rate": learning_rate})
+
+
+def run_finetune(root: str, run_id: str, round_: int, base_model: str, max_steps: int, max_length: int = 512,
+                 learning_rate: float = 2e-4, sft_stages: Sequence[str] = ("sft",), out_stage: str = FINETUNE,
+                 on_log: Optional[Callable[[int, dict], None]] = None) -> dict:
+    """Train (or, same identity and a finished adapter there, reuse) the round's adapter of
+    `out_stage`; returns its URI, content digest, example count and training metrics."""
+    store = Storage(root)
+    identity = finetune_identity(root, run_id, round_, base_model, max_steps, max_length, learning_rate,
+                                 sft_stages, out_stage)
+    resumed = open_stage(store, run_id, round_, out_stage, identity) == "resumed"
+    examples = [e for r in training_rounds(round_) for s in sft_stages
+                if store.exists(run_id, r, s) for e in read_sft_parquet(store, run_id, r, s)]
+    if not examples:
+        raise ValueError(f"no {'/'.join(sft_stages)} examples in rounds 0..{round_} of run {run_id}: "
+                         "nothing to train on")
+    uri = adapter_uri(store, run_id, round_, out_stage)
+    if resumed and has_adapter(store, run_id, round_, out_stage):
+        local = store.local_dir(uri, download_cache())
+        metrics = json.loads((Path(local) / METRICS_FILE).read_text())["metrics"]
+    else:
+        with tempfile.TemporaryDirectory(prefix="webevolver-adapter-") as tmp:
+            cfg = FinetuneConfig(base_model_dir=resolve_model(base_model).base, output_dir=str(Path(tmp) / ADAPTER),
+                                 max_steps=max_steps, max_length=max_length, learning_rate=learning_rate)
+            trained = finetune(examples, cfg, on_log=on_log)
+            uri = store.put_dir(trained.adapter_dir, run_id, round_, out_stage, ADAPTER)
+        metrics = asdict(trained.metrics)
+    metrics.pop("loss_history", None)
+    return {"adapter_uri": uri, "adapter_digest": _adapter_digest(store, uri), "base_model": base_model,
+            "examples": len(examples), "stage": out_stage, "identity": identity.digest, **metrics}
+
+
+def _adapter_digest(store: Storage, uri: str) -> str:
+    """The stored adapter's content digest (what the next round's identities name)."""
+    return folder_content_digest(store.local_dir(uri, download_cache()))
