@@ -52,6 +52,7 @@ from evolver_core.run_layout import (EVAL, EVAL_GEN, EVAL_SELF, FIDELITY, FINETU
                                      previous_adapter)
 from evolver_core.settings import download_cache, storage_root
 from evolver_core.storage import Storage
+from infra.serving import serving_session
 from tasks.common import artifact_key, results_storage
 from tasks.judge import judge
 from tasks.sample import sample
@@ -93,7 +94,18 @@ def evolve_round(run_id: str = "nightly", round: Optional[int] = None, suite: Op
     """Run round `round` of run `run_id`; None: the next one (the first without a trained
     policy), so a nightly schedule advances one round a night. `adapter` overrides the
     previous round's policy; `overrides` changes preset fields (e.g. {"train_tasks": 50},
-    {"synth_queries": None} for all failed queries)."""
+    {"synth_queries": None} for all failed queries). Backends that hot-load adapters (vLLM)
+    serve each base model once for the whole round (`infra.serving.serving_session`); how
+    long every server start took is in the summary (`server_starts`) and an artifact."""
+    with serving_session() as session:
+        summary = _round(run_id, round, suite, preset, storage, adapter, overrides)
+        summary["server_starts"] = session.start_times()
+    _report(summary)
+    return summary
+
+
+def _round(run_id: str, round: Optional[int], suite: Optional[str], preset: str, storage: Optional[str],
+           adapter: Optional[str], overrides: Optional[dict]) -> dict:
     p = round_preset(preset, suite, overrides)
     root = storage_root(storage)
     store = Storage(root)
@@ -133,7 +145,8 @@ def evolve_round(run_id: str = "nightly", round: Optional[int] = None, suite: Op
 
     # The world model M_w on the transitions of rounds 0..i, successful or not.
     with clock("wm_data"):
-        wm = wm_data_t(root, run_id, round, base, sampled=sampled)
+        wm = wm_data_t(root, run_id, round, base, sampled=sampled, rationale_max_tokens=p.rationale_max_tokens,
+                       limit=p.wm_transitions)
     with clock(FINETUNE_WM):
         wm_trained = finetune_t(root, run_id, round, p.model, p.wm_finetune_steps, p.wm_max_length, p.learning_rate,
                                 sft_stages=(WM_SFT,), out_stage=FINETUNE_WM, sft=[wm])
@@ -224,7 +237,6 @@ def evolve_round(run_id: str = "nightly", round: Optional[int] = None, suite: Op
         "identities": {"sample": sampled[0]["identity"], "finetune": trained["identity"],
                        "eval": evaluated["identity"], "finetune_wm": wm_trained["identity"]},
     }
-    _report(summary)
     return summary
 
 
@@ -250,6 +262,9 @@ def _report(s: dict) -> None:
     create_table_artifact([{"stage": k, "seconds": v} for k, v in s["stage_seconds"].items()],
                           key=artifact_key(s["run"], f"r{s['round']}", "timings"),
                           description=f"round {s['round']}: wall time per stage (cache hits ~0 s)")
+    if s["server_starts"]:
+        create_table_artifact(s["server_starts"], key=artifact_key(s["run"], f"r{s['round']}", "server-starts"),
+                              description=f"round {s['round']}: model server starts and how long each took")
     create_markdown_artifact(
         f"## Round {s['round']} of `{s['run']}` ({s['preset']}, {s['suite']})\n\n"
         f"| | |\n|---|---|\n| real trajectories sampled | {s['real_trajectories']} |\n"

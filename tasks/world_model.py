@@ -18,7 +18,7 @@ from tasks.common import artifact_key, stage_task
 @stage_task(wm_data_identity, task_run_name="wm_data-r{round_}")
 def wm_data(root: str, run_id: str, round_: int, base: ModelSpec, sampled: list, source_stage: str = SAMPLE,
             first_per_site: int = 20, per_action_key: int = 50,
-            rationale_max_tokens: int = RATIONALE_MAX_TOKENS) -> dict:
+            rationale_max_tokens: int = RATIONALE_MAX_TOKENS, limit: Optional[int] = None) -> dict:
     """Transitions of every trajectory of `source_stage`, successful or failed; `sampled` orders it."""
     progress = create_progress_artifact(0.0, description=f"wm_data round {round_}: rationales distilled")
 
@@ -27,7 +27,7 @@ def wm_data(root: str, run_id: str, round_: int, base: ModelSpec, sampled: list,
                                                    100.0 * done / max(total, 1))
 
     result = run_wm_data(root, run_id, round_, base, source_stage, first_per_site, per_action_key,
-                         rationale_max_tokens, on_done=on_done)
+                         rationale_max_tokens, limit, on_done=on_done)
     create_table_artifact([{k: v for k, v in result.items() if not k.endswith("uri")}],
                           key=artifact_key(run_id, f"r{round_}", "wm-data"),
                           description=f"world-model data, round {round_}")

@@ -26,23 +26,25 @@ FIDELITY_CODE = ("evolver_core.fidelity", "evolver_core.stages.world_model")
 
 def wm_data_identity(root: str, run_id: str, round_: int, base: ModelSpec, source_stage: str = SAMPLE,
                      first_per_site: int = 20, per_action_key: int = 50,
-                     rationale_max_tokens: int = RATIONALE_MAX_TOKENS, **_: object) -> StageIdentity:
+                     rationale_max_tokens: int = RATIONALE_MAX_TOKENS, limit: Optional[int] = None,
+                     **_: object) -> StageIdentity:
     return StageIdentity(stage=WM_DATA, code=code_digest(*WM_DATA_CODE), params={
         "source": stage_digest(Storage(root), run_id, round_, source_stage), "distiller": model_identity(base),
         "first_per_site": first_per_site, "per_action_key": per_action_key,
-        "rationale_max_tokens": rationale_max_tokens})
+        "rationale_max_tokens": rationale_max_tokens, "limit": limit})
 
 
 def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, source_stage: str = SAMPLE,
                 first_per_site: int = 20, per_action_key: int = 50, rationale_max_tokens: int = RATIONALE_MAX_TOKENS,
-                on_done: Optional[Callable[[int, int], None]] = None) -> dict:
-    """Every trajectory of `source_stage`, successful or failed, gives transitions; `on_done(done,
-    total)` reports the rationale distillation's progress (the slow part on CPU)."""
+                limit: Optional[int] = None, on_done: Optional[Callable[[int, int], None]] = None) -> dict:
+    """Every trajectory of `source_stage`, successful or failed, gives transitions (at most
+    `limit` a round, chosen at random, seeded); `on_done(done, total)` reports the rationale
+    distillation's progress (the slow part on CPU)."""
     from infra.serving import serve
 
     store = Storage(root)
     identity = wm_data_identity(root, run_id, round_, base, source_stage, first_per_site, per_action_key,
-                                rationale_max_tokens)
+                                rationale_max_tokens, limit)
     open_stage(store, run_id, round_, WM_DATA, identity)
     # `wm_sft` is written here too: it is this stage's other output, under the same identity.
     open_stage(store, run_id, round_, WM_SFT, StageIdentity(stage=WM_SFT, code=identity.code,
@@ -51,7 +53,7 @@ def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, source_sta
     steps = store.read_table(run_id, round_, source_stage, table_name="steps").to_pylist()
     trajs = [t for t in trajs if t["stop_reason"] != "error"]  # an error episode shows a fault, not the site
     everything = transitions_from_rows(trajs, steps)
-    kept = cap_transitions(everything, first_per_site=first_per_site, per_action_key=per_action_key)
+    kept = cap_transitions(everything, first_per_site=first_per_site, per_action_key=per_action_key, limit=limit)
     with serve(base) as server:
         rationales = asyncio.run(distill_rationales(server.client(), kept, max_tokens=rationale_max_tokens,
                                                     on_done=on_done))
