@@ -38,7 +38,7 @@ def bench_cache_cmd(preset: str = typer.Option("smoke", help="Preset of the roun
     import tempfile
     import time
 
-    from cli.main import use_prefect_server
+    from cli.prefect_cmds import use_prefect_server
 
     use_prefect_server()
     from flows.evolve_round import evolve_round
