@@ -83,10 +83,27 @@ def _disk(root: str) -> Callable[[], tuple[bool, str]]:
     return check
 
 
-def run_checks(root: str) -> int:
+def _strays(stop: bool) -> Check:
+    """Services left running by a webevolver process that died (before it could stop them)."""
+    def check() -> tuple[bool, str]:
+        from infra.process import stop_strays, stray_services
+
+        strays = stray_services()
+        if not strays:
+            return True, "no stray services"
+        listed = "; ".join(f"pid {s.pid}: {s.command[:100]}" for s in strays)
+        if stop:
+            stop_strays(strays)
+            return True, f"stopped {len(strays)} stray service process(es): {listed}"
+        return False, (f"{len(strays)} service process(es) outlived the webevolver process that started them: "
+                       f"{listed}; stop them with `webevolver doctor --stop-strays`")
+    return check
+
+
+def run_checks(root: str, *, stop_strays: bool = False) -> int:
     checks: list[tuple[str, Check]] = [("packages", _packages), ("chromium", _chromium), ("models", _models),
                                        ("ports", _loopback), ("storage", _storage(root)), ("disk", _disk(root)),
-                                       ("prefect", _prefect)]
+                                       ("prefect", _prefect), ("strays", _strays(stop_strays))]
     failed = 0
     for name, check in checks:
         ok, message = check()

@@ -2,16 +2,24 @@
 
 Why one client: every role talks to an OpenAI-compatible endpoint (our CPU server, vLLM,
 or a hosted API), and all of them need the same operational care that the reference
-lacked: timeouts, bounded retries with backoff, a concurrency limit, token accounting and
-errors that say which endpoint failed.
+lacked: bounded cost, a concurrency limit, token accounting and errors that say which
+endpoint failed.
 
-- Retries: connection errors, timeouts, HTTP 5xx and 429 are retried up to `max_retries`
-  times with exponential backoff and jitter; other 4xx are the caller's bug and fail at
-  once. After the last try an `LLMError` names the endpoint and model (never the key) and,
-  when the client was made by a `ModelServer`, why the server is gone.
+- Bounded cost (`CallLimits`): each HTTP request times out after `request_timeout_s`; the
+  openai client itself retries connection errors, timeouts, HTTP 408/409/429 and 5xx up to
+  `max_retries` times with exponential backoff and jitter; a reply that is not a chat
+  completion (not JSON, wrong shape) is asked for again as often; and every attempt of a
+  request together is cut at `step_deadline_s`. Other 4xx are the caller's bug and fail at
+  once. The defaults keep a dead endpoint (accepts, never answers) to about a minute per
+  episode: the first failing request ends it with an `LLMError`.
+- Errors: an `LLMError` names the endpoint and model (never the key) and, when the client
+  was made by a `ModelServer`, why the server is gone.
+- Replies are capped at `max_reply_chars` (cut marked `…[cut N chars]`, `cap_text`) before
+  they reach a prompt or a record: a server that ignores `max_tokens` cannot flood either.
 - Concurrency: at most `concurrency` requests in flight per event loop (an
   `asyncio.Semaphore`); the openai client and the semaphore are made per event loop, so
-  one `LLMClient` can be used from several `asyncio.run` calls.
+  one `LLMClient` can be used from several `asyncio.run` calls. Time spent waiting for a
+  slot is not the endpoint's and does not count against the deadline.
 - Stop strings: the completion text ends before the first stop string, as the OpenAI API
   specifies (the transformers server leaves it in).
 - `n`: servers that ignore `n` (the transformers server) get `n` requests instead, one after
@@ -28,15 +36,39 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import openai
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
 
 NO_KEY = "EMPTY"  # the openai package insists on a key; local servers ignore it
+BAD_REPLY_ECHO_CHARS = 200  # how much of a reply that is not a chat completion an error repeats
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    """What one model call may cost (see the module docstring).
+
+    With the defaults a silent endpoint costs one request 45 s, its retry is cut by the 60 s
+    deadline, and the episode ends there: about a minute. Raise `request_timeout_s` (and the
+    deadline) for servers that take longer than 45 s to generate one reply (long world-model
+    pages on a busy CPU).
+    """
+
+    request_timeout_s: float = 45.0  # one HTTP request (the openai client's `timeout`)
+    max_retries: int = 2  # the openai client's `max_retries`; also for replies that are not chat completions
+    step_deadline_s: float = 60.0  # one request with all its attempts and backoff (asyncio timeout)
+    episode_deadline_s: float = 600.0  # all model calls of one episode (applied by the rollout)
+    max_reply_chars: int = 16_000  # longer completion texts are cut, the cut marked
 
 
 class LLMError(RuntimeError):
-    """A chat request failed for good (after retries, or with a non-retryable 4xx)."""
+    """A chat request failed for good (after retries, past its deadline, or a non-retryable 4xx)."""
+
+
+class _BadReply(Exception):
+    """The endpoint answered 2xx with something that is not a chat completion."""
 
 
 @dataclass
@@ -66,16 +98,51 @@ class Completion:
         return self.texts[0]
 
 
+def cap_text(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, the cut marked (`…[cut N chars]`)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…[cut {len(text) - limit} chars]"
+
+
 def _retryable(exc: Exception) -> bool:
+    """What the openai client retries by itself (its `_should_retry`, less the headers)."""
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return True
-    return isinstance(exc, openai.APIStatusError) and (exc.status_code >= 500 or exc.status_code == 429)
+    return isinstance(exc, openai.APIStatusError) and (exc.status_code >= 500 or exc.status_code in (408, 409, 429))
+
+
+def _describe(exc: Exception) -> str:
+    what = f"HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else type(exc).__name__
+    detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return f"{what}: {detail}"
 
 
 def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
     """`text` up to (not including) the first occurrence of any stop string."""
     cut = min((i for s in stop or () if s and (i := text.find(s)) >= 0), default=len(text))
     return text[:cut]
+
+
+def _chat_completion(raw: Any) -> ChatCompletion:
+    """The parsed reply of a raw openai response; `_BadReply` when it is not a chat completion
+    (the openai client hands back the text of a non-JSON reply, or raises on broken JSON)."""
+    try:
+        reply = raw.parse()
+    except ValueError as exc:  # JSONDecodeError
+        raise _BadReply(f"invalid JSON ({exc})") from None
+    choices = getattr(reply, "choices", None)
+    if not isinstance(reply, ChatCompletion) or not isinstance(choices, list) or not choices \
+            or not all(hasattr(c, "message") for c in choices):
+        body = " ".join(raw.http_response.text[:BAD_REPLY_ECHO_CHARS].split())
+        raise _BadReply(f"not a chat completion: {body!r}")
+    return reply
+
+
+def _backoff(attempt: int) -> float:
+    """Before asking again after a bad reply: the openai client's schedule (0.5 s doubling, at
+    most 8 s, up to 25% jitter off)."""
+    return min(0.5 * 2**attempt, 8.0) * (1 - 0.25 * random.random())
 
 
 async def _close_at_loop_end(client: AsyncOpenAI) -> AsyncIterator[None]:
@@ -90,16 +157,13 @@ async def _close_at_loop_end(client: AsyncOpenAI) -> AsyncIterator[None]:
 
 
 class LLMClient:
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, timeout_s: float = 120.0,
-                 max_retries: int = 3, concurrency: int = 4, backoff_s: float = 0.5, max_backoff_s: float = 8.0,
-                 supports_n: bool = True, diagnose: Callable[[], str | None] | None = None):
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, *,
+                 limits: CallLimits = CallLimits(), concurrency: int = 4, supports_n: bool = True,
+                 diagnose: Callable[[], str | None] | None = None):
         self.base_url = base_url.rstrip("/")
         self.model = model
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
+        self.limits = limits
         self.concurrency = concurrency
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
         self.supports_n = supports_n
         self.usage = Usage()
         self._api_key = api_key or NO_KEY
@@ -124,7 +188,9 @@ class LLMClient:
             parts = [await self._request(messages, sampling | {"seed": s, "n": 1}, extra_body) for s in seeds]
         else:
             parts = [await self._request(messages, sampling, extra_body)]
-        return Completion(texts=[cut_at_stop(c.message.content or "", stop) for p in parts for c in p.choices],
+        limit = self.limits.max_reply_chars
+        return Completion(texts=[cap_text(cut_at_stop(c.message.content or "", stop), limit)
+                                 for p in parts for c in p.choices],
                           finish_reasons=[c.finish_reason or "" for p in parts for c in p.choices],
                           prompt_tokens=sum(p.usage.prompt_tokens if p.usage else 0 for p in parts),
                           completion_tokens=sum(p.usage.completion_tokens if p.usage else 0 for p in parts),
@@ -140,46 +206,58 @@ class LLMClient:
     async def _loop_state(self) -> tuple[AsyncOpenAI, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
         if loop not in self._per_loop:
-            client = AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, timeout=self.timeout_s, max_retries=0)
+            client = AsyncOpenAI(base_url=self.base_url, api_key=self._api_key,
+                                 timeout=self.limits.request_timeout_s, max_retries=self.limits.max_retries)
             closer = _close_at_loop_end(client)
             await closer.__anext__()
             self._per_loop[loop] = (client, asyncio.Semaphore(self.concurrency), closer)
         client, semaphore, _ = self._per_loop[loop]
         return client, semaphore
 
-    async def _request(self, messages: list[dict], sampling: dict, extra_body: dict | None):
+    async def _request(self, messages: list[dict], sampling: dict, extra_body: dict | None) -> ChatCompletion:
+        """One request: the openai client's retries, ours for bad replies, all within the deadline."""
         client, semaphore = await self._loop_state()
         params = {k: v for k, v in sampling.items() if v is not None and not (k == "n" and v == 1)}
-        attempt = 0
-        while True:
+        sent = [0]  # HTTP requests answered so far (a counter `_attempts` adds to), for the error message
+        async with semaphore:
             try:
-                async with semaphore:
-                    response = await client.chat.completions.create(model=self.model, messages=messages,
-                                                                    extra_body=extra_body, **params)
+                async with asyncio.timeout(self.limits.step_deadline_s):
+                    response = await self._attempts(client, messages, params, extra_body, sent)
+            except TimeoutError:
+                raise self._error(f"no reply within the deadline of {self.limits.step_deadline_s:g} s "
+                                  f"(request timeout {self.limits.request_timeout_s:g} s, "
+                                  f"{self.limits.max_retries} retries)") from None
             except (openai.APIConnectionError, openai.APIStatusError) as exc:
-                if not _retryable(exc) or attempt == self.max_retries:
-                    self.usage.failures += 1
-                    raise self._error(exc, attempt + 1) from exc
-                await asyncio.sleep(self._backoff(attempt))
-                attempt += 1
+                retried = self.limits.max_retries if _retryable(exc) else 0
+                self.usage.retries += retried
+                raise self._error(_describe(exc), sent[0] + retried + 1) from exc
+        self.usage.requests += 1
+        if response.usage is not None:
+            self.usage.prompt_tokens += response.usage.prompt_tokens
+            self.usage.completion_tokens += response.usage.completion_tokens
+        return response
+
+    async def _attempts(self, client: AsyncOpenAI, messages: list[dict], params: dict, extra_body: dict | None,
+                        sent: list[int]) -> ChatCompletion:
+        """Ask until the reply is a chat completion, at most 1 + `max_retries` times."""
+        for attempt in range(self.limits.max_retries + 1):
+            raw = await client.chat.completions.with_raw_response.create(model=self.model, messages=messages,
+                                                                         extra_body=extra_body, **params)
+            sent[0] += raw.retries_taken + 1
+            self.usage.retries += raw.retries_taken
+            try:
+                return _chat_completion(raw)
+            except _BadReply as exc:
+                bad = exc
+            if attempt < self.limits.max_retries:
                 self.usage.retries += 1
-                continue
-            self.usage.requests += 1
-            if response.usage is not None:
-                self.usage.prompt_tokens += response.usage.prompt_tokens
-                self.usage.completion_tokens += response.usage.completion_tokens
-            return response
+                await asyncio.sleep(_backoff(attempt))
+        raise self._error(f"the reply is {bad}", sent[0])
 
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with equal jitter: half fixed, half random."""
-        delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
-        return delay / 2 + random.uniform(0, delay / 2)
-
-    def _error(self, exc: Exception, attempts: int) -> LLMError:
-        what = f"HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else type(exc).__name__
-        detail = str(exc).splitlines()[0][:300] if str(exc) else ""
-        message = (f"chat request to {self.base_url} (model {self.model!r}) failed after {attempts} "
-                   f"attempt(s): {what}: {detail}")
+    def _error(self, what: str, attempts: int | None = None) -> LLMError:
+        self.usage.failures += 1
+        after = f" after {attempts} attempt(s)" if attempts else ""
+        message = f"chat request to {self.base_url} (model {self.model!r}) failed{after}: {what}"
         if self._diagnose is not None and (why := self._diagnose()):
             message += f"\n{why}"
         return LLMError(message)

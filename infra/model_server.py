@@ -55,7 +55,7 @@ import httpx
 
 from evolver_core.llm import LLMClient
 from evolver_core.models import ModelRef, merge_adapter, webevolver_home
-from infra.process import ServerError, await_health, free_port, stop_group, wait_healthy
+from infra.process import ServerError, await_health, free_port, service_env, start_service, stop_group, wait_healthy
 
 LOG_TAIL_LINES = 40
 DEFAULT_STARTUP_TIMEOUT_S = 180.0
@@ -183,7 +183,7 @@ class ProcessServer(ModelServer):
         """The command line; called after the port is chosen."""
 
     def env(self) -> dict[str, str]:
-        return os.environ | OFFLINE_ENV
+        return service_env(OFFLINE_ENV)  # no API keys or other secrets of ours
 
     @property
     def pid(self) -> int | None:
@@ -201,8 +201,7 @@ class ProcessServer(ModelServer):
         with self.log_path.open("wb") as log:
             log.write(f"$ {' '.join(command)}\n".encode())
             log.flush()
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env=self.env(), start_new_session=True)
+            self.process = start_service(command, log=log, env=self.env())  # dies with us, however we die
         atexit.register(self.stop)
         await_health(f"{self.base_url}/models", self.startup_timeout_s, check_alive=self._raise_if_dead,
                      stop=self.stop, on_timeout=lambda why: ServerError(

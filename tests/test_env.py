@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from evolver_core.browser.allowlist import url_allowed
+from evolver_core.browser.allowlist import request_allowed, url_allowed
 from evolver_core.browser.env import EnvConfig, launch_browser
 
 
@@ -117,6 +117,10 @@ def test_host_allowlist_rules():
     assert not url_allowed("http://127.0.0.1:9000/a", ("127.0.0.1:8000",))
     assert not url_allowed("file:///etc/passwd", ("*",))
     assert not url_allowed("chrome://settings", ("settings",))
+    assert url_allowed("http://127.0.0.1/a", ("127.0.0.1:80",))  # the default port, made explicit
+    assert request_allowed("data:image/png;base64,AAAA", ("127.0.0.1:80",), document=False)
+    assert not request_allowed("data:text/html,<p>x</p>", ("*",), document=True)  # inline, never a page
+    assert not request_allowed("javascript:alert(1)", ("*",), document=False)
 
 
 async def test_crashed_page_is_rebuilt_and_reported(pages_suite):

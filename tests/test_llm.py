@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evolver_core.llm import LLMClient, LLMError, cut_at_stop
+from evolver_core.llm import CallLimits, LLMClient, LLMError, cut_at_stop
 from evolver_core.models import ModelRef
 from fixtures_models import (  # noqa: F401  (fixtures)
     FakeEndpoint, fake_endpoint, gone,
@@ -66,7 +66,7 @@ async def test_native_n_is_sent_to_servers_that_support_it(fake_endpoint: FakeEn
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
 async def test_retries_server_errors_and_rate_limits(fake_endpoint: FakeEndpoint, status: int) -> None:
     fake_endpoint.script += [(status, {"error": "busy"})] * 2
-    client = LLMClient(fake_endpoint.base_url, "m", max_retries=3, backoff_s=0.01)
+    client = LLMClient(fake_endpoint.base_url, "m", limits=CallLimits(max_retries=3))
     reply = await client.chat(HELLO)
     assert reply.text == "Thought: ok\nAction: wait"
     assert len(fake_endpoint.requests) == 3
@@ -74,7 +74,7 @@ async def test_retries_server_errors_and_rate_limits(fake_endpoint: FakeEndpoint
 
 
 async def test_no_retry_on_client_errors(tiny_server: ModelServer) -> None:
-    client = tiny_server.client(model="not-the-served-model", backoff_s=0.01)
+    client = tiny_server.client(model="not-the-served-model")
     with pytest.raises(LLMError, match="HTTP 400") as info:
         await client.chat(HELLO, max_tokens=4)
     assert "after 1 attempt" in str(info.value)
@@ -84,7 +84,7 @@ async def test_no_retry_on_client_errors(tiny_server: ModelServer) -> None:
 async def test_clear_error_after_max_retries_never_showing_the_key() -> None:
     base_url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     secret = "sk-never-print-me-42"
-    client = LLMClient(base_url, "m", api_key=secret, max_retries=2, backoff_s=0.01, timeout_s=2)
+    client = LLMClient(base_url, "m", api_key=secret, limits=CallLimits(max_retries=2, request_timeout_s=2))
     with pytest.raises(LLMError) as info:
         await client.chat(HELLO)
     message = str(info.value)
@@ -114,7 +114,7 @@ async def test_retry_survives_a_server_killed_mid_request(tiny_ref: ModelRef, mo
     port = free_port()
     first = TransformersServer(tiny_ref, cache_dir=models_cache, log_dir=server_logs, port=port).start()
     first_pid = first.pid
-    client = first.client(max_retries=30, backoff_s=0.5, max_backoff_s=1.0, timeout_s=60)
+    client = first.client(limits=CallLimits(max_retries=30, request_timeout_s=60, step_deadline_s=600))
     try:
         request = asyncio.create_task(client.chat(HELLO, max_tokens=800))
         while "Request received" not in first.log_path.read_text():  # the request is being generated
@@ -139,7 +139,7 @@ async def test_retry_survives_a_server_killed_mid_request(tiny_ref: ModelRef, mo
 async def test_a_server_that_dies_later_is_reported(tiny_ref: ModelRef, models_cache: Path,
                                                     server_logs: Path) -> None:
     with TransformersServer(tiny_ref, cache_dir=models_cache, log_dir=server_logs) as server:
-        client = server.client(max_retries=1, backoff_s=0.01)
+        client = server.client(limits=CallLimits(max_retries=1))
         pid = server.pid
         os.killpg(pid, signal.SIGKILL)
         server.process.wait()

@@ -10,7 +10,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from evolver_core.browser.actions import Action
+from evolver_core.browser.actions import Action, format_action
+from evolver_core.llm import cap_text
+
+# How much of an action an error message repeats: a 10,000-character `type` that failed must
+# not come back whole in the next prompt.
+ACTION_ECHO_CHARS = 120
 
 # Runs on the target node (`this`): finds the element to act on and prepares it.
 _PREPARE_JS = """
@@ -139,7 +144,7 @@ async def act_on_element(page: Any, cdp: Any, action: Action, backend_node_id: i
     if kind == "option" or (kind == "select" and action.name == "type"):
         chosen = await _call(cdp, object_id, _SELECT_OPTION_JS, action.text or "")
         if chosen is None:
-            raise ActionError(f"no option {action.text!r} in the menu [{eid}]")
+            raise ActionError(f"no option {cap_text(action.text or '', ACTION_ECHO_CHARS)!r} in the menu [{eid}]")
         return {**info, "kind": "select", "value": chosen}
     if action.name == "click":
         x, y = await _center(cdp, backend_node_id, eid)
@@ -161,6 +166,11 @@ async def act_on_element(page: Any, cdp: Any, action: Action, backend_node_id: i
 async def scroll(page: Any, direction: str) -> None:
     sign = -1 if direction == "up" else 1
     await page.evaluate(f"window.scrollBy(0, {sign} * window.innerHeight)")
+
+
+def describe(action: Action) -> str:
+    """The action as an error message names it (its text capped)."""
+    return cap_text(format_action(action), ACTION_ECHO_CHARS)
 
 
 async def with_timeout(coro: Any, seconds: float, what: str) -> Any:

@@ -11,7 +11,8 @@ element starts and its array index); all others are JSONL, one object a line (bl
 are skipped). A file without records is an error.
 
 Navigation allowlist (`Task.allowed_hosts`, convention in `evolver_core/browser/allowlist.py`):
-a site task allows its start site's registrable domain and its subdomains; a task that starts
+a site task allows its start site's registrable domain and its subdomains (a site on an IP
+address or localhost: that `host:port` only); a task that starts
 on a search engine's home page (WebVoyager's Google Search tasks, GAIA) is open-web (`*`),
 since its answer lives on whatever site the search leads to.
 """
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from evolver_core.browser.allowlist import host_port
 from evolver_core.suites.base import Task, TaskFileError
 
 T = TypeVar("T")
@@ -94,6 +96,10 @@ class Record:
         """A required http(s) URL field with a host."""
         value = self.text(name)
         parts = urlsplit(value)
+        try:
+            parts.port  # a malformed port raises here, rather than in the allowlist later
+        except ValueError:
+            raise self.error(name, f"must be an http(s) URL, got {value!r} (bad port)") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise self.error(name, f"must be an http(s) URL, got {value!r}")
         return value
@@ -205,12 +211,28 @@ def _is_search_home(url: str) -> bool:
     return registrable_domain(parts.hostname or "") in _SEARCH_ENGINES and parts.path in ("", "/")
 
 
+def _site_entries(url: str) -> tuple[str, ...]:
+    """The allowlist entries of the site at `url`: its registrable domain and subdomains, or,
+    for an IP address or localhost, that one server (`host:port`): every port there is another
+    server."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        ipaddress.ip_address(host)
+        local = True
+    except ValueError:
+        local = host == "localhost"
+    if local:
+        return (host_port(parts),)
+    domain = registrable_domain(host)
+    return (domain, f"*.{domain}")
+
+
 def allowed_hosts(start_url: str, *also: str) -> tuple[str, ...]:
     """The allowlist for a task starting at `start_url` that must also reach the URLs `also`."""
     if _is_search_home(start_url):
         return ("*",)
-    domains = dict.fromkeys(registrable_domain(urlsplit(url).hostname or "") for url in (start_url, *also))
-    return tuple(entry for domain in domains for entry in (domain, f"*.{domain}"))
+    return tuple(dict.fromkeys(entry for url in (start_url, *also) for entry in _site_entries(url)))
 
 
 def web_task(

@@ -1,0 +1,447 @@
+"""The fault suite (issue 11): hostile pages, dead browsers, silent endpoints, killed parents.
+
+Real parts only: Debian chromium through the project's launcher; two local HTTP servers, A
+(the task's site) and B (not allowed; it records every request it gets and would answer with
+content the observation must never show); model endpoints that hang, answer garbage or a
+megabyte; processes killed with real signals. The only time bounds asserted are the feature
+itself, and generous ("gives up in under 30 s when the limits say 3 s").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+
+from cli.doctor import run_checks
+from evolver_core.browser.env import MAX_ERROR_CHARS, BrowserCrashed, BrowserSession, EnvConfig, launch_browser
+from evolver_core.llm import CallLimits, LLMClient, LLMError
+from evolver_core.models import ModelRef
+from evolver_core.suites.base import EpisodeState, Task
+from evolver_core.suites.httpserver import LocalHTTPServer
+from evolver_core.suites.taskfile import load_task_file
+from fixtures_models import chat_response, gone
+from infra.model_server import TransformersServer, VLLMServer
+from infra.process import SERVICE_OWNER_ENV, service_env, start_service, stop_strays, stray_services
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "B-SECRET-CONTENT"  # what B serves; it must never reach an observation
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+# ---- two sites ----------------------------------------------------------------------------
+
+
+class Site:
+    """A local HTTP server answering `pages` (path -> (status, headers, body)); every other path
+    gets a page (or script) with SECRET. Records the paths it was asked for."""
+
+    def __init__(self, pages: dict[str, tuple[int, dict[str, str], str]] | None = None):
+        self.pages = pages or {}
+        self.hits: list[str] = []
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - stdlib name
+                site.hits.append(self.path)
+                status, headers, body = site.pages.get(self.path, site.default(self.path))
+                data = body.encode()
+                self.send_response(status)
+                for name, value in {"Access-Control-Allow-Origin": "*", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_POST = do_GET
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = LocalHTTPServer(Handler)
+        self.url = self.server.url
+
+    @staticmethod
+    def default(path: str) -> tuple[int, dict[str, str], str]:
+        if path.endswith(".js"):
+            return 200, {"Content-Type": "text/javascript"}, f"document.body.append('{SECRET}');"
+        return 200, {"Content-Type": "text/html"}, f"<title>B</title><p>{SECRET}</p>"
+
+
+def html(title: str, body: str) -> tuple[int, dict[str, str], str]:
+    return 200, {"Content-Type": "text/html"}, f"<!doctype html><title>{title}</title><h1>{title}</h1>{body}"
+
+
+@pytest.fixture(scope="module")
+def sites() -> Iterator[tuple[Site, Site]]:
+    b = Site()
+    a = Site()
+    out = '<p id="out">nothing yet</p>'
+    a.pages.update({
+        "/start": html("Start", f'<a href="{b.url}elsewhere">Other port</a><input aria-label="Box">'),
+        "/second": html("Second", "<p>second page</p>"),
+        "/hop-link": html("Hop", '<a href="/hop">Through a redirect</a>'),
+        "/hop": (302, {"Location": f"{b.url}landed"}, ""),
+        "/js-link": html("JS link", f"<a href=\"javascript:fetch('{b.url}js').then(r => r.text())"
+                                    f".then(t => document.getElementById('out').textContent = t)\">Run</a>"
+                                    f'<a href="javascript:void(0)" onclick="document.getElementById(\'out\')'
+                                    f'.textContent = \'handler ran\'">Placeholder</a>{out}'),
+        "/script": html("Script", f'<script src="{b.url}evil.js"></script>'),
+        "/fetch": html("Fetch", f"<button onclick=\"fetch('{b.url}data').then(r => r.text())"
+                                f".then(t => document.getElementById('out').textContent = t)\">Fetch</button>{out}"),
+        "/iframe": html("Frame", f'<iframe src="{b.url}frame" title="framed"></iframe>'),
+        "/popup": html("Popup", f"<button onclick=\"window.open('{b.url}popup')\">Open B</button>"
+                                "<button onclick=\"window.open('/second')\">Open A</button>"),
+        "/meta": html("Meta", f'<meta http-equiv="refresh" content="0;url={b.url}meta"><p>meta page</p>'),
+        "/jsnav": html("JS nav", f"<script>location.href = '{b.url}jsnav';</script><p>js nav page</p>"),
+    })
+    yield a, b
+    a.server.close()
+    b.server.close()
+
+
+class SiteSuite:
+    """Opens a task's start URL; nothing to evaluate."""
+
+    name = "faults"
+
+    async def begin(self, task: Task, page) -> Task:
+        await page.goto(task.start_url)
+        return task
+
+    async def evaluate(self, state: EpisodeState) -> None:
+        return None
+
+
+def task_at(url: str, tmp_path: Path) -> Task:
+    """A WebVoyager-format task file for `url`, read as users' files are: the allowlist is the
+    one the project derives."""
+    path = tmp_path / "task.jsonl"
+    path.write_text(json.dumps({"id": "t", "ques": "look around", "web": url}) + "\n")
+    return load_task_file(path, "faults")[0]
+
+
+@pytest.fixture
+def fresh_b(sites: tuple[Site, Site]) -> Site:
+    sites[1].hits.clear()
+    return sites[1]
+
+
+def el(obs, role: str, name: str) -> int:
+    found = obs.first(role, name)
+    assert found is not None, f"{role} {name!r} missing from\n{obs.text}"
+    return found.id
+
+
+async def start(browser: BrowserSession, a: Site, path: str, tmp_path: Path, config: EnvConfig | None = None):
+    env = await browser.new_env(SiteSuite(), config)
+    obs = await env.reset(task_at(a.url + path.lstrip("/"), tmp_path))
+    return env, obs
+
+
+# ---- the allowlist on every request ------------------------------------------------------
+
+
+async def test_local_allowlist_names_the_port(sites, fresh_b, tmp_path):
+    a, _ = sites
+    task = task_at(a.url + "start", tmp_path)
+    assert task.allowed_hosts == (a.server.netloc,)  # not every port of 127.0.0.1
+    async with launch_browser() as browser:
+        env, obs = await start(browser, a, "/start", tmp_path)
+        obs = await env.step(f"click [{el(obs, 'link', 'Other port')}]")
+    assert obs.url == a.url + "start" and "refused" in obs.error and a.server.netloc in obs.error
+    assert fresh_b.hits == []
+
+
+async def test_redirect_to_another_host_is_refused(sites, fresh_b, tmp_path):
+    a, _ = sites
+    async with launch_browser() as browser:
+        env, obs = await start(browser, a, "/hop-link", tmp_path)
+        obs = await env.step(f"click [{el(obs, 'link', 'Through a redirect')}]")
+    assert fresh_b.hits == [], "the redirect hop reached B"
+    assert "refused" in obs.error and "landed" in obs.error
+    assert obs.url.startswith(a.url) and SECRET not in obs.text
+
+
+async def test_javascript_link_is_not_followed(sites, fresh_b, tmp_path):
+    a, _ = sites
+    async with launch_browser() as browser:
+        env, obs = await start(browser, a, "/js-link", tmp_path)
+        obs = await env.step(f"click [{el(obs, 'link', 'Run')}]")
+        assert "javascript:" in obs.error and "not followed" in obs.error
+        assert SECRET not in obs.text and obs.first("StaticText", "nothing yet") is not None
+        obs = await env.step(f"click [{el(obs, 'link', 'Placeholder')}]")  # javascript:void(0): its handler runs
+        assert obs.error is None and obs.first("StaticText", "handler ran") is not None
+    assert fresh_b.hits == []
+
+
+async def test_script_from_another_host_is_refused(sites, fresh_b, tmp_path):
+    a, b = sites
+    async with launch_browser() as browser:
+        _, obs = await start(browser, a, "/script", tmp_path)
+    assert fresh_b.hits == [] and SECRET not in obs.text
+    assert f"{b.url}evil.js" in obs.error and "refused" in obs.error  # the agent is told
+
+
+async def test_fetch_to_another_host_is_refused(sites, fresh_b, tmp_path):
+    a, b = sites
+    async with launch_browser() as browser:
+        env, obs = await start(browser, a, "/fetch", tmp_path)
+        obs = await env.step(f"click [{el(obs, 'button', 'Fetch')}]")
+    assert fresh_b.hits == [] and SECRET not in obs.text
+    assert f"{b.url}data" in obs.error and "refused" in obs.error
+
+
+async def test_iframe_from_another_host_is_refused(sites, fresh_b, tmp_path):
+    a, b = sites
+    async with launch_browser() as browser:
+        _, obs = await start(browser, a, "/iframe", tmp_path)
+    assert fresh_b.hits == [] and SECRET not in obs.text
+    assert f"a frame from {b.url}frame was refused" in obs.error
+
+
+async def test_window_open_popups(sites, fresh_b, tmp_path):
+    a, b = sites
+    async with launch_browser() as browser:
+        env, obs = await start(browser, a, "/popup", tmp_path)
+        obs = await env.step(f"click [{el(obs, 'button', 'Open B')}]")  # must not raise
+        assert f"a new tab for {b.url}popup was refused and closed" in obs.error
+        assert len(obs.tabs) == 1 and len(env.context.pages) == 1 and obs.url == a.url + "popup"
+        obs = await env.step(f"click [{el(obs, 'button', 'Open A')}]")  # an allowed tab becomes current
+        assert obs.error is None and len(obs.tabs) == 2 and obs.url == a.url + "second"
+    assert fresh_b.hits == []
+
+
+@pytest.mark.parametrize("path", ["/meta", "/jsnav"])
+async def test_navigation_on_load_is_refused_and_told(sites, fresh_b, tmp_path, path):
+    a, b = sites
+    async with launch_browser() as browser:
+        _, obs = await start(browser, a, path, tmp_path)
+    assert fresh_b.hits == [] and SECRET not in obs.text
+    assert f"navigation to {b.url}{path[1:]} was refused" in obs.error  # the first observation says so
+    assert not obs.url.startswith(b.url)
+
+
+async def test_long_type_error_is_capped(sites, tmp_path):
+    a, _ = sites
+    text = "x" * 10_000
+    async with launch_browser() as browser:
+        env, obs = await start(browser, a, "/start", tmp_path, EnvConfig(action_timeout_s=0.2))
+        obs = await env.step(f"type [{el(obs, 'textbox', 'Box')}] [{text}]")
+    assert "timed out" in obs.error and "[cut " in obs.error
+    assert len(obs.error) <= MAX_ERROR_CHARS + len("…[cut 100000 chars]") and "x" * 500 not in obs.error
+
+
+# ---- a dying browser -------------------------------------------------------------------------
+
+
+async def chromium_pid(browser: BrowserSession) -> int:
+    cdp = await browser.browser.new_browser_cdp_session()
+    info = await cdp.send("SystemInfo.getProcessInfo")
+    await cdp.detach()
+    return next(p["id"] for p in info["processInfo"] if p["type"] == "browser")
+
+
+async def test_killed_chromium_is_relaunched(sites, tmp_path):
+    a, _ = sites
+    task = task_at(a.url + "start", tmp_path)
+    async with launch_browser() as browser:
+        env, other = await browser.new_env(SiteSuite()), await browser.new_env(SiteSuite())
+        await env.reset(task)
+        await other.reset(task)
+        pid = await chromium_pid(browser)
+        in_flight = asyncio.ensure_future(env.step("wait"))
+        await asyncio.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(BrowserCrashed, match="the next reset"):
+            await in_flight
+        with pytest.raises(BrowserCrashed):  # another episode of the same browser: lost too
+            await other.step("scroll [down]")
+        obs = await env.reset(task)  # the next episodes go on, in a new chromium
+        assert obs.error is None and obs.first("link", "Other port") is not None
+        assert (await other.reset(task)).url == task.start_url
+        assert (await (await browser.new_env(SiteSuite())).reset(task)).url == task.start_url
+        assert await chromium_pid(browser) != pid
+
+
+# ---- model endpoints that misbehave ------------------------------------------------------
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """Accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    listener.close()
+    for conn in held:
+        conn.close()
+
+
+def test_default_limits_bound_a_dead_endpoint_to_about_a_minute():
+    limits = CallLimits()
+    assert limits.step_deadline_s <= 60 and limits.request_timeout_s <= limits.step_deadline_s
+
+
+@pytest.mark.parametrize("limits, says", [
+    (CallLimits(request_timeout_s=1, max_retries=30, step_deadline_s=3), "no reply within the deadline of 3 s"),
+    (CallLimits(request_timeout_s=1, max_retries=1, step_deadline_s=600), "after 2 attempt(s): APITimeoutError"),
+])
+async def test_silent_endpoint_costs_a_bounded_time(silent_endpoint, limits, says):
+    client = LLMClient(silent_endpoint, "silent-model", api_key="sk-planted-never-shown", limits=limits)
+    t0 = time.monotonic()
+    with pytest.raises(LLMError) as info:
+        await client.chat(HELLO)
+    assert time.monotonic() - t0 < 30
+    message = str(info.value)
+    assert silent_endpoint in message and "'silent-model'" in message and says in message
+    assert "sk-planted" not in message
+
+
+class ScriptedEndpoint:
+    """An OpenAI-style endpoint answering every request with one (status, content type, body)."""
+
+    def __init__(self, status: int, content_type: str, body: str):
+        self.requests = 0
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - stdlib name
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                endpoint.requests += 1
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = LocalHTTPServer(Handler)
+        self.base_url = self.server.url + "v1"
+
+
+@pytest.mark.parametrize("status, content_type, body, says", [
+    (200, "text/html", "<html>a proxy's login page</html>", "not a chat completion"),
+    (200, "application/json", '{"choices": [', "invalid JSON"),
+    (200, "application/json", '{"detail": "ok"}', "not a chat completion"),
+    (503, "application/json", '{"error": "overloaded"}', "HTTP 503"),
+])
+async def test_bad_replies_are_retried_then_reported(status, content_type, body, says):
+    endpoint = ScriptedEndpoint(status, content_type, body)
+    try:
+        client = LLMClient(endpoint.base_url, "garbled", limits=CallLimits(max_retries=2))
+        with pytest.raises(LLMError) as info:
+            await client.chat(HELLO)
+    finally:
+        endpoint.server.close()
+    message = str(info.value)
+    assert endpoint.requests == 3 and "after 3 attempt(s)" in message and says in message
+    assert endpoint.base_url in message and "'garbled'" in message
+
+
+async def test_a_megabyte_reply_is_capped():
+    endpoint = ScriptedEndpoint(200, "application/json", json.dumps(chat_response("y" * 1_000_000)))
+    try:
+        reply = await LLMClient(endpoint.base_url, "verbose").chat(HELLO)
+    finally:
+        endpoint.server.close()
+    limit = CallLimits().max_reply_chars
+    assert reply.text == "y" * limit + f"…[cut {1_000_000 - limit} chars]"
+
+
+# ---- child processes -----------------------------------------------------------------------
+
+_PARENT = """
+import sys, time
+from infra.process import service_env, start_service
+child = start_service([sys.executable, "-c", "import time; time.sleep(600)"], log=open(sys.argv[1], "wb"),
+                      env=service_env())
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_child_service_dies_with_a_killed_parent(tmp_path):
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(tmp_path / "child.log")], cwd=ROOT,
+                              env=os.environ | {"PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                              start_new_session=True)
+    child = int(parent.stdout.readline())
+    try:
+        assert not gone(child)
+        parent.kill()  # SIGKILL: no atexit, no cleanup of any kind
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while not gone(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert gone(child), "the service outlived its killed parent"
+    finally:
+        parent.stdout.close()
+        if not gone(child):
+            os.killpg(child, signal.SIGKILL)
+
+
+def test_strays_are_listed_by_doctor_and_can_be_stopped(tmp_path, capsys):
+    dead_owner = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True,
+                             env=os.environ | {SERVICE_OWNER_ENV: f"{dead_owner}:1"})
+    try:
+        deadline = time.monotonic() + 10
+        while not (mine := [s for s in stray_services() if s.pid == stray.pid]) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the marker shows in /proc once the interpreter has started
+        assert mine and mine[0].pgid == stray.pid
+        run_checks(str(tmp_path))
+        out = capsys.readouterr().out
+        assert f"pid {stray.pid}:" in out and "webevolver doctor --stop-strays" in out
+        stop_strays(mine)  # only ours: other processes on this machine are not this test's
+        assert stray.wait(10) == -signal.SIGTERM
+    finally:
+        if stray.poll() is None:
+            stray.kill()
+            stray.wait()
+
+
+def test_services_get_a_scrubbed_environment(tmp_path, monkeypatch):
+    planted = {"OPENAI_API_KEY": "sk-planted", "AWS_SECRET_ACCESS_KEY": "aws-planted", "HF_TOKEN": "hf-planted",
+               "WEBEVOLVER_DB_PASSWORD": "pw-planted", "GITHUB_TOKEN": "gh-planted"}
+    for name, value in planted.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("WEBEVOLVER_HOME", str(tmp_path))
+    log = tmp_path / "env.log"
+    with log.open("wb") as out:
+        child = start_service([sys.executable, "-c", "import os, json; print(json.dumps(dict(os.environ)))"],
+                              log=out, env=service_env({"HF_HUB_OFFLINE": "1"}))
+        assert child.wait(30) == 0
+    seen = json.loads(log.read_text())
+    assert not set(planted) & set(seen) and "planted" not in log.read_text()
+    assert seen["HF_HUB_OFFLINE"] == "1" and seen["WEBEVOLVER_HOME"] == str(tmp_path) and "PATH" in seen
+    assert seen[SERVICE_OWNER_ENV].startswith(f"{os.getpid()}:")
+    # The model servers build their environment the same way.
+    for server in (TransformersServer(ModelRef(str(tmp_path))), VLLMServer(ModelRef("org/model"))):
+        env = server.env()
+        assert not set(planted) & set(env) and env["HF_HUB_OFFLINE"] == "1"
