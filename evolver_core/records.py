@@ -5,10 +5,13 @@ with `pyarrow.dataset`, pandas or DuckDB; a fixed schema (types, nullability, UT
 microsecond timestamps) keeps every shard mergeable and makes a bad row fail at write
 time instead of at training time. See DESIGN.md "Contracts" -> "Trajectory record".
 
-Two tables:
+Every table is declared once, as a dataclass; its Arrow schema is derived from the fields
+(`arrow_schema`: order, types, `X | None` nullable, int widths from field metadata):
 
 - ``steps``: one `StepRecord` per agent step (what the agent saw, thought and did).
 - ``trajectories``: one `TrajectoryRecord` per trajectory (outcome, judge verdict).
+- ``examples``, ``wm_transitions``, ``wm_fidelity``: `SftExampleRow`, `TransitionRow`,
+  `FidelityRow` (rows written as dicts by `sft`, `world_model` and `fidelity`).
 
 Records are frozen dataclasses; timestamps must be timezone-aware and are normalised to
 `datetime.timezone.utc`, so `from_table(to_table(rs)) == rs` holds exactly. Secrets
@@ -18,9 +21,9 @@ Records are frozen dataclasses; timestamps must be timezone-aware and are normal
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Iterable, Literal, get_args
+from typing import Any, ClassVar, Iterable, Literal, get_args, get_origin, get_type_hints
 
 import pyarrow as pa
 
@@ -31,80 +34,28 @@ Source = Literal["real", "synthetic"]
 StopReason = Literal["stop", "done", "max_steps", "repeat", "invalid", "error"]
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
+# Arrow types of the Python annotations; `field(metadata=...)` picks another width.
+_ARROW: dict[object, pa.DataType] = {str: pa.string(), bool: pa.bool_(), float: pa.float64(), int: pa.int64(),
+                                     datetime: _TIMESTAMP}
+I32 = {"arrow": pa.int32()}
+I8 = {"arrow": pa.int8()}
 
 
-def _required(name: str, type_: pa.DataType) -> pa.Field:
-    return pa.field(name, type_, nullable=False)
-
-
-def _optional(name: str, type_: pa.DataType) -> pa.Field:
-    return pa.field(name, type_, nullable=True)
-
-
-_IDENTITY_FIELDS = [
-    _required("run_id", pa.string()),
-    _required("round", pa.int32()),
-    _required("stage", pa.string()),
-]
-
-STEP_SCHEMA = pa.schema(
-    [
-        *_IDENTITY_FIELDS,
-        _required("task_id", pa.string()),
-        _required("suite", pa.string()),
-        _required("site", pa.string()),
-        _required("query", pa.string()),
-        _required("trajectory_id", pa.string()),
-        _required("sample", pa.int32()),
-        _required("step", pa.int32()),
-        _required("url", pa.string()),
-        _required("observation", pa.string()),
-        _optional("thought", pa.string()),
-        _required("action_raw", pa.string()),
-        _optional("action", pa.string()),
-        _required("action_valid", pa.bool_()),
-        _optional("error", pa.string()),
-        _required("model", pa.string()),
-        _required("sampling", pa.string()),
-        _required("prompt_tokens", pa.int64()),
-        _required("completion_tokens", pa.int64()),
-        _required("started_at", _TIMESTAMP),
-        _required("ended_at", _TIMESTAMP),
-        _optional("prompt", pa.string()),
-        _optional("response", pa.string()),
-        _optional("screenshot", pa.string()),  # URI of the page as the agent saw it; null: none taken
-    ]
-)
-
-TRAJECTORY_SCHEMA = pa.schema(
-    [
-        *_IDENTITY_FIELDS,
-        _required("trajectory_id", pa.string()),
-        _required("task_id", pa.string()),
-        _required("suite", pa.string()),
-        _required("site", pa.string()),
-        _required("split", pa.string()),
-        _required("query", pa.string()),
-        _required("sample", pa.int32()),
-        _required("seed", pa.int64()),
-        _required("source", pa.string()),
-        _required("model", pa.string()),
-        _required("n_steps", pa.int32()),
-        _optional("final_answer", pa.string()),
-        _required("stop_reason", pa.string()),
-        _optional("judge_verdict", pa.int8()),
-        _optional("judge_reasoning", pa.string()),
-        _optional("gold_reward", pa.float64()),
-        _required("started_at", _TIMESTAMP),
-        _required("ended_at", _TIMESTAMP),
-        _required("prompt_tokens", pa.int64()),
-        _required("completion_tokens", pa.int64()),
-        _optional("error", pa.string()),  # why an error episode ended (stop_reason "error")
-        _optional("final_url", pa.string()),  # the page after the last action (null: ended by `stop`)
-        _optional("final_observation", pa.string()),
-        _optional("identity", pa.string()),  # digest of the stage identity that produced the row
-    ]
-)
+def arrow_schema(cls: type) -> pa.Schema:
+    """The Arrow schema a record dataclass declares: its fields in order, `X | None` nullable,
+    Literal types as their values' type, `list[X]` as a list, widths from field metadata."""
+    hints = get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        hint, nullable = hints[f.name], False
+        if type(None) in get_args(hint) and get_origin(hint) is not Literal:
+            nullable, hint = True, next(a for a in get_args(hint) if a is not type(None))
+        if get_origin(hint) is Literal:
+            hint = type(get_args(hint)[0])
+        arrow = f.metadata.get("arrow") or (pa.list_(_ARROW[get_args(hint)[0]]) if get_origin(hint) is list
+                                            else _ARROW[hint])
+        out.append(pa.field(f.name, arrow, nullable=nullable))
+    return pa.schema(out)
 
 
 def trajectory_id(task_id: str, sample: int) -> str:
@@ -128,35 +79,29 @@ def _check_choice(name: str, value: object, choices: tuple[object, ...]) -> None
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class _Timed:
-    """Base of both records: normalises the start/end timestamps to UTC."""
-
-    started_at: datetime
-    ended_at: datetime
-
-    def __post_init__(self) -> None:
-        for name in ("started_at", "ended_at"):
-            object.__setattr__(self, name, _utc(name, getattr(self, name)))
+def _normalise_times(record: object) -> None:
+    """Timestamps must be timezone-aware and are stored in UTC."""
+    for name in ("started_at", "ended_at"):
+        object.__setattr__(record, name, _utc(name, getattr(record, name)))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class StepRecord(_Timed):
+class StepRecord:
     """One agent step. ``action`` is the canonical formatted action, None if unparsable."""
 
     TABLE: ClassVar[TableName] = "steps"
-    SCHEMA: ClassVar[pa.Schema] = STEP_SCHEMA
+    SCHEMA: ClassVar[pa.Schema]  # derived from the fields below (`arrow_schema`)
 
     run_id: str
-    round: int
+    round: int = field(metadata=I32)
     stage: str
     task_id: str
     suite: str
     site: str
     query: str
     trajectory_id: str
-    sample: int
-    step: int
+    sample: int = field(metadata=I32)
+    step: int = field(metadata=I32)
     url: str
     observation: str
     thought: str | None
@@ -168,20 +113,25 @@ class StepRecord(_Timed):
     sampling: str  # canonical_json({"temperature":..., "top_p":..., "seed":..., "max_tokens":...})
     prompt_tokens: int
     completion_tokens: int
+    started_at: datetime
+    ended_at: datetime
     prompt: str | None = None  # canonical_json(chat messages)
     response: str | None = None
     screenshot: str | None = None  # URI of a PNG of the viewport before acting (`Storage.screenshot_path`)
 
+    def __post_init__(self) -> None:
+        _normalise_times(self)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class TrajectoryRecord(_Timed):
+class TrajectoryRecord:
     """One trajectory's outcome; ``judge_verdict`` is 0/1 once judged, else None."""
 
     TABLE: ClassVar[TableName] = "trajectories"
-    SCHEMA: ClassVar[pa.Schema] = TRAJECTORY_SCHEMA
+    SCHEMA: ClassVar[pa.Schema]  # derived from the fields below (`arrow_schema`)
 
     run_id: str
-    round: int
+    round: int = field(metadata=I32)
     stage: str
     trajectory_id: str
     task_id: str
@@ -189,89 +139,99 @@ class TrajectoryRecord(_Timed):
     site: str
     split: str
     query: str
-    sample: int
+    sample: int = field(metadata=I32)
     seed: int
     source: Source
     model: str
-    n_steps: int
+    n_steps: int = field(metadata=I32)
     final_answer: str | None
     stop_reason: StopReason
-    judge_verdict: int | None = None
+    judge_verdict: int | None = field(default=None, metadata=I8)
     judge_reasoning: str | None = None
     gold_reward: float | None = None
+    started_at: datetime
+    ended_at: datetime
     prompt_tokens: int
     completion_tokens: int
-    error: str | None = None
-    final_url: str | None = None
+    error: str | None = None  # why an error episode ended (stop_reason "error")
+    final_url: str | None = None  # the page after the last action (None: ended by `stop`)
     final_observation: str | None = None
     identity: str | None = None  # `StageIdentity.digest` of the stage that wrote it
 
     def __post_init__(self) -> None:
-        super(TrajectoryRecord, self).__post_init__()
+        _normalise_times(self)
         _check_choice("source", self.source, get_args(Source))
         _check_choice("stop_reason", self.stop_reason, get_args(StopReason))
         _check_choice("judge_verdict", self.judge_verdict, (None, 0, 1))
 
 
+@dataclass(frozen=True, kw_only=True)
+class SftExampleRow:
+    """One SFT example (the `to_sft` stage; `evolver_core.sft` makes and reads them)."""
+
+    run_id: str
+    round: int = field(metadata=I32)
+    stage: str
+    source_stage: str  # the stage the trajectories came from
+    trajectory_id: str
+    step: int = field(metadata=I32)
+    source: str  # "real" | "synthetic"
+    prompt: str  # canonical JSON of the chat messages
+    completion: str  # canonical JSON: [assistant turn]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransitionRow:
+    """A world-model transition with its distilled rationale (`evolver_core.world_model`)."""
+
+    run_id: str
+    round: int = field(metadata=I32)
+    stage: str
+    trajectory_id: str
+    step: int = field(metadata=I32)
+    objective: str
+    start_url: str
+    past_actions: list[str]
+    last_observation: str | None  # None for first steps
+    action: str | None  # None for first steps
+    next_observation: str
+    action_key: str
+    site: str
+    source: str
+    rationale: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FidelityRow:
+    """One held-out real transition, the world model's prediction and its scores
+    (`evolver_core.fidelity.measure_fidelity`)."""
+
+    run_id: str
+    round: int = field(metadata=I32)
+    stage: str
+    trajectory_id: str
+    step: int = field(metadata=I32)
+    action: str | None  # None: the first page
+    predicted: str  # the world model's whole reply
+    real: str
+    str: bool
+    sim: float
+    oa: int | None = field(default=None, metadata=I8)  # None: not judged, or the verdict did not parse
+
+
+STEP_SCHEMA = StepRecord.SCHEMA = arrow_schema(StepRecord)
+TRAJECTORY_SCHEMA = TrajectoryRecord.SCHEMA = arrow_schema(TrajectoryRecord)
 Record = StepRecord | TrajectoryRecord
 RECORD_TYPES: dict[TableName, type[StepRecord] | type[TrajectoryRecord]] = {
     "steps": StepRecord,
     "trajectories": TrajectoryRecord,
 }
-# One SFT example per row (the `to_sft` stage; `evolver_core.sft` makes and reads them).
 SFT_TABLE = "examples"
-SFT_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("round", pa.int32(), nullable=False),
-        pa.field("stage", pa.string(), nullable=False),
-        pa.field("source_stage", pa.string(), nullable=False),  # the stage the trajectories came from
-        pa.field("trajectory_id", pa.string(), nullable=False),
-        pa.field("step", pa.int32(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),  # "real" | "synthetic"
-        pa.field("prompt", pa.string(), nullable=False),  # canonical JSON of the chat messages
-        pa.field("completion", pa.string(), nullable=False),  # canonical JSON: [assistant turn]
-    ]
-)
-# World-model transitions with their distilled rationales (`evolver_core.world_model`).
+SFT_SCHEMA = arrow_schema(SftExampleRow)
 WM_TRANSITION_TABLE = "wm_transitions"
-WM_TRANSITION_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("round", pa.int32(), nullable=False),
-        pa.field("stage", pa.string(), nullable=False),
-        pa.field("trajectory_id", pa.string(), nullable=False),
-        pa.field("step", pa.int32(), nullable=False),
-        pa.field("objective", pa.string(), nullable=False),
-        pa.field("start_url", pa.string(), nullable=False),
-        pa.field("past_actions", pa.list_(pa.string()), nullable=False),
-        pa.field("last_observation", pa.string(), nullable=True),  # null for first steps
-        pa.field("action", pa.string(), nullable=True),  # null for first steps
-        pa.field("next_observation", pa.string(), nullable=False),
-        pa.field("action_key", pa.string(), nullable=False),
-        pa.field("site", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("rationale", pa.string(), nullable=False),
-    ]
-)
-# World-model fidelity: one held-out real transition per row, the prediction and its scores
-# (`evolver_core.fidelity.measure_fidelity`).
+WM_TRANSITION_SCHEMA = arrow_schema(TransitionRow)
 FIDELITY_TABLE = "wm_fidelity"
-FIDELITY_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("round", pa.int32(), nullable=False),
-        pa.field("stage", pa.string(), nullable=False),
-        pa.field("trajectory_id", pa.string(), nullable=False),
-        pa.field("step", pa.int32(), nullable=False),
-        pa.field("action", pa.string(), nullable=True),  # null: the first page
-        pa.field("predicted", pa.string(), nullable=False),  # the world model's whole reply
-        pa.field("real", pa.string(), nullable=False),
-        pa.field("str", pa.bool_(), nullable=False),
-        pa.field("sim", pa.float64(), nullable=False),
-        pa.field("oa", pa.int8(), nullable=True),  # null: not judged, or the verdict did not parse
-    ]
-)
+FIDELITY_SCHEMA = arrow_schema(FidelityRow)
 # `Storage` reads and writes the tables named here.
 SCHEMAS: dict[TableName, pa.Schema] = {
     **{name: cls.SCHEMA for name, cls in RECORD_TYPES.items()},

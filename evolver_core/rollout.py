@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from evolver_core.agent import Agent, Turn
 from evolver_core.browser.actions import Action, ActionParseError, format_action, parse_action
 from evolver_core.browser.env import BrowserEnv
+from evolver_core.records import trajectory_id
 from evolver_core.suites.base import Task
 
 DEFAULT_MAX_STEPS = 12  # the reference's MAX_STEPS
@@ -61,7 +62,7 @@ class Episode:
 
     @property
     def trajectory_id(self) -> str:
-        return f"{self.task.id}#{self.sample}"
+        return trajectory_id(self.task.id, self.sample)
 
 
 ERROR_PREFIX = "ERROR: "

@@ -74,7 +74,7 @@ class SamplingError(RuntimeError):
 
 def episode_seed(task: Task, sample: int) -> int:
     """A stable per-trajectory seed (for model sampling), independent of run order."""
-    return int.from_bytes(hashlib.sha256(f"{task.id}#{sample}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+    return int.from_bytes(hashlib.sha256(trajectory_id(task.id, sample).encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 def episode_records(
@@ -205,11 +205,11 @@ async def sample_trajectories(
                         store_episode(storage, cfg, ep, verdict, reasoning)
                     except Exception as exc:  # storing failed: one bad episode must not lose the others
                         summary.failed += 1
-                        summary.errors.append(f"{task.id}#{k}: {type(exc).__name__}: {exc}")
+                        summary.errors.append(f"{trajectory_id(task.id, k)}: {type(exc).__name__}: {exc}")
                         continue
                     if ep.stop_reason == "error":
                         summary.failed += 1
-                        summary.errors.append(f"{task.id}#{k}: {ep.error}")
+                        summary.errors.append(f"{trajectory_id(task.id, k)}: {ep.error}")
                     else:
                         summary.new += 1
                     if on_done:

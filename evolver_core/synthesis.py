@@ -27,6 +27,7 @@ from evolver_core.browser.actions import Action, ActionParseError, format_action
 from evolver_core.browser.observation import Observation
 from evolver_core.judge import judge
 from evolver_core.llm import LLMClient
+from evolver_core.records import trajectory_id
 from evolver_core.reply import format_reply
 from evolver_core.rollout import Episode, StepResult, now
 from evolver_core.sampling import (SampleConfig, SampleSummary, SamplingError, episode_seed, pending_work,
@@ -147,7 +148,7 @@ async def synthesize(tasks: Sequence[Task], make_policy: Callable[[Task, int], A
                 store_episode(storage, cfg, ep, *await _judge(judge_client, ep, judge_max_tokens))
             except Exception as exc:  # one bad trajectory must not lose the others
                 summary.failed += 1
-                summary.errors.append(f"{task.id}#{k}: {type(exc).__name__}: {exc}")
+                summary.errors.append(f"{trajectory_id(task.id, k)}: {type(exc).__name__}: {exc}")
                 return
             summary.new += 1
             if on_done is not None:
