@@ -37,6 +37,17 @@ BackendOpt = typer.Option("transformers", "--model-backend", help="transformers 
                           "openai (any OpenAI-compatible endpoint; give --base-url).")
 BaseUrlOpt = typer.Option(None, "--base-url", help="Endpoint for --model-backend openai, e.g. https://api.openai.com/v1.")
 KeyEnvOpt = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the endpoint's API key.")
+RequestTimeoutOpt = typer.Option(45.0, "--request-timeout", help="Seconds one model request may take (then retried).")
+StepDeadlineOpt = typer.Option(60.0, "--step-deadline", help="Seconds one model call may take with its retries.")
+EpisodeDeadlineOpt = typer.Option(600.0, "--episode-deadline", help="Seconds one episode may take; past it, it is "
+                                  "an error episode (not scored, replayed on resume).")
+
+
+def call_limits(request_timeout: float, step_deadline: float, episode_deadline: float):
+    from evolver_core.llm import CallLimits
+
+    return CallLimits(request_timeout_s=request_timeout, step_deadline_s=step_deadline,
+                      episode_deadline_s=episode_deadline)
 
 
 @app.command()
@@ -62,10 +73,14 @@ def sample(
     max_steps: int = typer.Option(12, help="Step limit per episode."),
     screenshots: bool = typer.Option(False, "--screenshots", help="Store a PNG of each step's page beside the "
                                      "trajectories (shown by `webevolver view`)."),
+    request_timeout: float = RequestTimeoutOpt,
+    step_deadline: float = StepDeadlineOpt,
+    episode_deadline: float = EpisodeDeadlineOpt,
     as_json: bool = typer.Option(False, "--json", help="End with a JSON summary line."),
 ) -> None:
     """Run episodes in the real browser, judge them, and store them as Parquet trajectories."""
     from evolver_core.config import ModelSpec
+    from evolver_core.llm import use_limits
 
     if policy not in ("oracle", "model"):
         raise typer.BadParameter(f"unknown policy {policy!r}; oracle or model", param_hint="--policy")
@@ -80,7 +95,8 @@ def sample(
 
     from rich.progress import Progress
 
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True) as progress, \
+            use_limits(call_limits(request_timeout, step_deadline, episode_deadline)):
         bar = progress.add_task("episodes", total=(tasks or 0) * samples or None)
 
         def log(ep) -> None:
@@ -180,6 +196,9 @@ def eval_cmd(
     judge: Optional[str] = typer.Option(None, "--judge", help="Judge model r̂ for episodes the suite cannot score "
                                         "(WebVoyager has no gold answers); without it they stay unrated."),
     screenshots: bool = typer.Option(False, "--screenshots", help="Keep a screenshot of every step (for `view`)."),
+    request_timeout: float = RequestTimeoutOpt,
+    step_deadline: float = StepDeadlineOpt,
+    episode_deadline: float = EpisodeDeadlineOpt,
     run: Optional[str] = typer.Option(None, help="Run id for the evaluation's trajectories. Default: "
                                       "eval-<policy>-<digest of what is evaluated>, so evaluations of different "
                                       "policies, code or tasks never share episodes."),
@@ -197,7 +216,9 @@ def eval_cmd(
     result = evaluate(suite=suite, split=split, policy=policy, tasks=tasks or None, repeats=repeats, run_id=run,
                       storage=storage_root(storage), backend=model_backend, base_url=base_url,
                       miniwob_tasks=miniwob_tasks, max_steps=max_steps, lookahead_depth=lookahead_depth,
-                      world_model=world_model, scorer=scorer, judge_model=judge, screenshots=screenshots)
+                      world_model=world_model, scorer=scorer, judge_model=judge, screenshots=screenshots,
+                      request_timeout_s=request_timeout, step_deadline_s=step_deadline,
+                      episode_deadline_s=episode_deadline)
     how = f" with look-ahead d={lookahead_depth}" if lookahead_depth else ""
     console.print(f"{policy}{how} on {suite}/{split}: success {_pct(result['success_rate'])} "
                   f"(95% CI {_pct(result['ci_low'])}-{_pct(result['ci_high'])}) over {result['episodes']} episodes "

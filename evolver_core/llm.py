@@ -34,7 +34,8 @@ import asyncio
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,26 @@ class CallLimits:
     step_deadline_s: float = 60.0  # one request with all its attempts and backoff (asyncio timeout)
     episode_deadline_s: float = 600.0  # all model calls of one episode (applied by the rollout)
     max_reply_chars: int = 16_000  # longer completion texts are cut, the cut marked
+
+
+_limits = CallLimits()  # the process's defaults: a round or a command sets them (`use_limits`)
+
+
+def current_limits() -> CallLimits:
+    """The limits new clients get unless given their own."""
+    return _limits
+
+
+@contextmanager
+def use_limits(limits: CallLimits) -> Iterator[CallLimits]:
+    """Make `limits` the default of every client made inside (process-wide: the stages of a
+    round run in the flow's threads), and of the rollout's episode deadline."""
+    global _limits
+    previous, _limits = _limits, limits
+    try:
+        yield limits
+    finally:
+        _limits = previous
 
 
 class LLMError(RuntimeError):
@@ -158,11 +179,11 @@ async def _close_at_loop_end(client: AsyncOpenAI) -> AsyncIterator[None]:
 
 class LLMClient:
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *,
-                 limits: CallLimits = CallLimits(), concurrency: int = 4, supports_n: bool = True,
+                 limits: CallLimits | None = None, concurrency: int = 4, supports_n: bool = True,
                  diagnose: Callable[[], str | None] | None = None):
         self.base_url = base_url.rstrip("/")
         self.model = model
-        self.limits = limits
+        self.limits = limits or current_limits()
         self.concurrency = concurrency
         self.supports_n = supports_n
         self.usage = Usage()

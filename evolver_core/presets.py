@@ -20,7 +20,10 @@ would teach the policy noise. `filter="judge"` (the gpu preset, and the paper) u
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from evolver_core.llm import CallLimits
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,19 @@ class Preset:
     self_improve: bool = True  # from round 1, also train and evaluate the self-improve arm (real data only)
     generalization_tasks: str | None = None  # MiniWoB tasks never trained on, evaluated every round
     generalization_test_tasks: int = 0  # test episodes of them per round
+    # What one model call may cost (`llm.CallLimits`): raise them where the CPU is slow.
+    request_timeout_s: float = 45.0
+    max_retries: int = 2
+    step_deadline_s: float = 60.0
+    episode_deadline_s: float = 600.0
+    max_reply_chars: int = 16_000
+
+    def call_limits(self) -> "CallLimits":
+        from evolver_core.llm import CallLimits
+
+        return CallLimits(request_timeout_s=self.request_timeout_s, max_retries=self.max_retries,
+                          step_deadline_s=self.step_deadline_s, episode_deadline_s=self.episode_deadline_s,
+                          max_reply_chars=self.max_reply_chars)
 
     def with_(self, **changes: Any) -> "Preset":
         """A copy with `changes` (None values: unchanged; use `override` to set a field to None)."""
@@ -120,10 +136,12 @@ PRESETS: dict[str, Preset] = {
     # leaves round 1 something to learn; 10 test seeds per task; two never-trained tasks.
     "cpu": Preset(name="cpu", model="smollm2", backend="transformers-cb", demo_tasks=140, train_tasks=20,
                   samples=2, test_tasks=40, max_steps=5, judge_max_tokens=64, finetune_steps=112,
-                  wm_finetune_steps=30, wm_max_tokens=256, rationale_max_tokens=48, wm_transitions=40,
+                  wm_finetune_steps=24, wm_max_length=768, wm_max_tokens=256, rationale_max_tokens=48,
+                  wm_transitions=40,
                   synth_queries=4, synth_max_actions=3, lookahead_depths=(1,), lookahead_tasks=4,
                   fidelity_transitions=6, generalization_tasks="click-dialog,focus-text",
-                  generalization_test_tasks=20),
+                  generalization_test_tasks=20, request_timeout_s=300, step_deadline_s=600,
+                  episode_deadline_s=3600),
     "gpu": Preset(name="gpu", model="Qwen/Qwen2.5-7B-Instruct", backend="vllm", suite="sandbox", demo_tasks=200,
                   train_tasks=500, samples=4, test_tasks=135, max_steps=12, concurrency=8, shards=8,
                   filter="judge", judge_max_tokens=1000, finetune_steps=600, max_length=4096, miniwob_tasks="easy",

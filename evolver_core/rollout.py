@@ -15,12 +15,15 @@ optional `done(state)` method; the episode then ends with `stop_reason` "done", 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from evolver_core.agent import Agent, Turn
 from evolver_core.browser.actions import Action, ActionParseError, format_action, parse_action
 from evolver_core.browser.env import BrowserEnv
+from evolver_core.browser.observation import Observation
+from evolver_core.llm import current_limits
 from evolver_core.records import trajectory_id
 from evolver_core.suites.base import Task
 
@@ -86,53 +89,77 @@ def page_text(observation: str) -> str:
     return observation
 
 
+@dataclass
+class _Progress:
+    """What an episode has done so far (kept when a fault or the deadline cuts it short)."""
+
+    task: Task
+    steps: list[StepResult] = field(default_factory=list)
+    answer: str | None = None
+    reason: str = "max_steps"
+    final: Observation | None = None
+    gold: float | None = None
+
+
 async def run_episode(env: BrowserEnv, task: Task, agent: Agent, *, sample: int = 0,
                       max_steps: int = DEFAULT_MAX_STEPS, screenshots: bool = False) -> Episode:
-    """`screenshots`: keep a PNG of each step's page (None where taking it failed)."""
+    """`screenshots`: keep a PNG of each step's page (None where taking it failed). The
+    episode may take `current_limits().episode_deadline_s` in all; past it, it is an error
+    episode like any other fault that is not the agent's."""
     started = now()
-    steps: list[StepResult] = []
-    answer, reason, final = None, "max_steps", None
+    progress = _Progress(task=task)
+    deadline = current_limits().episode_deadline_s
     try:
-        obs = await env.reset(task)
-        task = env.task or task
-        agent.start(task)
-        for t in range(max_steps):
-            # Before the agent acts, so the picture is the page of this step's observation; before
-            # t0, so step timings stay comparable with and without screenshots.
-            shot = await env.screenshot() if screenshots else None
-            t0 = now()
-            turn = await agent.act(task, obs, steps)
-            try:
-                action, parse_error = parse_action(turn.action), None
-            except ActionParseError as exc:
-                action, parse_error = None, str(exc)
-            step = StepResult(step=t, url=obs.url, observation=render_observation(obs.text, obs.error),
-                              error_shown=obs.error, turn=turn, action=action, parse_error=parse_error, started_at=t0,
-                              screenshot=shot)
-            steps.append(step)
-            if action is not None and action.name == "stop":
-                answer, reason = action.text, "stop"
-                step.ended_at = now()
-                break
-            obs = await env.step(action if action is not None else turn.action)
-            step.error, step.ended_at = obs.error, now()
-            final = obs
-            if await _task_over(env):
-                reason = "done"
-                break
-            if _repeated(steps):
-                reason = "repeat"
-                break
-        gold = await env.suite.evaluate(env.episode_state(answer))
+        async with asyncio.timeout(deadline):
+            await _play(env, agent, progress, max_steps, screenshots)
     except Exception as exc:  # not the agent's fault: an error episode, replayed on resume
-        return Episode(task=task, sample=sample, steps=steps, final_answer=None, stop_reason="error",
-                       gold_reward=None, started_at=started, ended_at=now(), error=f"{type(exc).__name__}: {exc}",
-                       final_url=final.url if final else None,
-                       final_observation=render_observation(final.text, final.error) if final else None)
-    return Episode(task=task, sample=sample, steps=steps, final_answer=answer, stop_reason=reason,
-                   gold_reward=gold, started_at=started, ended_at=now(),
-                   final_url=final.url if final and reason != "stop" else None,
-                   final_observation=render_observation(final.text, final.error) if final and reason != "stop" else None)
+        error = (f"the episode deadline of {deadline:g} s passed" if isinstance(exc, TimeoutError)
+                 else f"{type(exc).__name__}: {exc}")
+        return _episode(progress, sample, started, stop_reason="error", gold=None, error=error)
+    return _episode(progress, sample, started, stop_reason=progress.reason, gold=progress.gold)
+
+
+async def _play(env: BrowserEnv, agent: Agent, p: _Progress, max_steps: int, screenshots: bool) -> None:
+    obs = await env.reset(p.task)
+    p.task = env.task or p.task
+    agent.start(p.task)
+    for t in range(max_steps):
+        # Before the agent acts, so the picture is the page of this step's observation; before
+        # t0, so step timings stay comparable with and without screenshots.
+        shot = await env.screenshot() if screenshots else None
+        t0 = now()
+        turn = await agent.act(p.task, obs, p.steps)
+        try:
+            action, parse_error = parse_action(turn.action), None
+        except ActionParseError as exc:
+            action, parse_error = None, str(exc)
+        step = StepResult(step=t, url=obs.url, observation=render_observation(obs.text, obs.error),
+                          error_shown=obs.error, turn=turn, action=action, parse_error=parse_error, started_at=t0,
+                          screenshot=shot)
+        p.steps.append(step)
+        if action is not None and action.name == "stop":
+            p.answer, p.reason = action.text, "stop"
+            step.ended_at = now()
+            break
+        obs = await env.step(action if action is not None else turn.action)
+        step.error, step.ended_at = obs.error, now()
+        p.final = obs
+        if await _task_over(env):
+            p.reason = "done"
+            break
+        if _repeated(p.steps):
+            p.reason = "repeat"
+            break
+    p.gold = await env.suite.evaluate(env.episode_state(p.answer))
+
+
+def _episode(p: _Progress, sample: int, started: datetime, *, stop_reason: str, gold: float | None,
+             error: str | None = None) -> Episode:
+    keep_final = p.final is not None and stop_reason != "stop"
+    return Episode(task=p.task, sample=sample, steps=p.steps, final_answer=p.answer if stop_reason != "error" else None,
+                   stop_reason=stop_reason, gold_reward=gold, started_at=started, ended_at=now(), error=error,
+                   final_url=p.final.url if keep_final else None,
+                   final_observation=render_observation(p.final.text, p.final.error) if keep_final else None)
 
 
 async def _task_over(env: BrowserEnv) -> bool:

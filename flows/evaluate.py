@@ -26,6 +26,7 @@ from prefect.artifacts import create_table_artifact
 
 from evolver_core.config import LookaheadSpec, ModelSpec
 from evolver_core.identity import fingerprint, model_identity
+from evolver_core.llm import CallLimits, use_limits
 from evolver_core.metrics import wilson_interval
 from evolver_core.run_layout import judge_stage_for, repeat_stage
 from evolver_core.settings import storage_root
@@ -44,9 +45,21 @@ def evaluate(suite: str = "miniwob", split: str = "test", policy: str = "oracle"
              backend: str = "transformers",
              base_url: Optional[str] = None, miniwob_tasks: str = "easy", max_steps: int = 12,
              concurrency: int = 2, lookahead_depth: int = 0, world_model: Optional[str] = None,
-             scorer: Optional[str] = None, judge_model: Optional[str] = None, screenshots: bool = False) -> dict:
+             scorer: Optional[str] = None, judge_model: Optional[str] = None, screenshots: bool = False,
+             request_timeout_s: float = 45.0, step_deadline_s: float = 60.0, episode_deadline_s: float = 600.0) -> dict:
     """`policy`: "oracle" (the suites' scripted solvers), or a model as `webevolver sample --model` takes it;
-    `world_model`, `scorer`, `judge_model` likewise (see the module docstring)."""
+    `world_model`, `scorer`, `judge_model` likewise (see the module docstring). The `*_s` limits
+    bound what a model call and an episode may cost (`llm.CallLimits`)."""
+    with use_limits(CallLimits(request_timeout_s=request_timeout_s, step_deadline_s=step_deadline_s,
+                               episode_deadline_s=episode_deadline_s)):
+        return _evaluate(suite, split, policy, tasks, repeats, run_id, storage, backend, base_url, miniwob_tasks,
+                         max_steps, concurrency, lookahead_depth, world_model, scorer, judge_model, screenshots)
+
+
+def _evaluate(suite: str, split: str, policy: str, tasks: Optional[int], repeats: int, run_id: Optional[str],
+              storage: Optional[str], backend: str, base_url: Optional[str], miniwob_tasks: str, max_steps: int,
+              concurrency: int, lookahead_depth: int, world_model: Optional[str], scorer: Optional[str],
+              judge_model: Optional[str], screenshots: bool) -> dict:
     root = storage_root(storage)
     rs = results_storage(root)
     sample_t, judge_t = sample.with_options(result_storage=rs), judge.with_options(result_storage=rs)

@@ -45,6 +45,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 
 from evolver_core.config import LookaheadSpec, ModelSpec
+from evolver_core.llm import use_limits
 from evolver_core.presets import Preset, get_preset
 from evolver_core.results import stage_success, stage_task_ids
 from evolver_core.run_layout import (EVAL, EVAL_GEN, EVAL_SELF, FIDELITY, FINETUNE, FINETUNE_SELF, FINETUNE_WM,
@@ -97,7 +98,7 @@ def evolve_round(run_id: str = "nightly", round: Optional[int] = None, suite: Op
     {"synth_queries": None} for all failed queries). Backends that hot-load adapters (vLLM)
     serve each base model once for the whole round (`infra.serving.serving_session`); how
     long every server start took is in the summary (`server_starts`) and an artifact."""
-    with serving_session() as session:
+    with serving_session() as session, use_limits(round_preset(preset, suite, overrides).call_limits()):
         summary = _round(run_id, round, suite, preset, storage, adapter, overrides)
         summary["server_starts"] = session.start_times()
     _report(summary)
