@@ -23,7 +23,7 @@ def _chromium() -> tuple[bool, str]:
 
 
 def _models() -> tuple[bool, str]:
-    from evolver_core.models import models_home, smollm2_gguf_path
+    from evolver_core.training.models import models_home, smollm2_gguf_path
 
     try:
         gguf = smollm2_gguf_path()
@@ -35,7 +35,7 @@ def _models() -> tuple[bool, str]:
 
 def _storage(root: str) -> Callable[[], tuple[bool, str]]:
     def check() -> tuple[bool, str]:
-        from evolver_core.storage import Storage
+        from evolver_core.data.storage import Storage
 
         try:
             store = Storage(root)

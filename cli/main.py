@@ -275,9 +275,9 @@ def view(
     """Write a static HTML report of a run's trajectories (filters, steps side by side); open out/index.html."""
     from pathlib import Path
 
-    from evolver_core.judge_stage import split_judged
-    from evolver_core.storage import Storage
-    from evolver_core.viewer import copy_screenshots, render_report
+    from evolver_core.judge.stored import split_judged
+    from evolver_core.data.storage import Storage
+    from evolver_core.reporting.viewer import copy_screenshots, render_report
 
     store = Storage(storage_root(storage))
     if run not in store.list_runs():
@@ -291,7 +291,7 @@ def view(
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     images = copy_screenshots(store, steps, target)  # the report must open without the storage root
-    from evolver_core.compare import evaluation_table
+    from evolver_core.reporting.compare import evaluation_table
 
     success = evaluation_table(store, [run], skip_unreadable=True)
     (target / "index.html").write_text(render_report(run, trajs, steps, verdicts, images, success))
@@ -310,8 +310,8 @@ def compare(
     the first run, and as artifacts of a `compare` flow run on the Prefect server."""
     from pathlib import Path
 
-    from evolver_core.compare import NoEvaluations, comparison_files
-    from evolver_core.storage import Storage
+    from evolver_core.reporting.compare import NoEvaluations, comparison_files
+    from evolver_core.data.storage import Storage
 
     store = Storage(storage_root(storage))
     if unknown := sorted(set(runs) - set(store.list_runs())):  # a typo: say so before starting a flow run

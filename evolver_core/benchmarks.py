@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from evolver_core.agent import OracleAgent
+from evolver_core.agents.base import OracleAgent
 from evolver_core.browser.env import EnvConfig, launch_browser
 from evolver_core.browser.observe import observe
 from evolver_core.suites.httpserver import LocalHTTPServer
@@ -212,9 +212,9 @@ def serve_workload(episodes: list[list[PageSample]], n: int, *, judge_max_tokens
     (the current page, the earlier step's thought and action), judge verdicts (the episode's
     pages) and world-model predictions (page + action -> next page), in `mix` proportions,
     interleaved, cycling over the episodes."""
-    from evolver_core.judge import judge_messages
-    from evolver_core.policy import PastStep, build_messages
-    from evolver_core.world_model import build_wm_messages
+    from evolver_core.judge.judge import judge_messages
+    from evolver_core.agents.policy import PastStep, build_messages
+    from evolver_core.world_model.model import build_wm_messages
 
     # each kind spread evenly over a cycle (6/1/1: policy x3, judge, policy x3, world_model)
     slots = [((j + 0.5) / count, -count, kind) for kind, count in mix for j in range(count)]

@@ -2,7 +2,7 @@
 
 `ModelSpec` says which model serves a role and through which backend; `infra.serving.serve`
 turns it into a running OpenAI-compatible endpoint. `LookaheadSpec` says how the policy looks
-ahead with a world model (`evolver_core.lookahead`). Keys are never stored here: only the
+ahead with a world model (`evolver_core.agents.lookahead`). Keys are never stored here: only the
 name of the environment variable that holds one.
 """
 

@@ -2,7 +2,7 @@
 (the paper's Figure 3), as Prefect artifacts and as files under the first run.
 
 Files: ``<root>/runs/<first run>/report/compare-<run>-vs-<run>.../comparison.{csv,svg,md}``
-(`evolver_core.compare.write_comparison`): beside the run, like `evolve`'s success-by-round
+(`evolver_core.reporting.compare.write_comparison`): beside the run, like `evolve`'s success-by-round
 chart, one folder per set of runs. Artifacts: ``compare-<runs>-table`` (the table) and
 ``compare-<runs>-plot`` (the chart inline, and where its file is).
 """
@@ -14,9 +14,9 @@ from typing import Optional
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from evolver_core.compare import (CHART_TITLE, TABLE_COLUMNS, NoEvaluations, comparison_files, comparison_folder,
+from evolver_core.reporting.compare import (CHART_TITLE, TABLE_COLUMNS, NoEvaluations, comparison_files, comparison_folder,
                                   evaluation_table, write_comparison)
-from evolver_core.storage import Storage
+from evolver_core.data.storage import Storage
 from flows.artifacts import svg_artifact
 from evolver_core.settings import storage_root
 from tasks.common import artifact_key

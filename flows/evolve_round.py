@@ -28,7 +28,7 @@ The WebEvolver policy M_i samples round i+1 (the paper's line: the world model's
 what the method adds, so its policy carries the evolution on); the self-improve arm is
 trained and evaluated beside it, never sampled from.
 
-Every stage is a cached task (`tasks/`) keyed by its identity (`evolver_core.identity`):
+Every stage is a cached task (`tasks/`) keyed by its identity (`evolver_core.data.identity`):
 rerunning a finished round is all cache hits; a round killed inside a stage resumes that
 stage (sampling and synthesis skip stored trajectories); a stage whose code, models or
 upstream data changed reruns, and its old results are moved aside, never mixed in.
@@ -47,12 +47,12 @@ from prefect.futures import wait
 from evolver_core.config import LookaheadSpec, ModelSpec
 from evolver_core.llm import use_limits
 from evolver_core.presets import Preset, get_preset
-from evolver_core.results import stage_success, stage_task_ids
-from evolver_core.run_layout import (EVAL, EVAL_GEN, EVAL_SELF, FIDELITY, FINETUNE, FINETUNE_SELF, FINETUNE_WM,
+from evolver_core.reporting.results import stage_success, stage_task_ids
+from evolver_core.data.run_layout import (EVAL, EVAL_GEN, EVAL_SELF, FIDELITY, FINETUNE, FINETUNE_SELF, FINETUNE_WM,
                                      SAMPLE, SYNTHESIZE, WM_SFT, lookahead_stage, next_round, policy_sft_stages,
                                      previous_adapter)
 from evolver_core.settings import download_cache, storage_root
-from evolver_core.storage import Storage
+from evolver_core.data.storage import Storage
 from infra.serving import serving_session
 from tasks.common import artifact_key, results_storage
 from tasks.judge import judge

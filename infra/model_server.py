@@ -8,10 +8,10 @@ hosted endpoint); only the backend changes. Backends (`ModelServer.for_backend(n
 - ``transformers`` (the embedded default): ``transformers serve <folder>`` on CPU, pinned to
   one local model folder, fully offline (``HF_HUB_OFFLINE=1``). It cannot load PEFT adapters,
   so an adapter is merged into its base first (cached by content hash,
-  `evolver_core.models.merge_adapter`). It serves the model under the folder path (requests
+  `evolver_core.training.models.merge_adapter`). It serves the model under the folder path (requests
   naming anything else are refused), it ignores the request field ``n`` (the client it hands
   out fans such requests out) and it only samples when the model's generation config says
-  ``do_sample: true`` (the folders `evolver_core.models` writes do; temperature 0 is greedy).
+  ``do_sample: true`` (the folders `evolver_core.training.models` writes do; temperature 0 is greedy).
   Its torch threads default to half the cores (`default_threads`): on a busy 2-core machine
   one thread generated ~3x faster than two fighting over the cores. Without
   ``continuous_batching`` it generates one request at a time (its clients keep one in
@@ -54,7 +54,7 @@ from typing import Any, ClassVar
 import httpx
 
 from evolver_core.llm import LLMClient
-from evolver_core.models import ModelRef, merge_adapter, webevolver_home
+from evolver_core.training.models import ModelRef, merge_adapter, webevolver_home
 from infra.process import ServerError, await_health, free_port, service_env, start_service, stop_group, wait_healthy
 
 LOG_TAIL_LINES = 40

@@ -45,7 +45,7 @@ from types import FrameType, TracebackType
 
 import httpx
 
-from evolver_core.models import webevolver_home
+from evolver_core.training.models import webevolver_home
 from infra.process import await_health, free_port, get_json, signal_group, stop_group
 from infra.postgres import PostgresServer
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from evolver_core.config import ModelSpec
-from evolver_core.models import ModelRef, folder_digest, resolve_model
+from evolver_core.training.models import ModelRef, folder_digest, resolve_model
 from infra.model_server import ModelServer, ServerError, add_start_listener, remove_start_listener
 
 SHARED_BACKENDS = ("vllm",)  # backends that hot-load LoRA adapters into a running server

@@ -1,6 +1,6 @@
 """What every stage task shares: its cache policy, where results persist, storage access.
 
-Cache policy: `INPUTS + TASK_SOURCE` plus the stage's identity (`evolver_core.identity`: the
+Cache policy: `INPUTS + TASK_SOURCE` plus the stage's identity (`evolver_core.data.identity`: the
 digest of the domain code and prompts it runs, content digests of its models and adapters,
 its parameters, and its upstream stages' identities). A stage reruns when any of those
 change (an edited prompt, a retrained adapter at the same path, an upstream stage that
@@ -20,8 +20,8 @@ from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.filesystems import RemoteFileSystem
 
-from evolver_core.identity import StageIdentity
-from evolver_core.storage import Storage
+from evolver_core.data.identity import StageIdentity
+from evolver_core.data.storage import Storage
 
 RESULTS_DIR = "prefect-results"
 

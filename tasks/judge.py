@@ -7,7 +7,7 @@ from typing import Optional
 from prefect.artifacts import create_table_artifact
 
 from evolver_core.config import ModelSpec
-from evolver_core.run_layout import SAMPLE
+from evolver_core.data.run_layout import SAMPLE
 from evolver_core.stages.judge import DEFAULT_MAX_TOKENS, judge_identity, run_judge
 from tasks.common import artifact_key, stage_task
 

@@ -9,7 +9,7 @@ from prefect import get_run_logger
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
 
-from evolver_core.run_layout import FINETUNE, SFT, training_rounds
+from evolver_core.data.run_layout import FINETUNE, SFT, training_rounds
 from evolver_core.stages.sft import run_to_sft, to_sft_identity
 from evolver_core.stages.train import finetune_identity, run_finetune
 from tasks.common import artifact_key, stage_task

@@ -9,9 +9,9 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
                                update_progress_artifact)
 
 from evolver_core.config import ModelSpec
-from evolver_core.run_layout import EVAL, SAMPLE
+from evolver_core.data.run_layout import EVAL, SAMPLE
 from evolver_core.stages.world_model import fidelity_identity, run_fidelity, run_wm_data, wm_data_identity
-from evolver_core.world_model import RATIONALE_MAX_TOKENS
+from evolver_core.world_model.model import RATIONALE_MAX_TOKENS
 from tasks.common import artifact_key, stage_task
 
 
@@ -48,7 +48,7 @@ def fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, judge_
         f"### World model, round {round_}: fidelity on {report['n']} held-out real transitions ({source_stage})\n\n"
         f"| STR | Sim. | O/A |\n|---|---|---|\n| {_fmt(report['str'])} | {_fmt(report['sim'])} | {_fmt(report['oa'])} |\n\n"
         "STR: the prediction parses as a page tree; Sim.: element F1 and line similarity to the real page; "
-        "O/A: the judge finds it functionally equivalent (`evolver_core/fidelity.py`).\n",
+        "O/A: the judge finds it functionally equivalent (`evolver_core/world_model/fidelity.py`).\n",
         key=artifact_key(run_id, f"r{round_}", "wm-fidelity-report"))
     return report
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from evolver_core.models import ModelRef, tiny_model_dir
+from evolver_core.training.models import ModelRef, tiny_model_dir
 from infra.model_server import ModelServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

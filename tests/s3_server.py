@@ -1,6 +1,6 @@
 """A local S3-compatible server (moto) for tests and for trying the S3 storage path offline.
 
-Why: `evolver_core.storage.Storage` must behave the same on ``s3://`` as on a local
+Why: `evolver_core.data.storage.Storage` must behave the same on ``s3://`` as on a local
 directory, and that is only believable if it is tested against a real S3 wire protocol.
 `LocalS3Server` runs moto's server in a background thread on 127.0.0.1 (a free port),
 waits until it answers HTTP, and hands out the endpoint plus dummy credentials, as an

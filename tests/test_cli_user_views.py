@@ -15,10 +15,10 @@ from playwright.async_api import async_playwright
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from evolver_core.agent import OracleAgent
+from evolver_core.agents.base import OracleAgent
 from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
-from evolver_core.sampling import SampleConfig, sample_trajectories
-from evolver_core.storage import Storage
+from evolver_core.sampling.sampler import SampleConfig, sample_trajectories
+from evolver_core.data.storage import Storage
 from evolver_core.suites.miniwob import MiniWoBSuite
 
 CLI = [sys.executable, "-m", "cli.main"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evolver_core.storage import Storage
+from evolver_core.data.storage import Storage
 from evolver_core.suites.httpserver import LocalHTTPServer
 
 CLI = [sys.executable, "-m", "cli.main"]

@@ -27,7 +27,7 @@ import pytest
 from cli.doctor import run_checks
 from evolver_core.browser.env import MAX_ERROR_CHARS, BrowserCrashed, BrowserSession, EnvConfig, launch_browser
 from evolver_core.llm import CallLimits, LLMClient, LLMError
-from evolver_core.models import ModelRef
+from evolver_core.training.models import ModelRef
 from evolver_core.suites.base import EpisodeState, Task
 from evolver_core.suites.httpserver import LocalHTTPServer
 from evolver_core.suites.taskfile import load_task_file

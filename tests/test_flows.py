@@ -15,7 +15,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from evolver_core.storage import Storage
+from evolver_core.data.storage import Storage
 from flows.evaluate import evaluate
 from flows.evolve_round import evolve_round
 from flows.runners import make_runner
@@ -151,7 +151,7 @@ def test_evolve_flow_reports_rounds_and_writes_the_success_plot(prefect_server, 
 
 
 def test_next_round_is_the_first_without_a_trained_policy(tmp_path):
-    from evolver_core.run_layout import next_round, previous_adapter
+    from evolver_core.data.run_layout import next_round, previous_adapter
 
     store = Storage(str(tmp_path))
     assert next_round(store, "n") == 0

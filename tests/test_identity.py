@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
-from evolver_core import identity
-from evolver_core.agent import OracleAgent
+from evolver_core.data import identity
+from evolver_core.agents.base import OracleAgent
 from evolver_core.config import ModelSpec
-from evolver_core.run_layout import open_stage, read_identity
-from evolver_core.sampling import SampleConfig, SamplingError, sample_trajectories
+from evolver_core.data.run_layout import open_stage, read_identity
+from evolver_core.sampling.sampler import SampleConfig, SamplingError, sample_trajectories
 from evolver_core.stages.judge import judge_identity
 from evolver_core.stages.sample import sample_identity
 from evolver_core.stages.sft import to_sft_identity
-from evolver_core.storage import Storage, UnreadableShard
+from evolver_core.data.storage import Storage, UnreadableShard
 from evolver_core.suites.miniwob import MiniWoBSuite
 from flows.evaluate import evaluate
 from flows.evolve_round import evolve_round
@@ -60,11 +60,11 @@ def test_code_digests_follow_what_each_stage_runs(code_copy):
     after_prompt = digests()
     assert after_prompt["judge"] != before["judge"]
     assert after_prompt["sample"] == before["sample"] and after_prompt["sft"] == before["sft"]
-    edit(code_copy / "sft.py")  # a domain module only the SFT conversion uses
+    edit(code_copy / "training" / "sft.py")  # a domain module only the SFT conversion uses
     after_sft = digests()
     assert after_sft["sft"] != after_prompt["sft"] and after_sft["sample"] == before["sample"]
     assert after_sft["judge"] == after_prompt["judge"]
-    edit(code_copy / "policy.py")  # the policy prompt layout: sampling and SFT examples both depend on it
+    edit(code_copy / "agents" / "policy.py")  # the policy prompt layout: sampling and SFT examples both depend on it
     after_policy = digests()
     assert after_policy["sample"] != before["sample"] and after_policy["sft"] != after_sft["sft"]
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from evolver_core.agent import Turn
+from evolver_core.agents.base import Turn
 from evolver_core.browser.actions import ActionParseError, parse_action
 from evolver_core.browser.observation import Element, Observation, Tab
-from evolver_core.policy import FewShot, PastStep, PolicyAgent, build_messages, system_prompt
-from evolver_core.reply import FORMAT_ERROR, Reply, format_reply, parse_reply
+from evolver_core.agents.policy import FewShot, PastStep, PolicyAgent, build_messages, system_prompt
+from evolver_core.agents.reply import FORMAT_ERROR, Reply, format_reply, parse_reply
 from evolver_core.prompts import load_prompt
-from evolver_core.rollout import StepResult
+from evolver_core.sampling.rollout import StepResult
 from evolver_core.suites.base import Task
 from infra.model_server import ModelServer
 

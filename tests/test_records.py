@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from evolver_core.records import (
+from evolver_core.data.records import (
     STEP_SCHEMA,
     TRAJECTORY_SCHEMA,
     StepRecord,

@@ -16,10 +16,10 @@ from http.cookiejar import CookieJar
 
 import pytest
 
-from evolver_core.agent import OracleAgent
+from evolver_core.agents.base import OracleAgent
 from evolver_core.browser.env import launch_browser
 from evolver_core.browser.observation import Element, Observation
-from evolver_core.rollout import run_episode
+from evolver_core.sampling.rollout import run_episode
 from evolver_core.suites.base import EpisodeState, Task
 from evolver_core.suites.sandbox import SandboxSuite
 from evolver_core.suites.sandbox.answers import matches, tokens

@@ -17,14 +17,14 @@ import pyarrow.parquet as pq
 from PIL import Image
 from playwright.async_api import async_playwright
 
-from evolver_core.agent import OracleAgent
+from evolver_core.agents.base import OracleAgent
 from evolver_core.browser.env import EnvConfig, launch_browser
 from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
-from evolver_core.records import from_table, to_table
-from evolver_core.sampling import SampleConfig, sample_trajectories
-from evolver_core.storage import Storage
+from evolver_core.data.records import from_table, to_table
+from evolver_core.sampling.sampler import SampleConfig, sample_trajectories
+from evolver_core.data.storage import Storage
 from evolver_core.suites.miniwob import MiniWoBSuite
-from evolver_core.viewer import copy_screenshots, render_report
+from evolver_core.reporting.viewer import copy_screenshots, render_report
 from s3_server import LocalS3Server
 from test_records import make_step, make_trajectory
 
@@ -98,7 +98,7 @@ async def test_a_screenshot_that_cannot_be_stored_or_taken_does_not_fail_the_epi
     blocker = Path(store.path("b", 0, "sample")) / "screenshots"
     blocker.parent.mkdir(parents=True)
     blocker.write_text("in the way")
-    with caplog.at_level(logging.WARNING, logger="evolver_core.sampling"):
+    with caplog.at_level(logging.WARNING, logger="evolver_core.sampling.sampler"):
         summary = await sample(store, SampleConfig(run_id="b", screenshots=True), ["click-test"])
     assert summary.new == 1 and summary.failed == 0
     steps = store.read_table("b", 0, "sample", table_name="steps").to_pylist()

@@ -16,9 +16,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from evolver_core import storage as storage_module
-from evolver_core.records import StepRecord, TrajectoryRecord, from_table, to_table, trajectory_id
-from evolver_core.storage import Storage, relative_path, shard_filename
+from evolver_core.data import storage as storage_module
+from evolver_core.data.records import StepRecord, TrajectoryRecord, from_table, to_table, trajectory_id
+from evolver_core.data.storage import Storage, relative_path, shard_filename
 from s3_server import LocalS3Server
 from test_records import make_step, make_trajectory
 
@@ -166,7 +166,7 @@ def test_failed_write_leaves_previous_shard_and_no_temp(
 KILLED_WRITER = """
 import sys, time
 import pyarrow.parquet as pq
-from evolver_core.storage import Storage
+from evolver_core.data.storage import Storage
 
 root, source = sys.argv[1:]
 table = pq.read_table(source)

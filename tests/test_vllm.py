@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from evolver_core.config import ModelSpec
-from evolver_core.models import ModelRef
+from evolver_core.training.models import ModelRef
 from fixtures_models import FakeEndpoint, chat_response, gone  # noqa: F401
 from infra.model_server import VLLMServer, vllm_python
 from infra.serving import Lease, adapter_name, current_session, serve, serving_session
@@ -33,7 +33,7 @@ needs_vllm = pytest.mark.skipif(vllm_python() is None,
 
 
 def make_adapter(base: Path | str, out: Path, seed: int, targets: tuple[str, ...] = ("q_proj", "v_proj")) -> Path:
-    """A random (non-zero) LoRA adapter on `base`, saved like `evolver_core.finetune` saves one."""
+    """A random (non-zero) LoRA adapter on `base`, saved like `evolver_core.training.finetune` saves one."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -223,8 +223,8 @@ def test_sample_miniwob_episodes_through_vllm(tmp_path: Path) -> None:
     round's policy layout), real MiniWoB pages in chromium, trajectories in Parquet."""
     import pyarrow.parquet as pq
 
-    from evolver_core.finetune import LORA_TARGETS
-    from evolver_core.models import resolve_model
+    from evolver_core.training.finetune import LORA_TARGETS
+    from evolver_core.training.models import resolve_model
 
     adapter = make_adapter(resolve_model("smollm2").base, tmp_path / "policy", seed=0, targets=LORA_TARGETS)
     env = os.environ | {"WEBEVOLVER_HOME": os.environ.get("WEBEVOLVER_HOME", str(Path.home() / ".cache/webevolver"))}

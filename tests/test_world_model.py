@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from evolver_core.records import WM_TRANSITION_TABLE
-from evolver_core.storage import Storage
+from evolver_core.data.records import WM_TRANSITION_TABLE
+from evolver_core.data.storage import Storage
 
 from evolver_core.llm import LLMClient
-from evolver_core.sft import examples_from_table, examples_to_table
-from evolver_core.world_model import (
+from evolver_core.training.sft import examples_from_table, examples_to_table
+from evolver_core.world_model.model import (
     FIRST, Transition, WorldModel, action_key, build_wm_messages, cap_transitions, distill_rationales,
     format_wm_target, parse_wm_output, rationale_messages, transitions_from_rows, transitions_from_table,
     transitions_to_table, wm_sft_examples,

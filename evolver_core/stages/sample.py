@@ -7,20 +7,20 @@ from contextlib import ExitStack
 from dataclasses import asdict
 from typing import Callable, Optional
 
-from evolver_core.agent import OracleAgent
+from evolver_core.agents.base import OracleAgent
 from evolver_core.config import LookaheadSpec, ModelSpec
-from evolver_core.identity import StageIdentity, code_digest, folder_content_digest, model_identity
-from evolver_core.policy import DEFAULT_MAX_TOKENS, PolicyAgent
-from evolver_core.run_layout import open_stage
-from evolver_core.sampling import SampleConfig, SampleSummary, episode_seed, sample_trajectories
-from evolver_core.storage import Storage
+from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest, model_identity
+from evolver_core.agents.policy import DEFAULT_MAX_TOKENS, PolicyAgent
+from evolver_core.data.run_layout import open_stage
+from evolver_core.sampling.sampler import SampleConfig, SampleSummary, episode_seed, sample_trajectories
+from evolver_core.data.storage import Storage
 from evolver_core.suites.base import Suite, Task
 from evolver_core.suites.registry import LIVE_SUITES, get_suite, select_tasks
 from evolver_core.suites.taskfile import data_dir
 
-CODE = ("evolver_core.sampling", "evolver_core.policy", "evolver_core.agent", "evolver_core.suites.registry",
+CODE = ("evolver_core.sampling.sampler", "evolver_core.agents.policy", "evolver_core.agents.base", "evolver_core.suites.registry",
         "evolver_core.stages.sample")
-LOOKAHEAD_CODE = ("evolver_core.lookahead", "evolver_core.world_model")  # imported only to look ahead
+LOOKAHEAD_CODE = ("evolver_core.agents.lookahead", "evolver_core.world_model.model")  # imported only to look ahead
 
 
 def open_suite(suite: str, miniwob_tasks: str, n_tasks: Optional[int]) -> Suite:
@@ -100,8 +100,8 @@ def agent_factory(stack: ExitStack, suite: Suite, policy: Optional[ModelSpec], t
 
     if lookahead is None:
         return policy_agent
-    from evolver_core.lookahead import LookaheadAgent
-    from evolver_core.world_model import WorldModel
+    from evolver_core.agents.lookahead import LookaheadAgent
+    from evolver_core.world_model.model import WorldModel
 
     world_model = WorldModel(stack.enter_context(serve(lookahead.world_model)).client(),
                              max_tokens=lookahead.wm_max_tokens)

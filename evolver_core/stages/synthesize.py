@@ -2,7 +2,7 @@
 
 For the queries real sampling failed (none of their trajectories kept by rejection
 sampling), the policy and the world model alternate from the task's start (at most
-`max_actions` policy actions, `evolver_core.synthesis`); each synthetic trajectory is judged
+`max_actions` policy actions, `evolver_core.world_model.synthesis`); each synthetic trajectory is judged
 by r̂ as it ends and stored under `round=<i>/synthesize/` with ``source = "synthetic"``, so
 `to_sft` converts it like a real one and the viewer shows the world model's predicted pages.
 """
@@ -14,17 +14,17 @@ from contextlib import ExitStack
 from typing import Optional
 
 from evolver_core.config import ModelSpec
-from evolver_core.identity import StageIdentity, code_digest, model_identity
-from evolver_core.policy import DEFAULT_MAX_TOKENS, PolicyAgent
-from evolver_core.run_layout import SAMPLE, SYNTHESIZE, open_stage, stage_digest
-from evolver_core.sampling import SampleConfig, episode_seed
+from evolver_core.data.identity import StageIdentity, code_digest, model_identity
+from evolver_core.agents.policy import DEFAULT_MAX_TOKENS, PolicyAgent
+from evolver_core.data.run_layout import SAMPLE, SYNTHESIZE, open_stage, stage_digest
+from evolver_core.sampling.sampler import SampleConfig, episode_seed
 from evolver_core.stages.sample import open_suite, sample_result
 from evolver_core.stages.sft import verdict_stage_for
-from evolver_core.storage import Storage
-from evolver_core.synthesis import SYNTH_MAX_ACTIONS, failed_task_ids, synthesize
-from evolver_core.world_model import WorldModel
+from evolver_core.data.storage import Storage
+from evolver_core.world_model.synthesis import SYNTH_MAX_ACTIONS, failed_task_ids, synthesize
+from evolver_core.world_model.model import WorldModel
 
-CODE = ("evolver_core.synthesis", "evolver_core.stages.synthesize")
+CODE = ("evolver_core.world_model.synthesis", "evolver_core.stages.synthesize")
 
 
 def synthesize_identity(root: str, run_id: str, round_: int, suite: str, split: str, policy: ModelSpec,

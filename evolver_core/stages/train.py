@@ -10,16 +10,16 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from evolver_core.config import ModelSpec
-from evolver_core.finetune import METRICS_FILE, FinetuneConfig, finetune
-from evolver_core.identity import StageIdentity, code_digest, folder_content_digest, model_identity
-from evolver_core.models import resolve_model
+from evolver_core.training.finetune import METRICS_FILE, FinetuneConfig, finetune
+from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest, model_identity
+from evolver_core.training.models import resolve_model
 from evolver_core.settings import download_cache
-from evolver_core.run_layout import (ADAPTER, FINETUNE, adapter_uri, has_adapter, open_stage, stage_digest,
+from evolver_core.data.run_layout import (ADAPTER, FINETUNE, adapter_uri, has_adapter, open_stage, stage_digest,
                                      training_rounds)
-from evolver_core.sft import read_sft_parquet
-from evolver_core.storage import Storage
+from evolver_core.training.sft import read_sft_parquet
+from evolver_core.data.storage import Storage
 
-CODE = ("evolver_core.finetune", "evolver_core.sft", "evolver_core.stages.train")
+CODE = ("evolver_core.training.finetune", "evolver_core.training.sft", "evolver_core.stages.train")
 
 
 def finetune_identity(root: str, run_id: str, round_: int, base_model: str, max_steps: int, max_length: int = 512,

@@ -11,17 +11,17 @@ from typing import Callable, Optional
 import pyarrow as pa
 
 from evolver_core.config import ModelSpec
-from evolver_core.fidelity import measure_fidelity
-from evolver_core.identity import StageIdentity, code_digest, model_identity
-from evolver_core.records import FIDELITY_SCHEMA, FIDELITY_TABLE, WM_TRANSITION_TABLE
-from evolver_core.run_layout import EVAL, FIDELITY, SAMPLE, WM_DATA, WM_SFT, open_stage, stage_digest
-from evolver_core.sft import write_sft_parquet
-from evolver_core.storage import Storage
-from evolver_core.world_model import (RATIONALE_MAX_TOKENS, WorldModel, cap_transitions, distill_rationales,
+from evolver_core.world_model.fidelity import measure_fidelity
+from evolver_core.data.identity import StageIdentity, code_digest, model_identity
+from evolver_core.data.records import FIDELITY_SCHEMA, FIDELITY_TABLE, WM_TRANSITION_TABLE
+from evolver_core.data.run_layout import EVAL, FIDELITY, SAMPLE, WM_DATA, WM_SFT, open_stage, stage_digest
+from evolver_core.training.sft import write_sft_parquet
+from evolver_core.data.storage import Storage
+from evolver_core.world_model.model import (RATIONALE_MAX_TOKENS, WorldModel, cap_transitions, distill_rationales,
                                       transitions_from_rows, transitions_to_table, wm_sft_examples)
 
-WM_DATA_CODE = ("evolver_core.world_model", "evolver_core.stages.world_model")
-FIDELITY_CODE = ("evolver_core.fidelity", "evolver_core.stages.world_model")
+WM_DATA_CODE = ("evolver_core.world_model.model", "evolver_core.stages.world_model")
+FIDELITY_CODE = ("evolver_core.world_model.fidelity", "evolver_core.stages.world_model")
 
 
 def wm_data_identity(root: str, run_id: str, round_: int, base: ModelSpec, source_stage: str = SAMPLE,

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from playwright.async_api import Page
 
     from evolver_core.browser.observation import Observation
-    from evolver_core.reply import Reply
+    from evolver_core.agents.reply import Reply
 
 
 class TaskFileError(ValueError):

@@ -11,7 +11,7 @@ import re
 from typing import Callable
 
 from evolver_core.browser.observation import Observation
-from evolver_core.reply import Reply
+from evolver_core.agents.reply import Reply
 from evolver_core.suites.base import Task
 from evolver_core.suites.solver import GaveUp, GeneratorSolver, SolverScript, need
 

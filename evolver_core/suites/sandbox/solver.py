@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from evolver_core.browser.actions import Action, format_action
 from evolver_core.browser.observation import Element, Observation
-from evolver_core.reply import Reply
+from evolver_core.agents.reply import Reply
 
 MAX_SCROLLS = 4  # per direction, per step
 

@@ -44,11 +44,11 @@ from typing import Any
 import pyarrow as pa
 
 from evolver_core.llm import LLMClient
-from evolver_core.reply import format_reply
+from evolver_core.agents.reply import format_reply
 from evolver_core.prompts import load_prompt
-from evolver_core.records import WM_TRANSITION_SCHEMA, WM_TRANSITION_TABLE, validate_table
-from evolver_core.rollout import page_text
-from evolver_core.sft import Example, Row
+from evolver_core.data.records import WM_TRANSITION_SCHEMA, WM_TRANSITION_TABLE, validate_table
+from evolver_core.sampling.rollout import page_text
+from evolver_core.training.sft import Example, Row
 
 FIRST = "first"  # action key of first steps
 NO_PAST_ACTIONS = "(none)"

@@ -42,7 +42,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec.utils import get_protocol
 
-from evolver_core.records import SCHEMAS, TableName, validate_table
+from evolver_core.data.records import SCHEMAS, TableName, validate_table
 from evolver_core.settings import settings
 _S3_PROTOCOLS = ("s3", "s3a")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

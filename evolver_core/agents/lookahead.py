@@ -30,17 +30,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from evolver_core.agent import Turn
+from evolver_core.agents.base import Turn
 from evolver_core.browser.actions import Action, ActionParseError, format_action, parse_action
 from evolver_core.browser.observation import Observation
 from evolver_core.llm import LLMClient
-from evolver_core.policy import PastStep, PolicyAgent
+from evolver_core.agents.policy import PastStep, PolicyAgent
 from evolver_core.prompts import load_prompt
-from evolver_core.rollout import StepResult, render_observation
-from evolver_core.rollout import page_text
+from evolver_core.sampling.rollout import StepResult, render_observation
+from evolver_core.sampling.rollout import page_text
 from evolver_core.suites.base import Task
-from evolver_core.synthesis import wm_past_action
-from evolver_core.world_model import WorldModel
+from evolver_core.world_model.synthesis import wm_past_action
+from evolver_core.world_model.model import WorldModel
 
 CANDIDATE_TEMPERATURE = 0.7  # the paper's temperature for the non-greedy candidates
 ROLLOUT_TEMPERATURE = 0.7  # the policy's temperature inside a simulation
@@ -122,7 +122,7 @@ class _Evaluation:
 
 
 class LookaheadAgent:
-    """Implements `evolver_core.agent.Agent`: the policy's next step chosen by WMLA (module docstring).
+    """Implements `evolver_core.agents.base.Agent`: the policy's next step chosen by WMLA (module docstring).
 
     `policy` supplies the client, history length k, few-shot examples, max tokens and seed
     of the policy prompt; `world_model` simulates; `scorer` rates the simulations.

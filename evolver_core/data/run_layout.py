@@ -16,8 +16,8 @@ import json
 import logging
 import uuid
 
-from evolver_core.identity import StageIdentity
-from evolver_core.storage import Storage
+from evolver_core.data.identity import StageIdentity
+from evolver_core.data.storage import Storage
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ CPU (DESIGN.md "Measured on a 2-core CPU machine"): rank 16, alpha 32, dropout 0
 every attention and MLP projection, lr 2e-4 constant after 5 warm-up steps, batch 2, max
 length 512, fp32, gradient checkpointing off (TRL turns it on by default; on that CPU it
 made a step ~2.4x slower). Every round trains from the base model, not from the previous
-adapter. The examples are `evolver_core.sft` prompt-completion examples, so the loss is on
+adapter. The examples are `evolver_core.training.sft` prompt-completion examples, so the loss is on
 the target reply only.
 
 The adapter is trained in a sibling folder ``.<name>.partial`` and renamed to
@@ -16,8 +16,8 @@ adapter, the tokenizer, and ``finetune.json`` (config and metrics).
 Nothing here picks a device: the same code runs on CPU with ``python -m`` and on GPUs
 under accelerate, e.g.::
 
-    python -m evolver_core.finetune --examples sft.parquet --base MODEL_DIR --out ADAPTER_DIR --max-steps 50
-    accelerate launch -m evolver_core.finetune --examples sft.parquet --base MODEL_DIR --out ADAPTER_DIR --bf16
+    python -m evolver_core.training.finetune --examples sft.parquet --base MODEL_DIR --out ADAPTER_DIR --max-steps 50
+    accelerate launch -m evolver_core.training.finetune --examples sft.parquet --base MODEL_DIR --out ADAPTER_DIR --bf16
 
 Every `FinetuneConfig` field is a flag (``--lora-r 8``, ``--learning-rate 1e-4``, ...).
 `--examples` is a Parquet file or folder with the `sft.SFT_SCHEMA` columns.
@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> FinetuneResult:
     import pyarrow.parquet as pq
     from transformers import HfArgumentParser
 
-    from evolver_core.sft import examples_from_table
+    from evolver_core.training.sft import examples_from_table
 
     script, cfg = HfArgumentParser((ScriptArguments, FinetuneConfig)).parse_args_into_dataclasses(args=argv)
     examples = examples_from_table(pq.read_table(script.examples))

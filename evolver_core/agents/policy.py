@@ -21,12 +21,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from evolver_core.agent import Turn
+from evolver_core.agents.base import Turn
 from evolver_core.browser.observation import Observation
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
-from evolver_core.reply import format_reply, parse_reply
-from evolver_core.rollout import StepResult, render_observation
+from evolver_core.agents.reply import format_reply, parse_reply
+from evolver_core.sampling.rollout import StepResult, render_observation
 from evolver_core.suites.base import Task
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ DEFAULT_MAX_TOKENS = 96  # a policy reply: a thought and one action (presets rai
 
 
 class PolicyAgent:
-    """The LLM policy; implements `evolver_core.agent.Agent`."""
+    """The LLM policy; implements `evolver_core.agents.base.Agent`."""
 
     def __init__(self, client: LLMClient, *, history_k: int = 1, few_shot: Sequence[FewShot] = (),
                  temperature: float = 0.0, max_tokens: int = DEFAULT_MAX_TOKENS, seed: int | None = None,

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 from evolver_core.config import ModelSpec
 
 PACKAGE = "evolver_core"
-CODE_ROOT = Path(__file__).resolve().parent  # the evolver_core folder; tests point it at a copy
+CODE_ROOT = Path(__file__).resolve().parents[1]  # the evolver_core folder; tests point it at a copy
 PROMPT_DIR_NAME = "prompts"
 # Files this size and up (model shards) are digested by size, head and tail: hashing a 15 GB
 # model in every process would cost a minute, and shards are written once, never edited.
@@ -162,7 +162,7 @@ def model_digest(spec: ModelSpec | None) -> str | None:
     (the scripted solver)."""
     if spec is None:
         return None
-    from evolver_core.models import resolve_model
+    from evolver_core.training.models import resolve_model
 
     if spec.backend == "openai":
         return fingerprint({"endpoint": spec.base_url, "model": spec.model})

@@ -34,8 +34,8 @@ from difflib import SequenceMatcher
 
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
-from evolver_core.verdicts import last_verdict
-from evolver_core.world_model import Transition, WorldModel
+from evolver_core.judge.verdicts import last_verdict
+from evolver_core.world_model.model import Transition, WorldModel
 
 _ELEMENT = re.compile(r"^(\t*)\[(\d+)\] (\S+) '(.*?)'(?: [\w-]+: .*)?$")
 _ID = re.compile(r"^(\t*)\[\d+\] ")

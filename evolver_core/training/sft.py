@@ -49,11 +49,11 @@ from typing import Any
 import pyarrow as pa
 
 from evolver_core.browser.actions import parse_action
-from evolver_core.policy import PastStep, build_messages
-from evolver_core.reply import format_reply
-from evolver_core.rollout import is_error_turn, page_text
-from evolver_core.records import SFT_SCHEMA, SFT_TABLE, canonical_json
-from evolver_core.storage import Storage
+from evolver_core.agents.policy import PastStep, build_messages
+from evolver_core.agents.reply import format_reply
+from evolver_core.sampling.rollout import is_error_turn, page_text
+from evolver_core.data.records import SFT_SCHEMA, SFT_TABLE, canonical_json
+from evolver_core.data.storage import Storage
 
 Row = Mapping[str, Any]  # a stored row, as `pa.Table.to_pylist()` gives it
 Example = dict[str, Any]

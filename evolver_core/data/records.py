@@ -167,7 +167,7 @@ class TrajectoryRecord:
 
 @dataclass(frozen=True, kw_only=True)
 class SftExampleRow:
-    """One SFT example (the `to_sft` stage; `evolver_core.sft` makes and reads them)."""
+    """One SFT example (the `to_sft` stage; `evolver_core.training.sft` makes and reads them)."""
 
     run_id: str
     round: int = field(metadata=I32)
@@ -182,7 +182,7 @@ class SftExampleRow:
 
 @dataclass(frozen=True, kw_only=True)
 class TransitionRow:
-    """A world-model transition with its distilled rationale (`evolver_core.world_model`)."""
+    """A world-model transition with its distilled rationale (`evolver_core.world_model.model`)."""
 
     run_id: str
     round: int = field(metadata=I32)
@@ -204,7 +204,7 @@ class TransitionRow:
 @dataclass(frozen=True, kw_only=True)
 class FidelityRow:
     """One held-out real transition, the world model's prediction and its scores
-    (`evolver_core.fidelity.measure_fidelity`)."""
+    (`evolver_core.world_model.fidelity.measure_fidelity`)."""
 
     run_id: str
     round: int = field(metadata=I32)

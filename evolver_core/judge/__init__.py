@@ -1,0 +1,3 @@
+"""The judge r̂: its prompt and verdict (`judge`), the one verdict parser (`verdicts`), and judging
+stored trajectories (`stored`).
+"""

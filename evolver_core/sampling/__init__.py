@@ -1,0 +1,3 @@
+"""Sampling: one episode of an agent in the real browser (`rollout`), many episodes stored as
+resumable Parquet trajectories (`sampler`).
+"""
