@@ -275,8 +275,8 @@ def view(
     """Write a static HTML report of a run's trajectories (filters, steps side by side); open out/index.html."""
     from pathlib import Path
 
-    from evolver_core.judge.stored import split_judged
     from evolver_core.data.storage import Storage
+    from evolver_core.judge.stored import split_judged
     from evolver_core.reporting.viewer import copy_screenshots, render_report
 
     store = Storage(storage_root(storage))
@@ -310,8 +310,8 @@ def compare(
     the first run, and as artifacts of a `compare` flow run on the Prefect server."""
     from pathlib import Path
 
-    from evolver_core.reporting.compare import NoEvaluations, comparison_files
     from evolver_core.data.storage import Storage
+    from evolver_core.reporting.compare import NoEvaluations, comparison_files
 
     store = Storage(storage_root(storage))
     if unknown := sorted(set(runs) - set(store.list_runs())):  # a typo: say so before starting a flow run

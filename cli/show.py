@@ -11,8 +11,8 @@ from cli.output import console
 
 def render_run(root: str, run: str, *, trajectory: Optional[str], round_: Optional[int], stage: Optional[str],
                limit: int) -> None:
-    from evolver_core.judge.stored import split_judged, verdict_row
     from evolver_core.data.storage import Storage
+    from evolver_core.judge.stored import split_judged, verdict_row
 
     store = Storage(root)
     if run not in store.list_runs():

@@ -212,8 +212,8 @@ def serve_workload(episodes: list[list[PageSample]], n: int, *, judge_max_tokens
     (the current page, the earlier step's thought and action), judge verdicts (the episode's
     pages) and world-model predictions (page + action -> next page), in `mix` proportions,
     interleaved, cycling over the episodes."""
-    from evolver_core.judge.judge import judge_messages
     from evolver_core.agents.policy import PastStep, build_messages
+    from evolver_core.judge.judge import judge_messages
     from evolver_core.world_model.model import build_wm_messages
 
     # each kind spread evenly over a cycle (6/1/1: policy x3, judge, policy x3, world_model)

@@ -26,12 +26,12 @@ from prefect.artifacts import create_table_artifact
 
 from evolver_core.config import LookaheadSpec, ModelSpec
 from evolver_core.data.identity import fingerprint, model_identity
+from evolver_core.data.run_layout import judge_stage_for, repeat_stage
+from evolver_core.data.storage import safe_key
 from evolver_core.llm import CallLimits, use_limits
 from evolver_core.reporting.metrics import wilson_interval
-from evolver_core.data.run_layout import judge_stage_for, repeat_stage
 from evolver_core.settings import storage_root
 from evolver_core.stages.sample import sample_identity
-from evolver_core.data.storage import safe_key
 from tasks.common import artifact_key, results_storage
 from tasks.judge import judge
 from tasks.sample import sample

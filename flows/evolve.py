@@ -8,10 +8,10 @@ from typing import Optional
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from evolver_core.reporting.plots import success_by_round_svg
 from evolver_core.data.storage import Storage
-from flows.artifacts import svg_artifact
+from evolver_core.reporting.plots import success_by_round_svg
 from evolver_core.settings import storage_root
+from flows.artifacts import svg_artifact
 from flows.evolve_round import evolve_round
 from flows.runners import make_runner
 from tasks.common import artifact_key

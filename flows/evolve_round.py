@@ -45,14 +45,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 
 from evolver_core.config import LookaheadSpec, ModelSpec
-from evolver_core.llm import use_limits
-from evolver_core.presets import Preset, get_preset
-from evolver_core.reporting.results import stage_success, stage_task_ids
 from evolver_core.data.run_layout import (EVAL, EVAL_GEN, EVAL_SELF, FIDELITY, FINETUNE, FINETUNE_SELF, FINETUNE_WM,
                                      SAMPLE, SYNTHESIZE, WM_SFT, lookahead_stage, next_round, policy_sft_stages,
                                      previous_adapter)
-from evolver_core.settings import download_cache, storage_root
 from evolver_core.data.storage import Storage
+from evolver_core.llm import use_limits
+from evolver_core.presets import Preset, get_preset
+from evolver_core.reporting.results import stage_success, stage_task_ids
+from evolver_core.settings import download_cache, storage_root
 from infra.serving import serving_session
 from tasks.common import artifact_key, results_storage
 from tasks.judge import judge

@@ -46,8 +46,8 @@ from types import FrameType, TracebackType
 import httpx
 
 from evolver_core.training.models import webevolver_home
-from infra.process import await_health, free_port, get_json, signal_group, stop_group
 from infra.postgres import PostgresServer
+from infra.process import await_health, free_port, get_json, signal_group, stop_group
 
 PREFECT = [sys.executable, "-m", "prefect"]
 DEFAULT_STARTUP_TIMEOUT_S = 180.0

@@ -9,8 +9,8 @@ from typing import Optional
 from prefect import get_run_logger
 from prefect.artifacts import aupdate_progress_artifact, create_progress_artifact, create_table_artifact
 
-from evolver_core.config import LookaheadSpec, ModelSpec
 from evolver_core.agents.policy import DEFAULT_MAX_TOKENS
+from evolver_core.config import LookaheadSpec, ModelSpec
 from evolver_core.sampling.sampler import SampleSummary
 from evolver_core.stages.sample import run_sample, sample_identity, sample_result
 from tasks.common import artifact_key, stage_task

@@ -7,8 +7,8 @@ from typing import Optional
 from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from evolver_core.config import ModelSpec
 from evolver_core.agents.policy import DEFAULT_MAX_TOKENS
+from evolver_core.config import ModelSpec
 from evolver_core.stages.synthesize import run_synthesize, synthesize_identity
 from evolver_core.world_model.synthesis import SYNTH_MAX_ACTIONS
 from tasks.common import artifact_key, stage_task

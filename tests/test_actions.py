@@ -64,3 +64,12 @@ def test_parses_common_forms(raw, expected):
 def test_bad_actions_say_what_is_wrong(raw, message):
     with pytest.raises(ActionParseError, match=re.escape(message)):
         parse_action(raw)
+
+
+def test_the_policy_prompt_lists_the_grammar_it_is_parsed_with():
+    from evolver_core.agents.policy import system_prompt
+    from evolver_core.browser.actions import ACTION_NAMES, ACTION_SIGNATURES, describe_actions
+
+    assert set(ACTION_SIGNATURES) == set(ACTION_NAMES)
+    assert all(ACTION_SIGNATURES[n].split()[0] == n for n in ACTION_NAMES)
+    assert f"Actions: {describe_actions()}\n" in system_prompt()

@@ -17,8 +17,8 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from evolver_core.agents.base import OracleAgent
 from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
-from evolver_core.sampling.sampler import SampleConfig, sample_trajectories
 from evolver_core.data.storage import Storage
+from evolver_core.sampling.sampler import SampleConfig, sample_trajectories
 from evolver_core.suites.miniwob import MiniWoBSuite
 
 CLI = [sys.executable, "-m", "cli.main"]

@@ -27,10 +27,10 @@ import pytest
 from cli.doctor import run_checks
 from evolver_core.browser.env import MAX_ERROR_CHARS, BrowserCrashed, BrowserSession, EnvConfig, launch_browser
 from evolver_core.llm import CallLimits, LLMClient, LLMError
-from evolver_core.training.models import ModelRef
 from evolver_core.suites.base import EpisodeState, Task
 from evolver_core.suites.httpserver import LocalHTTPServer
 from evolver_core.suites.taskfile import load_task_file
+from evolver_core.training.models import ModelRef
 from fixtures_models import chat_response, gone
 from infra.model_server import TransformersServer, VLLMServer
 from infra.process import SERVICE_OWNER_ENV, service_env, start_service, stop_strays, stray_services

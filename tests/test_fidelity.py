@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from evolver_core.browser.observation import Element, Observation, Tab
+from evolver_core.llm import LLMClient
 from evolver_core.world_model.fidelity import (
     TreeLine, equivalence_messages, fidelity_report, measure_fidelity, parse_equivalence, parse_tree, similarity,
 )
-from evolver_core.llm import LLMClient
 from evolver_core.world_model.model import Transition, WorldModel
 from fixtures_models import FakeEndpoint, chat_response, fake_endpoint  # noqa: F401  (fixtures)
 from test_synthesis import servers  # noqa: F401  (the ChatServer fixture)

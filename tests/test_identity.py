@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
-from evolver_core.data import identity
 from evolver_core.agents.base import OracleAgent
 from evolver_core.config import ModelSpec
+from evolver_core.data import identity
 from evolver_core.data.run_layout import open_stage, read_identity
+from evolver_core.data.storage import Storage, UnreadableShard
 from evolver_core.sampling.sampler import SampleConfig, SamplingError, sample_trajectories
 from evolver_core.stages.judge import judge_identity
 from evolver_core.stages.sample import sample_identity
 from evolver_core.stages.sft import to_sft_identity
-from evolver_core.data.storage import Storage, UnreadableShard
 from evolver_core.suites.miniwob import MiniWoBSuite
 from flows.evaluate import evaluate
 from flows.evolve_round import evolve_round

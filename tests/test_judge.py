@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from evolver_core.data.run_layout import judge_stage_for, judged_stage
 from evolver_core.judge.judge import NO_ANSWER, Verdict, agreement, judge, judge_messages, parse_verdict
 from evolver_core.judge.stored import split_judged, verdict_row
-from evolver_core.data.run_layout import judge_stage_for, judged_stage
 from evolver_core.prompts import load_prompt
 from infra.model_server import ModelServer
 

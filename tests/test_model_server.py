@@ -325,8 +325,8 @@ def test_free_port_is_bindable() -> None:
 
 @pytest.mark.slow
 async def test_smollm2_converts_and_serves_offline(tmp_path: Path) -> None:
-    from evolver_core.training.models import smollm2_model_dir
     from evolver_core.agents.policy import build_messages, parse_reply
+    from evolver_core.training.models import smollm2_model_dir
 
     t0 = time.monotonic()
     folder = smollm2_model_dir()  # under $WEBEVOLVER_HOME/models; built once

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from evolver_core.agents.base import Turn
-from evolver_core.browser.actions import ActionParseError, parse_action
-from evolver_core.browser.observation import Element, Observation, Tab
 from evolver_core.agents.policy import FewShot, PastStep, PolicyAgent, build_messages, system_prompt
 from evolver_core.agents.reply import FORMAT_ERROR, Reply, format_reply, parse_reply
+from evolver_core.browser.actions import ActionParseError, parse_action
+from evolver_core.browser.actions import describe_actions
+from evolver_core.browser.observation import Element, Observation, Tab
 from evolver_core.prompts import load_prompt
 from evolver_core.sampling.rollout import StepResult
 from evolver_core.suites.base import Task
@@ -95,7 +96,7 @@ def test_history_clipping_k2_keeps_the_previous_observation_too() -> None:
 def test_few_shot_examples_go_into_the_system_prompt() -> None:
     example = FewShot(observation="[2] button 'Go'", objective="Press Go.", thought="Go is [2].", action="click [2]")
     system = build_messages("x", "y", [], few_shot=[example])[0]["content"]
-    assert system.startswith(load_prompt("policy_system"))
+    assert system.startswith(load_prompt("policy_system", actions=describe_actions()))
     assert "OBSERVATION:\n[2] button 'Go'\nOBJECTIVE: Press Go.\nThought: Go is [2].\nAction: click [2]" in system
 
 

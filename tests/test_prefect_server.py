@@ -36,7 +36,6 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from cli.prefect_cmds import PROJECT_DIR, WORK_POOL, deploy_project, ensure_work_pool, worker_command
 from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
-from infra.process import stop_group
 from infra import postgres
 from infra.postgres import PostgresError, postgres_bin
 from infra.prefect_server import (
@@ -49,6 +48,7 @@ from infra.prefect_server import (
     server_status,
     stop_server,
 )
+from infra.process import stop_group
 
 PROJECT_FILE = PROJECT_DIR / "prefect.yaml"
 DEPLOYMENTS = {d["name"]: d for d in yaml.safe_load(PROJECT_FILE.read_text())["deployments"]}

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from evolver_core.agents.base import OracleAgent
-from evolver_core.sampling.sampler import SampleConfig, SamplingError, sample_trajectories
 from evolver_core.data.storage import Storage
+from evolver_core.sampling.sampler import SampleConfig, SamplingError, sample_trajectories
 from evolver_core.suites.miniwob import MiniWoBSuite
 from evolver_core.suites.registry import select_tasks
 

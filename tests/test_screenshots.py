@@ -21,10 +21,10 @@ from evolver_core.agents.base import OracleAgent
 from evolver_core.browser.env import EnvConfig, launch_browser
 from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
 from evolver_core.data.records import from_table, to_table
-from evolver_core.sampling.sampler import SampleConfig, sample_trajectories
 from evolver_core.data.storage import Storage
-from evolver_core.suites.miniwob import MiniWoBSuite
 from evolver_core.reporting.viewer import copy_screenshots, render_report
+from evolver_core.sampling.sampler import SampleConfig, sample_trajectories
+from evolver_core.suites.miniwob import MiniWoBSuite
 from s3_server import LocalS3Server
 from test_records import make_step, make_trajectory
 

@@ -10,13 +10,13 @@ import pytest
 
 from evolver_core.sampling import rollout
 
-from evolver_core.training import sft
 from evolver_core.agents.policy import PastStep, build_messages, user_turn
 from evolver_core.agents.reply import format_reply
-from evolver_core.prompts import load_prompt
 from evolver_core.data.records import to_table
-from evolver_core.sampling.rollout import render_observation
 from evolver_core.data.storage import Storage
+from evolver_core.prompts import load_prompt
+from evolver_core.sampling.rollout import render_observation
+from evolver_core.training import sft
 from test_records import make_step, make_trajectory
 
 QUERY = "Log in as alice"

@@ -15,15 +15,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from evolver_core.llm import CallLimits, LLMClient
 from evolver_core.agents.policy import PolicyAgent
 from evolver_core.data.records import from_table
-from evolver_core.sampling.sampler import SampleConfig, episode_records
-from evolver_core.training.sft import convert_trajectories, read_sft_parquet, write_sft_parquet
 from evolver_core.data.storage import Storage
+from evolver_core.llm import CallLimits, LLMClient
+from evolver_core.sampling.sampler import SampleConfig, episode_records
 from evolver_core.suites.base import Task
-from evolver_core.world_model.synthesis import WM_UNPARSABLE, failed_task_ids, synthesize, synthesize_episode
+from evolver_core.training.sft import convert_trajectories, read_sft_parquet, write_sft_parquet
 from evolver_core.world_model.model import WorldModel
+from evolver_core.world_model.synthesis import WM_UNPARSABLE, failed_task_ids, synthesize, synthesize_episode
 
 Responder = Callable[[list[dict]], str]
 

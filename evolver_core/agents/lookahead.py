@@ -31,16 +31,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from evolver_core.agents.base import Turn
+from evolver_core.agents.policy import PastStep, PolicyAgent
 from evolver_core.browser.actions import Action, ActionParseError, format_action, parse_action
 from evolver_core.browser.observation import Observation
 from evolver_core.llm import LLMClient
-from evolver_core.agents.policy import PastStep, PolicyAgent
 from evolver_core.prompts import load_prompt
 from evolver_core.sampling.rollout import StepResult, render_observation
 from evolver_core.sampling.rollout import page_text
 from evolver_core.suites.base import Task
-from evolver_core.world_model.synthesis import wm_past_action
 from evolver_core.world_model.model import WorldModel
+from evolver_core.world_model.synthesis import wm_past_action
 
 CANDIDATE_TEMPERATURE = 0.7  # the paper's temperature for the non-greedy candidates
 ROLLOUT_TEMPERATURE = 0.7  # the policy's temperature inside a simulation

@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from evolver_core.agents.base import Turn
+from evolver_core.agents.reply import format_reply, parse_reply
+from evolver_core.browser.actions import describe_actions
 from evolver_core.browser.observation import Observation
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
-from evolver_core.agents.reply import format_reply, parse_reply
 from evolver_core.sampling.rollout import StepResult, render_observation
 from evolver_core.suites.base import Task
 
@@ -57,7 +58,7 @@ def user_turn(observation: str, objective: str) -> str:
 
 
 def system_prompt(few_shot: Sequence[FewShot] = ()) -> str:
-    parts = [load_prompt("policy_system")]
+    parts = [load_prompt("policy_system", actions=describe_actions())]
     parts += [load_prompt("policy_example", user=user_turn(ex.observation, ex.objective),
                           reply=format_reply(ex.thought, ex.action)) for ex in few_shot]
     return "\n\n".join(parts)

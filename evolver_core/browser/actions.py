@@ -27,6 +27,19 @@ ActionName = Literal["click", "type", "scroll", "goback", "restart", "wait", "st
 ACTION_NAMES: tuple[str, ...] = ("click", "type", "scroll", "goback", "restart", "wait", "stop")
 
 
+# How each action is written, as the policy's prompt lists them (`describe_actions`): the
+# prompt is generated from the grammar, so the two cannot drift.
+ACTION_SIGNATURES: dict[str, str] = {
+    "click": "click [id]", "type": "type [id] [text] [press_enter_after=0|1]", "scroll": "scroll [up|down]",
+    "goback": "goback", "restart": "restart", "wait": "wait", "stop": "stop [answer]",
+}
+
+
+def describe_actions() -> str:
+    """The grammar in one line, for prompts: ``click [id] | type [id] [text] ... | stop [answer]``."""
+    return " | ".join(ACTION_SIGNATURES[name] for name in ACTION_NAMES)
+
+
 class ActionParseError(ValueError):
     """The text is not an action of the grammar; the message says what is wrong."""
 

@@ -8,10 +8,16 @@ accessibility tree of the viewport, `[id] role 'name' prop: value`, indented by 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-
 INDENT = "\t"
+# The parsers of the same format (for text that claims to be an observation: a world model's
+# predicted page): an element line as `Element.line` writes it (groups: indent, id, role,
+# name), its id prefix, and where a tree (or its tab lines) starts.
+ELEMENT_LINE = re.compile(r"^(\t*)\[(\d+)\] (\S+) '(.*?)'(?: [\w-]+: .*)?$")
+ELEMENT_ID = re.compile(r"^(\t*)\[\d+\] ")
+TREE_START = re.compile(r"^(\[1\] |Tab )", re.MULTILINE)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from evolver_core.judge.verdicts import last_verdict
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
-from evolver_core.judge.verdicts import last_verdict
 
 DEFAULT_LAST_N = 3
 DEFAULT_MAX_TREE_CHARS = 6000  # per observation: keeps three trees inside a small model's context

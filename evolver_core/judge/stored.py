@@ -13,11 +13,11 @@ import asyncio
 import dataclasses
 from dataclasses import dataclass
 
-from evolver_core.judge.judge import DEFAULT_LAST_N, agreement, judge
-from evolver_core.llm import LLMClient
 from evolver_core.data.records import TrajectoryRecord, from_table, to_table
 from evolver_core.data.run_layout import JUDGE, judged_stage
 from evolver_core.data.storage import Storage
+from evolver_core.judge.judge import DEFAULT_LAST_N, agreement, judge
+from evolver_core.llm import LLMClient
 
 @dataclass
 class JudgeSummary:

@@ -17,9 +17,9 @@ import csv
 import io
 from collections import defaultdict
 
+from evolver_core.data.storage import Storage, UnreadableShard, safe_key
 from evolver_core.reporting.metrics import wilson_interval
 from evolver_core.reporting.plots import success_by_round_svg
-from evolver_core.data.storage import Storage, UnreadableShard, safe_key
 
 CHART_TITLE = "Success by run, round and suite"
 TABLE_COLUMNS = ("run", "round", "suite", "arm", "episodes", "success_rate", "ci_low", "ci_high")

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Iterable, Optional
 
-from evolver_core.reporting.metrics import wilson_interval
 from evolver_core.data.storage import Storage
+from evolver_core.reporting.metrics import wilson_interval
 
 
 @dataclass(frozen=True)

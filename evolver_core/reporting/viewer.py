@@ -17,8 +17,8 @@ from html import escape
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from evolver_core.judge.stored import verdict_row
 from evolver_core.data.storage import Storage
+from evolver_core.judge.stored import verdict_row
 
 log = logging.getLogger(__name__)
 

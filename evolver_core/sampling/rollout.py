@@ -23,8 +23,8 @@ from evolver_core.agents.base import Agent, Turn
 from evolver_core.browser.actions import Action, ActionParseError, format_action, parse_action
 from evolver_core.browser.env import BrowserEnv
 from evolver_core.browser.observation import Observation
-from evolver_core.llm import current_limits
 from evolver_core.data.records import trajectory_id
+from evolver_core.llm import current_limits
 from evolver_core.suites.base import Task
 
 DEFAULT_MAX_STEPS = 12  # the reference's MAX_STEPS

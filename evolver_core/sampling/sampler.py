@@ -21,8 +21,8 @@ from evolver_core.agents.base import Agent
 from evolver_core.browser.actions import format_action
 from evolver_core.browser.env import EnvConfig, launch_browser
 from evolver_core.data.records import StepRecord, TrajectoryRecord, canonical_json, to_table, trajectory_id
-from evolver_core.sampling.rollout import DEFAULT_MAX_STEPS, Episode, run_episode
 from evolver_core.data.storage import Storage
+from evolver_core.sampling.rollout import DEFAULT_MAX_STEPS, Episode, run_episode
 from evolver_core.suites.base import Suite, Task
 
 log = logging.getLogger(__name__)

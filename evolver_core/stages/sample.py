@@ -8,12 +8,12 @@ from dataclasses import asdict
 from typing import Callable, Optional
 
 from evolver_core.agents.base import OracleAgent
+from evolver_core.agents.policy import DEFAULT_MAX_TOKENS, PolicyAgent
 from evolver_core.config import LookaheadSpec, ModelSpec
 from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest, model_identity
-from evolver_core.agents.policy import DEFAULT_MAX_TOKENS, PolicyAgent
 from evolver_core.data.run_layout import open_stage
-from evolver_core.sampling.sampler import SampleConfig, SampleSummary, episode_seed, sample_trajectories
 from evolver_core.data.storage import Storage
+from evolver_core.sampling.sampler import SampleConfig, SampleSummary, episode_seed, sample_trajectories
 from evolver_core.suites.base import Suite, Task
 from evolver_core.suites.registry import LIVE_SUITES, get_suite, select_tasks
 from evolver_core.suites.taskfile import data_dir

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.run_layout import JUDGE, SAMPLE, SFT, SYNTH_SFT, SYNTHESIZE, open_stage, stage_digest
-from evolver_core.training.sft import convert_trajectories, write_sft_parquet
 from evolver_core.data.storage import Storage
+from evolver_core.training.sft import convert_trajectories, write_sft_parquet
 
 CODE = ("evolver_core.training.sft", "evolver_core.stages.sft")
 

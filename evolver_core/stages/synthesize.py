@@ -13,16 +13,16 @@ import asyncio
 from contextlib import ExitStack
 from typing import Optional
 
+from evolver_core.agents.policy import DEFAULT_MAX_TOKENS, PolicyAgent
 from evolver_core.config import ModelSpec
 from evolver_core.data.identity import StageIdentity, code_digest, model_identity
-from evolver_core.agents.policy import DEFAULT_MAX_TOKENS, PolicyAgent
 from evolver_core.data.run_layout import SAMPLE, SYNTHESIZE, open_stage, stage_digest
+from evolver_core.data.storage import Storage
 from evolver_core.sampling.sampler import SampleConfig, episode_seed
 from evolver_core.stages.sample import open_suite, sample_result
 from evolver_core.stages.sft import verdict_stage_for
-from evolver_core.data.storage import Storage
-from evolver_core.world_model.synthesis import SYNTH_MAX_ACTIONS, failed_task_ids, synthesize
 from evolver_core.world_model.model import WorldModel
+from evolver_core.world_model.synthesis import SYNTH_MAX_ACTIONS, failed_task_ids, synthesize
 
 CODE = ("evolver_core.world_model.synthesis", "evolver_core.stages.synthesize")
 

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from evolver_core.config import ModelSpec
-from evolver_core.training.finetune import METRICS_FILE, FinetuneConfig, finetune
 from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest, model_identity
-from evolver_core.training.models import resolve_model
-from evolver_core.settings import download_cache
 from evolver_core.data.run_layout import (ADAPTER, FINETUNE, adapter_uri, has_adapter, open_stage, stage_digest,
                                      training_rounds)
-from evolver_core.training.sft import read_sft_parquet
 from evolver_core.data.storage import Storage
+from evolver_core.settings import download_cache
+from evolver_core.training.finetune import METRICS_FILE, FinetuneConfig, finetune
+from evolver_core.training.models import resolve_model
+from evolver_core.training.sft import read_sft_parquet
 
 CODE = ("evolver_core.training.finetune", "evolver_core.training.sft", "evolver_core.stages.train")
 

@@ -11,12 +11,12 @@ from typing import Callable, Optional
 import pyarrow as pa
 
 from evolver_core.config import ModelSpec
-from evolver_core.world_model.fidelity import measure_fidelity
 from evolver_core.data.identity import StageIdentity, code_digest, model_identity
 from evolver_core.data.records import FIDELITY_SCHEMA, FIDELITY_TABLE, WM_TRANSITION_TABLE
 from evolver_core.data.run_layout import EVAL, FIDELITY, SAMPLE, WM_DATA, WM_SFT, open_stage, stage_digest
-from evolver_core.training.sft import write_sft_parquet
 from evolver_core.data.storage import Storage
+from evolver_core.training.sft import write_sft_parquet
+from evolver_core.world_model.fidelity import measure_fidelity
 from evolver_core.world_model.model import (RATIONALE_MAX_TOKENS, WorldModel, cap_transitions, distill_rationales,
                                       transitions_from_rows, transitions_to_table, wm_sft_examples)
 

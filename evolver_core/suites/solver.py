@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Callable, Generator
 
-from evolver_core.browser.observation import Observation
 from evolver_core.agents.reply import Reply
+from evolver_core.browser.observation import Observation
 from evolver_core.suites.base import Task
 
 SolverScript = Generator[Reply | None, Observation, None]

@@ -48,12 +48,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from evolver_core.browser.actions import parse_action
 from evolver_core.agents.policy import PastStep, build_messages
 from evolver_core.agents.reply import format_reply
-from evolver_core.sampling.rollout import is_error_turn, page_text
+from evolver_core.browser.actions import parse_action
 from evolver_core.data.records import SFT_SCHEMA, SFT_TABLE, canonical_json
 from evolver_core.data.storage import Storage
+from evolver_core.sampling.rollout import is_error_turn, page_text
 
 Row = Mapping[str, Any]  # a stored row, as `pa.Table.to_pylist()` gives it
 Example = dict[str, Any]

@@ -32,13 +32,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
+from evolver_core.browser.observation import ELEMENT_ID, ELEMENT_LINE
+from evolver_core.judge.verdicts import last_verdict
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
-from evolver_core.judge.verdicts import last_verdict
 from evolver_core.world_model.model import Transition, WorldModel
 
-_ELEMENT = re.compile(r"^(\t*)\[(\d+)\] (\S+) '(.*?)'(?: [\w-]+: .*)?$")
-_ID = re.compile(r"^(\t*)\[\d+\] ")
 _TAB_LINE = "Tab "
 # Upper case, whole words, the last one decides (as `judge.parse_verdict`).
 
@@ -71,7 +70,7 @@ def parse_tree(text: str) -> list[TreeLine] | None:
         return None
     out: list[TreeLine] = []
     for line in lines:
-        m = _ELEMENT.match(line)
+        m = ELEMENT_LINE.match(line)
         if m is None:
             return None
         element = TreeLine(id=int(m.group(2)), role=m.group(3), name=m.group(4), depth=len(m.group(1)))
@@ -92,7 +91,7 @@ def _f1(predicted: Counter, real: Counter) -> float:
 
 def _element_matches(text: str) -> list[re.Match]:
     """The element lines of `text`, wherever they are and however they nest."""
-    return [m for line in (text or "").split("\n") if (m := _ELEMENT.match(line)) is not None]
+    return [m for line in (text or "").split("\n") if (m := ELEMENT_LINE.match(line)) is not None]
 
 
 def similarity(predicted: str, real: str) -> float:
@@ -101,7 +100,7 @@ def similarity(predicted: str, real: str) -> float:
     if not p_elements or not r_elements:
         return 0.0
     f1 = _f1(Counter((m.group(3), m.group(4)) for m in p_elements), Counter((m.group(3), m.group(4)) for m in r_elements))
-    p_lines, r_lines = ([_ID.sub(r"\1", m.group(0)) for m in ms] for ms in (p_elements, r_elements))
+    p_lines, r_lines = ([ELEMENT_ID.sub(r"\1", m.group(0)) for m in ms] for ms in (p_elements, r_elements))
     return (f1 + SequenceMatcher(None, p_lines, r_lines, autojunk=False).ratio()) / 2
 
 

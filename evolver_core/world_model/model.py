@@ -43,10 +43,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from evolver_core.llm import LLMClient
 from evolver_core.agents.reply import format_reply
-from evolver_core.prompts import load_prompt
+from evolver_core.browser.observation import TREE_START
 from evolver_core.data.records import WM_TRANSITION_SCHEMA, WM_TRANSITION_TABLE, validate_table
+from evolver_core.llm import LLMClient
+from evolver_core.prompts import load_prompt
 from evolver_core.sampling.rollout import page_text
 from evolver_core.training.sft import Example, Row
 
@@ -54,7 +55,6 @@ FIRST = "first"  # action key of first steps
 NO_PAST_ACTIONS = "(none)"
 
 _OBSERVATION_MARKER = re.compile(r"^[ \t*#]*OBSERVATION[ \t*]*:[ \t*]*\n?", re.MULTILINE)
-_TREE_START = re.compile(r"^(\[1\] |Tab )", re.MULTILINE)  # a tree without its marker
 _THOUGHT_LABEL = re.compile(r"^[ \t*#]*THOUGHT[ \t*]*:[ \t*]*", re.IGNORECASE)
 _FENCE = re.compile(r"^```[\w-]*[ \t]*\n|\n?```[ \t]*$")
 
@@ -127,7 +127,7 @@ def parse_wm_output(text: str) -> WMPrediction:
     text = text or ""
     if (m := _OBSERVATION_MARKER.search(text)) is not None:
         head, tree = text[:m.start()], _clean_tree(text[m.end():])
-    elif (m := _TREE_START.search(text)) is not None:
+    elif (m := TREE_START.search(text)) is not None:
         head, tree = text[:m.start()], _clean_tree(text[m.start():])
     else:
         head, tree = text, None

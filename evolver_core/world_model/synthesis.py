@@ -23,18 +23,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from evolver_core.agents.base import Agent
+from evolver_core.agents.reply import format_reply
 from evolver_core.browser.actions import Action, ActionParseError, format_action, parse_action
 from evolver_core.browser.observation import Observation
+from evolver_core.data.records import trajectory_id
+from evolver_core.data.storage import Storage
 from evolver_core.judge.judge import judge
 from evolver_core.llm import LLMClient
-from evolver_core.data.records import trajectory_id
-from evolver_core.agents.reply import format_reply
 from evolver_core.sampling.rollout import Episode, StepResult, now
 from evolver_core.sampling.sampler import (SampleConfig, SampleSummary, SamplingError, episode_seed, pending_work,
                                    store_episode, tally)
-from evolver_core.training.sft import Row, keep_trajectory
-from evolver_core.data.storage import Storage
 from evolver_core.suites.base import Task
+from evolver_core.training.sft import Row, keep_trajectory
 from evolver_core.world_model.model import WorldModel
 
 SYNTH_MAX_ACTIONS = 7  # the reference's limit on policy actions in a synthetic trajectory
