@@ -54,17 +54,19 @@ def _server(spec: ModelSpec, ref: ModelRef, **opts: Any) -> ModelServer:
     return ModelServer.for_backend(spec.backend, ref, **opts)
 
 
-def serve(spec: ModelSpec) -> ModelServer:
+def serve(spec: ModelSpec, **opts: Any) -> ModelServer:
     """A not-yet-started server for `spec` (use it as a context manager); inside a
     `serving_session`, a lease on the session's shared server when the backend hot-loads
-    adapters."""
+    adapters. `opts`: server options for a per-stage server (e.g. ``threads=
+    default_threads(browser=False)`` in a stage without a browser); a lease ignores them
+    (the session's `server_opts` made its server)."""
     if spec.backend == AUTO:
         spec = replace(spec, backend=resolve_backend(AUTO))
     ref = resolve_model(spec.model, adapter=spec.adapter)
     session = current_session()
     if session is not None and spec.backend in session.shared_backends:
         return session.lease(spec, ref)
-    return _server(spec, ref)
+    return _server(spec, ref, **opts)
 
 
 def adapter_name(adapter: str | Path) -> str:

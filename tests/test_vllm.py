@@ -89,6 +89,7 @@ def test_outside_a_session_serve_starts_a_server_per_call(tiny_model: Path) -> N
     assert current_session() is None
     first, second = serve(ModelSpec(model=str(tiny_model))), serve(ModelSpec(model=str(tiny_model)))
     assert first is not second and not isinstance(first, Lease)
+    assert serve(ModelSpec(model=str(tiny_model)), threads=2).threads == 2  # type: ignore[attr-defined]
 
 
 def test_session_shares_one_server_per_base_model_across_stages(tiny_model: Path, tmp_path: Path,
