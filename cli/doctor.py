@@ -75,6 +75,19 @@ def _packages() -> tuple[bool, str]:
     return True, "Python packages installed"
 
 
+def _vllm() -> tuple[bool, str]:
+    """Optional: vLLM's CPU build for `--model-backend vllm` (a venv of its own)."""
+    from infra.model_server import VLLM_PYTHON_ENV, VLLM_VENV, vllm_python
+
+    python = vllm_python()
+    if python is None:
+        return True, (f"vLLM not installed (optional, for --model-backend vllm): `make setup-vllm` creates "
+                      f"{VLLM_VENV.name} (~3.5 GB), or set {VLLM_PYTHON_ENV}")
+    if not os.path.isfile(python) and shutil.which(python) is None:
+        return False, f"{VLLM_PYTHON_ENV}={python} is not an executable; unset it or run `make setup-vllm`"
+    return True, f"vLLM server python at {python}"
+
+
 def _disk(root: str) -> Callable[[], tuple[bool, str]]:
     def check() -> tuple[bool, str]:
         path = root if os.path.isdir(root) else os.getcwd()
@@ -103,7 +116,8 @@ def _strays(stop: bool) -> Check:
 def run_checks(root: str, *, stop_strays: bool = False) -> int:
     checks: list[tuple[str, Check]] = [("packages", _packages), ("chromium", _chromium), ("models", _models),
                                        ("ports", _loopback), ("storage", _storage(root)), ("disk", _disk(root)),
-                                       ("prefect", _prefect), ("strays", _strays(stop_strays))]
+                                       ("prefect", _prefect), ("strays", _strays(stop_strays)),
+                                       ("vllm", _vllm)]
     failed = 0
     for name, check in checks:
         ok, message = check()

@@ -18,7 +18,7 @@ from fixtures_models import (  # noqa: F401  (fixtures)
     FakeEndpoint, fake_endpoint, gone,
 )
 from infra.model_server import (
-    CB_CONCURRENCY, ModelServer, OpenAIEndpoint, ProcessServer, ServerError, TransformersServer, VLLMServer,
+    CB_CONCURRENCY, CB_MAX_BATCH_TOKENS, CB_NUM_BLOCKS, ModelServer, OpenAIEndpoint, ProcessServer, ServerError, TransformersServer, VLLMServer,
     default_threads, free_port,
 )
 
@@ -179,7 +179,8 @@ def test_transformers_continuous_batching_command_line(tiny_ref: ModelRef, model
     plain = TransformersServer(tiny_ref, cache_dir=models_cache, port=8124)
     cb = ModelServer.for_backend("transformers-cb", tiny_ref, cache_dir=models_cache, port=8124, threads=2)
     assert isinstance(cb, TransformersServer) and cb.continuous_batching and cb.backend == "transformers-cb"
-    assert cb.command() == plain.command() + ["--continuous-batching"]
+    assert cb.command() == plain.command() + ["--continuous-batching", "--cb-num-blocks", str(CB_NUM_BLOCKS),
+                                              "--cb-max-batch-tokens", str(CB_MAX_BATCH_TOKENS)]  # not 60% of RAM
     assert "--continuous-batching" not in plain.command()
     assert (plain.concurrency, cb.concurrency) == (1, CB_CONCURRENCY)  # clients keep that many in flight
     assert cb.env()["OMP_NUM_THREADS"] == "2"

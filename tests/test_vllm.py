@@ -74,10 +74,22 @@ def test_adapter_name_follows_the_contents(tmp_path: Path) -> None:
     assert adapter_name(folder) != first
 
 
+def test_auto_backend_is_the_fastest_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import infra.serving as serving
+
+    monkeypatch.setattr(serving, "vllm_python", lambda: None)
+    assert serving.resolve_backend("auto") == "transformers-cb"
+    monkeypatch.setattr(serving, "vllm_python", lambda: "/opt/vllm/bin/python")
+    assert serving.resolve_backend("auto") == "vllm"
+    assert serving.resolve_backend("transformers") == "transformers"
+    assert isinstance(serve(ModelSpec(model="/models/x", backend="auto")), VLLMServer)
+
+
 def test_outside_a_session_serve_starts_a_server_per_call(tiny_model: Path) -> None:
     assert current_session() is None
     first, second = serve(ModelSpec(model=str(tiny_model))), serve(ModelSpec(model=str(tiny_model)))
     assert first is not second and not isinstance(first, Lease)
+    assert serve(ModelSpec(model=str(tiny_model)), threads=2).threads == 2  # type: ignore[attr-defined]
 
 
 def test_session_shares_one_server_per_base_model_across_stages(tiny_model: Path, tmp_path: Path,
