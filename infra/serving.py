@@ -31,7 +31,8 @@ from typing import Any
 
 from evolver_core.config import ModelSpec
 from evolver_core.training.models import ModelRef, folder_digest, resolve_model
-from infra.model_server import ModelServer, ServerError, add_start_listener, remove_start_listener, vllm_python
+from infra.model_server import (ModelServer, ServerError, add_start_listener, default_threads, remove_start_listener,
+                                vllm_python)
 
 SHARED_BACKENDS = ("vllm",)  # backends that hot-load LoRA adapters into a running server
 AUTO = "auto"  # the fastest CPU backend this machine has (`resolve_backend`)
@@ -67,6 +68,12 @@ def serve(spec: ModelSpec, **opts: Any) -> ModelServer:
     if session is not None and spec.backend in session.shared_backends:
         return session.lease(spec, ref)
     return _server(spec, ref, **opts)
+
+
+def serve_without_browser(spec: ModelSpec) -> ModelServer:
+    """`serve` for a stage with no browser on the machine (judging, rationales, synthesis,
+    fidelity): its per-stage server takes every core."""
+    return serve(spec, threads=default_threads(browser=False))
 
 
 def adapter_name(adapter: str | Path) -> str:

@@ -26,13 +26,13 @@ def judge_identity(root: str, run_id: str, round_: int, judge_model: ModelSpec, 
 def run_judge(root: str, run_id: str, round_: int, judge_model: ModelSpec, source_stage: str = SAMPLE,
               max_tokens: int = DEFAULT_MAX_TOKENS, stage: str | None = None) -> dict:
     """Judge every trajectory of `source_stage` (resumable); returns the `JudgeSummary` as a dict."""
-    from infra.serving import serve
+    from infra.serving import serve_without_browser  # no browser in this stage: every core
 
     stage = stage or judge_stage_for(source_stage)
     identity = judge_identity(root, run_id, round_, judge_model, source_stage, max_tokens, stage)
     store = Storage(root)
     open_stage(store, run_id, round_, stage, identity)
-    with serve(judge_model) as server:
+    with serve_without_browser(judge_model) as server:
         summary = asyncio.run(judge_trajectories(store, run_id, round_, server.client(), source_stage=source_stage,
                                                  stage=stage, max_tokens=max_tokens))
     return asdict(summary) | {"stage": stage, "identity": identity.digest}

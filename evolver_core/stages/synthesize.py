@@ -80,7 +80,7 @@ async def _synthesize(store: Storage, run_id: str, round_: int, suite: str, spli
                       policy: ModelSpec, world_model: ModelSpec, judge_model: ModelSpec, samples: int,
                       temperature: float, max_actions: int, concurrency: int, miniwob_tasks: str, wm_max_tokens: int,
                       judge_max_tokens: int, policy_max_tokens: int, n_tasks: Optional[int], identity: str):
-    from infra.serving import serve
+    from infra.serving import serve_without_browser  # no browser in this stage: every core
 
     the_suite = open_suite(suite, miniwob_tasks, n_tasks)
     await the_suite.start()  # for the tasks' start URLs; no browser is opened
@@ -92,9 +92,9 @@ async def _synthesize(store: Storage, run_id: str, round_: int, suite: str, spli
         cfg = SampleConfig(run_id=run_id, round=round_, stage=SYNTHESIZE, samples=samples, source="synthetic",
                            identity=identity)
         with ExitStack() as stack:
-            policy_client = stack.enter_context(serve(policy)).client()
-            wm = WorldModel(stack.enter_context(serve(world_model)).client(), max_tokens=wm_max_tokens)
-            judge_client = stack.enter_context(serve(judge_model)).client()
+            policy_client = stack.enter_context(serve_without_browser(policy)).client()
+            wm = WorldModel(stack.enter_context(serve_without_browser(world_model)).client(), max_tokens=wm_max_tokens)
+            judge_client = stack.enter_context(serve_without_browser(judge_model)).client()
             return await synthesize(
                 [by_id[i] for i in failed],
                 lambda task, k: PolicyAgent(policy_client, temperature=temperature, max_tokens=policy_max_tokens,

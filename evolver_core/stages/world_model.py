@@ -40,7 +40,7 @@ def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, source_sta
     """Every trajectory of `source_stage`, successful or failed, gives transitions (at most
     `limit` a round, chosen at random, seeded); `on_done(done, total)` reports the rationale
     distillation's progress (the slow part on CPU)."""
-    from infra.serving import serve
+    from infra.serving import serve_without_browser  # no browser in this stage: every core
 
     store = Storage(root)
     identity = wm_data_identity(root, run_id, round_, base, source_stage, first_per_site, per_action_key,
@@ -54,7 +54,7 @@ def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, source_sta
     trajs = [t for t in trajs if t["stop_reason"] != "error"]  # an error episode shows a fault, not the site
     everything = transitions_from_rows(trajs, steps)
     kept = cap_transitions(everything, first_per_site=first_per_site, per_action_key=per_action_key, limit=limit)
-    with serve(base) as server:
+    with serve_without_browser(base) as server:
         rationales = asyncio.run(distill_rationales(server.client(), kept, max_tokens=rationale_max_tokens,
                                                     on_done=on_done))
     table = transitions_to_table(kept, rationales, run_id, round_, WM_DATA)
@@ -79,7 +79,7 @@ def run_fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, ju
     """Paper Table 2 for this round's world model: its predictions (temperature 0) of the real
     transitions of `source_stage` (the test split's evaluation: tasks M_w never trained on),
     at most `max_transitions` (seeded). O/A needs `judge_model`."""
-    from infra.serving import serve
+    from infra.serving import serve_without_browser  # no browser in this stage: every core
 
     store = Storage(root)
     identity = fidelity_identity(root, run_id, round_, world_model, judge_model, source_stage, max_transitions,
@@ -90,8 +90,9 @@ def run_fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, ju
     trajs = [t for t in trajs if t["stop_reason"] != "error"]
     held_out = cap_transitions(transitions_from_rows(trajs, steps), limit=max_transitions)
     with ExitStack() as stack:
-        wm = WorldModel(stack.enter_context(serve(world_model)).client(), temperature=0.0, max_tokens=wm_max_tokens)
-        judge = stack.enter_context(serve(judge_model)).client() if judge_model else None
+        wm = WorldModel(stack.enter_context(serve_without_browser(world_model)).client(), temperature=0.0,
+                        max_tokens=wm_max_tokens)
+        judge = stack.enter_context(serve_without_browser(judge_model)).client() if judge_model else None
         report, rows = asyncio.run(measure_fidelity(wm, held_out, judge=judge))
     if rows:
         table = pa.Table.from_pylist([{"run_id": run_id, "round": round_, "stage": FIDELITY} | r for r in rows],
