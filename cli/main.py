@@ -33,8 +33,10 @@ StorageOpt = typer.Option(None, "--storage", help="Storage root (fsspec URI: a p
 
 ModelOpt = typer.Option("smollm2", "--model", help="Policy model: tiny (test fixture, built on demand), smollm2 "
                         "(the embedded default), a model or adapter folder, or a remote model name.")
-BackendOpt = typer.Option("transformers", "--model-backend", help="transformers (CPU default), vllm (GPUs), or "
-                          "openai (any OpenAI-compatible endpoint; give --base-url).")
+BackendOpt = typer.Option("transformers", "--model-backend", help="transformers (CPU default), transformers-cb "
+                          "(continuous batching), vllm (GPUs, or its CPU build after `make setup-vllm`; adapters "
+                          "loaded at run time), auto (vllm when installed, else transformers-cb), or openai (any "
+                          "OpenAI-compatible endpoint; give --base-url).")
 BaseUrlOpt = typer.Option(None, "--base-url", help="Endpoint for --model-backend openai, e.g. https://api.openai.com/v1.")
 KeyEnvOpt = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the endpoint's API key.")
 RequestTimeoutOpt = typer.Option(45.0, "--request-timeout", help="Seconds one model request may take (then retried).")
@@ -95,7 +97,9 @@ def sample(
 
     from rich.progress import Progress
 
-    with Progress(console=console, transient=True) as progress, \
+    from infra.serving import serving_session
+
+    with Progress(console=console, transient=True) as progress, serving_session(), \
             use_limits(call_limits(request_timeout, step_deadline, episode_deadline)):
         bar = progress.add_task("episodes", total=(tasks or 0) * samples or None)
 

@@ -20,7 +20,7 @@ would teach the policy noise. `filter="judge"` (the gpu preset, and the paper) u
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, get_type_hints
 
 if TYPE_CHECKING:
     from evolver_core.llm import CallLimits
@@ -70,6 +70,7 @@ class Preset:
     step_deadline_s: float = 60.0
     episode_deadline_s: float = 600.0
     max_reply_chars: int = 16_000
+    tensor_parallel_size: int = 1  # GPUs a vLLM server splits the base model over
 
     def call_limits(self) -> "CallLimits":
         from evolver_core.llm import CallLimits
@@ -87,18 +88,19 @@ class Preset:
         field's type; an unknown field is an error that lists the fields."""
         from pydantic import TypeAdapter, ValidationError
 
-        known = {f.name: f for f in fields(self)}
+        hints = get_type_hints(Preset)
+        known = {f.name: hints[f.name] for f in fields(self)}
         out = {}
         for key, value in changes.items():
             if key not in known or key == "name":
                 raise ValueError(f"unknown preset field {key!r}; the fields are: "
                                  f"{', '.join(n for n in known if n != 'name')}")
             if isinstance(value, str):
-                value = _from_text(known[key].type, value)
+                value = _from_text(known[key], value)
             try:
-                out[key] = TypeAdapter(known[key].type).validate_python(value)
+                out[key] = TypeAdapter(known[key]).validate_python(value)
             except ValidationError as exc:
-                raise ValueError(f"preset field {key!r} ({known[key].type}): {exc.errors()[0]['msg']}, "
+                raise ValueError(f"preset field {key!r} ({known[key]}): {exc.errors()[0]['msg']}, "
                                  f"got {value!r}") from None
         if out.get("round0", self.round0) not in ("demos", "self"):
             raise ValueError(f"round0 must be 'demos' or 'self', not {out['round0']!r}")
@@ -142,7 +144,9 @@ PRESETS: dict[str, Preset] = {
                   fidelity_transitions=6, generalization_tasks="click-dialog,focus-text",
                   generalization_test_tasks=20, request_timeout_s=300, step_deadline_s=600,
                   episode_deadline_s=3600),
-    "gpu": Preset(name="gpu", model="Qwen/Qwen2.5-7B-Instruct", backend="vllm", suite="sandbox", demo_tasks=200,
+    # A model FOLDER (no hub at run time): infra/k8s/ mounts the weights at /models.
+    "gpu": Preset(name="gpu", model="/models/Qwen2.5-7B-Instruct", backend="vllm", tensor_parallel_size=1,
+                  suite="sandbox", demo_tasks=200,
                   train_tasks=500, samples=4, test_tasks=135, max_steps=12, concurrency=8, shards=8,
                   filter="judge", judge_max_tokens=1000, finetune_steps=600, max_length=4096, miniwob_tasks="easy",
                   wm_finetune_steps=300, wm_max_length=8192, wm_max_tokens=2048, synth_queries=None,

@@ -29,6 +29,7 @@ from evolver_core.data.identity import fingerprint, model_identity
 from evolver_core.data.run_layout import judge_stage_for, repeat_stage
 from evolver_core.data.storage import safe_key
 from evolver_core.llm import CallLimits, use_limits
+from infra.serving import serving_session
 from evolver_core.reporting.metrics import wilson_interval
 from evolver_core.settings import storage_root
 from evolver_core.stages.sample import sample_identity
@@ -50,8 +51,9 @@ def evaluate(suite: str = "miniwob", split: str = "test", policy: str = "oracle"
     """`policy`: "oracle" (the suites' scripted solvers), or a model as `webevolver sample --model` takes it;
     `world_model`, `scorer`, `judge_model` likewise (see the module docstring). The `*_s` limits
     bound what a model call and an episode may cost (`llm.CallLimits`)."""
-    with use_limits(CallLimits(request_timeout_s=request_timeout_s, step_deadline_s=step_deadline_s,
-                               episode_deadline_s=episode_deadline_s)):
+    # One server per base model for policy, world model, scorer and judge where the backend hot-loads adapters.
+    with serving_session(), use_limits(CallLimits(request_timeout_s=request_timeout_s, step_deadline_s=step_deadline_s,
+                                                  episode_deadline_s=episode_deadline_s)):
         return _evaluate(suite, split, policy, tasks, repeats, run_id, storage, backend, base_url, miniwob_tasks,
                          max_steps, concurrency, lookahead_depth, world_model, scorer, judge_model, screenshots)
 

@@ -53,7 +53,7 @@ from evolver_core.llm import use_limits
 from evolver_core.presets import Preset, get_preset
 from evolver_core.reporting.results import stage_success, stage_task_ids
 from evolver_core.settings import download_cache, storage_root
-from infra.serving import serving_session
+from infra.serving import resolve_backend, serving_session
 from tasks.common import artifact_key, results_storage
 from tasks.judge import judge
 from tasks.sample import sample
@@ -69,8 +69,10 @@ def adapter_spec(p: Preset, root: str, adapter_uri: Optional[str]) -> ModelSpec:
 
 
 def round_preset(preset: str, suite: Optional[str], overrides: Optional[dict]) -> Preset:
-    """The preset with the suite and the `overrides` (validated; None sets a field to None)."""
-    return get_preset(preset).with_(suite=suite).override(overrides or {})
+    """The preset with the suite and the `overrides` (validated; None sets a field to None),
+    its backend resolved ("auto": vLLM when installed), so identities name the real one."""
+    p = get_preset(preset).with_(suite=suite).override(overrides or {})
+    return p.with_(backend=resolve_backend(p.backend))
 
 
 class StageClock:
@@ -98,7 +100,8 @@ def evolve_round(run_id: str = "nightly", round: Optional[int] = None, suite: Op
     {"synth_queries": None} for all failed queries). Backends that hot-load adapters (vLLM)
     serve each base model once for the whole round (`infra.serving.serving_session`); how
     long every server start took is in the summary (`server_starts`) and an artifact."""
-    with serving_session() as session, use_limits(round_preset(preset, suite, overrides).call_limits()):
+    p = round_preset(preset, suite, overrides)
+    with serving_session(tensor_parallel_size=p.tensor_parallel_size) as session, use_limits(p.call_limits()):
         summary = _round(run_id, round, suite, preset, storage, adapter, overrides)
         summary["server_starts"] = session.start_times()
     _report(summary)
