@@ -3,8 +3,8 @@
 | preset | model | backend | sizes | time |
 | --- | --- | --- | --- | --- |
 | smoke | tiny (random, built in seconds) | transformers on CPU | 4 demo tasks, 4 train, 4 test, 4 steps; synthesis for 2 failed queries | minutes on 2 cores |
-| cpu | smollm2 (SmolLM2-135M-Instruct, embedded) | transformers on CPU | 12 demo, 8 train x 2 samples, 8 test, 40 LoRA steps; synthesis for 4 failed queries; look-ahead on 2 test tasks | rounds 0 and 1 in under an hour |
-| gpu | a large instruct model | vllm, adapters hot-loaded | 200 demo, 500 train x 4, full test split; synthesis for all failed queries | GPU hours |
+| cpu | smollm2 (SmolLM2-135M-Instruct, embedded) | auto: vLLM's CPU build when `make setup-vllm` ran (one server a round, adapters hot-loaded; 2.4-4x today's replies/s in `bench serve`), else transformers with continuous batching | 140 demo (245 steps), 20 train x 2 samples, 40 test (10 seeds per task), 112 LoRA steps; synthesis for 4 failed queries; look-ahead d=1 on 4 test tasks; 20 episodes on 2 never-trained tasks | not yet timed end to end (DESIGN.md) |
+| gpu | a large instruct model (a folder: no hub at run time) | vllm, adapters hot-loaded, tensor parallel | 200 demo, 500 train x 4, full test split; synthesis for all failed queries | GPU hours |
 
 World-model sizes: synthesis covers `synth_queries` failed queries with at most
 `synth_max_actions` policy actions (the paper's 7 on gpu; fewer on CPU, where each predicted
@@ -136,7 +136,7 @@ PRESETS: dict[str, Preset] = {
     # Sized from the measured recipe (DESIGN.md): ~240 demonstration steps and 112 LoRA steps
     # make SmolLM2 solve enter-text and login-user and sometimes click-button / click-link, which
     # leaves round 1 something to learn; 10 test seeds per task; two never-trained tasks.
-    "cpu": Preset(name="cpu", model="smollm2", backend="transformers-cb", demo_tasks=140, train_tasks=20,
+    "cpu": Preset(name="cpu", model="smollm2", backend="auto", demo_tasks=140, train_tasks=20,
                   samples=2, test_tasks=40, max_steps=5, judge_max_tokens=64, finetune_steps=112,
                   wm_finetune_steps=24, wm_max_length=768, wm_max_tokens=256, rationale_max_tokens=48,
                   wm_transitions=40,
