@@ -102,15 +102,13 @@ def evolve_round(run_id: str = "nightly", round: Optional[int] = None, suite: Op
     long every server start took is in the summary (`server_starts`) and an artifact."""
     p = round_preset(preset, suite, overrides)
     with serving_session(tensor_parallel_size=p.tensor_parallel_size) as session, use_limits(p.call_limits()):
-        summary = _round(run_id, round, suite, preset, storage, adapter, overrides)
+        summary = _round(p, run_id, round, storage, adapter)
         summary["server_starts"] = session.start_times()
     _report(summary)
     return summary
 
 
-def _round(run_id: str, round: Optional[int], suite: Optional[str], preset: str, storage: Optional[str],
-           adapter: Optional[str], overrides: Optional[dict]) -> dict:
-    p = round_preset(preset, suite, overrides)
+def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str], adapter: Optional[str]) -> dict:
     root = storage_root(storage)
     store = Storage(root)
     if round is None:
@@ -211,6 +209,8 @@ def _round(run_id: str, round: Optional[int], suite: Optional[str], preset: str,
                          after=[evaluated, wm_trained])
 
     plain = stage_success(store, run_id, round, EVAL)
+    arm = stage_success(store, run_id, round, EVAL_SELF) if evaluated_self else None
+    gen = stage_success(store, run_id, round, EVAL_GEN) if generalization else None
     summary = {
         "run": run_id, "round": round, "preset": p.name, "suite": p.suite, "storage": store.uri(run_id),
         "real_trajectories": sum(s["trajectories"] for s in sampled),
@@ -224,16 +224,14 @@ def _round(run_id: str, round: Optional[int], suite: Optional[str], preset: str,
         "train_loss": trained["train_loss"],
         "success_rate": plain.rate, "success_ci": plain.ci, "eval_tasks": plain.episodes,
         "eval_errors": plain.errors, "action_validity": evaluated["action_validity"],
-        "success_rate_self_improve": stage_success(store, run_id, round, EVAL_SELF).rate if evaluated_self else None,
-        "success_ci_self_improve": stage_success(store, run_id, round, EVAL_SELF).ci if evaluated_self else None,
+        "success_rate_self_improve": arm.rate if arm else None, "success_ci_self_improve": arm.ci if arm else None,
         "success_rate_lookahead": {d: stage_success(store, run_id, round, lookahead_stage(int(d))).rate
                                    for d in lookahead},
         # Plain decoding on exactly the tasks each look-ahead evaluation ran.
         "success_rate_plain_on_lookahead_tasks": {
             d: stage_success(store, run_id, round, EVAL,
                              stage_task_ids(store, run_id, round, lookahead_stage(int(d)))).rate for d in lookahead},
-        "generalization_success_rate": stage_success(store, run_id, round, EVAL_GEN).rate if generalization else None,
-        "generalization_ci": stage_success(store, run_id, round, EVAL_GEN).ci if generalization else None,
+        "generalization_success_rate": gen.rate if gen else None, "generalization_ci": gen.ci if gen else None,
         "world_model": {"str": fid["str"], "sim": fid["sim"], "oa": fid["oa"], "fidelity_transitions": fid["n"],
                         "transitions": wm["transitions"], "kept": wm["kept"], "examples": wm_trained["examples"],
                         "adapter": wm_trained["adapter_uri"], "train_loss": wm_trained["train_loss"]},
