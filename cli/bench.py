@@ -124,8 +124,9 @@ def run_bench_serve(*, model: str = "smollm2", backends: list[str], levels: list
 
     preset = get_preset("cpu")
     pages = asyncio.run(capture_pages())
-    work = serve_workload(pages, n_requests, judge_max_tokens=preset.judge_max_tokens,
-                          wm_max_tokens=preset.wm_max_tokens)
+    work = serve_workload(pages, n_requests, judge_max_tokens=preset.judge.max_tokens,
+                          wm_max_tokens=preset.world_model.max_tokens,
+                          policy_max_tokens=preset.sampling.policy_max_tokens)
     ref = resolve_model(model)
     baseline = backends[0]
     result: dict = {"bench": "serve", "model": model, "model_folder": ref.base, "versions": _versions(),

@@ -15,6 +15,7 @@ import typer
 from cli.bench import bench_app
 from cli.output import console, emit_json
 from cli.prefect_cmds import deploy, server_app, use_prefect_server, worker
+from evolver_core.config import CallLimits, ModelSpec, SamplingConfig
 from evolver_core.settings import storage_root
 
 app = typer.Typer(
@@ -39,22 +40,23 @@ BackendOpt = typer.Option("transformers", "--model-backend", help="transformers 
                           "OpenAI-compatible endpoint; give --base-url).")
 BaseUrlOpt = typer.Option(None, "--base-url", help="Endpoint for --model-backend openai, e.g. https://api.openai.com/v1.")
 KeyEnvOpt = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the endpoint's API key.")
-RequestTimeoutOpt = typer.Option(45.0, "--request-timeout", help="Seconds one model request may take (then retried).")
-StepDeadlineOpt = typer.Option(60.0, "--step-deadline", help="Seconds one model call may take with its retries.")
-EpisodeDeadlineOpt = typer.Option(600.0, "--episode-deadline", help="Seconds one episode may take; past it, it is "
+RequestTimeoutOpt = typer.Option(CallLimits.request_timeout_s, "--request-timeout",
+                                 help="Seconds one model request may take (then retried).")
+StepDeadlineOpt = typer.Option(CallLimits.step_deadline_s, "--step-deadline",
+                               help="Seconds one model call may take with its retries.")
+EpisodeDeadlineOpt = typer.Option(CallLimits.episode_deadline_s, "--episode-deadline",
+                                  help="Seconds one episode may take; past it, it is "
                                   "an error episode (not scored, replayed on resume).")
 
 
-def call_limits(request_timeout: float, step_deadline: float, episode_deadline: float):
-    from evolver_core.llm import CallLimits
-
+def call_limits(request_timeout: float, step_deadline: float, episode_deadline: float) -> CallLimits:
     return CallLimits(request_timeout_s=request_timeout, step_deadline_s=step_deadline,
                       episode_deadline_s=episode_deadline)
 
 
 @app.command()
 def sample(
-    suite: str = typer.Option("miniwob", help="Task suite: miniwob, sandbox, webvoyager, mind2web-live, gaia-web, openwebvoyager."),
+    suite: str = typer.Option(SamplingConfig.suite, help="Task suite: miniwob, sandbox, webvoyager, mind2web-live, gaia-web, openwebvoyager."),
     tasks: Optional[int] = typer.Option(10, "--tasks", help="Number of tasks (taken round-robin over sites)."),
     samples: int = typer.Option(1, help="Trajectories per task (k, for rejection sampling)."),
     split: str = typer.Option("train", help="Task split: train or test."),
@@ -67,12 +69,13 @@ def sample(
                               "oracle), none, or a model name as for --model (same backend)."),
     temperature: Optional[float] = typer.Option(None, help="Policy sampling temperature (default: 0 for one sample, "
                                                 "0.7 for several)."),
-    miniwob_tasks: str = typer.Option("easy", help="MiniWoB tasks: easy (the solver-backed subset), all, or a comma list."),
+    miniwob_tasks: str = typer.Option(SamplingConfig.miniwob_tasks, help="MiniWoB tasks: easy (the solver-backed "
+                                      "subset), all, or a comma list."),
     run: Optional[str] = typer.Option(None, help="Run id; reuse one to resume it. Default: <suite>-<policy>-<time>."),
     storage: Optional[str] = StorageOpt,
     round_: int = typer.Option(0, "--round", help="Evolution round the trajectories belong to."),
-    concurrency: int = typer.Option(2, help="Concurrent browser contexts."),
-    max_steps: int = typer.Option(12, help="Step limit per episode."),
+    concurrency: int = typer.Option(SamplingConfig.concurrency, help="Concurrent browser contexts."),
+    max_steps: int = typer.Option(SamplingConfig.max_steps, help="Step limit per episode."),
     screenshots: bool = typer.Option(False, "--screenshots", help="Store a PNG of each step's page beside the "
                                      "trajectories (shown by `webevolver view`)."),
     request_timeout: float = RequestTimeoutOpt,
@@ -81,7 +84,6 @@ def sample(
     as_json: bool = typer.Option(False, "--json", help="End with a JSON summary line."),
 ) -> None:
     """Run episodes in the real browser, judge them, and store them as Parquet trajectories."""
-    from evolver_core.config import ModelSpec
     from evolver_core.llm import use_limits
 
     if policy not in ("oracle", "model"):
@@ -91,7 +93,9 @@ def sample(
     judge_spec = None if judge_name == "none" else ModelSpec(model=judge_name, backend=model_backend, base_url=base_url,
                                                              api_key_env=api_key_env)
     run_id = run or f"{suite}-{policy}-{datetime.now():%Y%m%d-%H%M%S}"
-    temp = temperature if temperature is not None else (0.0 if samples == 1 else 0.7)
+    temp = temperature if temperature is not None else (0.0 if samples == 1 else SamplingConfig.temperature)
+    sampling = SamplingConfig(suite=suite, miniwob_tasks=miniwob_tasks, max_steps=max_steps, concurrency=concurrency,
+                              samples=samples, temperature=temp)
 
     from cli.sampling import run_sampling
 
@@ -108,10 +112,8 @@ def sample(
             progress.advance(bar)
 
         result = asyncio.run(run_sampling(
-            storage_root(storage), run_id, round_, suite, split, tasks,
-            policy=policy_spec if policy == "model" else None, judge=judge_spec, log=log, samples=samples,
-            temperature=temp, max_steps=max_steps, concurrency=concurrency, miniwob_tasks=miniwob_tasks,
-            screenshots=screenshots))
+            storage_root(storage), run_id, round_, split, tasks, policy=policy_spec if policy == "model" else None,
+            sampling=sampling, judge=judge_spec, log=log, screenshots=screenshots))
     summary, judged = result
     console.print(f"stored {summary.trajectories} trajectories ({summary.new} new, {summary.skipped} already there) "
                   f"at {summary.uri}")
@@ -135,8 +137,9 @@ def evolve(
     run: str = typer.Option("evolve", help="Run id; rerunning a finished run is all cache hits, a killed one resumes."),
     storage: Optional[str] = StorageOpt,
     settings: list[str] = typer.Option([], "--set", help="Change a preset field, key=value (repeatable; typed and "
-                                       "checked against the preset), e.g. --set demo_tasks=60 --set synth_queries=none "
-                                       "--set lookahead_depths=1,2,3."),
+                                       "checked): the key is a field's path or, where one section alone has it, its "
+                                       "name, e.g. --set demo_tasks=60 --set synth_queries=none --set "
+                                       "lookahead.depths=1,2,3 --set training.max_steps=200."),
     as_json: bool = typer.Option(False, "--json", help="End with a JSON summary line."),
 ) -> None:
     """Run the self-evolution flow on a local Prefect server (started if needed) and print where it all is.
@@ -145,14 +148,14 @@ def evolve(
     from evolver_core.presets import get_preset, parse_setting
 
     try:
-        overrides = dict(parse_setting(s) for s in settings)
-        get_preset(preset).with_(suite=suite).override(overrides)  # refuse a bad --set before starting anything
+        overrides = ({"suite": suite} if suite else {}) | dict(parse_setting(s) for s in settings)
+        get_preset(preset).override(overrides)  # refuse a bad --set before starting anything
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--set") from None
     server = use_prefect_server()
     from flows.evolve import evolve as evolve_flow
 
-    state = evolve_flow(rounds=rounds, preset=preset, suite=suite, run_id=run, storage=storage_root(storage),
+    state = evolve_flow(rounds=rounds, preset=preset, run_id=run, storage=storage_root(storage),
                         overrides=overrides or None, return_state=True)
     result = state.result()
     flow_run_url = f"{server.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
@@ -181,15 +184,15 @@ def evolve(
 
 @app.command("eval")
 def eval_cmd(
-    suite: str = typer.Option("miniwob", help="Suite: miniwob, sandbox, or a live one (needs internet)."),
+    suite: str = typer.Option(SamplingConfig.suite, help="Suite: miniwob, sandbox, or a live one (needs internet)."),
     split: str = typer.Option("test", help="Split: test or train."),
     policy: str = typer.Option("oracle", help="oracle, tiny, smollm2, a model/adapter folder, or a remote model name."),
     tasks: Optional[int] = typer.Option(20, help="Number of tasks (round-robin over sites); 0 = all."),
     repeats: int = typer.Option(1, help="Runs per task (the paper averages two)."),
     model_backend: str = BackendOpt,
     base_url: Optional[str] = BaseUrlOpt,
-    miniwob_tasks: str = typer.Option("easy", help="MiniWoB tasks: easy, all, or a comma list."),
-    max_steps: int = typer.Option(12, help="Step limit per episode."),
+    miniwob_tasks: str = typer.Option(SamplingConfig.miniwob_tasks, help="MiniWoB tasks: easy, all, or a comma list."),
+    max_steps: int = typer.Option(SamplingConfig.max_steps, help="Step limit per episode."),
     lookahead_depth: int = typer.Option(0, "--lookahead-depth", min=0, max=3,
                                         help="World-model look-ahead: simulate each candidate action this many "
                                              "steps (1-3) and take the best; 0 = off. Needs --world-model."),
@@ -217,12 +220,13 @@ def eval_cmd(
     use_prefect_server()
     from flows.evaluate import evaluate
 
-    result = evaluate(suite=suite, split=split, policy=policy, tasks=tasks or None, repeats=repeats, run_id=run,
+    from evolver_core.config import SamplingConfig
+
+    result = evaluate(split=split, policy=policy, tasks=tasks or None, repeats=repeats, run_id=run,
                       storage=storage_root(storage), backend=model_backend, base_url=base_url,
-                      miniwob_tasks=miniwob_tasks, max_steps=max_steps, lookahead_depth=lookahead_depth,
-                      world_model=world_model, scorer=scorer, judge_model=judge, screenshots=screenshots,
-                      request_timeout_s=request_timeout, step_deadline_s=step_deadline,
-                      episode_deadline_s=episode_deadline)
+                      sampling=SamplingConfig(suite=suite, miniwob_tasks=miniwob_tasks, max_steps=max_steps),
+                      lookahead_depth=lookahead_depth, world_model=world_model, scorer=scorer, judge_model=judge,
+                      screenshots=screenshots, limits=call_limits(request_timeout, step_deadline, episode_deadline))
     how = f" with look-ahead d={lookahead_depth}" if lookahead_depth else ""
     console.print(f"{policy}{how} on {suite}/{split}: success {_pct(result['success_rate'])} "
                   f"(95% CI {_pct(result['ci_low'])}-{_pct(result['ci_high'])}) over {result['episodes']} episodes "

@@ -149,7 +149,6 @@ async def bench_env(episodes_per_context: int = 6, baseline_episodes: int = 2,
 
 # -- serve: replies per second of a model server under the cpu preset's requests ------------
 
-POLICY_MAX_TOKENS = 96  # `PolicyAgent`'s default reply budget
 SERVE_TASKS = ("click-button", "enter-text", "login-user", "click-link")  # the cpu preset's MiniWoB tasks
 SERVE_MIX = (("policy", 6), ("judge", 1), ("world_model", 1))  # per 8 requests; policy turns dominate a round
 
@@ -205,10 +204,10 @@ async def capture_pages(tasks: tuple[str, ...] = SERVE_TASKS, seeds: int = 2, st
     return episodes
 
 
-def serve_workload(episodes: list[list[PageSample]], n: int, *, judge_max_tokens: int = 192,
-                   wm_max_tokens: int = 384, policy_max_tokens: int = POLICY_MAX_TOKENS,
+def serve_workload(episodes: list[list[PageSample]], n: int, *, judge_max_tokens: int,
+                   wm_max_tokens: int, policy_max_tokens: int,
                    mix: tuple[tuple[str, int], ...] = SERVE_MIX) -> list[ServeRequest]:
-    """`n` requests shaped like a round's (default sizes: the cpu preset's): policy turns
+    """`n` requests shaped like a round's (sizes: a preset's reply budgets): policy turns
     (the current page, the earlier step's thought and action), judge verdicts (the episode's
     pages) and world-model predictions (page + action -> next page), in `mix` proportions,
     interleaved, cycling over the episodes."""

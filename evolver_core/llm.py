@@ -43,25 +43,10 @@ import openai
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 
+from evolver_core.config import CallLimits
+
 NO_KEY = "EMPTY"  # the openai package insists on a key; local servers ignore it
 BAD_REPLY_ECHO_CHARS = 200  # how much of a reply that is not a chat completion an error repeats
-
-
-@dataclass(frozen=True)
-class CallLimits:
-    """What one model call may cost (see the module docstring).
-
-    With the defaults a silent endpoint costs one request 45 s, its retry is cut by the 60 s
-    deadline, and the episode ends there: about a minute. Raise `request_timeout_s` (and the
-    deadline) for servers that take longer than 45 s to generate one reply (long world-model
-    pages on a busy CPU).
-    """
-
-    request_timeout_s: float = 45.0  # one HTTP request (the openai client's `timeout`)
-    max_retries: int = 2  # the openai client's `max_retries`; also for replies that are not chat completions
-    step_deadline_s: float = 60.0  # one request with all its attempts and backoff (asyncio timeout)
-    episode_deadline_s: float = 600.0  # all model calls of one episode (applied by the rollout)
-    max_reply_chars: int = 16_000  # longer completion texts are cut, the cut marked
 
 
 _limits = CallLimits()  # the process's defaults: a round or a command sets them (`use_limits`)

@@ -12,6 +12,12 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 
+# The variable behind each setting (error messages name them).
+VARIABLES = {"storage": "WEBEVOLVER_STORAGE", "home": "WEBEVOLVER_HOME", "data_dir": "WEBEVOLVER_DATA_DIR",
+             "chromium": "WEBEVOLVER_CHROMIUM", "offline": "WEBEVOLVER_OFFLINE", "s3_endpoint": "WEBEVOLVER_S3_ENDPOINT",
+             "server_threads": "WEBEVOLVER_SERVER_THREADS", "vllm_python": "WEBEVOLVER_VLLM_PYTHON"}
+
+
 @dataclass(frozen=True)
 class Settings:
     storage: Optional[str]  # WEBEVOLVER_STORAGE: the storage root (default: the working directory)
@@ -26,16 +32,19 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
-        threads = env.get("WEBEVOLVER_SERVER_THREADS")
+        raw = {name: env.get(variable) or None for name, variable in VARIABLES.items()}
+        threads = raw["server_threads"]
+        if threads is not None and not threads.isdigit():
+            raise ValueError(f"{VARIABLES['server_threads']} must be a whole number of threads, not {threads!r}")
         return cls(
-            storage=env.get("WEBEVOLVER_STORAGE") or None,
-            home=Path(env.get("WEBEVOLVER_HOME") or Path.home() / ".cache" / "webevolver"),
-            data_dir=Path(env["WEBEVOLVER_DATA_DIR"]) if env.get("WEBEVOLVER_DATA_DIR") else None,
-            chromium=env.get("WEBEVOLVER_CHROMIUM") or None,
-            offline=env.get("WEBEVOLVER_OFFLINE", "") not in ("", "0"),
-            s3_endpoint=env.get("WEBEVOLVER_S3_ENDPOINT") or None,
+            storage=raw["storage"],
+            home=Path(raw["home"] or Path.home() / ".cache" / "webevolver"),
+            data_dir=Path(raw["data_dir"]) if raw["data_dir"] else None,
+            chromium=raw["chromium"],
+            offline=(raw["offline"] or "0") != "0",
+            s3_endpoint=raw["s3_endpoint"],
             server_threads=int(threads) if threads else None,
-            vllm_python=env.get("WEBEVOLVER_VLLM_PYTHON") or None,
+            vllm_python=raw["vllm_python"],
         )
 
 

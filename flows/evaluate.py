@@ -19,20 +19,21 @@ The result names its `run` (for `webevolver view`) and its `identity`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from evolver_core.config import LookaheadSpec, ModelSpec
+from evolver_core.config import CallLimits, JudgeConfig, LookaheadSpec, ModelSpec, SamplingConfig
 from evolver_core.data.identity import fingerprint, model_identity
 from evolver_core.data.run_layout import judge_stage_for, repeat_stage
 from evolver_core.data.storage import safe_key
-from evolver_core.llm import CallLimits, use_limits
-from infra.serving import serving_session
+from evolver_core.llm import use_limits
 from evolver_core.reporting.metrics import wilson_interval
 from evolver_core.settings import storage_root
 from evolver_core.stages.sample import sample_identity
+from infra.serving import serving_session
 from tasks.common import artifact_key, results_storage
 from tasks.judge import judge
 from tasks.sample import sample
@@ -41,30 +42,30 @@ DEFAULT_SCORER = "smollm2"
 
 
 @flow(name="evaluate")
-def evaluate(suite: str = "miniwob", split: str = "test", policy: str = "oracle", tasks: Optional[int] = 20,
-             repeats: int = 1, run_id: Optional[str] = None, storage: Optional[str] = None,
-             backend: str = "transformers",
-             base_url: Optional[str] = None, miniwob_tasks: str = "easy", max_steps: int = 12,
-             concurrency: int = 2, lookahead_depth: int = 0, world_model: Optional[str] = None,
-             scorer: Optional[str] = None, judge_model: Optional[str] = None, screenshots: bool = False,
-             request_timeout_s: float = 45.0, step_deadline_s: float = 60.0, episode_deadline_s: float = 600.0) -> dict:
+def evaluate(split: str = "test", policy: str = "oracle", tasks: Optional[int] = 20, repeats: int = 1,
+             run_id: Optional[str] = None, storage: Optional[str] = None, backend: str = "transformers",
+             base_url: Optional[str] = None, sampling: Optional[SamplingConfig] = None, lookahead_depth: int = 0,
+             world_model: Optional[str] = None, scorer: Optional[str] = None, judge_model: Optional[str] = None,
+             screenshots: bool = False, limits: Optional[CallLimits] = None) -> dict:
     """`policy`: "oracle" (the suites' scripted solvers), or a model as `webevolver sample --model` takes it;
-    `world_model`, `scorer`, `judge_model` likewise (see the module docstring). The `*_s` limits
-    bound what a model call and an episode may cost (`llm.CallLimits`)."""
+    `world_model`, `scorer`, `judge_model` likewise (see the module docstring). `sampling`
+    (default: the section's defaults) names the suite and plays the episodes: greedily with
+    one repeat, at its temperature with several; `limits` bound what a model call and an
+    episode may cost."""
     # One server per base model for policy, world model, scorer and judge where the backend hot-loads adapters.
-    with serving_session(), use_limits(CallLimits(request_timeout_s=request_timeout_s, step_deadline_s=step_deadline_s,
-                                                  episode_deadline_s=episode_deadline_s)):
-        return _evaluate(suite, split, policy, tasks, repeats, run_id, storage, backend, base_url, miniwob_tasks,
-                         max_steps, concurrency, lookahead_depth, world_model, scorer, judge_model, screenshots)
+    with serving_session(), use_limits(limits or CallLimits()):
+        return _evaluate(split, policy, tasks, repeats, run_id, storage, backend, base_url, sampling or SamplingConfig(),
+                         lookahead_depth, world_model, scorer, judge_model, screenshots)
 
 
-def _evaluate(suite: str, split: str, policy: str, tasks: Optional[int], repeats: int, run_id: Optional[str],
-              storage: Optional[str], backend: str, base_url: Optional[str], miniwob_tasks: str, max_steps: int,
-              concurrency: int, lookahead_depth: int, world_model: Optional[str], scorer: Optional[str],
-              judge_model: Optional[str], screenshots: bool) -> dict:
+def _evaluate(split: str, policy: str, tasks: Optional[int], repeats: int, run_id: Optional[str],
+              storage: Optional[str], backend: str, base_url: Optional[str], sampling: SamplingConfig,
+              lookahead_depth: int, world_model: Optional[str], scorer: Optional[str], judge_model: Optional[str],
+              screenshots: bool) -> dict:
     root = storage_root(storage)
     rs = results_storage(root)
     sample_t, judge_t = sample.with_options(result_storage=rs), judge.with_options(result_storage=rs)
+    suite = sampling.suite
 
     def spec(model: str) -> ModelSpec:
         return ModelSpec(model=model, backend=backend, base_url=base_url)
@@ -76,22 +77,22 @@ def _evaluate(suite: str, split: str, policy: str, tasks: Optional[int], repeats
         lookahead = LookaheadSpec(world_model=spec(world_model), scorer=spec(scorer or judge_model or DEFAULT_SCORER),
                                   depth=lookahead_depth)
     policy_spec = None if policy == "oracle" else spec(policy)
-    options = dict(max_steps=max_steps, miniwob_tasks=miniwob_tasks, temperature=0.0 if repeats == 1 else 0.7,
-                   lookahead=lookahead)
-    identity = fingerprint({"repeats": [sample_identity(repeat_stage(r), suite, split, tasks, policy=policy_spec,
-                                                        **options).to_json() for r in range(repeats)],
+    episodes = sampling.greedy_once() if repeats == 1 else replace(sampling, samples=1, shards=1)
+    identity = fingerprint({"repeats": [sample_identity(repeat_stage(r), split, tasks, policy=policy_spec,
+                                                        sampling=episodes, lookahead=lookahead).to_json()
+                                        for r in range(repeats)],
                             "judge": model_identity(spec(judge_model)) if judge_model else None})
     run_id = run_id or f"eval-{safe_key(policy.rstrip('/').rsplit('/', 1)[-1])[:40]}-{identity[:10]}"
-    runs = [sample_t(root, run_id, 0, repeat_stage(r), suite, split, tasks, policy_spec, concurrency=concurrency,
-                     screenshots=screenshots, **options)
+    runs = [sample_t(root, run_id, 0, repeat_stage(r), split, tasks, policy_spec, episodes, lookahead=lookahead,
+                     screenshots=screenshots)
             for r in range(repeats)]
     solved, rated = sum(r["solved"] for r in runs), sum(r["with_gold"] for r in runs)
     judged_successes = judged_rated = 0
     if judge_model is not None:
         for r, run in enumerate(runs):
             if run["with_gold"] < run["trajectories"]:
-                verdicts = judge_t(root, run_id, 0, spec(judge_model), source_stage=repeat_stage(r), sampled=[run],
-                                   stage=judge_stage_for(repeat_stage(r)))
+                verdicts = judge_t(root, run_id, 0, spec(judge_model), JudgeConfig(), source_stage=repeat_stage(r),
+                                   sampled=[run], stage=judge_stage_for(repeat_stage(r)))
                 judged_rated += verdicts["without_gold"]
                 judged_successes += verdicts["successes_without_gold"]
     n, wins = rated + judged_rated, solved + judged_successes

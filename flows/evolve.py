@@ -8,6 +8,8 @@ from typing import Optional
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
+from evolver_core.config import (CallLimits, EvaluationConfig, JudgeConfig, LookaheadConfig, SamplingConfig,
+                                 TrainingConfig, WorldModelConfig)
 from evolver_core.data.storage import Storage
 from evolver_core.reporting.plots import success_by_round_svg
 from evolver_core.settings import storage_root
@@ -18,14 +20,22 @@ from tasks.common import artifact_key
 
 
 @flow(name="evolve")
-def evolve(rounds: int = 1, preset: str = "smoke", suite: Optional[str] = None, run_id: str = "evolve",
-           storage: Optional[str] = None, overrides: Optional[dict] = None, task_runner: str = "threads") -> dict:
-    """`task_runner`: "threads" (default) or "dask" (a local Dask cluster runs the sampling shards)."""
+def evolve(rounds: int = 1, preset: str = "smoke", run_id: str = "evolve", storage: Optional[str] = None,
+           overrides: Optional[dict] = None, task_runner: str = "threads",
+           sampling: Optional[SamplingConfig] = None, evaluation: Optional[EvaluationConfig] = None,
+           judge: Optional[JudgeConfig] = None, training: Optional[TrainingConfig] = None,
+           world_model: Optional[WorldModelConfig] = None, lookahead: Optional[LookaheadConfig] = None,
+           limits: Optional[CallLimits] = None) -> dict:
+    """Rounds 0..`rounds` of `evolve_round`, which takes the preset, sections and `overrides`
+    as given here. `task_runner`: "threads" (default) or "dask" (a local Dask cluster runs the
+    sampling shards)."""
     round_flow = evolve_round if task_runner == "threads" else evolve_round.with_options(task_runner=make_runner(task_runner))
+    sections = dict(sampling=sampling, evaluation=evaluation, judge=judge, training=training, world_model=world_model,
+                    lookahead=lookahead, limits=limits)
     results = []
     for i in range(rounds + 1):
-        results.append(round_flow(run_id=run_id, round=i, suite=suite, preset=preset, storage=storage,
-                                  overrides=overrides))
+        results.append(round_flow(run_id=run_id, round=i, preset=preset, storage=storage, overrides=overrides,
+                                  **sections))
     create_table_artifact([learning_row(r) for r in results], key=artifact_key(run_id, "rounds"),
                           description="success by round and arm, 95% intervals (paper Figure 3 / Table 1)")
     create_table_artifact([{"round": r["round"], **{k: r["world_model"][k] for k in ("str", "sim", "oa",

@@ -38,13 +38,15 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Iterator, Optional
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 
-from evolver_core.config import LookaheadSpec, ModelSpec
+from evolver_core.config import (CallLimits, EvaluationConfig, JudgeConfig, LookaheadConfig, LookaheadSpec, ModelSpec,
+                                 SamplingConfig, TrainingConfig, WorldModelConfig)
 from evolver_core.data.run_layout import (EVAL, EVAL_GEN, EVAL_SELF, FIDELITY, FINETUNE, FINETUNE_SELF, FINETUNE_WM,
                                      SAMPLE, SYNTHESIZE, WM_SFT, lookahead_stage, next_round, policy_sft_stages,
                                      previous_adapter)
@@ -68,11 +70,12 @@ def adapter_spec(p: Preset, root: str, adapter_uri: Optional[str]) -> ModelSpec:
     return ModelSpec(model=p.model, backend=p.backend, adapter=adapter)
 
 
-def round_preset(preset: str, suite: Optional[str], overrides: Optional[dict]) -> Preset:
-    """The preset with the suite and the `overrides` (validated; None sets a field to None),
-    its backend resolved ("auto": vLLM when installed), so identities name the real one."""
-    p = get_preset(preset).with_(suite=suite).override(overrides or {})
-    return p.with_(backend=resolve_backend(p.backend))
+def round_preset(preset: str, overrides: Optional[dict] = None, **sections: object) -> Preset:
+    """The preset with whole `sections` replaced (None: the preset's), then the `overrides`
+    (validated; None sets a field to None), its backend resolved ("auto": vLLM when
+    installed), so identities name the real one."""
+    p = get_preset(preset).with_sections(**sections).override(overrides or {})
+    return replace(p, backend=resolve_backend(p.backend))
 
 
 class StageClock:
@@ -91,17 +94,23 @@ class StageClock:
 
 
 @flow(name="evolve-round")
-def evolve_round(run_id: str = "nightly", round: Optional[int] = None, suite: Optional[str] = None,
-                 preset: str = "smoke", storage: Optional[str] = None, adapter: Optional[str] = None,
-                 overrides: Optional[dict] = None) -> dict:
+def evolve_round(run_id: str = "nightly", round: Optional[int] = None, preset: str = "smoke",
+                 storage: Optional[str] = None, adapter: Optional[str] = None, overrides: Optional[dict] = None,
+                 sampling: Optional[SamplingConfig] = None, evaluation: Optional[EvaluationConfig] = None,
+                 judge: Optional[JudgeConfig] = None, training: Optional[TrainingConfig] = None,
+                 world_model: Optional[WorldModelConfig] = None, lookahead: Optional[LookaheadConfig] = None,
+                 limits: Optional[CallLimits] = None) -> dict:
     """Run round `round` of run `run_id`; None: the next one (the first without a trained
     policy), so a nightly schedule advances one round a night. `adapter` overrides the
-    previous round's policy; `overrides` changes preset fields (e.g. {"train_tasks": 50},
-    {"synth_queries": None} for all failed queries). Backends that hot-load adapters (vLLM)
-    serve each base model once for the whole round (`infra.serving.serving_session`); how
-    long every server start took is in the summary (`server_starts`) and an artifact."""
-    p = round_preset(preset, suite, overrides)
-    with serving_session(tensor_parallel_size=p.tensor_parallel_size) as session, use_limits(p.call_limits()):
+    previous round's policy. The sections (`evolver_core.config`; None: the preset's own)
+    replace the preset's whole; `overrides` then changes single fields by path or name
+    (e.g. {"train_tasks": 50}, {"synth_queries": None} for all failed queries). Backends
+    that hot-load adapters (vLLM) serve each base model once for the whole round
+    (`infra.serving.serving_session`); how long every server start took is in the summary
+    (`server_starts`) and an artifact."""
+    p = round_preset(preset, overrides, sampling=sampling, evaluation=evaluation, judge=judge, training=training,
+                     world_model=world_model, lookahead=lookahead, limits=limits)
+    with serving_session(tensor_parallel_size=p.tensor_parallel_size) as session, use_limits(p.limits):
         summary = _round(p, run_id, round, storage, adapter)
         summary["server_starts"] = session.start_times()
     _report(summary)
@@ -117,102 +126,92 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
     rs = results_storage(root)
     sample_t, judge_t, to_sft_t, finetune_t, wm_data_t, synthesize_t, fidelity_t = (
         t.with_options(result_storage=rs) for t in (sample, judge, to_sft, finetune, wm_data, synthesize, fidelity))
-    common = dict(max_steps=p.max_steps, concurrency=p.concurrency, miniwob_tasks=p.miniwob_tasks,
-                  policy_max_tokens=p.policy_max_tokens)
     base = ModelSpec(model=p.model, backend=p.backend)
-    judge_spec = ModelSpec(model=p.judge_model or p.model, backend=p.backend)
-    use_gold = p.filter == "gold"
+    judge_spec = ModelSpec(model=p.judge.model or p.model, backend=p.backend)
+    use_gold = p.judge.filter == "gold"
+    evaluation = p.sampling.greedy_once()
     clock = StageClock()
 
     # Real trajectories: demonstrations or the base model (round 0), else the previous policy M_{i-1}.
     with clock(SAMPLE):
-        if round == 0 and p.round0 == "demos":
-            sampler, n_tasks = None, p.demo_tasks
-            sampled = [sample_t(root, run_id, 0, SAMPLE, p.suite, "train", n_tasks, None, **common)]
+        if round == 0 and p.sampling.round0 == "demos":
+            sampler, n_tasks = None, p.sampling.demo_tasks
+            sampled = [sample_t(root, run_id, 0, SAMPLE, "train", n_tasks, None, evaluation)]
         else:
             sampler = base if round == 0 else adapter_spec(p, root, adapter or previous_adapter(store, run_id, round))
-            n_tasks = p.train_tasks
-            futures = [sample_t.submit(root, run_id, round, SAMPLE, p.suite, "train", n_tasks, sampler,
-                                       samples=p.samples, temperature=p.temperature, shard=(i, p.shards), **common)
-                       for i in range(p.shards)]
+            n_tasks = p.sampling.train_tasks
+            futures = [sample_t.submit(root, run_id, round, SAMPLE, "train", n_tasks, sampler, p.sampling, shard=i)
+                       for i in range(p.sampling.shards)]
             wait(futures)
             sampled = [f.result() for f in futures]
     judged = None
     if sampler is not None:
         with clock("judge"):
-            judged = judge_t(root, run_id, round, judge_spec, sampled=sampled, max_tokens=p.judge_max_tokens)
+            judged = judge_t(root, run_id, round, judge_spec, p.judge, sampled=sampled)
     with clock("to_sft"):
         real_sft = to_sft_t(root, run_id, round, SAMPLE, use_gold=use_gold or sampler is None, sampled=sampled,
                             judged=judged)
 
     # The world model M_w on the transitions of rounds 0..i, successful or not.
     with clock("wm_data"):
-        wm = wm_data_t(root, run_id, round, base, sampled=sampled, rationale_max_tokens=p.rationale_max_tokens,
-                       limit=p.wm_transitions)
+        wm = wm_data_t(root, run_id, round, base, p.world_model, sampled=sampled)
     with clock(FINETUNE_WM):
-        wm_trained = finetune_t(root, run_id, round, p.model, p.wm_finetune_steps, p.wm_max_length, p.learning_rate,
-                                sft_stages=(WM_SFT,), out_stage=FINETUNE_WM, sft=[wm])
+        wm_trained = finetune_t(root, run_id, round, p.model, p.world_model.training, sft_stages=(WM_SFT,),
+                                out_stage=FINETUNE_WM, sft=[wm])
     world_model = adapter_spec(p, root, wm_trained["adapter_uri"])
 
     # Synthetic trajectories for the failed queries: M_{i-1} acting on M_w's pages, judged by r̂.
     synth = synth_sft = None
     if sampler is not None and round > 0:
         with clock(SYNTHESIZE):
-            synth = synthesize_t(root, run_id, round, p.suite, "train", sampler, world_model, judge_spec,
-                                 use_gold=use_gold, max_queries=p.synth_queries, temperature=p.temperature,
-                                 max_actions=p.synth_max_actions, concurrency=p.concurrency,
-                                 miniwob_tasks=p.miniwob_tasks, wm_max_tokens=p.wm_max_tokens,
-                                 judge_max_tokens=p.judge_max_tokens, policy_max_tokens=p.policy_max_tokens,
-                                 n_tasks=n_tasks, upstream=[*sampled, judged, wm_trained])
+            synth = synthesize_t(root, run_id, round, "train", sampler, world_model, judge_spec, p.sampling,
+                                 p.world_model, p.judge, n_tasks=n_tasks, upstream=[*sampled, judged, wm_trained])
             synth_sft = to_sft_t(root, run_id, round, SYNTHESIZE, use_gold=False, sampled=[synth])
 
     # The policies: WebEvolver (real + synthetic of rounds 0..i) and, from round 1, self-improve (real only).
     with clock(FINETUNE):
-        trained = finetune_t(root, run_id, round, p.model, p.finetune_steps, p.max_length, p.learning_rate,
-                             sft_stages=policy_sft_stages(with_synthetic=True), out_stage=FINETUNE,
-                             sft=[real_sft, synth_sft])
+        trained = finetune_t(root, run_id, round, p.model, p.training, sft_stages=policy_sft_stages(with_synthetic=True),
+                             out_stage=FINETUNE, sft=[real_sft, synth_sft])
     policy = adapter_spec(p, root, trained["adapter_uri"])
     self_trained = None
     if round > 0 and p.self_improve:
         with clock(FINETUNE_SELF):
-            self_trained = finetune_t(root, run_id, round, p.model, p.finetune_steps, p.max_length, p.learning_rate,
+            self_trained = finetune_t(root, run_id, round, p.model, p.training,
                                       sft_stages=policy_sft_stages(with_synthetic=False), out_stage=FINETUNE_SELF,
                                       sft=[real_sft])
 
     # Evaluation: both arms on the same test tasks, look-ahead, generalization, M_w's fidelity.
+    test_tasks = p.evaluation.test_tasks
     with clock(EVAL):
-        evaluated = sample_t(root, run_id, round, EVAL, p.suite, "test", p.test_tasks, policy, after=[trained],
-                             **common)
+        evaluated = sample_t(root, run_id, round, EVAL, "test", test_tasks, policy, evaluation, after=[trained])
     evaluated_self = None
     if self_trained is not None:
         with clock(EVAL_SELF):
-            evaluated_self = sample_t(root, run_id, round, EVAL_SELF, p.suite, "test", p.test_tasks,
-                                      adapter_spec(p, root, self_trained["adapter_uri"]), after=[self_trained],
-                                      **common)
+            evaluated_self = sample_t(root, run_id, round, EVAL_SELF, "test", test_tasks,
+                                      adapter_spec(p, root, self_trained["adapter_uri"]), evaluation,
+                                      after=[self_trained])
     lookahead = {}
-    for d in p.lookahead_depths:
+    for d in p.lookahead.depths:
         with clock(lookahead_stage(d)):
             lookahead[str(d)] = sample_t(
-                root, run_id, round, lookahead_stage(d), p.suite, "test", p.lookahead_tasks or p.test_tasks, policy,
-                lookahead=LookaheadSpec(world_model=world_model, scorer=judge_spec, depth=d,
-                                        candidates=p.lookahead_candidates, wm_max_tokens=p.wm_max_tokens,
-                                        candidate_temperature=p.lookahead_temperature),
-                after=[trained, wm_trained], **common)
+                root, run_id, round, lookahead_stage(d), "test", p.lookahead.tasks or test_tasks, policy, evaluation,
+                lookahead=LookaheadSpec.of(world_model, judge_spec, d, p.lookahead, p.world_model, p.judge),
+                after=[trained, wm_trained])
     generalization = None
-    if p.generalization_tasks and p.generalization_test_tasks:
+    if p.evaluation.generalization_tasks and p.evaluation.generalization_test_tasks:
         with clock(EVAL_GEN):
-            generalization = sample_t(root, run_id, round, EVAL_GEN, p.suite, "test", p.generalization_test_tasks,
-                                      policy, after=[trained], **(common | {"miniwob_tasks": p.generalization_tasks}))
+            generalization = sample_t(root, run_id, round, EVAL_GEN, "test", p.evaluation.generalization_test_tasks,
+                                      policy, evaluation.greedy_once(miniwob_tasks=p.evaluation.generalization_tasks),
+                                      after=[trained])
     with clock(FIDELITY):
-        fid = fidelity_t(root, run_id, round, world_model, judge_spec, source_stage=EVAL,
-                         max_transitions=p.fidelity_transitions, wm_max_tokens=p.wm_max_tokens,
+        fid = fidelity_t(root, run_id, round, world_model, judge_spec, p.world_model, source_stage=EVAL,
                          after=[evaluated, wm_trained])
 
     plain = stage_success(store, run_id, round, EVAL)
     arm = stage_success(store, run_id, round, EVAL_SELF) if evaluated_self else None
     gen = stage_success(store, run_id, round, EVAL_GEN) if generalization else None
     summary = {
-        "run": run_id, "round": round, "preset": p.name, "suite": p.suite, "storage": store.uri(run_id),
+        "run": run_id, "round": round, "preset": p.name, "suite": p.sampling.suite, "storage": store.uri(run_id),
         "real_trajectories": sum(s["trajectories"] for s in sampled),
         "synthetic_trajectories": synth["trajectories"] if synth else 0,
         "failed_queries": synth["failed_queries"] if synth else 0,

@@ -54,6 +54,7 @@ from typing import Any, ClassVar
 import httpx
 
 from evolver_core.llm import LLMClient
+from evolver_core.settings import VARIABLES, settings
 from evolver_core.training.models import ModelRef, merge_adapter, webevolver_home
 from infra.process import ServerError, await_health, free_port, service_env, start_service, stop_group, wait_healthy
 
@@ -92,8 +93,8 @@ def default_threads(*, browser: bool = True) -> int:
     (judging, rationale distillation, fidelity). (Oversubscribed OpenMP threads spin against
     each other: on 2 busy cores one thread generated 3x faster than two.)
     ``$WEBEVOLVER_SERVER_THREADS`` overrides both."""
-    if (forced := os.environ.get("WEBEVOLVER_SERVER_THREADS")):
-        return max(1, int(forced))
+    if (forced := settings().server_threads):
+        return max(1, forced)
     cores = os.cpu_count() or 2
     return cores if not browser else max(1, cores // 2)
 
@@ -297,7 +298,7 @@ class TransformersCBServer(TransformersServer):
         super().__init__(ref, **({"continuous_batching": True} | opts))
 
 
-VLLM_PYTHON_ENV = "WEBEVOLVER_VLLM_PYTHON"
+VLLM_PYTHON_ENV = VARIABLES["vllm_python"]
 VLLM_VENV = Path(__file__).resolve().parents[1] / ".venv-vllm"  # `make setup-vllm`
 VLLM_STARTUP_TIMEOUT_S = 600.0  # vLLM's CPU build took 40-280 s to start on 2 busy cores
 # vLLM on a machine without GPUs (its CPU build): fp32 weights as the model folders hold them
@@ -310,7 +311,7 @@ def vllm_python() -> str | None:
     """The Python that runs vLLM's OpenAI server: ``$WEBEVOLVER_VLLM_PYTHON``, else the
     project's ``.venv-vllm`` (made by ``make setup-vllm``), else this interpreter when it
     can import vllm (e.g. a vLLM image); None when there is none."""
-    if (forced := os.environ.get(VLLM_PYTHON_ENV)):
+    if (forced := settings().vllm_python):
         return forced
     venv_python = VLLM_VENV / "bin" / "python"
     if venv_python.is_file() and (VLLM_VENV / ".installed").exists():

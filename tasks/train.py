@@ -9,6 +9,7 @@ from prefect import get_run_logger
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
 
+from evolver_core.config import TrainingConfig
 from evolver_core.data.run_layout import FINETUNE, SFT, training_rounds
 from evolver_core.stages.sft import run_to_sft, to_sft_identity
 from evolver_core.stages.train import finetune_identity, run_finetune
@@ -30,9 +31,8 @@ def to_sft(root: str, run_id: str, round_: int, source_stage: str, use_gold: boo
 
 
 @stage_task(finetune_identity, task_run_name="{out_stage}-r{round_}")
-def finetune(root: str, run_id: str, round_: int, base_model: str, max_steps: int, max_length: int = 512,
-             learning_rate: float = 2e-4, sft_stages: Sequence[str] = (SFT,), out_stage: str = FINETUNE,
-             sft: Optional[list] = None) -> dict:
+def finetune(root: str, run_id: str, round_: int, base_model: str, training: TrainingConfig,
+             sft_stages: Sequence[str] = (SFT,), out_stage: str = FINETUNE, sft: Optional[list] = None) -> dict:
     """LoRA from the BASE model on the `sft_stages` examples of rounds 0..round (the paper's
     union): a policy (`sft` [+ `synth_sft`] -> `finetune*`) or the world model (`wm_sft` ->
     `finetune_wm`). `sft` (the upstream results) orders it."""
@@ -40,12 +40,11 @@ def finetune(root: str, run_id: str, round_: int, base_model: str, max_steps: in
     progress = create_progress_artifact(0.0, description=f"{out_stage} round {round_}: steps done")
 
     def on_log(step: int, logs: dict) -> None:
-        update_progress_artifact(progress, min(100.0, 100.0 * step / max(max_steps, 1)))
+        update_progress_artifact(progress, min(100.0, 100.0 * step / max(training.max_steps, 1)))
         if "loss" in logs:
             logger.info(f"step {step}: loss {logs['loss']:.4f}")
 
-    result = run_finetune(root, run_id, round_, base_model, max_steps, max_length, learning_rate, tuple(sft_stages),
-                          out_stage, on_log=on_log)
+    result = run_finetune(root, run_id, round_, base_model, training, tuple(sft_stages), out_stage, on_log=on_log)
     create_table_artifact([{"round": round_, **{k: v for k, v in result.items() if k not in ("adapter_uri",)}}],
                           key=artifact_key(run_id, f"r{round_}", out_stage),
                           description=f"LoRA training metrics ({out_stage}), round {round_}")

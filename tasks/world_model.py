@@ -8,17 +8,15 @@ from typing import Optional
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
 
-from evolver_core.config import ModelSpec
+from evolver_core.config import ModelSpec, WorldModelConfig
 from evolver_core.data.run_layout import EVAL, SAMPLE
 from evolver_core.stages.world_model import fidelity_identity, run_fidelity, run_wm_data, wm_data_identity
-from evolver_core.world_model.model import RATIONALE_MAX_TOKENS
 from tasks.common import artifact_key, stage_task
 
 
 @stage_task(wm_data_identity, task_run_name="wm_data-r{round_}")
-def wm_data(root: str, run_id: str, round_: int, base: ModelSpec, sampled: list, source_stage: str = SAMPLE,
-            first_per_site: int = 20, per_action_key: int = 50,
-            rationale_max_tokens: int = RATIONALE_MAX_TOKENS, limit: Optional[int] = None) -> dict:
+def wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModelConfig, sampled: list,
+            source_stage: str = SAMPLE) -> dict:
     """Transitions of every trajectory of `source_stage`, successful or failed; `sampled` orders it."""
     progress = create_progress_artifact(0.0, description=f"wm_data round {round_}: rationales distilled")
 
@@ -26,8 +24,7 @@ def wm_data(root: str, run_id: str, round_: int, base: ModelSpec, sampled: list,
         asyncio.get_running_loop().run_in_executor(None, update_progress_artifact, progress,
                                                    100.0 * done / max(total, 1))
 
-    result = run_wm_data(root, run_id, round_, base, source_stage, first_per_site, per_action_key,
-                         rationale_max_tokens, limit, on_done=on_done)
+    result = run_wm_data(root, run_id, round_, base, wm, source_stage, on_done=on_done)
     create_table_artifact([{k: v for k, v in result.items() if not k.endswith("uri")}],
                           key=artifact_key(run_id, f"r{round_}", "wm-data"),
                           description=f"world-model data, round {round_}")
@@ -36,11 +33,9 @@ def wm_data(root: str, run_id: str, round_: int, base: ModelSpec, sampled: list,
 
 @stage_task(fidelity_identity, task_run_name="fidelity-r{round_}")
 def fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, judge_model: Optional[ModelSpec],
-             source_stage: str = EVAL, max_transitions: int = 20, wm_max_tokens: int = 1024,
-             after: Optional[list] = None) -> dict:
+             wm: WorldModelConfig, source_stage: str = EVAL, after: Optional[list] = None) -> dict:
     """Paper Table 2 for this round's world model (`run_fidelity`); `after` orders it."""
-    report = run_fidelity(root, run_id, round_, world_model, judge_model, source_stage, max_transitions,
-                          wm_max_tokens)
+    report = run_fidelity(root, run_id, round_, world_model, judge_model, wm, source_stage)
     create_table_artifact([{"round": round_, **{k: v for k, v in report.items() if k != "uri"}}],
                           key=artifact_key(run_id, f"r{round_}", "wm-fidelity"),
                           description=f"world-model fidelity (STR / Sim. / O/A), round {round_}")

@@ -14,7 +14,8 @@ import torch
 
 from evolver_core.agents.policy import build_messages
 from evolver_core.agents.reply import format_reply
-from evolver_core.training.finetune import METRICS_FILE, FinetuneConfig, FinetuneResult, build_trainer, finetune, main
+from evolver_core.config import TrainingConfig
+from evolver_core.training.finetune import METRICS_FILE, FinetuneResult, build_trainer, finetune, main
 from evolver_core.training.models import smollm2_model_dir, tiny_model_dir
 from evolver_core.training.sft import examples_to_table
 
@@ -36,13 +37,16 @@ def make_examples(n: int, elements: int = 3) -> list[dict]:
 EXAMPLES = make_examples(10)
 
 
-def tiny_config(out: Path, **overrides) -> FinetuneConfig:
-    return FinetuneConfig(base_model_dir=str(tiny_model_dir()), output_dir=str(out), max_length=256,
-                          **({"max_steps": 6} | overrides))
+def tiny_training(**overrides) -> TrainingConfig:
+    return TrainingConfig(max_length=256, **({"max_steps": 6} | overrides))
+
+
+def tiny_finetune(out: Path, training: TrainingConfig | None = None, **kwargs) -> FinetuneResult:
+    return finetune(EXAMPLES, training or tiny_training(), str(tiny_model_dir()), str(out), **kwargs)
 
 
 def test_the_loss_is_on_the_target_reply_only(tmp_path: Path) -> None:
-    trainer = build_trainer(EXAMPLES[:2], tiny_config(tmp_path / "a"), tmp_path / "a")
+    trainer = build_trainer(EXAMPLES[:2], tiny_training(), str(tiny_model_dir()), tmp_path / "a")
     tokenizer = trainer.processing_class
     for row, example in zip(trainer.train_dataset, EXAMPLES):
         target = tokenizer.decode([t for t in row["labels"] if t != -100])
@@ -53,7 +57,7 @@ def test_the_loss_is_on_the_target_reply_only(tmp_path: Path) -> None:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[FinetuneResult, list[tuple[int, dict]]]:
     logs: list[tuple[int, dict]] = []
     out = tmp_path_factory.mktemp("ft") / "adapter"
-    return finetune(EXAMPLES, tiny_config(out), on_log=lambda step, entry: logs.append((step, entry))), logs
+    return tiny_finetune(out, on_log=lambda step, entry: logs.append((step, entry))), logs
 
 
 def test_metrics_and_logs(trained) -> None:
@@ -84,7 +88,7 @@ def test_adapter_folder_and_effect(trained) -> None:
 
 
 def test_loss_falls_with_a_high_learning_rate(tmp_path: Path) -> None:
-    result = finetune(EXAMPLES, tiny_config(tmp_path / "a", max_steps=20, learning_rate=1e-2, warmup_steps=0))
+    result = tiny_finetune(tmp_path / "a", tiny_training(max_steps=20, learning_rate=1e-2, warmup_steps=0))
     losses = [loss for _, loss in result.metrics.loss_history]
     assert len(losses) == 20
     # Seeded, so deterministic here; measured 6.57 -> 5.84. The tiny model's frozen, tiny
@@ -98,7 +102,7 @@ def test_a_failed_training_leaves_no_adapter(tmp_path: Path) -> None:
             raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError, match="killed"):
-        finetune(EXAMPLES, tiny_config(tmp_path / "adapter"), on_log=fail_at_step_3)
+        tiny_finetune(tmp_path / "adapter", on_log=fail_at_step_3)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -115,9 +119,9 @@ def test_script_entry(tmp_path: Path) -> None:
 def test_smollm2_timing(tmp_path: Path) -> None:
     """30 MiniWoB-sized examples (~300 tokens), 10 steps with the default settings; prints time per step
     and peak memory (the first steps include warm-up)."""
-    cfg = FinetuneConfig(base_model_dir=str(smollm2_model_dir()), output_dir=str(tmp_path / "adapter"), max_steps=10)
     t0 = time.monotonic()
-    result = finetune(make_examples(30, elements=12), cfg)
+    result = finetune(make_examples(30, elements=12), TrainingConfig(max_steps=10), str(smollm2_model_dir()),
+                      str(tmp_path / "adapter"))
     wall = time.monotonic() - t0
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     m = result.metrics

@@ -15,13 +15,14 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+from evolver_core.config import SamplingConfig
 from evolver_core.data.storage import Storage
 from flows.evaluate import evaluate
 from flows.evolve_round import evolve_round
 from flows.runners import make_runner
 from tasks.sample import sample
 
-TINY_ROUND = {"finetune_steps": 2, "test_tasks": 2}
+TINY_ROUND = {"training.max_steps": 2, "test_tasks": 2}
 ROUND_ZERO_TASKS = ["sample-sample-r0-shard0", "to_sft-r0-sample", "finetune-r0", "wm_data-r0", "finetune_wm-r0",
                     "sample-eval-r0-shard0", "sample-eval-wmla1-r0-shard0", "sample-eval-wmla2-r0-shard0",
                     "fidelity-r0"]
@@ -124,8 +125,8 @@ def test_sampling_shards_run_on_a_local_dask_cluster(prefect_server, tmp_path):
 
 
 def test_evaluate_flow_reports_success_with_a_confidence_interval(prefect_server, tmp_path):
-    result = evaluate(suite="sandbox", split="test", policy="oracle", tasks=5, repeats=2, run_id="ev",
-                      storage=str(tmp_path))
+    result = evaluate(sampling=SamplingConfig(suite="sandbox"), split="test", policy="oracle", tasks=5, repeats=2,
+                      run_id="ev", storage=str(tmp_path))
     assert result["tasks"] == 5 and result["episodes"] == 10 and result["success_rate"] == 1.0
     assert 0.6 < result["ci_low"] < 1.0 and result["ci_high"] == 1.0
 
@@ -134,7 +135,7 @@ def test_evolve_flow_reports_rounds_and_writes_the_success_plot(prefect_server, 
     from flows.evolve import evolve
 
     result = evolve(rounds=1, preset="smoke", run_id="evo", storage=str(tmp_path),
-                    overrides={**TINY_ROUND, "lookahead_depths": [1]})
+                    overrides={**TINY_ROUND, "lookahead.depths": [1]})
     assert [r["round"] for r in result["rounds"]] == [0, 1]
     one = result["rounds"][1]
     # The tiny policy fails its train queries, so the world model synthesizes for them.

@@ -16,7 +16,7 @@ import pytest
 from prefect import flow
 
 from evolver_core.agents.base import OracleAgent
-from evolver_core.config import ModelSpec
+from evolver_core.config import ModelSpec, SamplingConfig
 from evolver_core.data import identity
 from evolver_core.data.run_layout import open_stage, read_identity
 from evolver_core.data.storage import Storage, UnreadableShard
@@ -109,6 +109,7 @@ def test_a_retrained_adapter_at_the_same_path_reruns_sampling(prefect_server, tm
     adapter = _lora(tiny_model, tmp_path / "adapter", seed=0)
     policy = ModelSpec(model=str(tiny_model), adapter=str(adapter))
     identities = []
+    episodes = SamplingConfig(max_steps=1, miniwob_tasks="click-test").greedy_once()
 
     @flow
     def sample_twice_then_again() -> list:
@@ -116,10 +117,9 @@ def test_a_retrained_adapter_at_the_same_path_reruns_sampling(prefect_server, tm
         for seed in (None, 1, None):
             if seed is not None:  # retrain: new weights at the same path
                 _lora(tiny_model, adapter, seed=seed)
-            identities.append(sample_identity("sample", "miniwob", "train", 1, policy=policy, max_steps=1,
-                                              miniwob_tasks="click-test").digest)
-            states.append(sample(str(tmp_path / "data"), "retrain", 1, "sample", "miniwob", "train", 1, policy,
-                                 max_steps=1, miniwob_tasks="click-test", return_state=True))
+            identities.append(sample_identity("sample", "train", 1, policy=policy, sampling=episodes).digest)
+            states.append(sample(str(tmp_path / "data"), "retrain", 1, "sample", "train", 1, policy, episodes,
+                                 return_state=True))
         return [s.name for s in states]
 
     states = sample_twice_then_again()
@@ -128,17 +128,17 @@ def test_a_retrained_adapter_at_the_same_path_reruns_sampling(prefect_server, tm
 
 
 def test_evaluating_a_second_policy_reports_its_own_episodes(prefect_server, tmp_path):
-    oracle = evaluate(suite="miniwob", split="test", policy="oracle", tasks=4, max_steps=3, storage=str(tmp_path),
-                      miniwob_tasks="click-test,focus-text")
-    tiny = evaluate(suite="miniwob", split="test", policy="tiny", tasks=4, max_steps=2, storage=str(tmp_path),
-                    miniwob_tasks="click-test,focus-text")
+    oracle = evaluate(split="test", policy="oracle", tasks=4, storage=str(tmp_path),
+                      sampling=SamplingConfig(max_steps=3, miniwob_tasks="click-test,focus-text"))
+    tiny = evaluate(split="test", policy="tiny", tasks=4, storage=str(tmp_path),
+                    sampling=SamplingConfig(max_steps=2, miniwob_tasks="click-test,focus-text"))
     assert oracle["run"] != tiny["run"] and oracle["identity"] != tiny["identity"]
     assert oracle["success_rate"] == 1.0 and tiny["episodes"] == 4
     rows = Storage(str(tmp_path)).read_table(tiny["run"], table_name="trajectories").to_pandas()
     assert len(rows) == 4 and "oracle" not in set(rows.model)
     assert (rows.identity == read_identity(Storage(str(tmp_path)), tiny["run"], 0, "eval-0").digest).all()
-    again = evaluate(suite="miniwob", split="test", policy="oracle", tasks=4, max_steps=3, storage=str(tmp_path),
-                     miniwob_tasks="click-test,focus-text")
+    again = evaluate(split="test", policy="oracle", tasks=4, storage=str(tmp_path),
+                     sampling=SamplingConfig(max_steps=3, miniwob_tasks="click-test,focus-text"))
     assert again["run"] == oracle["run"] and again["success_rate"] == 1.0
 
 
@@ -223,7 +223,7 @@ def pd_isna(x) -> bool:
 
 
 def test_a_changed_world_model_prompt_reruns_its_stages_and_nothing_else(prefect_server, tmp_path, code_copy):
-    overrides = {**TINY_ROUND, "lookahead_depths": [1]}
+    overrides = {**TINY_ROUND, "lookahead.depths": [1]}
     tasks = ["sample-sample-r0-shard0", "to_sft-r0-sample", "finetune-r0", "wm_data-r0", "finetune_wm-r0",
              "sample-eval-r0-shard0", "sample-eval-wmla1-r0-shard0", "fidelity-r0"]
     evolve_round(run_id="ident", round=0, preset="smoke", storage=str(tmp_path), overrides=overrides)

@@ -272,8 +272,8 @@ def test_an_evolve_round_on_the_vllm_backend_shares_one_server(prefect_server, t
     from flows.evolve_round import evolve_round
 
     summary = evolve_round(run_id="vllm", round=0, preset="smoke", storage=str(tmp_path),
-                           overrides={"backend": "vllm", "finetune_steps": 2, "test_tasks": 2,
-                                      "lookahead_depths": [1], "request_timeout_s": 600, "step_deadline_s": 900})
+                           overrides={"backend": "vllm", "training.max_steps": 2, "test_tasks": 2,
+                                      "lookahead.depths": [1], "request_timeout_s": 600, "step_deadline_s": 900})
     assert summary["eval_tasks"] == 2 and summary["success_rate"] is not None
     assert summary["success_rate_lookahead"]["1"] is not None and summary["world_model"]["sim"] is not None
     shared = [s for s in summary["server_starts"] if s["shared"]]

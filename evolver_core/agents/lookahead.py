@@ -30,6 +30,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from evolver_core.config import JudgeConfig, LookaheadConfig
 from evolver_core.agents.base import Turn
 from evolver_core.agents.policy import PastStep, PolicyAgent
 from evolver_core.browser.actions import Action, ActionParseError, format_action, parse_action
@@ -42,7 +43,6 @@ from evolver_core.suites.base import Task
 from evolver_core.world_model.model import WorldModel
 from evolver_core.world_model.synthesis import wm_past_action
 
-CANDIDATE_TEMPERATURE = 0.7  # the paper's temperature for the non-greedy candidates
 ROLLOUT_TEMPERATURE = 0.7  # the policy's temperature inside a simulation
 AGENT_STOPS = "(The agent stops here.)"
 NO_PREDICTION = "(The world model could not predict the page.)"
@@ -129,8 +129,8 @@ class LookaheadAgent:
     """
 
     def __init__(self, policy: PolicyAgent, world_model: WorldModel, scorer: LLMClient, *, depth: int = 1,
-                 candidates: int = 3, scorer_max_tokens: int = 256,
-                 candidate_temperature: float = CANDIDATE_TEMPERATURE, name: str | None = None):
+                 candidates: int = LookaheadConfig.candidates, scorer_max_tokens: int = JudgeConfig.scorer_max_tokens,
+                 candidate_temperature: float = LookaheadConfig.temperature, name: str | None = None):
         if depth not in (1, 2, 3):
             raise ValueError(f"depth must be 1, 2 or 3, not {depth}")
         if candidates < 1:

@@ -25,6 +25,7 @@ from evolver_core.agents.base import Turn
 from evolver_core.agents.reply import format_reply, parse_reply
 from evolver_core.browser.actions import describe_actions
 from evolver_core.browser.observation import Observation
+from evolver_core.config import SamplingConfig
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
 from evolver_core.sampling.rollout import StepResult, render_observation
@@ -81,7 +82,7 @@ def build_messages(objective: str, observation: str, history: Sequence[PastStep]
     return messages
 
 
-DEFAULT_MAX_TOKENS = 96  # a policy reply: a thought and one action (presets raise it for long answers)
+DEFAULT_MAX_TOKENS = SamplingConfig.policy_max_tokens
 
 
 class PolicyAgent:

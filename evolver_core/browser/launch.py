@@ -6,11 +6,12 @@ background-networking ones it keeps opening connections that this network refuse
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
-CHROMIUM_ENV = "WEBEVOLVER_CHROMIUM"
+from evolver_core.settings import VARIABLES, settings
+
+CHROMIUM_ENV = VARIABLES["chromium"]
 CHROMIUM_ARGS = [
     "--no-sandbox",  # we run as root in containers
     "--disable-gpu",
@@ -30,7 +31,7 @@ class ChromiumNotFound(RuntimeError):
 
 def chromium_path() -> str:
     """Path of the chromium binary: $WEBEVOLVER_CHROMIUM, then `chromium` on PATH."""
-    candidates = [os.environ.get(CHROMIUM_ENV), shutil.which("chromium"), shutil.which("chromium-browser"),
+    candidates = [settings().chromium, shutil.which("chromium"), shutil.which("chromium-browser"),
                   "/usr/bin/chromium"]
     for c in candidates:
         if c and Path(c).exists():

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from evolver_core.config import JudgeConfig
 from evolver_core.judge.verdicts import last_verdict
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
@@ -57,7 +58,7 @@ def judge_messages(query: str, final_answer: str | None, observations: Sequence[
 
 async def judge(client: LLMClient, query: str, final_answer: str | None, observations: Sequence[str], *,
                 last_n: int = DEFAULT_LAST_N, max_tree_chars: int | None = DEFAULT_MAX_TREE_CHARS,
-                temperature: float = 0.0, seed: int | None = 42, max_tokens: int = 512) -> Verdict:
+                temperature: float = 0.0, seed: int | None = 42, max_tokens: int = JudgeConfig.max_tokens) -> Verdict:
     """Judge one trajectory (temperature 0 and seed 42, as the reference)."""
     messages = judge_messages(query, final_answer, observations, last_n=last_n, max_tree_chars=max_tree_chars)
     completion = await client.chat(messages, temperature=temperature, seed=seed, max_tokens=max_tokens)

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 from dataclasses import dataclass
 
+from evolver_core.config import JudgeConfig
 from evolver_core.data.records import TrajectoryRecord, from_table, to_table
 from evolver_core.data.run_layout import JUDGE, judged_stage
 from evolver_core.data.storage import Storage
@@ -56,7 +57,7 @@ def observations_by_trajectory(storage: Storage, run_id: str, round_: int, stage
 async def judge_trajectories(storage: Storage, run_id: str, round_: int, client: LLMClient, *,
                              source_stage: str = "sample", stage: str = JUDGE,
                              last_n: int = DEFAULT_LAST_N, concurrency: int = 4,
-                             max_tokens: int = 512) -> JudgeSummary:
+                             max_tokens: int = JudgeConfig.max_tokens) -> JudgeSummary:
     trajs: list[TrajectoryRecord] = from_table(storage.read_table(run_id, round_, source_stage,
                                                                  table_name="trajectories"))  # type: ignore[assignment]
     observations = observations_by_trajectory(storage, run_id, round_, source_stage)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 
-from evolver_core.config import ModelSpec
+from evolver_core.config import JudgeConfig, ModelSpec
 from evolver_core.data.identity import StageIdentity, code_digest, model_identity
 from evolver_core.data.run_layout import SAMPLE, judge_stage_for, open_stage, stage_digest
 from evolver_core.data.storage import Storage
@@ -13,26 +13,27 @@ from evolver_core.judge.judge import DEFAULT_LAST_N
 from evolver_core.judge.stored import judge_trajectories
 
 CODE = ("evolver_core.judge.stored", "evolver_core.stages.judge")
-DEFAULT_MAX_TOKENS = 512
 
 
-def judge_identity(root: str, run_id: str, round_: int, judge_model: ModelSpec, source_stage: str = SAMPLE,
-                   max_tokens: int = DEFAULT_MAX_TOKENS, stage: str | None = None, **_: object) -> StageIdentity:
+def judge_identity(root: str, run_id: str, round_: int, judge_model: ModelSpec,
+                   judge_config: JudgeConfig = JudgeConfig(), source_stage: str = SAMPLE, stage: str | None = None,
+                   **_: object) -> StageIdentity:
     return StageIdentity(stage=stage or judge_stage_for(source_stage), code=code_digest(*CODE), params={
         "source": stage_digest(Storage(root), run_id, round_, source_stage), "judge": model_identity(judge_model),
-        "max_tokens": max_tokens, "last_n": DEFAULT_LAST_N})
+        "max_tokens": judge_config.max_tokens, "last_n": DEFAULT_LAST_N})
 
 
-def run_judge(root: str, run_id: str, round_: int, judge_model: ModelSpec, source_stage: str = SAMPLE,
-              max_tokens: int = DEFAULT_MAX_TOKENS, stage: str | None = None) -> dict:
-    """Judge every trajectory of `source_stage` (resumable); returns the `JudgeSummary` as a dict."""
+def run_judge(root: str, run_id: str, round_: int, judge_model: ModelSpec, judge_config: JudgeConfig = JudgeConfig(),
+              source_stage: str = SAMPLE, stage: str | None = None) -> dict:
+    """Judge every trajectory of `source_stage` (resumable) with `judge_model`, its replies
+    capped by the judge section; returns the `JudgeSummary` as a dict."""
     from infra.serving import serve_without_browser  # no browser in this stage: every core
 
     stage = stage or judge_stage_for(source_stage)
-    identity = judge_identity(root, run_id, round_, judge_model, source_stage, max_tokens, stage)
+    identity = judge_identity(root, run_id, round_, judge_model, judge_config, source_stage, stage)
     store = Storage(root)
     open_stage(store, run_id, round_, stage, identity)
     with serve_without_browser(judge_model) as server:
         summary = asyncio.run(judge_trajectories(store, run_id, round_, server.client(), source_stage=source_stage,
-                                                 stage=stage, max_tokens=max_tokens))
+                                                 stage=stage, max_tokens=judge_config.max_tokens))
     return asdict(summary) | {"stage": stage, "identity": identity.digest}

@@ -8,8 +8,8 @@ from dataclasses import asdict
 from typing import Callable, Optional
 
 from evolver_core.agents.base import OracleAgent
-from evolver_core.agents.policy import DEFAULT_MAX_TOKENS, PolicyAgent
-from evolver_core.config import LookaheadSpec, ModelSpec
+from evolver_core.agents.policy import PolicyAgent
+from evolver_core.config import LookaheadSpec, ModelSpec, SamplingConfig
 from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest, model_identity
 from evolver_core.data.run_layout import open_stage
 from evolver_core.data.storage import Storage
@@ -32,19 +32,17 @@ def chosen_tasks(the_suite: Suite, split: str, n_tasks: Optional[int]) -> list[T
     return select_tasks(the_suite.tasks(split), n_tasks, where=f"{the_suite.name}/{split}")
 
 
-def sample_identity(stage: str, suite: str, split: str, n_tasks: Optional[int], *, policy: Optional[ModelSpec],
-                    samples: int = 1, temperature: float = 0.0, max_steps: int = 12, miniwob_tasks: str = "easy",
-                    shards: int = 1, lookahead: Optional[LookaheadSpec] = None,
-                    policy_max_tokens: int = DEFAULT_MAX_TOKENS, **_: object) -> StageIdentity:
+def sample_identity(stage: str, split: str, n_tasks: Optional[int], *, policy: Optional[ModelSpec],
+                    sampling: SamplingConfig, lookahead: Optional[LookaheadSpec] = None,
+                    **_: object) -> StageIdentity:
     """What a sampling stage's trajectories depend on. The task selection is named by its
     parameters: the choice is deterministic given the suite's code (in the code digest) and,
     for live suites, their task files (digested here)."""
     params = {
-        "suite": suite, "split": split, "miniwob_tasks": miniwob_tasks, "n_tasks": n_tasks,
-        "task_data": folder_content_digest(data_dir()) if suite in LIVE_SUITES else None,
-        "samples": samples, "max_steps": max_steps, "shards": shards,
+        "split": split, "n_tasks": n_tasks,
+        "task_data": folder_content_digest(data_dir()) if sampling.suite in LIVE_SUITES else None,
+        **sampling.trajectory_params(with_policy=policy is not None),
         "policy": model_identity(policy),
-        "sampling": None if policy is None else {"temperature": temperature, "max_tokens": policy_max_tokens},
         "lookahead": None if lookahead is None else {
             **asdict(lookahead), "world_model": model_identity(lookahead.world_model),
             "scorer": model_identity(lookahead.scorer)},
@@ -53,29 +51,27 @@ def sample_identity(stage: str, suite: str, split: str, n_tasks: Optional[int], 
     return StageIdentity(stage=stage, code=code, params=params)
 
 
-async def run_sample(root: str, run_id: str, round_: int, stage: str, suite: str, split: str, n_tasks: Optional[int],
-                     *, policy: Optional[ModelSpec], samples: int = 1, temperature: float = 0.0,
-                     max_steps: int = 12, concurrency: int = 2, miniwob_tasks: str = "easy",
-                     shard: tuple[int, int] = (0, 1), lookahead: Optional[LookaheadSpec] = None,
-                     screenshots: bool = False, policy_max_tokens: int = DEFAULT_MAX_TOKENS,
+async def run_sample(root: str, run_id: str, round_: int, stage: str, split: str, n_tasks: Optional[int], *,
+                     policy: Optional[ModelSpec], sampling: SamplingConfig, shard: int = 0,
+                     lookahead: Optional[LookaheadSpec] = None, screenshots: bool = False,
                      on_done: Optional[Callable] = None) -> SampleSummary:
-    """Serve the policy (None: the suite's scripted solver) and sample shard `i` of `n` of the tasks;
-    with `lookahead`, the policy picks each action by WMLA with the world model and scorer it names.
-    The stage folder is opened with this identity first (another identity's results move aside)."""
-    the_suite = open_suite(suite, miniwob_tasks, n_tasks)
+    """Serve the policy (None: the suite's scripted solver) and sample shard `shard` of
+    `sampling.shards` of the tasks, played as the sampling section says; with `lookahead`,
+    the policy picks each action by WMLA with the world model and scorer it names. The stage
+    folder is opened with this identity first (another identity's results move aside)."""
+    the_suite = open_suite(sampling.suite, sampling.miniwob_tasks, n_tasks)
     await the_suite.start()
     try:
         everything = chosen_tasks(the_suite, split, n_tasks)
-        identity = sample_identity(stage, suite, split, n_tasks, policy=policy, samples=samples,
-                                   temperature=temperature, max_steps=max_steps, miniwob_tasks=miniwob_tasks,
-                                   shards=shard[1], lookahead=lookahead, policy_max_tokens=policy_max_tokens)
+        identity = sample_identity(stage, split, n_tasks, policy=policy, sampling=sampling, lookahead=lookahead)
         store = Storage(root)
         open_stage(store, run_id, round_, stage, identity)
-        cfg = SampleConfig(run_id=run_id, round=round_, stage=stage, samples=samples, concurrency=concurrency,
-                           max_steps=max_steps, screenshots=screenshots, identity=identity.digest)
+        cfg = SampleConfig(run_id=run_id, round=round_, stage=stage, samples=sampling.samples,
+                           concurrency=sampling.concurrency, max_steps=sampling.max_steps, screenshots=screenshots,
+                           identity=identity.digest)
         with ExitStack() as stack:
-            make_agent = agent_factory(stack, the_suite, policy, temperature, lookahead, policy_max_tokens)
-            summary = await sample_trajectories(the_suite, everything[shard[0]::shard[1]], make_agent, store, cfg,
+            make_agent = agent_factory(stack, the_suite, policy, sampling, lookahead)
+            summary = await sample_trajectories(the_suite, everything[shard::sampling.shards], make_agent, store, cfg,
                                                 on_done=on_done)
         summary.identity = identity.digest
         return summary
@@ -83,8 +79,8 @@ async def run_sample(root: str, run_id: str, round_: int, stage: str, suite: str
         await the_suite.stop()
 
 
-def agent_factory(stack: ExitStack, suite: Suite, policy: Optional[ModelSpec], temperature: float,
-                  lookahead: Optional[LookaheadSpec], policy_max_tokens: int = DEFAULT_MAX_TOKENS) -> Callable:
+def agent_factory(stack: ExitStack, suite: Suite, policy: Optional[ModelSpec], sampling: SamplingConfig,
+                  lookahead: Optional[LookaheadSpec]) -> Callable:
     """`make_agent(task, sample)` for sampling: the scripted solver (`policy` None), the
     policy, or the policy with look-ahead; the servers it needs are entered on `stack`."""
     from infra.serving import serve
@@ -96,7 +92,8 @@ def agent_factory(stack: ExitStack, suite: Suite, policy: Optional[ModelSpec], t
     client = stack.enter_context(serve(policy)).client()
 
     def policy_agent(task: Task, k: int) -> PolicyAgent:
-        return PolicyAgent(client, temperature=temperature, max_tokens=policy_max_tokens, seed=episode_seed(task, k))
+        return PolicyAgent(client, temperature=sampling.temperature, max_tokens=sampling.policy_max_tokens,
+                           seed=episode_seed(task, k))
 
     if lookahead is None:
         return policy_agent

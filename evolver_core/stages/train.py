@@ -9,37 +9,35 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from evolver_core.config import ModelSpec
+from evolver_core.config import ModelSpec, TrainingConfig
 from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest, model_identity
 from evolver_core.data.run_layout import (ADAPTER, FINETUNE, adapter_uri, has_adapter, open_stage, stage_digest,
                                      training_rounds)
 from evolver_core.data.storage import Storage
 from evolver_core.settings import download_cache
-from evolver_core.training.finetune import METRICS_FILE, FinetuneConfig, finetune
+from evolver_core.training.finetune import METRICS_FILE, finetune
 from evolver_core.training.models import resolve_model
 from evolver_core.training.sft import read_sft_parquet
 
 CODE = ("evolver_core.training.finetune", "evolver_core.training.sft", "evolver_core.stages.train")
 
 
-def finetune_identity(root: str, run_id: str, round_: int, base_model: str, max_steps: int, max_length: int = 512,
-                      learning_rate: float = 2e-4, sft_stages: Sequence[str] = ("sft",),
-                      out_stage: str = FINETUNE, **_: object) -> StageIdentity:
+def finetune_identity(root: str, run_id: str, round_: int, base_model: str, training: TrainingConfig,
+                      sft_stages: Sequence[str] = ("sft",), out_stage: str = FINETUNE, **_: object) -> StageIdentity:
     store = Storage(root)
     data = {f"{r}/{s}": stage_digest(store, run_id, r, s) for r in training_rounds(round_) for s in sft_stages}
     return StageIdentity(stage=out_stage, code=code_digest(*CODE), params={
-        "base": model_identity(ModelSpec(model=base_model)), "data": data, "max_steps": max_steps,
-        "max_length": max_length, "learning_rate": learning_rate})
+        "base": model_identity(ModelSpec(model=base_model)), "data": data, "training": asdict(training)})
 
 
-def run_finetune(root: str, run_id: str, round_: int, base_model: str, max_steps: int, max_length: int = 512,
-                 learning_rate: float = 2e-4, sft_stages: Sequence[str] = ("sft",), out_stage: str = FINETUNE,
+def run_finetune(root: str, run_id: str, round_: int, base_model: str, training: TrainingConfig,
+                 sft_stages: Sequence[str] = ("sft",), out_stage: str = FINETUNE,
                  on_log: Optional[Callable[[int, dict], None]] = None) -> dict:
     """Train (or, same identity and a finished adapter there, reuse) the round's adapter of
-    `out_stage`; returns its URI, content digest, example count and training metrics."""
+    `out_stage` with the `training` section; returns its URI, content digest, example count
+    and training metrics."""
     store = Storage(root)
-    identity = finetune_identity(root, run_id, round_, base_model, max_steps, max_length, learning_rate,
-                                 sft_stages, out_stage)
+    identity = finetune_identity(root, run_id, round_, base_model, training, sft_stages, out_stage)
     resumed = open_stage(store, run_id, round_, out_stage, identity) == "resumed"
     examples = [e for r in training_rounds(round_) for s in sft_stages
                 if store.exists(run_id, r, s) for e in read_sft_parquet(store, run_id, r, s)]
@@ -52,9 +50,8 @@ def run_finetune(root: str, run_id: str, round_: int, base_model: str, max_steps
         metrics = json.loads((Path(local) / METRICS_FILE).read_text())["metrics"]
     else:
         with tempfile.TemporaryDirectory(prefix="webevolver-adapter-") as tmp:
-            cfg = FinetuneConfig(base_model_dir=resolve_model(base_model).base, output_dir=str(Path(tmp) / ADAPTER),
-                                 max_steps=max_steps, max_length=max_length, learning_rate=learning_rate)
-            trained = finetune(examples, cfg, on_log=on_log)
+            trained = finetune(examples, training, resolve_model(base_model).base, str(Path(tmp) / ADAPTER),
+                               on_log=on_log)
             uri = store.put_dir(trained.adapter_dir, run_id, round_, out_stage, ADAPTER)
         metrics = asdict(trained.metrics)
     metrics.pop("loss_history", None)

@@ -10,41 +10,37 @@ from typing import Callable, Optional
 
 import pyarrow as pa
 
-from evolver_core.config import ModelSpec
+from evolver_core.config import ModelSpec, WorldModelConfig
 from evolver_core.data.identity import StageIdentity, code_digest, model_identity
 from evolver_core.data.records import FIDELITY_SCHEMA, FIDELITY_TABLE, WM_TRANSITION_TABLE
 from evolver_core.data.run_layout import EVAL, FIDELITY, SAMPLE, WM_DATA, WM_SFT, open_stage, stage_digest
 from evolver_core.data.storage import Storage
 from evolver_core.training.sft import write_sft_parquet
 from evolver_core.world_model.fidelity import measure_fidelity
-from evolver_core.world_model.model import (RATIONALE_MAX_TOKENS, WorldModel, cap_transitions, distill_rationales,
-                                      transitions_from_rows, transitions_to_table, wm_sft_examples)
+from evolver_core.world_model.model import (WorldModel, cap_transitions, distill_rationales, transitions_from_rows,
+                                            transitions_to_table, wm_sft_examples)
 
 WM_DATA_CODE = ("evolver_core.world_model.model", "evolver_core.stages.world_model")
 FIDELITY_CODE = ("evolver_core.world_model.fidelity", "evolver_core.stages.world_model")
 
 
-def wm_data_identity(root: str, run_id: str, round_: int, base: ModelSpec, source_stage: str = SAMPLE,
-                     first_per_site: int = 20, per_action_key: int = 50,
-                     rationale_max_tokens: int = RATIONALE_MAX_TOKENS, limit: Optional[int] = None,
-                     **_: object) -> StageIdentity:
+def wm_data_identity(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModelConfig,
+                     source_stage: str = SAMPLE, **_: object) -> StageIdentity:
     return StageIdentity(stage=WM_DATA, code=code_digest(*WM_DATA_CODE), params={
         "source": stage_digest(Storage(root), run_id, round_, source_stage), "distiller": model_identity(base),
-        "first_per_site": first_per_site, "per_action_key": per_action_key,
-        "rationale_max_tokens": rationale_max_tokens, "limit": limit})
+        "first_per_site": wm.first_per_site, "per_action_key": wm.per_action_key,
+        "rationale_max_tokens": wm.rationale_max_tokens, "limit": wm.transitions})
 
 
-def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, source_stage: str = SAMPLE,
-                first_per_site: int = 20, per_action_key: int = 50, rationale_max_tokens: int = RATIONALE_MAX_TOKENS,
-                limit: Optional[int] = None, on_done: Optional[Callable[[int, int], None]] = None) -> dict:
+def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModelConfig,
+                source_stage: str = SAMPLE, on_done: Optional[Callable[[int, int], None]] = None) -> dict:
     """Every trajectory of `source_stage`, successful or failed, gives transitions (at most
-    `limit` a round, chosen at random, seeded); `on_done(done, total)` reports the rationale
-    distillation's progress (the slow part on CPU)."""
+    `wm.transitions` a round, chosen at random, seeded); `on_done(done, total)` reports the
+    rationale distillation's progress (the slow part on CPU)."""
     from infra.serving import serve_without_browser  # no browser in this stage: every core
 
     store = Storage(root)
-    identity = wm_data_identity(root, run_id, round_, base, source_stage, first_per_site, per_action_key,
-                                rationale_max_tokens, limit)
+    identity = wm_data_identity(root, run_id, round_, base, wm, source_stage)
     open_stage(store, run_id, round_, WM_DATA, identity)
     # `wm_sft` is written here too: it is this stage's other output, under the same identity.
     open_stage(store, run_id, round_, WM_SFT, StageIdentity(stage=WM_SFT, code=identity.code,
@@ -53,9 +49,10 @@ def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, source_sta
     steps = store.read_table(run_id, round_, source_stage, table_name="steps").to_pylist()
     trajs = [t for t in trajs if t["stop_reason"] != "error"]  # an error episode shows a fault, not the site
     everything = transitions_from_rows(trajs, steps)
-    kept = cap_transitions(everything, first_per_site=first_per_site, per_action_key=per_action_key, limit=limit)
+    kept = cap_transitions(everything, first_per_site=wm.first_per_site, per_action_key=wm.per_action_key,
+                           limit=wm.transitions)
     with serve_without_browser(base) as server:
-        rationales = asyncio.run(distill_rationales(server.client(), kept, max_tokens=rationale_max_tokens,
+        rationales = asyncio.run(distill_rationales(server.client(), kept, max_tokens=wm.rationale_max_tokens,
                                                     on_done=on_done))
     table = transitions_to_table(kept, rationales, run_id, round_, WM_DATA)
     uri = store.write_shard(run_id, round_, WM_DATA, WM_TRANSITION_TABLE, table, source_stage)
@@ -67,33 +64,32 @@ def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, source_sta
 
 
 def fidelity_identity(root: str, run_id: str, round_: int, world_model: ModelSpec, judge_model: Optional[ModelSpec],
-                      source_stage: str = EVAL, max_transitions: int = 20, wm_max_tokens: int = 1024,
-                      **_: object) -> StageIdentity:
+                      wm: WorldModelConfig, source_stage: str = EVAL, **_: object) -> StageIdentity:
     return StageIdentity(stage=FIDELITY, code=code_digest(*FIDELITY_CODE), params={
         "source": stage_digest(Storage(root), run_id, round_, source_stage), "world_model": model_identity(world_model),
-        "judge": model_identity(judge_model), "max_transitions": max_transitions, "wm_max_tokens": wm_max_tokens})
+        "judge": model_identity(judge_model), "max_transitions": wm.fidelity_transitions,
+        "wm_max_tokens": wm.max_tokens})
 
 
 def run_fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, judge_model: Optional[ModelSpec],
-                 source_stage: str = EVAL, max_transitions: int = 20, wm_max_tokens: int = 1024) -> dict:
+                 wm: WorldModelConfig, source_stage: str = EVAL) -> dict:
     """Paper Table 2 for this round's world model: its predictions (temperature 0) of the real
     transitions of `source_stage` (the test split's evaluation: tasks M_w never trained on),
-    at most `max_transitions` (seeded). O/A needs `judge_model`."""
+    at most `wm.fidelity_transitions` (seeded). O/A needs `judge_model`."""
     from infra.serving import serve_without_browser  # no browser in this stage: every core
 
     store = Storage(root)
-    identity = fidelity_identity(root, run_id, round_, world_model, judge_model, source_stage, max_transitions,
-                                 wm_max_tokens)
+    identity = fidelity_identity(root, run_id, round_, world_model, judge_model, wm, source_stage)
     open_stage(store, run_id, round_, FIDELITY, identity)
     trajs = store.read_table(run_id, round_, source_stage, table_name="trajectories").to_pylist()
     steps = store.read_table(run_id, round_, source_stage, table_name="steps").to_pylist()
     trajs = [t for t in trajs if t["stop_reason"] != "error"]
-    held_out = cap_transitions(transitions_from_rows(trajs, steps), limit=max_transitions)
+    held_out = cap_transitions(transitions_from_rows(trajs, steps), limit=wm.fidelity_transitions)
     with ExitStack() as stack:
-        wm = WorldModel(stack.enter_context(serve_without_browser(world_model)).client(), temperature=0.0,
-                        max_tokens=wm_max_tokens)
+        model = WorldModel(stack.enter_context(serve_without_browser(world_model)).client(), temperature=0.0,
+                           max_tokens=wm.max_tokens)
         judge = stack.enter_context(serve_without_browser(judge_model)).client() if judge_model else None
-        report, rows = asyncio.run(measure_fidelity(wm, held_out, judge=judge))
+        report, rows = asyncio.run(measure_fidelity(model, held_out, judge=judge))
     if rows:
         table = pa.Table.from_pylist([{"run_id": run_id, "round": round_, "stage": FIDELITY} | r for r in rows],
                                      schema=FIDELITY_SCHEMA)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from evolver_core.settings import settings
+from evolver_core.settings import VARIABLES, settings
 from evolver_core.suites.base import EpisodeState, Solver, Suite, SuiteUnavailable, Task, TaskFileError
 from evolver_core.suites.mind2web_live import SemanticMatcher, evaluate_key_nodes, load_mind2web_live
 from evolver_core.suites.taskfile import Record, build_tasks, data_dir, read_records, web_task
@@ -34,7 +34,7 @@ from evolver_core.suites.taskfile import Record, build_tasks, data_dir, read_rec
 if TYPE_CHECKING:
     from playwright.async_api import Page
 
-OFFLINE_ENV = "WEBEVOLVER_OFFLINE"
+OFFLINE_ENV = VARIABLES["offline"]
 PROBE_TIMEOUT_S = 2.0
 
 Loader = Callable[[], list[Task]]

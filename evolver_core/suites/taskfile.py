@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -30,11 +29,11 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from evolver_core.browser.allowlist import host_port
+from evolver_core.settings import settings
 from evolver_core.suites.base import Task, TaskFileError
 
 T = TypeVar("T")
 
-DATA_DIR_ENV = "WEBEVOLVER_DATA_DIR"
 
 _KIND_NAMES: dict[type, str] = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
 _JSON_NAMES: dict[type, str] = {str: "string", int: "int", float: "float", bool: "bool", list: "list", dict: "object"}
@@ -51,8 +50,7 @@ def data_dir() -> Path:
 
     `$WEBEVOLVER_DATA_DIR` when set, else the repository's `data/tasks/`.
     """
-    override = os.environ.get(DATA_DIR_ENV)
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "data" / "tasks"
+    return settings().data_dir or Path(__file__).resolve().parents[2] / "data" / "tasks"
 
 
 def _json_name(value: Any) -> str:

@@ -1,12 +1,10 @@
 """LoRA fine-tuning of a base model on SFT examples, with TRL's `SFTTrainer` and PEFT.
 
-Why these defaults (`FinetuneConfig`): they are the settings measured to work on a 2-core
-CPU (DESIGN.md "Measured on a 2-core CPU machine"): rank 16, alpha 32, dropout 0.05 on
-every attention and MLP projection, lr 2e-4 constant after 5 warm-up steps, batch 2, max
-length 512, fp32, gradient checkpointing off (TRL turns it on by default; on that CPU it
-made a step ~2.4x slower). Every round trains from the base model, not from the previous
-adapter. The examples are `evolver_core.training.sft` prompt-completion examples, so the loss is on
-the target reply only.
+The hyperparameters are the preset's training section (`evolver_core.config.TrainingConfig`,
+where the defaults measured on a 2-core CPU are declared and explained); `lora_config` and
+`sft_config` are the one place PEFT's and TRL's configs are built from it. Every round
+trains from the base model, not from the previous adapter. The examples are
+`evolver_core.training.sft` prompt-completion examples, so the loss is on the target reply only.
 
 The adapter is trained in a sibling folder ``.<name>.partial`` and renamed to
 `output_dir` only when complete: a killed or failed training never leaves a half adapter
@@ -19,7 +17,7 @@ under accelerate, e.g.::
     python -m evolver_core.training.finetune --examples sft.parquet --base MODEL_DIR --out ADAPTER_DIR --max-steps 50
     accelerate launch -m evolver_core.training.finetune --examples sft.parquet --base MODEL_DIR --out ADAPTER_DIR --bf16
 
-Every `FinetuneConfig` field is a flag (``--lora-r 8``, ``--learning-rate 1e-4``, ...).
+Every `TrainingConfig` field is a flag (``--lora-r 8``, ``--learning-rate 1e-4``, ...).
 `--examples` is a Parquet file or folder with the `sft.SFT_SCHEMA` columns.
 """
 
@@ -30,57 +28,43 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from evolver_core.config import TrainingConfig
+
 METRICS_FILE = "finetune.json"
 
 LogFn = Callable[[int, dict[str, float]], None]
 
 
-@dataclass
-class FinetuneConfig:
-    """What to train and how (TRL `SFTConfig` names where they exist)."""
+def lora_config(training: TrainingConfig):
+    """PEFT's `LoraConfig` from the training section."""
+    from peft import LoraConfig
 
-    base_model_dir: str = field(metadata={"aliases": ["--base"], "help": "base model folder"})
-    output_dir: str = field(metadata={"aliases": ["--out"], "help": "where the adapter goes"})
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
-    learning_rate: float = 2e-4
-    lr_scheduler_type: str = "constant_with_warmup"
-    warmup_steps: int = 5
-    per_device_train_batch_size: int = 2
-    gradient_accumulation_steps: int = 1
-    max_length: int = 512
-    max_steps: int = field(default=-1, metadata={"help": "steps to train; -1: num_train_epochs decides"})
-    num_train_epochs: float = 1.0
-    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (GPUs); weights stay fp32"})
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    logging_steps: int = 1
+    return LoraConfig(r=training.lora_r, lora_alpha=training.lora_alpha, lora_dropout=training.lora_dropout,
+                      target_modules=[m.strip() for m in training.target_modules.split(",") if m.strip()],
+                      task_type="CAUSAL_LM")
 
-    def lora_config(self):
-        from peft import LoraConfig
 
-        return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-                          target_modules=list(self.target_modules), task_type="CAUSAL_LM")
+def sft_config(training: TrainingConfig, output_dir: Path):
+    """TRL's `SFTConfig` from the training section: its fields that share TRL's names, plus
+    what every run here needs (loss on the reply only, no checkpoints, no reporting)."""
+    from trl import SFTConfig
 
-    def sft_config(self, output_dir: Path):
-        from trl import SFTConfig
+    shared = {f.name: getattr(training, f.name) for f in fields(TrainingConfig) if f.name in TRL_NAMES}
+    return SFTConfig(
+        output_dir=str(output_dir), fp16=False, **shared,
+        # transformers 5 renamed it; TRL's own default (True) sits under the old name.
+        activation_checkpointing=training.gradient_checkpointing,
+        completion_only_loss=True, save_strategy="no", report_to="none",
+    )
 
-        return SFTConfig(
-            output_dir=str(output_dir), learning_rate=self.learning_rate, lr_scheduler_type=self.lr_scheduler_type,
-            warmup_steps=self.warmup_steps, per_device_train_batch_size=self.per_device_train_batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps, max_length=self.max_length,
-            max_steps=self.max_steps, num_train_epochs=self.num_train_epochs, bf16=self.bf16, fp16=False,
-            # transformers 5 renamed it; TRL's own default (True) sits under the old name.
-            activation_checkpointing=self.gradient_checkpointing, seed=self.seed, logging_steps=self.logging_steps,
-            completion_only_loss=True, save_strategy="no", report_to="none",
-        )
+
+TRL_NAMES = frozenset({"learning_rate", "lr_scheduler_type", "warmup_steps", "per_device_train_batch_size",
+                       "gradient_accumulation_steps", "max_length", "max_steps", "num_train_epochs", "bf16", "seed",
+                       "logging_steps"})
 
 
 @dataclass
@@ -133,8 +117,8 @@ def _commit(partial: Path, out: Path) -> None:
         shutil.rmtree(old)
 
 
-def build_trainer(examples: Sequence[dict[str, Any]], cfg: FinetuneConfig, output_dir: Path,
-                  callbacks: Sequence[Any] = ()):
+def build_trainer(examples: Sequence[dict[str, Any]], training: TrainingConfig, base_model_dir: str,
+                  output_dir: Path, callbacks: Sequence[Any] = ()):
     """The configured TRL `SFTTrainer` (LoRA on the base model), before training."""
     from transformers import AutoTokenizer
     from trl import SFTTrainer
@@ -142,24 +126,25 @@ def build_trainer(examples: Sequence[dict[str, Any]], cfg: FinetuneConfig, outpu
     if not examples:
         raise ValueError("no examples to train on")
     # The adapter records its base; a relative path would only hold from this directory.
-    base = str(Path(cfg.base_model_dir).resolve()) if Path(cfg.base_model_dir).is_dir() else cfg.base_model_dir
-    return SFTTrainer(model=base, args=cfg.sft_config(output_dir), train_dataset=_dataset(examples),
-                      processing_class=AutoTokenizer.from_pretrained(base), peft_config=cfg.lora_config(),
+    base = str(Path(base_model_dir).resolve()) if Path(base_model_dir).is_dir() else base_model_dir
+    return SFTTrainer(model=base, args=sft_config(training, output_dir), train_dataset=_dataset(examples),
+                      processing_class=AutoTokenizer.from_pretrained(base), peft_config=lora_config(training),
                       callbacks=list(callbacks))
 
 
-def finetune(examples: Sequence[dict[str, Any]], cfg: FinetuneConfig, *, on_log: LogFn | None = None) -> FinetuneResult:
-    """Train a LoRA adapter of `cfg.base_model_dir` on `examples`; returns where it is and metrics.
+def finetune(examples: Sequence[dict[str, Any]], training: TrainingConfig, base_model_dir: str, output_dir: str, *,
+             on_log: LogFn | None = None) -> FinetuneResult:
+    """Train a LoRA adapter of `base_model_dir` on `examples` into `output_dir`; returns where it is and metrics.
 
     `on_log(step, logs)` gets every Trainer log (loss, learning rate, ...); an exception it
     raises stops the training, and no adapter is written.
     """
-    out = Path(cfg.output_dir).resolve()
+    out = Path(output_dir).resolve()
     partial = out.parent / f".{out.name}.partial"
     history: list[tuple[int, float]] = []
-    trainer = build_trainer(examples, cfg, partial, [_callback(on_log, history)])
+    trainer = build_trainer(examples, training, base_model_dir, partial, [_callback(on_log, history)])
     if not trainer.train_dataset or len(trainer.train_dataset) == 0:
-        raise ValueError(f"none of the {len(examples)} examples fits max_length={cfg.max_length} tokens with its "
+        raise ValueError(f"none of the {len(examples)} examples fits max_length={training.max_length} tokens with its "
                          "reply; raise max_length")
     writer = trainer.args.should_save  # the main process
     if writer:
@@ -172,7 +157,8 @@ def finetune(examples: Sequence[dict[str, Any]], cfg: FinetuneConfig, *, on_log:
             trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
             examples=len(examples), examples_trained=len(trainer.train_dataset), loss_history=history)
         if writer:
-            (partial / METRICS_FILE).write_text(json.dumps({"config": asdict(cfg), "metrics": asdict(metrics)},
+            (partial / METRICS_FILE).write_text(json.dumps({"config": asdict(training), "base_model_dir": base_model_dir,
+                                                            "metrics": asdict(metrics)},
                                                            indent=2))
             _commit(partial, out)
     finally:
@@ -184,6 +170,8 @@ def finetune(examples: Sequence[dict[str, Any]], cfg: FinetuneConfig, *, on_log:
 @dataclass
 class ScriptArguments:
     examples: str = field(metadata={"help": "Parquet file or folder of SFT examples (sft.SFT_SCHEMA)"})
+    base_model_dir: str = field(metadata={"aliases": ["--base"], "help": "base model folder"})
+    output_dir: str = field(metadata={"aliases": ["--out"], "help": "where the adapter goes"})
 
 
 def main(argv: Sequence[str] | None = None) -> FinetuneResult:
@@ -192,9 +180,9 @@ def main(argv: Sequence[str] | None = None) -> FinetuneResult:
 
     from evolver_core.training.sft import examples_from_table
 
-    script, cfg = HfArgumentParser((ScriptArguments, FinetuneConfig)).parse_args_into_dataclasses(args=argv)
+    script, training = HfArgumentParser((ScriptArguments, TrainingConfig)).parse_args_into_dataclasses(args=argv)
     examples = examples_from_table(pq.read_table(script.examples))
-    result = finetune(examples, cfg)  # the Trainer prints its own progress and logs
+    result = finetune(examples, training, script.base_model_dir, script.output_dir)  # the Trainer prints its own progress and logs
     print(json.dumps({"adapter_dir": str(result.adapter_dir), **asdict(result.metrics)}))
     return result
 

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
+from evolver_core.config import JudgeConfig
 from evolver_core.browser.observation import ELEMENT_ID, ELEMENT_LINE
 from evolver_core.judge.verdicts import last_verdict
 from evolver_core.llm import LLMClient
@@ -123,7 +124,7 @@ def equivalence_messages(objective: str, last_observation: str | None, action: s
 
 async def functional_equivalence(client: LLMClient, objective: str, last_observation: str | None,
                                  action: str | None, predicted: str, real: str, *, seed: int | None = 42,
-                                 max_tokens: int = 512) -> int | None:
+                                 max_tokens: int = JudgeConfig.max_tokens) -> int | None:
     """The judge's verdict (temperature 0) whether `predicted` works like `real` for the task;
     `action` None is the first step (opening the start URL)."""
     messages = equivalence_messages(objective, last_observation, action, predicted, real)

@@ -43,9 +43,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from evolver_core.config import WorldModelConfig
 from evolver_core.agents.reply import format_reply
 from evolver_core.browser.observation import TREE_START
-from evolver_core.data.records import WM_TRANSITION_SCHEMA, WM_TRANSITION_TABLE, validate_table
+from evolver_core.data.records import WM_TRANSITION_SCHEMA, validate_table
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
 from evolver_core.sampling.rollout import page_text
@@ -137,7 +138,8 @@ def parse_wm_output(text: str) -> WMPrediction:
 class WorldModel:
     """M_w behind the OpenAI API."""
 
-    def __init__(self, client: LLMClient, *, temperature: float = 0.7, max_tokens: int = 1024):
+    def __init__(self, client: LLMClient, *, temperature: float = 0.7,
+                 max_tokens: int = WorldModelConfig.max_tokens):
         self.client = client
         self.temperature = temperature
         self.max_tokens = max_tokens
@@ -228,7 +230,7 @@ def rationale_messages(t: Transition) -> list[dict]:
     return [{"role": "system", "content": load_prompt("rationale_system")}, {"role": "user", "content": user}]
 
 
-RATIONALE_MAX_TOKENS = 256
+RATIONALE_MAX_TOKENS = WorldModelConfig.rationale_max_tokens
 
 
 async def distill_rationales(client: LLMClient, transitions: Sequence[Transition], *, concurrency: int = 4,

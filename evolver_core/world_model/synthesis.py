@@ -22,6 +22,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from evolver_core.config import JudgeConfig, WorldModelConfig
 from evolver_core.agents.base import Agent
 from evolver_core.agents.reply import format_reply
 from evolver_core.browser.actions import Action, ActionParseError, format_action, parse_action
@@ -37,7 +38,6 @@ from evolver_core.suites.base import Task
 from evolver_core.training.sft import Row, keep_trajectory
 from evolver_core.world_model.model import WorldModel
 
-SYNTH_MAX_ACTIONS = 7  # the reference's limit on policy actions in a synthetic trajectory
 WM_UNPARSABLE = "world model output unparsable"
 
 
@@ -65,7 +65,7 @@ def _wm_seed(seed: int | None, step: int) -> int | None:
 
 
 async def synthesize_episode(task: Task, policy: Agent, world_model: WorldModel, *, sample: int = 0,
-                             max_actions: int = SYNTH_MAX_ACTIONS, seed: int | None = None) -> Episode:
+                             max_actions: int = WorldModelConfig.synth_max_actions, seed: int | None = None) -> Episode:
     """One synthetic trajectory of `policy` on `task`, with `world_model` as the web (see the module docstring)."""
     started = now()
     policy.start(task)
@@ -125,7 +125,8 @@ async def _judge(client: LLMClient | None, ep: Episode, max_tokens: int) -> tupl
 
 async def synthesize(tasks: Sequence[Task], make_policy: Callable[[Task, int], Agent], world_model: WorldModel,
                      storage: Storage, cfg: SampleConfig, *, concurrency: int = 4, judge_client: LLMClient | None = None,
-                     judge_max_tokens: int = 512, max_actions: int = SYNTH_MAX_ACTIONS,
+                     judge_max_tokens: int = JudgeConfig.max_tokens,
+                     max_actions: int = WorldModelConfig.synth_max_actions,
                      on_done: Callable[[Episode], None] | None = None) -> SampleSummary:
     """`cfg.samples` synthetic trajectories per task, `concurrency` at a time, each stored as it ends.
 
