@@ -114,8 +114,9 @@ def test_killed_during_sampling_resumes_without_loss_or_duplicates(prefect_serve
 def test_sampling_shards_run_on_a_local_dask_cluster(prefect_server, tmp_path):
     @flow(task_runner=make_runner("dask"))
     def sharded() -> list[dict]:
-        futures = [sample.submit(str(tmp_path), "dask", 0, "sample", "miniwob", "train", 6, None, max_steps=5,
-                                 miniwob_tasks="click-test,focus-text", shard=(i, 2)) for i in range(2)]
+        episodes = SamplingConfig(max_steps=5, miniwob_tasks="click-test,focus-text", shards=2)
+        futures = [sample.submit(str(tmp_path), "dask", 0, "sample", "train", 6, None, episodes, shard=i)
+                   for i in range(2)]
         return [f.result() for f in futures]
 
     shards = sharded()
