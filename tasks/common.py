@@ -5,7 +5,10 @@ digest of the domain code and prompts it runs, content digests of its models and
 its parameters, and its upstream stages' identities). A stage reruns when any of those
 change (an edited prompt, a retrained adapter at the same path, an upstream stage that
 reran), and not otherwise, across flow runs, so rerunning a finished round is all cache
-hits. Results are small (URIs, counts, the identity digest; the data itself is
+hits. The upstream results a task takes only to be ordered after them (`ORDERING_INPUTS`)
+are not part of the key: the identity names those stages already, and their result dicts
+change when they merely resume (`new` 0, `skipped` N), which must not rerun what follows
+(measured: a resumed round re-distilled every world-model rationale). Results are small (URIs, counts, the identity digest; the data itself is
 Parquet/adapters in the storage root) and persist under `<storage root>/prefect-results`,
 next to the data they describe.
 """
@@ -26,9 +29,16 @@ from evolver_core.data.storage import Storage
 RESULTS_DIR = "prefect-results"
 
 
+ORDERING_INPUTS = ("sampled", "judged", "sft", "after", "upstream")
+
+
 def stage_cache(identity: Callable[..., StageIdentity]) -> CachePolicy:
-    """`INPUTS + TASK_SOURCE` and the identity `identity(**task parameters)` describes."""
-    return INPUTS + TASK_SOURCE + CachePolicy.from_cache_key_fn(lambda ctx, params: identity(**params).digest)
+    """The inputs but `ORDERING_INPUTS`, `TASK_SOURCE`, and the identity `identity(**task
+    parameters)` describes."""
+    inputs = INPUTS
+    for name in ORDERING_INPUTS:
+        inputs = inputs - name
+    return inputs + TASK_SOURCE + CachePolicy.from_cache_key_fn(lambda ctx, params: identity(**params).digest)
 
 
 def stage_task(identity: Callable[..., StageIdentity], **options: Any):
