@@ -176,3 +176,20 @@ def test_parquet_round_trip(rows, tmp_path) -> None:
     assert transitions_from_table(table) == (transitions, rationales)
     with pytest.raises(ValueError):
         transitions_to_table(transitions, rationales[:-1], "run", 2, "wm_data")
+
+
+async def test_a_prediction_stopped_by_the_token_limit_ends_at_its_last_complete_line(
+        fake_endpoint: FakeEndpoint) -> None:  # noqa: F811
+    from evolver_core.world_model.fidelity import parse_tree
+
+    page = "[1] RootWebArea 'Form'\n\t[2] textbox ''\n\t[3] button 'ok'\n\t[4] Stat"
+    looping = chat_response(f"THOUGHT: same page\nOBSERVATION:\n{page}")
+    looping["choices"][0]["finish_reason"] = "length"
+    fake_endpoint.default = (200, looping)
+    wm = WorldModel(LLMClient(fake_endpoint.base_url, "wm"), temperature=0.0, max_tokens=16)
+    cut = await wm.predict("Click ok.", "http://x/", [], page, "click [3]")
+    assert cut.cut and cut.observation == page.rsplit("\n", 1)[0] and cut.raw.endswith("[4] Stat")
+    assert parse_tree(cut.observation) is not None and parse_tree(page) is None
+    fake_endpoint.default = (200, chat_response(f"THOUGHT: same page\nOBSERVATION:\n{page}"))
+    whole = await wm.predict("Click ok.", "http://x/", [], page, "click [3]")
+    assert not whole.cut and whole.observation == page  # ended by the model: left as it is

@@ -217,6 +217,7 @@ class FidelityRow:
     str: bool
     sim: float
     oa: int | None = field(default=None, metadata=I8)  # None: not judged, or the verdict did not parse
+    cut: bool | None = None  # the token limit stopped the prediction (None: scored before this was recorded)
 
 
 STEP_SCHEMA = StepRecord.SCHEMA = arrow_schema(StepRecord)

@@ -3,7 +3,9 @@ neither the paper nor the reference code does (reference notes section 10).
 
 For N predicted next pages p_i against the real next pages r_i:
 
-- **STR** (structure rate): the fraction of p_i that `parse_tree` accepts, i.e. that are
+- **STR** (structure rate): the fraction of p_i that `parse_tree` accepts (a p_i the token
+  limit stopped counts as the page up to its last complete line, `model.cut_back`, as
+  synthesis and look-ahead use it; the rows say which were `cut`), i.e. that are
   in our observation format: optional tab lines (``Tab <i>...``) followed by one blank line,
   then at least one element line ``^\\t*\\[<id>\\] <role> '<name>'( <prop>: <value>)*$``,
   ids 1..n in order, the first at depth 0 and the depth (leading tabs) rising by at most
@@ -199,6 +201,6 @@ async def measure_fidelity(world_model: WorldModel, transitions: Sequence[Transi
     scores = await score_predictions(pages, [t.next_observation for t in transitions], judge=judge,
                                      contexts=transitions)
     rows = [{"trajectory_id": t.trajectory_id, "step": t.step, "action": t.action, "predicted": p.raw,
-             "real": t.next_observation, "str": s.structured, "sim": s.sim, "oa": s.oa}
+             "real": t.next_observation, "str": s.structured, "sim": s.sim, "oa": s.oa, "cut": p.cut}
             for t, p, s in zip(transitions, predictions, scores, strict=True)]
     return summarize(scores, judged=judge is not None), rows
