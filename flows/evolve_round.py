@@ -129,14 +129,14 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
     base = ModelSpec(model=p.model, backend=p.backend)
     judge_spec = ModelSpec(model=p.judge.model or p.model, backend=p.backend)
     use_gold = p.judge.filter == "gold"
-    evaluation = p.sampling.greedy_once()
+    greedy = p.sampling.greedy_once()  # demonstrations and evaluations: one greedy episode per task
     clock = StageClock()
 
     # Real trajectories: demonstrations or the base model (round 0), else the previous policy M_{i-1}.
     with clock(SAMPLE):
         if round == 0 and p.sampling.round0 == "demos":
             sampler, n_tasks = None, p.sampling.demo_tasks
-            sampled = [sample_t(root, run_id, 0, SAMPLE, "train", n_tasks, None, evaluation)]
+            sampled = [sample_t(root, run_id, 0, SAMPLE, "train", n_tasks, None, greedy)]
         else:
             sampler = base if round == 0 else adapter_spec(p, root, adapter or previous_adapter(store, run_id, round))
             n_tasks = p.sampling.train_tasks
@@ -183,25 +183,25 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
     # Evaluation: both arms on the same test tasks, look-ahead, generalization, M_w's fidelity.
     test_tasks = p.evaluation.test_tasks
     with clock(EVAL):
-        evaluated = sample_t(root, run_id, round, EVAL, "test", test_tasks, policy, evaluation, after=[trained])
+        evaluated = sample_t(root, run_id, round, EVAL, "test", test_tasks, policy, greedy, after=[trained])
     evaluated_self = None
     if self_trained is not None:
         with clock(EVAL_SELF):
             evaluated_self = sample_t(root, run_id, round, EVAL_SELF, "test", test_tasks,
-                                      adapter_spec(p, root, self_trained["adapter_uri"]), evaluation,
+                                      adapter_spec(p, root, self_trained["adapter_uri"]), greedy,
                                       after=[self_trained])
     lookahead = {}
     for d in p.lookahead.depths:
         with clock(lookahead_stage(d)):
             lookahead[str(d)] = sample_t(
-                root, run_id, round, lookahead_stage(d), "test", p.lookahead.tasks or test_tasks, policy, evaluation,
+                root, run_id, round, lookahead_stage(d), "test", p.lookahead.tasks or test_tasks, policy, greedy,
                 lookahead=LookaheadSpec.of(world_model, judge_spec, d, p.lookahead, p.world_model, p.judge),
                 after=[trained, wm_trained])
     generalization = None
     if p.evaluation.generalization_tasks and p.evaluation.generalization_test_tasks:
         with clock(EVAL_GEN):
             generalization = sample_t(root, run_id, round, EVAL_GEN, "test", p.evaluation.generalization_test_tasks,
-                                      policy, evaluation.greedy_once(miniwob_tasks=p.evaluation.generalization_tasks),
+                                      policy, p.sampling.greedy_once(miniwob_tasks=p.evaluation.generalization_tasks),
                                       after=[trained])
     with clock(FIDELITY):
         fid = fidelity_t(root, run_id, round, world_model, judge_spec, p.world_model, source_stage=EVAL,
