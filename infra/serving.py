@@ -1,22 +1,29 @@
 """Start the server a `ModelSpec` names (see `infra.model_server` for the backends), and keep
-one server per base model across stages when the backend can hot-load adapters.
+servers running across the stages of a round when the backend is worth sharing.
 
 Outside a session, `serve(spec)` returns a new, not-yet-started server (use it as a context
 manager): one process per stage, as the transformers backend always does.
 
 Inside ``with serving_session() as session:`` (one per process; a nested call joins the
 outer session), `serve(spec)` for a backend in `SHARED_BACKENDS` (vllm) returns a *lease* on
-the one server the session runs for that base model: the first lease starts it (minutes for
-vLLM on CPU), later ones, in any stage or thread, reuse it, and a lease on an adapter loads
-that adapter into the running server as a named LoRA module (`adapter_name`: the folder's
-name and a hash of its contents, so a retrained adapter in the same folder gets a new name
-and never serves stale weights). No merging, no restart; leaving a lease keeps the server
-for the next stage; the session stops every server it started when it ends.
+a server the session runs: the first lease starts it (30 s to minutes for vLLM on CPU), later
+ones, in any stage or thread, reuse it; leaving a lease keeps the server for the next stage;
+the session stops every server it started when it ends. Which server a lease gets:
+
+- a server that hot-loads adapters (vLLM on GPUs, `hot_loads_adapters`): ONE per base model;
+  a lease on an adapter loads it as a named LoRA module (`adapter_name`: the folder's name
+  and a hash of its contents, so a retrained adapter in the same folder gets a new name and
+  never serves stale weights). No merging, no restart.
+- otherwise (vLLM on CPU, where a merged model answers 2-9x faster than a LoRA module): one
+  server per (base model, adapter contents), the adapter merged in, under the same
+  `adapter_name`. At most `max_servers` run at once (each holds its weights and KV cache):
+  starting another stops the least recently used one that no stage holds.
 
 Other backends (transformers, transformers-cb, openai) keep their per-stage servers inside a
-session. Backend "auto" is the fastest CPU backend installed (`resolve_backend`). Every server start in the process while a session is open, shared or not, is
-recorded: ``session.start_times()`` is a list of ``{backend, model, adapter, start_s, shared}``
-(for the round's artifacts), ``session.adapter_loads()`` the run-time adapter loads.
+session. Backend "auto" is the fastest CPU backend installed (`resolve_backend`). Every server
+start in the process while a session is open, shared or not, is recorded:
+``session.start_times()`` is a list of ``{backend, model, adapter, start_s, shared}`` (for the
+round's artifacts), ``session.adapter_loads()`` the run-time adapter loads.
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ from evolver_core.training.models import ModelRef, folder_digest, resolve_model
 from infra.model_server import (ModelServer, ServerError, add_start_listener, default_threads, remove_start_listener,
                                 vllm_python)
 
-SHARED_BACKENDS = ("vllm",)  # backends that hot-load LoRA adapters into a running server
+SHARED_BACKENDS = ("vllm",)  # backends whose servers a session keeps across stages (minutes to start)
+MAX_SERVERS = 3  # servers a session runs at once: look-ahead and synthesis hold policy, world model, scorer
 AUTO = "auto"  # the fastest CPU backend this machine has (`resolve_backend`)
 
 
@@ -85,11 +93,13 @@ def adapter_name(adapter: str | Path) -> str:
 
 @dataclass
 class _Shared:
-    """One running server of a session, for one (backend, base model)."""
+    """One server of a session: for one (backend, base model), or (backend, base model,
+    adapter) when its backend does not hot-load adapters."""
 
     server: ModelServer
     lock: threading.Lock = field(default_factory=threading.Lock)
-    leases: int = 0  # open leases (informational: the server outlives them)
+    leases: int = 0  # open leases (a server with none may be stopped to make room)
+    used: float = 0.0  # monotonic time of the last lease
 
 
 class Lease(ModelServer):
@@ -147,10 +157,13 @@ class ServingSession:
     `server_opts`: keyword arguments for every shared server (e.g. ``threads``,
     ``max_model_len``, ``tensor_parallel_size`` for `VLLMServer`)."""
 
-    def __init__(self, *, shared_backends: tuple[str, ...] = SHARED_BACKENDS, **server_opts: Any):
+    def __init__(self, *, shared_backends: tuple[str, ...] = SHARED_BACKENDS, max_servers: int = MAX_SERVERS,
+                 **server_opts: Any):
         self.shared_backends = tuple(shared_backends)
+        self.max_servers = max_servers
         self.server_opts = server_opts
-        self._servers: dict[tuple[str, str], _Shared] = {}
+        self._servers: dict[tuple[str, str, str | None], _Shared] = {}
+        self._hot: dict[tuple[str, str], bool] = {}  # (backend, base) -> hot-loads adapters
         self._lock = threading.Lock()
         self._starts: list[dict] = []
         self._loads: list[dict] = []
@@ -161,44 +174,74 @@ class ServingSession:
     def lease(self, spec: ModelSpec, ref: ModelRef | None = None) -> Lease:
         return Lease(self, spec, ref or resolve_model(spec.model, adapter=spec.adapter))
 
+    def _key(self, spec: ModelSpec, ref: ModelRef) -> tuple[str, str, str | None]:
+        """(backend, base, None) for a server that hot-loads adapters or a lease without one,
+        else (backend, base, adapter_name)."""
+        if not ref.adapter:
+            return spec.backend, ref.base, None
+        hot = self._hot.get((spec.backend, ref.base))
+        if hot is None:  # ask an unstarted server of the backend (constructing one starts nothing)
+            probe = _server(spec, ModelRef(base=ref.base), **self.server_opts)
+            hot = self._hot[(spec.backend, ref.base)] = bool(getattr(probe, "hot_loads_adapters", False))
+        return spec.backend, ref.base, None if hot else adapter_name(ref.adapter)
+
     def acquire(self, spec: ModelSpec, ref: ModelRef) -> tuple[ModelServer, str]:
-        """The running shared server for `ref.base` (started on first use) and the model name
-        requests must carry (the adapter, loaded now if it is new to the server)."""
-        key = (spec.backend, ref.base)
+        """The running server for `ref` (started on first use) and the model name requests
+        must carry: the adapter's (loaded now if it is new to a hot-loading server), or the
+        base model's."""
+        key = self._key(spec, ref)
+        hot = ref.adapter is not None and key[2] is None
         with self._lock:
             entry = self._servers.get(key)
             if entry is None:
-                base = ModelRef(base=ref.base, served_name=Path(ref.base).name)
-                entry = self._servers[key] = _Shared(_server(spec, base, **self.server_opts))
+                served = (ModelRef(base=ref.base, served_name=Path(ref.base).name) if key[2] is None
+                          else ModelRef(base=ref.base, adapter=ref.adapter, served_name=key[2]))
+                entry = self._servers[key] = _Shared(_server(spec, served, **self.server_opts))
                 self._shared_ids.add(id(entry.server))
-        with entry.lock:  # one start per base model; other stages wait for it
-            server = entry.server
-            if ref.adapter and not hasattr(server, "load_adapter"):
-                raise ValueError(f"the {spec.backend} backend cannot load adapters at run time, so its servers "
-                                 f"cannot be shared across adapters ({ref.adapter})")
-            if server.failure() is not None:
-                server.stop()  # it died since the last stage: start a new one
-            if getattr(server, "process", True) is None:
-                server.start()
-            name = server.model
-            if ref.adapter:
-                name = adapter_name(ref.adapter)
-                if name not in getattr(server, "adapters", {}):
-                    t0 = time.monotonic()
-                    server.load_adapter(name, ref.adapter)  # type: ignore[attr-defined]
-                    self._loads.append({"backend": spec.backend, "model": ref.base, "adapter": ref.adapter,
-                                        "name": name, "load_s": round(time.monotonic() - t0, 3)})
-            entry.leases += 1
+            entry.leases += 1  # held from here, so making room never stops it
+            entry.used = time.monotonic()
+        try:
+            with entry.lock:  # one start per server; other stages wait for it
+                server = entry.server
+                if server.failure() is not None:
+                    server.stop()  # it died since the last stage: start a new one
+                if getattr(server, "process", True) is None:
+                    self._make_room(keep=entry)
+                    server.start()
+                name = server.model
+                if hot:
+                    name = adapter_name(ref.adapter)
+                    if name not in getattr(server, "adapters", {}):
+                        t0 = time.monotonic()
+                        server.load_adapter(name, ref.adapter)  # type: ignore[attr-defined]
+                        self._loads.append({"backend": spec.backend, "model": ref.base, "adapter": ref.adapter,
+                                            "name": name, "load_s": round(time.monotonic() - t0, 3)})
+        except BaseException:
+            self.release(spec, ref)
+            raise
         return server, name
+
+    def _make_room(self, keep: _Shared) -> None:
+        """Stop least recently used servers no stage holds until one more fits `max_servers`."""
+        with self._lock:
+            running = [e for e in self._servers.values()
+                       if e is not keep and getattr(e.server, "process", None) is not None]
+            idle = sorted((e for e in running if e.leases == 0), key=lambda e: e.used)
+            surplus = len(running) + 1 - self.max_servers
+            victims = idle[:max(0, surplus)]
+        for entry in victims:
+            with entry.lock:
+                if entry.leases == 0:
+                    entry.server.stop()
 
     def release(self, spec: ModelSpec, ref: ModelRef) -> None:
         with self._lock:
-            entry = self._servers.get((spec.backend, ref.base))
+            entry = self._servers.get(self._key(spec, ref))
             if entry is not None and entry.leases > 0:
                 entry.leases -= 1
 
-    def leases(self) -> dict[tuple[str, str], int]:
-        """Open leases per shared (backend, base model)."""
+    def leases(self) -> dict[tuple[str, str, str | None], int]:
+        """Open leases per server: (backend, base model, adapter name or None)."""
         with self._lock:
             return {key: entry.leases for key, entry in self._servers.items()}
 

@@ -219,26 +219,44 @@ def test_default_threads(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_vllm_command_line_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEBEVOLVER_VLLM_PYTHON", "/opt/vllm/bin/python")
     ref = ModelRef(base="/models/smollm2", adapter="/adapters/round-2", served_name="policy-r2")
-    server = VLLMServer(ref, port=8123, extra_args=("--enforce-eager",), log_dir=tmp_path, device="cpu", threads=2)
+    server = VLLMServer(ref, port=8123, extra_args=("--enforce-eager",), log_dir=tmp_path, device="cpu", threads=2,
+                        runtime_lora=True)
     assert server.command() == [
         "/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/smollm2",
         "--host", "127.0.0.1", "--port", "8123", "--served-model-name", "smollm2", "--enable-lora",
         "--max-lora-rank", "64", "--max-loras", "4", "--lora-modules", "policy-r2=/adapters/round-2",
-        "--dtype", "float32", "--max-model-len", "4096", "--enforce-eager"]
+        "--dtype", "float32", "--max-model-len", "4096", "--enforce-eager"]  # eager once, on CPU by default
     assert server.model == "policy-r2"  # requests name the adapter
     env = server.env()
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True" and env["HF_HUB_OFFLINE"] == "1"
-    assert (env["VLLM_CPU_KVCACHE_SPACE"], env["VLLM_CPU_OMP_THREADS_BIND"], env["OMP_NUM_THREADS"]) == ("2", "nobind", "2")
+    assert (env["VLLM_CPU_KVCACHE_SPACE"], env["VLLM_CPU_OMP_THREADS_BIND"], env["OMP_NUM_THREADS"]) == ("1", "nobind", "2")
     assert server.startup_timeout_s >= 600  # minutes on a busy CPU
     plain = VLLMServer(ModelRef(base="/models/smollm2", served_name="smollm2"), port=8123, device="cpu")
-    assert "--lora-modules" not in plain.command() and "--enable-lora" in plain.command()
-    assert plain.model == "smollm2"
+    assert not plain.hot_loads_adapters and "--enable-lora" not in plain.command()  # CPU: merged models
+    assert plain.command()[plain.command().index("--model") + 1] == "/models/smollm2" and plain.model == "smollm2"
+    assert plain.command()[-1] == "--enforce-eager" and "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in plain.env()
+    with pytest.raises(ServerError, match="cannot load adapters"):
+        plain.load_adapter("x", "/adapters/x")
     gpu = VLLMServer(ModelRef(base="Qwen/Qwen2.5-7B-Instruct"), port=8123, device="cuda", tensor_parallel_size=4,
                      max_model_len=16384)
     command = gpu.command()
+    assert gpu.hot_loads_adapters and "--enable-lora" in command and "--enforce-eager" not in command
     assert "--dtype" not in command and command[command.index("--tensor-parallel-size") + 1] == "4"
     assert command[command.index("--max-model-len") + 1] == "16384"
     assert not any(k.startswith("VLLM_CPU") for k in gpu.env())
+
+
+def test_vllm_on_cpu_serves_the_adapter_merged(tiny_model: Path, tmp_path: Path) -> None:
+    from test_vllm import make_adapter
+
+    adapter = make_adapter(tiny_model, tmp_path / "round=1" / "adapter", seed=1)
+    ref = ModelRef(base=str(tiny_model), adapter=str(adapter), served_name="policy-r1")
+    server = VLLMServer(ref, port=8123, device="cpu", python="/opt/vllm/bin/python", cache_dir=tmp_path / "cache")
+    command = server.command()
+    merged = Path(command[command.index("--model") + 1])
+    assert merged == merge_adapter(ref, tmp_path / "cache") and (merged / "config.json").is_file()
+    assert command[command.index("--served-model-name") + 1] == "policy-r1" == server.model
+    assert "--lora-modules" not in command and server.adapters == {}
 
 
 def test_vllm_context_fits_the_model(tiny_model: Path) -> None:
@@ -261,7 +279,7 @@ def test_vllm_missing_says_how_to_install(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_vllm_load_and_unload_adapter_requests(fake_endpoint: FakeEndpoint) -> None:
-    server = VLLMServer(ModelRef(base="/models/smollm2"))
+    server = VLLMServer(ModelRef(base="/models/smollm2"), device="cuda")
     server.port = int(fake_endpoint.base_url.split(":")[-1].split("/")[0])
     assert server.load_adapter("policy-r3", Path("/adapters/round-3")) == "policy-r3"
     server.load_adapter("policy-r3", "/adapters/round-3b", replace=True)

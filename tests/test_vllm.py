@@ -1,12 +1,13 @@
-"""vLLM for real (CPU build in .venv-vllm) and the serving session that keeps one server per
-base model across stages.
+"""vLLM for real (CPU build in .venv-vllm) and the serving session that keeps servers across
+stages (one per base model where adapters hot-load, one per adapter where they are merged).
 
 - Without vLLM (CI: no `make setup-vllm`), the vLLM tests skip with the reason; the session's
   reuse logic is still tested on real `transformers serve` processes of the tiny model and on
   a scripted endpoint standing in for vLLM's adapter API.
-- With it, a default-suite test starts one real vLLM server on the tiny model and loads LoRA
-  adapters into it at run time across two "stages"; a `slow` test samples MiniWoB episodes
-  through `webevolver sample --model-backend vllm` with SmolLM2 and an adapter.
+- With it, a default-suite test starts real vLLM servers on the tiny model (CPU: each adapter
+  merged, a server per adapter, reused across "stages", the idle one stopped to make room);
+  a `slow` test samples MiniWoB episodes through `webevolver sample --model-backend vllm`
+  with SmolLM2 and an adapter.
 """
 
 from __future__ import annotations
@@ -107,10 +108,14 @@ def test_outside_a_session_serve_starts_a_server_per_call(tiny_model: Path) -> N
 def test_session_shares_one_server_per_base_model_across_stages(tiny_model: Path, tmp_path: Path,
                                                                   server_logs: Path) -> None:
     """Real `transformers serve` processes, made shareable for the test: two stages on one
-    base get one server; another base gets its own; everything stops with the session."""
+    base get one server; another base gets its own; an adapter (transformers cannot load one
+    at run time) gets a server of its own with the adapter merged; everything stops with the
+    session."""
     other = tmp_path / "other-model"
     shutil.copytree(tiny_model, other)
+    adapter = make_adapter(tiny_model, tmp_path / "round=1" / "adapter", seed=1)
     spec, spec_other = ModelSpec(model=str(tiny_model)), ModelSpec(model=str(other))
+    key = ("transformers", str(tiny_model), None)
     with serving_session(shared_backends=("transformers",), log_dir=server_logs) as session:
         with serving_session() as inner:  # nested: the same session
             assert inner is session and current_session() is session
@@ -119,19 +124,21 @@ def test_session_shares_one_server_per_base_model_across_stages(tiny_model: Path
             url, model = stage1.base_url, stage1.model
             reply = asyncio.run(stage1.client().chat([{"role": "user", "content": "[1] button 'OK'"}], max_tokens=4))
             assert reply.completion_tokens > 0
-        assert session.leases()[("transformers", str(tiny_model))] == 0
-        shared = session._servers[("transformers", str(tiny_model))].server
-        pid = shared.pid
+        assert session.leases()[key] == 0
+        pid = session._servers[key].server.pid
         with serve(spec) as stage2a, serve(spec) as stage2b:  # stage 2: two roles, the same server
             assert stage2a.base_url == stage2b.base_url == url and stage2a.model == model
-            assert session.leases()[("transformers", str(tiny_model))] == 2
+            assert session.leases()[key] == 2
             with serve(spec_other) as other_stage:
-                assert other_stage.base_url != url
-        with pytest.raises(ValueError, match="cannot load adapters at run time"):
-            serve(ModelSpec(model=str(tiny_model), adapter=str(tmp_path))).start()
+                other_url = other_stage.base_url
+                assert other_url != url
+        with serve(ModelSpec(model=str(tiny_model), adapter=str(adapter))) as tuned:
+            assert tuned.base_url not in (url, other_url)
+            assert session.leases()[("transformers", str(tiny_model), adapter_name(adapter))] == 1
         starts = session.start_times()
-        assert [(s["backend"], s["model"], s["shared"]) for s in starts] == [
-            ("transformers", str(tiny_model), True), ("transformers", str(other), True)]
+        assert [(s["backend"], s["model"], s["adapter"], s["shared"]) for s in starts] == [
+            ("transformers", str(tiny_model), None, True), ("transformers", str(other), None, True),
+            ("transformers", str(tiny_model), str(adapter), True)]
         assert all(s["start_s"] > 0 for s in starts)
         assert session.summary()["start_s_total"] == pytest.approx(sum(s["start_s"] for s in starts), abs=0.02)
     assert current_session() is None
@@ -150,12 +157,13 @@ def test_session_records_per_stage_servers_too(tiny_model: Path, server_logs: Pa
 
 
 class FakeVLLM(VLLMServer):
-    """A VLLMServer whose process is a scripted endpoint (vLLM's adapter API, recorded)."""
+    """A VLLMServer whose process is a scripted endpoint (vLLM's adapter API, recorded);
+    `device` "cuda" hot-loads adapters, "cpu" serves one merged model."""
 
     starts = 0
 
-    def __init__(self, ref: ModelRef, endpoint: FakeEndpoint, **opts: object):
-        super().__init__(ref, device="cpu", **opts)  # type: ignore[arg-type]
+    def __init__(self, ref: ModelRef, endpoint: FakeEndpoint, device: str = "cuda", **opts: object):
+        super().__init__(ref, device=device, **opts)  # type: ignore[arg-type]
         self.endpoint = endpoint
         self.process = None
 
@@ -174,17 +182,23 @@ class FakeVLLM(VLLMServer):
         return None
 
 
+def _adapters(tmp_path: Path) -> tuple[Path, Path]:
+    policy, world_model = tmp_path / "finetune" / "adapter", tmp_path / "finetune_wm" / "adapter"
+    for folder, payload in ((policy, b"p"), (world_model, b"w")):
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(payload)
+    return policy, world_model
+
+
 def test_session_loads_each_adapter_once_by_content(tiny_model: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that hot-loads adapters (vLLM on GPUs): one per base model, each adapter loaded once."""
     import infra.serving as serving
 
     endpoint = FakeEndpoint(default=(200, chat_response()))
     monkeypatch.setattr(serving, "_server", lambda spec, ref, **opts: FakeVLLM(ref, endpoint))
     FakeVLLM.starts = 0
-    policy, world_model = tmp_path / "finetune" / "adapter", tmp_path / "finetune_wm" / "adapter"
-    for folder, payload in ((policy, b"p"), (world_model, b"w")):
-        folder.mkdir(parents=True)
-        (folder / "adapter_model.safetensors").write_bytes(payload)
+    policy, world_model = _adapters(tmp_path)
     try:
         with serving_session() as session:
             for _stage in range(2):  # the same adapters in two stages: loaded once
@@ -205,11 +219,52 @@ def test_session_loads_each_adapter_once_by_content(tiny_model: Path, tmp_path: 
         endpoint.close()
 
 
+def test_session_on_cpu_runs_a_server_per_adapter_and_makes_room(tiny_model: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM on CPU serves merged models: a server per (base, adapter contents), reused across
+    stages; past `max_servers`, starting one stops the least recently used server no stage holds."""
+    import infra.serving as serving
+
+    endpoint = FakeEndpoint(default=(200, chat_response()))
+    made: list[FakeVLLM] = []
+
+    def fake(spec: ModelSpec, ref: ModelRef, **opts: object) -> FakeVLLM:
+        made.append(FakeVLLM(ref, endpoint, device="cpu"))
+        return made[-1]
+
+    monkeypatch.setattr(serving, "_server", fake)
+    FakeVLLM.starts = 0
+    policy, world_model = _adapters(tmp_path)
+    vllm = lambda adapter=None: ModelSpec(model=str(tiny_model), backend="vllm",  # noqa: E731
+                                          adapter=str(adapter) if adapter else None)
+    try:
+        with serving_session(max_servers=2) as session:
+            with serve(vllm(policy)) as p, serve(vllm(world_model)) as w:
+                assert p.model == adapter_name(policy) and w.model == adapter_name(world_model)
+                assert p.shared is not w.shared and p.shared.ref.adapter == str(policy)
+                first_policy_server, wm_server, first_name = p.shared, w.shared, p.model
+            with serve(vllm(world_model)) as w2:  # the next stage: the same server, no start
+                assert w2.shared is wm_server
+            assert FakeVLLM.starts == 2
+            with serve(vllm()) as judge:  # a third model: the idle policy server (least recent) makes room
+                assert judge.model == tiny_model.name
+                assert first_policy_server.process is None and wm_server.process is not None
+            (policy / "adapter_model.safetensors").write_bytes(b"p2")  # retrained in place: a new server
+            with serve(vllm(policy)) as p2:
+                assert p2.model == adapter_name(policy) != first_name and p2.shared is not first_policy_server
+            assert FakeVLLM.starts == 4 and session.adapter_loads() == []
+            assert not [r for r in endpoint.requests if r.path == "/v1/load_lora_adapter"]
+    finally:
+        endpoint.close()
+
+
 # -- the real vLLM server (when installed) -----------------------------------------------
 
 @needs_vllm
-def test_vllm_serves_adapters_loaded_at_run_time_across_stages(tiny_model: Path, tmp_path: Path,
-                                                               server_logs: Path) -> None:
+def test_vllm_on_cpu_serves_merged_adapters_across_stages(tiny_model: Path, tmp_path: Path,
+                                                          server_logs: Path) -> None:
+    """Real vLLM (CPU build): each adapter is served merged by a server of its own, reused by
+    a later stage, and the least recently used idle server is stopped to make room."""
     messages = [{"role": "user", "content": "OBSERVATION:\n[1] button 'Submit'\nOBJECTIVE: Click Submit."}]
     adapter_a = make_adapter(tiny_model, tmp_path / "round=1" / "adapter", seed=1)
     adapter_b = make_adapter(tiny_model, tmp_path / "round=2" / "adapter", seed=2)
@@ -220,24 +275,27 @@ def test_vllm_serves_adapters_loaded_at_run_time_across_stages(tiny_model: Path,
     async def ask(server, **kw):
         return await server.client().chat(messages, max_tokens=8, **kw)
 
-    with serving_session(log_dir=server_logs) as session:
+    with serving_session(log_dir=server_logs, max_servers=2) as session:
         with serve(ModelSpec(model=str(tiny_model), backend="vllm", adapter=str(adapter_a))) as stage1:
-            assert isinstance(stage1.shared, VLLMServer)
-            pid, url = stage1.shared.pid, stage1.base_url
-            reply = asyncio.run(ask(stage1))
-            assert reply.text == want_a  # the adapter's weights, unmerged, at temperature 0
+            assert isinstance(stage1.shared, VLLMServer) and not stage1.shared.hot_loads_adapters
+            pid_a = stage1.shared.pid
+            assert asyncio.run(ask(stage1)).text == want_a  # the adapter's weights, merged, at temperature 0
+        with serve(ModelSpec(model=str(tiny_model), backend="vllm", adapter=str(adapter_a))) as again:
+            assert again.shared.pid == pid_a  # a later stage: no restart
         with serve(ModelSpec(model=str(tiny_model), backend="vllm", adapter=str(adapter_b))) as policy, \
                 serve(ModelSpec(model=str(tiny_model), backend="vllm")) as judge:
-            assert policy.base_url == judge.base_url == url and policy.shared.pid == pid  # no restart
+            assert policy.base_url != judge.base_url
+            assert gone_soon(pid_a)  # two servers at most: the idle one of adapter a made room
             assert asyncio.run(ask(policy)).text == want_b
             several = asyncio.run(ask(judge, n=2, temperature=1.0, seed=3))
             assert len(several.texts) == 2  # vLLM honours n
+            pids = [policy.shared.pid, judge.shared.pid]
         starts = session.start_times()
-        assert [(s["backend"], s["shared"]) for s in starts] == [("vllm", True)] and starts[0]["start_s"] > 0
-        assert [load["adapter"] for load in session.adapter_loads()] == [str(adapter_a), str(adapter_b)]
-        print(f"\nvLLM (CPU) on the tiny model: start {starts[0]['start_s']} s, adapter loads "
-              f"{[load['load_s'] for load in session.adapter_loads()]} s")
-    assert gone_soon(pid)
+        assert [(s["backend"], s["adapter"], s["shared"]) for s in starts] == [
+            ("vllm", str(adapter_a), True), ("vllm", str(adapter_b), True), ("vllm", None, True)]
+        assert session.adapter_loads() == []
+        print(f"\nvLLM (CPU) on the tiny model: starts {[s['start_s'] for s in starts]} s")
+    assert all(gone_soon(pid) for pid in pids)
 
 
 @pytest.mark.slow
@@ -268,7 +326,7 @@ def test_sample_miniwob_episodes_through_vllm(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @needs_vllm
-def test_an_evolve_round_on_the_vllm_backend_shares_one_server(prefect_server, tmp_path: Path) -> None:
+def test_an_evolve_round_on_the_vllm_backend_shares_its_servers(prefect_server, tmp_path: Path) -> None:
     from flows.evolve_round import evolve_round
 
     summary = evolve_round(run_id="vllm", round=0, preset="smoke", storage=str(tmp_path),
@@ -277,5 +335,8 @@ def test_an_evolve_round_on_the_vllm_backend_shares_one_server(prefect_server, t
     assert summary["eval_tasks"] == 2 and summary["success_rate"] is not None
     assert summary["success_rate_lookahead"]["1"] is not None and summary["world_model"]["sim"] is not None
     shared = [s for s in summary["server_starts"] if s["shared"]]
-    # wm_data's distiller, both adapters, look-ahead's scorer and fidelity: one vLLM server for the round
-    assert [s["backend"] for s in shared] == ["vllm"]
+    # wm_data's distiller, look-ahead's scorer and fidelity share the base model's server; on CPU
+    # the policy and the world model each have one (merged); no model is started twice
+    assert {s["backend"] for s in shared} == {"vllm"} and len(shared) == len(summary["server_starts"])
+    models = [(s["model"], s["adapter"]) for s in shared]
+    assert len(models) == len(set(models)) == 3, models
