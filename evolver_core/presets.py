@@ -3,7 +3,7 @@
 | preset | model | backend | sizes | time |
 | --- | --- | --- | --- | --- |
 | smoke | tiny (random, built in seconds) | transformers on CPU | 4 demo tasks, 4 train, 4 test, 4 steps; synthesis for 2 failed queries | minutes on 2 cores |
-| cpu | smollm2 (SmolLM2-135M-Instruct, embedded) | auto: vLLM's CPU build when `make setup-vllm` ran (one server a round, adapters hot-loaded; 2.4-4x today's replies/s in `bench serve`), else transformers with continuous batching | 140 demo (245 steps), 20 train x 2 samples, 40 test (10 seeds per task), 112 LoRA steps; synthesis for 4 failed queries; look-ahead d=1 on 4 test tasks; 20 episodes on 2 never-trained tasks | DESIGN.md |
+| cpu | smollm2 (SmolLM2-135M-Instruct, embedded) | auto: vLLM's CPU build when `make setup-vllm` ran (servers kept across a round's stages, adapters merged: LoRA modules are 2-9x slower on CPU), else transformers with continuous batching | 140 demo (245 steps), 20 train x 2 samples, 40 test (10 seeds per task), 112 LoRA steps; synthesis for 4 failed queries; look-ahead d=1 on 4 test tasks; 20 episodes on 2 never-trained tasks | DESIGN.md |
 | gpu | a large instruct model (a folder: no hub at run time) | vllm, adapters hot-loaded, tensor parallel | 200 demo, 500 train x 4, full test split; synthesis for all failed queries | GPU hours |
 
 A preset is a base model, its backend and one object per section of `evolver_core.config`

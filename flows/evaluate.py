@@ -52,7 +52,7 @@ def evaluate(split: str = "test", policy: str = "oracle", tasks: Optional[int] =
     (default: the section's defaults) names the suite and plays the episodes: greedily with
     one repeat, at its temperature with several; `limits` bound what a model call and an
     episode may cost."""
-    # One server per base model for policy, world model, scorer and judge where the backend hot-loads adapters.
+    # vLLM servers shared by policy, world model, scorer and judge (one per base model where adapters hot-load).
     with serving_session(), use_limits(limits or CallLimits()):
         return _evaluate(split, policy, tasks, repeats, run_id, storage, backend, base_url, sampling or SamplingConfig(),
                          lookahead_depth, world_model, scorer, judge_model, screenshots)
