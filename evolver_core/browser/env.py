@@ -403,7 +403,10 @@ class BrowserEnv:
         leave the error page a refused navigation left behind."""
         await self._settle_page()
         if self._popups:
-            await asyncio.wait(self._popups, timeout=self.config.settle_timeout_s)
+            # `_adopt` itself waits up to settle_timeout_s for the tab's load, then closes or
+            # adopts it: waiting only as long raced it on a busy machine (a refused tab was
+            # reported but still open in the observation).
+            await asyncio.wait(self._popups, timeout=2 * self.config.settle_timeout_s)
             await self._settle_page()
         if self._refused and not url_allowed(self.page.url, self.allowlist):
             await self._leave_error_page()
