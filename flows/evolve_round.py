@@ -106,8 +106,8 @@ def evolve_round(run_id: str = "nightly", round: Optional[int] = None, preset: s
     replace the preset's whole; `overrides` then changes single fields by path or name
     (e.g. {"train_tasks": 50}, {"synth_queries": None} for all failed queries). vLLM
     servers are kept for the whole round (`infra.serving.serving_session`: on GPUs one per
-    base model, adapters hot-loaded; on CPU one per merged adapter); how long every server start took is in the summary
-    (`server_starts`) and an artifact."""
+    base model, adapters hot-loaded; on CPU one per merged adapter); how long every server
+    start took is in the summary (`server_starts`) and an artifact."""
     p = round_preset(preset, overrides, sampling=sampling, evaluation=evaluation, judge=judge, training=training,
                      world_model=world_model, lookahead=lookahead, limits=limits)
     with serving_session(tensor_parallel_size=p.tensor_parallel_size) as session, use_limits(p.limits):

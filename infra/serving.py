@@ -44,6 +44,7 @@ from infra.model_server import (ModelServer, ServerError, add_start_listener, de
 SHARED_BACKENDS = ("vllm",)  # backends whose servers a session keeps across stages (minutes to start)
 MAX_SERVERS = 3  # servers a session runs at once: look-ahead and synthesis hold policy, world model, scorer
 AUTO = "auto"  # the fastest CPU backend this machine has (`resolve_backend`)
+ServerKey = tuple[str, str, "str | None"]  # (backend, base model, adapter name where adapters are merged)
 
 
 def resolve_backend(name: str) -> str:
@@ -114,6 +115,7 @@ class Lease(ModelServer):
         self.backend = spec.backend  # type: ignore[misc]  (an instance value: the backend it leases)
         self.shared: ModelServer | None = None
         self._model: str | None = None
+        self._server_key: ServerKey | None = None
 
     @property
     def base_url(self) -> str:
@@ -133,7 +135,7 @@ class Lease(ModelServer):
 
     def start(self) -> Lease:
         if self.shared is None:
-            self.shared, self._model = self.session.acquire(self.spec, self.ref)
+            self.shared, self._model, self._server_key = self.session.acquire(self.spec, self.ref)
             self.supports_n = self.shared.supports_n  # type: ignore[misc]
             self.concurrency = self.shared.concurrency  # type: ignore[misc]
             self.start_s = self.shared.start_s
@@ -141,7 +143,7 @@ class Lease(ModelServer):
 
     def stop(self) -> None:
         if self.shared is not None:
-            self.session.release(self.spec, self.ref)
+            self.session.release(self._server_key)  # type: ignore[arg-type]
             self.shared = None
 
     def failure(self) -> str | None:
@@ -162,7 +164,7 @@ class ServingSession:
         self.shared_backends = tuple(shared_backends)
         self.max_servers = max_servers
         self.server_opts = server_opts
-        self._servers: dict[tuple[str, str, str | None], _Shared] = {}
+        self._servers: dict[ServerKey, _Shared] = {}
         self._hot: dict[tuple[str, str], bool] = {}  # (backend, base) -> hot-loads adapters
         self._lock = threading.Lock()
         self._starts: list[dict] = []
@@ -174,7 +176,7 @@ class ServingSession:
     def lease(self, spec: ModelSpec, ref: ModelRef | None = None) -> Lease:
         return Lease(self, spec, ref or resolve_model(spec.model, adapter=spec.adapter))
 
-    def _key(self, spec: ModelSpec, ref: ModelRef) -> tuple[str, str, str | None]:
+    def _key(self, spec: ModelSpec, ref: ModelRef) -> ServerKey:
         """(backend, base, None) for a server that hot-loads adapters or a lease without one,
         else (backend, base, adapter_name)."""
         if not ref.adapter:
@@ -185,10 +187,10 @@ class ServingSession:
             hot = self._hot[(spec.backend, ref.base)] = bool(getattr(probe, "hot_loads_adapters", False))
         return spec.backend, ref.base, None if hot else adapter_name(ref.adapter)
 
-    def acquire(self, spec: ModelSpec, ref: ModelRef) -> tuple[ModelServer, str]:
-        """The running server for `ref` (started on first use) and the model name requests
-        must carry: the adapter's (loaded now if it is new to a hot-loading server), or the
-        base model's."""
+    def acquire(self, spec: ModelSpec, ref: ModelRef) -> tuple[ModelServer, str, ServerKey]:
+        """The running server for `ref` (started on first use), the model name requests must
+        carry (the adapter's, loaded now if it is new to a hot-loading server, or the base
+        model's) and the server's key, which `release` takes."""
         key = self._key(spec, ref)
         hot = ref.adapter is not None and key[2] is None
         with self._lock:
@@ -217,9 +219,9 @@ class ServingSession:
                         self._loads.append({"backend": spec.backend, "model": ref.base, "adapter": ref.adapter,
                                             "name": name, "load_s": round(time.monotonic() - t0, 3)})
         except BaseException:
-            self.release(spec, ref)
+            self.release(key)
             raise
-        return server, name
+        return server, name, key
 
     def _make_room(self, keep: _Shared) -> None:
         """Stop least recently used servers no stage holds until one more fits `max_servers`."""
@@ -234,13 +236,13 @@ class ServingSession:
                 if entry.leases == 0:
                     entry.server.stop()
 
-    def release(self, spec: ModelSpec, ref: ModelRef) -> None:
+    def release(self, key: ServerKey) -> None:
         with self._lock:
-            entry = self._servers.get(self._key(spec, ref))
+            entry = self._servers.get(key)
             if entry is not None and entry.leases > 0:
                 entry.leases -= 1
 
-    def leases(self) -> dict[tuple[str, str, str | None], int]:
+    def leases(self) -> dict[ServerKey, int]:
         """Open leases per server: (backend, base model, adapter name or None)."""
         with self._lock:
             return {key: entry.leases for key, entry in self._servers.items()}
