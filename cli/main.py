@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 import typer
 
 from cli.bench import bench_app
+from cli.errors import ReportingTyper, set_debug
 from cli.output import console, emit_json
 from cli.prefect_cmds import deploy, server_app, use_prefect_server, worker
-from evolver_core.config import CallLimits, ModelSpec, SamplingConfig
+from evolver_core.config import CallLimits, EvaluationConfig, ModelSpec, SamplingConfig
+from evolver_core.reporting.results import pct
 from evolver_core.settings import storage_root
 
-app = typer.Typer(
+app = ReportingTyper(
     help="WebEvolver: self-evolving web agents with a co-evolving world model.\n\n"
          "Start with `webevolver sample --suite miniwob --tasks 10 --policy oracle`.",
     no_args_is_help=True, add_completion=False,
@@ -28,18 +30,36 @@ app.add_typer(server_app, name="server")
 app.command()(deploy)
 app.command()(worker)
 
-StorageOpt = typer.Option(None, "--storage", help="Storage root (fsspec URI: a path, file://..., s3://bucket/prefix). "
+
+@app.callback()
+def _global_options(debug: bool = typer.Option(False, "--debug", help="Print the full traceback of a failure "
+                                                "(it always goes to the log file the error names).")) -> None:
+    set_debug(debug)
+
+
+def _checked_storage(value: Optional[str]) -> Optional[str]:
+    """Refuse a storage root no run can use (`s3:/bucket`, an unknown scheme) before anything runs."""
+    from evolver_core.data.storage import StorageURIError, check_root
+
+    try:
+        check_root(storage_root(value))
+    except StorageURIError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+StorageOpt = typer.Option(None, "--storage", callback=_checked_storage, help="Storage root (fsspec URI: a path, file://..., s3://bucket/prefix). "
                           "Default: $WEBEVOLVER_STORAGE, else the current directory.")
 
 
-ModelOpt = typer.Option("smollm2", "--model", help="Policy model: tiny (test fixture, built on demand), smollm2 "
+ModelOpt = typer.Option(ModelSpec.model, "--model", help="Policy model: tiny (test fixture, built on demand), smollm2 "
                         "(the embedded default), a model or adapter folder, or a remote model name.")
-BackendOpt = typer.Option("transformers", "--model-backend", help="transformers (CPU default), transformers-cb "
+BackendOpt = typer.Option(ModelSpec.backend, "--model-backend", help="transformers (CPU default), transformers-cb "
                           "(continuous batching), vllm (GPUs, or its CPU build after `make setup-vllm`; adapters "
                           "loaded at run time), auto (vllm when installed, else transformers-cb), or openai (any "
                           "OpenAI-compatible endpoint; give --base-url).")
 BaseUrlOpt = typer.Option(None, "--base-url", help="Endpoint for --model-backend openai, e.g. https://api.openai.com/v1.")
-KeyEnvOpt = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the endpoint's API key.")
+KeyEnvOpt = typer.Option(ModelSpec.api_key_env, "--api-key-env", help="Environment variable holding the endpoint's API key.")
 RequestTimeoutOpt = typer.Option(CallLimits.request_timeout_s, "--request-timeout",
                                  help="Seconds one model request may take (then retried).")
 StepDeadlineOpt = typer.Option(CallLimits.step_deadline_s, "--step-deadline",
@@ -49,16 +69,28 @@ EpisodeDeadlineOpt = typer.Option(CallLimits.episode_deadline_s, "--episode-dead
                                   "an error episode (not scored, replayed on resume).")
 
 
+T = TypeVar("T")
+
+
+def checked(build: Callable[[], T], option: str) -> T:
+    """`build()`, with a value no run can use (a config field's check) reported as an error of `option`."""
+    try:
+        return build()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
+
+
 def call_limits(request_timeout: float, step_deadline: float, episode_deadline: float) -> CallLimits:
-    return CallLimits(request_timeout_s=request_timeout, step_deadline_s=step_deadline,
-                      episode_deadline_s=episode_deadline)
+    return checked(lambda: CallLimits(request_timeout_s=request_timeout, step_deadline_s=step_deadline,
+                                      episode_deadline_s=episode_deadline),
+                   "--request-timeout / --step-deadline / --episode-deadline")
 
 
 @app.command()
 def sample(
     suite: str = typer.Option(SamplingConfig.suite, help="Task suite: miniwob, sandbox, webvoyager, mind2web-live, gaia-web, openwebvoyager."),
     tasks: Optional[int] = typer.Option(10, "--tasks", help="Number of tasks (taken round-robin over sites)."),
-    samples: int = typer.Option(1, help="Trajectories per task (k, for rejection sampling)."),
+    samples: int = typer.Option(SamplingConfig.samples, help="Trajectories per task (k, for rejection sampling)."),
     split: str = typer.Option("train", help="Task split: train or test."),
     policy: str = typer.Option("oracle", help="oracle: the suite's scripted solver (demonstrations); model: the LLM policy."),
     model: str = ModelOpt,
@@ -68,7 +100,7 @@ def sample(
     judge: str = typer.Option("auto", help="Judge model for r-hat: auto (the policy model for --policy model, none for "
                               "oracle), none, or a model name as for --model (same backend)."),
     temperature: Optional[float] = typer.Option(None, help="Policy sampling temperature (default: 0 for one sample, "
-                                                "0.7 for several)."),
+                                                f"{SamplingConfig.temperature:g} for several)."),
     miniwob_tasks: str = typer.Option(SamplingConfig.miniwob_tasks, help="MiniWoB tasks: easy (the solver-backed "
                                       "subset), all, or a comma list."),
     run: Optional[str] = typer.Option(None, help="Run id; reuse one to resume it. Default: <suite>-<policy>-<time>."),
@@ -94,8 +126,9 @@ def sample(
                                                              api_key_env=api_key_env)
     run_id = run or f"{suite}-{policy}-{datetime.now():%Y%m%d-%H%M%S}"
     temp = temperature if temperature is not None else (0.0 if samples == 1 else SamplingConfig.temperature)
-    sampling = SamplingConfig(suite=suite, miniwob_tasks=miniwob_tasks, max_steps=max_steps, concurrency=concurrency,
-                              samples=samples, temperature=temp)
+    sampling = checked(lambda: SamplingConfig(suite=suite, miniwob_tasks=miniwob_tasks, max_steps=max_steps,
+                                              concurrency=concurrency, samples=samples, temperature=temp),
+                       "--suite / --miniwob-tasks / --max-steps / --concurrency / --samples / --temperature")
 
     from cli.sampling import run_sampling
 
@@ -117,9 +150,9 @@ def sample(
     summary, judged = result
     console.print(f"stored {summary.trajectories} trajectories ({summary.new} new, {summary.skipped} already there) "
                   f"at {summary.uri}")
-    console.print(f"success rate {_pct(summary.success_rate)}, action validity {_pct(summary.action_validity)}"
+    console.print(f"success rate {pct(summary.success_rate)}, action validity {pct(summary.action_validity)}"
                   + (f", judge: {judged.successes} of {judged.judged} judged successful ({judged.unparsable} "
-                     f"unparsable), agreement with gold {_pct(judged.agreement['accuracy'])}" if judged else "")
+                     f"unparsable), agreement with gold {pct(judged.agreement['accuracy'])}" if judged else "")
                   + f"; read them with: webevolver show {run_id}")
     if as_json:
         emit_json({"run": run_id, "uri": summary.uri, "trajectories": summary.trajectories, "new": summary.new,
@@ -137,9 +170,11 @@ def evolve(
     run: str = typer.Option("evolve", help="Run id; rerunning a finished run is all cache hits, a killed one resumes."),
     storage: Optional[str] = StorageOpt,
     settings: list[str] = typer.Option([], "--set", help="Change a preset field, key=value (repeatable; typed and "
-                                       "checked): the key is a field's path or, where one section alone has it, its "
-                                       "name, e.g. --set demo_tasks=60 --set synth_queries=none --set "
-                                       "lookahead.depths=1,2,3 --set training.max_steps=200."),
+                                       "checked against the field's allowed values before anything runs): the key is "
+                                       "a field's path or, where one section alone has it, its name, e.g. --set "
+                                       "demo_tasks=60 --set synth_queries=none --set lookahead.depths=1,2,3 --set "
+                                       "training.max_steps=200. `webevolver presets` lists every field, its meaning "
+                                       "and range."),
     as_json: bool = typer.Option(False, "--json", help="End with a JSON summary line."),
 ) -> None:
     """Run the self-evolution flow on a local Prefect server (started if needed) and print where it all is.
@@ -147,16 +182,15 @@ def evolve(
     Each round samples real trajectories, trains the world model, synthesizes trajectories for the failed queries, retrains the policy on real + synthetic data, and evaluates it on the test split with and without world-model look-ahead; the world model's fidelity (STR / Sim. / O/A) is measured too."""  # noqa: E501 (one paragraph in --help)
     from evolver_core.presets import get_preset, parse_setting
 
-    try:
-        overrides = ({"suite": suite} if suite else {}) | dict(parse_setting(s) for s in settings)
-        get_preset(preset).override(overrides)  # refuse a bad --set before starting anything
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--set") from None
+    # The run's preset, built once and checked before anything starts.
+    chosen = checked(lambda: get_preset(preset), "--preset")
+    chosen = checked(lambda: chosen.override({"suite": suite} if suite else {}), "--suite")
+    run_preset = checked(lambda: chosen.override(dict(parse_setting(s) for s in settings)), "--set")
     server = use_prefect_server()
     from flows.evolve import evolve as evolve_flow
 
-    state = evolve_flow(rounds=rounds, preset=preset, run_id=run, storage=storage_root(storage),
-                        overrides=overrides or None, return_state=True)
+    state = evolve_flow(rounds=rounds, preset=run_preset, run_id=run, storage=storage_root(storage),
+                        return_state=True)
     result = state.result()
     flow_run_url = f"{server.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
     from cli.output import learning_table, timing_table
@@ -182,12 +216,36 @@ def evolve(
         emit_json({**result, "flow_run_url": flow_run_url, "ui_url": server.ui_url})
 
 
+@app.command()
+def presets(as_json: bool = typer.Option(False, "--json", help="End with a JSON line of the fields.")) -> None:
+    """Every preset field `evolve --set` changes: its value in each preset, the values a run can use, its meaning."""
+    from operator import attrgetter
+
+    from rich.table import Table
+
+    from evolver_core.presets import PRESETS, field_paths
+
+    rows = [{"field": path, **{name: attrgetter(path)(p) for name, p in PRESETS.items()},
+             "allowed": f.allowed.describe() if f.allowed else "", "help": f.help}
+            for path, f in field_paths().items()]
+    table = Table(title="Preset fields (evolve --set FIELD=VALUE; a name one section alone has is enough)",
+                  expand=True)
+    for column in rows[0]:
+        table.add_column(column, overflow="fold", ratio=3 if column == "help" else 1)
+    for row in rows:
+        table.add_row(*map(str, row.values()))
+    console.print(table)
+    if as_json:
+        emit_json({"fields": rows})
+
+
 @app.command("eval")
 def eval_cmd(
     suite: str = typer.Option(SamplingConfig.suite, help="Suite: miniwob, sandbox, or a live one (needs internet)."),
     split: str = typer.Option("test", help="Split: test or train."),
     policy: str = typer.Option("oracle", help="oracle, tiny, smollm2, a model/adapter folder, or a remote model name."),
-    tasks: Optional[int] = typer.Option(20, help="Number of tasks (round-robin over sites); 0 = all."),
+    tasks: Optional[int] = typer.Option(EvaluationConfig.test_tasks, help="Number of tasks (round-robin over "
+                                        "sites); 0 = all."),
     repeats: int = typer.Option(1, help="Runs per task (the paper averages two)."),
     model_backend: str = BackendOpt,
     base_url: Optional[str] = BaseUrlOpt,
@@ -217,19 +275,19 @@ def eval_cmd(
     if lookahead_depth and not world_model:
         raise typer.BadParameter("look-ahead needs --world-model (e.g. runs/<run>/round=<i>/finetune_wm/adapter)",
                                  param_hint="--lookahead-depth")
+    sampling = checked(lambda: SamplingConfig(suite=suite, miniwob_tasks=miniwob_tasks, max_steps=max_steps),
+                       "--suite / --miniwob-tasks / --max-steps")
+    limits = call_limits(request_timeout, step_deadline, episode_deadline)
     use_prefect_server()
     from flows.evaluate import evaluate
 
-    from evolver_core.config import SamplingConfig
-
     result = evaluate(split=split, policy=policy, tasks=tasks or None, repeats=repeats, run_id=run,
-                      storage=storage_root(storage), backend=model_backend, base_url=base_url,
-                      sampling=SamplingConfig(suite=suite, miniwob_tasks=miniwob_tasks, max_steps=max_steps),
+                      storage=storage_root(storage), backend=model_backend, base_url=base_url, sampling=sampling,
                       lookahead_depth=lookahead_depth, world_model=world_model, scorer=scorer, judge_model=judge,
-                      screenshots=screenshots, limits=call_limits(request_timeout, step_deadline, episode_deadline))
+                      screenshots=screenshots, limits=limits)
     how = f" with look-ahead d={lookahead_depth}" if lookahead_depth else ""
-    console.print(f"{policy}{how} on {suite}/{split}: success {_pct(result['success_rate'])} "
-                  f"(95% CI {_pct(result['ci_low'])}-{_pct(result['ci_high'])}) over {result['episodes']} episodes "
+    console.print(f"{policy}{how} on {suite}/{split}: success {pct(result['success_rate'])} "
+                  f"(95% CI {pct(result['ci_low'])}-{pct(result['ci_high'])}) over {result['episodes']} episodes "
                   f"of {result['tasks']} tasks ({result['rated_by_gold']} rated by the suite, "
                   f"{result['rated_by_judge']} by the judge, {result['unrated']} unrated"
                   + (f", {result['errors']} error episodes" if result["errors"] else "") + "); "
@@ -249,9 +307,6 @@ def doctor(storage: Optional[str] = StorageOpt,
 
     raise typer.Exit(run_checks(storage_root(storage), stop_strays=stop_strays))
 
-
-def _pct(x: Optional[float]) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def _episode_line(ep) -> str:
@@ -339,8 +394,8 @@ def compare(
     for name in ("comparison.csv", "comparison.svg"):
         (target / name).write_text(files[name])
     for r in rows:
-        console.print(f"{r['label']}: {_pct(r['success_rate'])} of {r['episodes']} "
-                      f"(95% CI {_pct(r['ci_low'])}-{_pct(r['ci_high'])})")
+        console.print(f"{r['label']}: {pct(r['success_rate'])} of {r['episodes']} "
+                      f"(95% CI {pct(r['ci_low'])}-{pct(r['ci_high'])})")
     console.print(f"wrote {target.resolve()}/comparison.csv and comparison.svg")
     flow_run_url = f"{server.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
     console.print(f"under the run: {result['folder']}")
@@ -354,15 +409,22 @@ def compare(
 def observe(
     url: str = typer.Argument(..., help="Any http(s) URL, e.g. a page of a local server."),
     max_elements: int = typer.Option(300, help="Element cap."),
+    deadline: float = typer.Option(CallLimits.step_deadline_s, "--deadline", min=0.1,
+                                   help="Seconds the page may take to load and be observed."),
 ) -> None:
     """Print the observation the agent would see for a page (a debugging aid)."""
     from evolver_core.browser.env import EnvConfig, launch_browser
+    from evolver_core.browser.launch import PageTimeout
 
     async def go():
         async with launch_browser() as browser:
             return await browser.observe_url(url, EnvConfig(max_elements=max_elements))
 
-    obs = asyncio.run(go())
+    try:
+        obs = asyncio.run(asyncio.wait_for(go(), deadline))  # a looping script blocks the page, not us
+    except TimeoutError:
+        raise PageTimeout(f"{url} was not observed within {deadline:g} s (a script that never yields, or a server "
+                          "that never answers); raise --deadline for a slow page") from None
     print(f"URL: {obs.url}\n{obs.text}")
     if obs.truncated:
         print(f"(cut at {max_elements} elements)")

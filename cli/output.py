@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from evolver_core.reporting.results import pct
+
 console = Console(highlight=False, soft_wrap=True)  # no hard wraps: output is often piped
 
 
@@ -16,12 +18,9 @@ def emit_json(obj: dict[str, Any]) -> None:
     print(json.dumps(obj, sort_keys=True, default=str), flush=True)
 
 
-def _pct(x: Any) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
 
 def _with_ci(rate: Any, ci: Any) -> str:
-    return _pct(rate) + (f" ({_pct(ci[0])}-{_pct(ci[1])})" if ci else "")
+    return pct(rate) + (f" ({pct(ci[0])}-{pct(ci[1])})" if ci else "")
 
 
 def learning_table(rounds: list[dict]) -> Table:
@@ -35,10 +34,10 @@ def learning_table(rounds: list[dict]) -> Table:
         wm = r["world_model"]
         table.add_row(str(r["round"]), _with_ci(r["success_rate"], r["success_ci"]),
                       _with_ci(r["success_rate_self_improve"], r["success_ci_self_improve"]),
-                      *(f"{_pct(r['success_rate_lookahead'].get(d))} ({_pct(r['success_rate_plain_on_lookahead_tasks'].get(d))})"
+                      *(f"{pct(r['success_rate_lookahead'].get(d))} ({pct(r['success_rate_plain_on_lookahead_tasks'].get(d))})"
                         for d in depths),
                       _with_ci(r["generalization_success_rate"], r["generalization_ci"]),
-                      f"{_pct(wm['str'])} / {_pct(wm['sim'])}")
+                      f"{pct(wm['str'])} / {pct(wm['sim'])}")
     return table
 
 

@@ -16,8 +16,10 @@ Register them in ``cli/main.py``::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,12 +30,16 @@ import typer
 from cli.output import console, emit_json
 from infra.postgres import PostgresError
 from infra.prefect_server import (
+    HEARTBEAT_S,
     PREFECT,
     PrefectServerError,
     RunningServer,
+    client_env,
     ensure_server,
+    server_lost_message,
     server_status,
     stop_server,
+    watch_server,
 )
 
 WORK_POOL = "webevolver-process"
@@ -166,13 +172,68 @@ def worker(pool: str = typer.Option(WORK_POOL, help="Work pool to poll (type pro
     raise typer.Exit(code)
 
 
-def use_prefect_server():
-    """The Prefect server flows report to: $PREFECT_API_URL if set, else a local one (started once, kept)."""
-    from infra.prefect_server import RunningServer, client_env, ensure_server
-
+def use_prefect_server() -> RunningServer:
+    """The Prefect server flows report to: $PREFECT_API_URL if set, else a local one (started
+    once, kept). While the command runs, losing that server ends it within seconds with one
+    line (`watch_server`); its flow runs send heartbeats, and the server marks the runs whose
+    heartbeats stop `Crashed` (`ensure_crash_automation`)."""
     if api := os.environ.get("PREFECT_API_URL"):
         ui = os.environ.get("PREFECT_UI_URL", api.removesuffix("/api"))
-        return RunningServer(api_url=api, ui_url=ui, pid=0, server_pid=0, database="?", log_path="")
-    server = ensure_server()
+        server = RunningServer(api_url=api, ui_url=ui, pid=0, server_pid=0, database="?", log_path="")
+    else:
+        server = ensure_server()
     os.environ.update(client_env(server.api_url, server.ui_url))  # before prefect is imported
+    from cli.errors import in_command, log_to_file
+
+    import prefect  # noqa: F401 - configures its logging, which `log_to_file` then adjusts
+
+    log_to_file()
+    ensure_crash_automation()
+    if in_command():  # the process is the command's: watch until it ends (not a test calling the function)
+        watch_server(server.api_url, lambda: _server_lost(server))
     return server
+
+
+def _server_lost(server: RunningServer) -> None:
+    """End the command at once: every call the flow still makes would fail after a retry delay."""
+    from cli.errors import EXIT_SERVER_LOST, log_file
+
+    message = server_lost_message(server.ui_url)
+    print(f"webevolver: {message}", file=sys.stderr)
+    with contextlib.suppress(OSError), log_file().open("a") as f:
+        f.write(message + "\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_SERVER_LOST)  # the run lock and child services are left to their dead-owner handling
+
+
+CRASH_AUTOMATION = "webevolver: crash flow runs without heartbeats"
+
+
+def ensure_crash_automation() -> None:
+    """Create, once per server, Prefect's documented zombie-run automation: a flow run whose
+    heartbeat (every `HEARTBEAT_S`) has not come for 3 beats, and that did not finish, is
+    marked `Crashed`. Runs killed with -9, or whose machine died, then stop showing `Running`."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    with contextlib.suppress(ValueError):  # Automation.read raises ValueError when there is none
+        if Automation.read(name=CRASH_AUTOMATION):
+            return
+    Automation(
+        name=CRASH_AUTOMATION,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in
+                                                    ("Completed", "Failed", "Cancelled", "Crashed"))},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+            within=timedelta(seconds=3 * HEARTBEAT_S)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {3 * HEARTBEAT_S} s: its process is gone")],
+    ).create()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from evolver_core.agents.base import OracleAgent
+from evolver_core.agents.oracle import OracleAgent
 from evolver_core.browser.env import EnvConfig, launch_browser
 from evolver_core.browser.observe import observe
 from evolver_core.suites.httpserver import LocalHTTPServer
@@ -211,7 +211,7 @@ def serve_workload(episodes: list[list[PageSample]], n: int, *, judge_max_tokens
     (the current page, the earlier step's thought and action), judge verdicts (the episode's
     pages) and world-model predictions (page + action -> next page), in `mix` proportions,
     interleaved, cycling over the episodes."""
-    from evolver_core.agents.policy import PastStep, build_messages
+    from evolver_core.contracts.prompt import PastStep, build_messages
     from evolver_core.judge.judge import judge_messages
     from evolver_core.world_model.model import build_wm_messages
 

@@ -1,50 +1,137 @@
 """Every configuration record, declared once: the preset sections and the model specs.
 
 A preset (`evolver_core.presets`) is a base model plus one object per section; stages take
-the section they need whole, the flows take the sections as parameters (the Prefect UI shows
-each as a form and validates it), and every default lives here, in the field that declares it.
+the section they need whole, the flows take the whole preset as a parameter (the Prefect UI
+shows it as a form and validates it), and every default lives here, in the field that
+declares it.
 
 | section | what it sizes | read by |
 | --- | --- | --- |
 | `SamplingConfig` | episodes: suite, tasks, steps, sampling temperature, concurrency | `sample`, `synthesize`, every evaluation |
-| `EvaluationConfig` | the test split and the never-trained generalization tasks | the round's evaluations |
+| `EvaluationConfig` | the test split and the never-trained generalization tasks | the round's evaluations, `webevolver eval` |
 | `JudgeConfig` | r̂: its model, whether it filters, its reply length | `judge`, `synthesize`, look-ahead |
 | `TrainingConfig` | a LoRA fine-tune (TRL / PEFT names) | `finetune` (policies), `finetune_wm` (via `WorldModelConfig.training`) |
-| `WorldModelConfig` | M_w: its data, training, page length, synthesis, fidelity | `wm_data`, `finetune_wm`, `synthesize`, `fidelity` |
-| `LookaheadConfig` | world-model look-ahead at inference | `eval-wmla<d>` |
+| `WorldModelConfig` | M_w: its data, training, page length and temperature, synthesis, fidelity | `wm_data`, `finetune_wm`, `synthesize`, `fidelity`, look-ahead |
+| `LookaheadConfig` | world-model look-ahead at inference | `eval-wmla<d>`, `webevolver eval --lookahead-depth` |
 | `CallLimits` | what one model call and one episode may cost | every client (`llm.use_limits`) |
+
+Every field is declared with `setting(default, help, allowed)`: `help` says what it means
+(`webevolver presets`, `python -m evolver_core.training.finetune --help`), `allowed` which
+values a run can use. A section checks its fields when it is built (`Checked`), whether from
+code, `--set` or a flow run's JSON, so a bad value is refused before anything runs, in one
+line that names the field and its range.
 
 `ModelSpec` says which model serves a role and through which backend (`infra.serving.serve`
 turns it into an OpenAI-compatible endpoint); `LookaheadSpec` is one look-ahead evaluation's
-models and depth. Keys are never stored here: only the name of the variable that holds one.
+models and depth, built by `LookaheadSpec.of` from the sections. Keys are never stored here:
+only the name of the variable that holds one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+import math
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, Callable, Optional
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
+class Allowed:
+    """The values a run can use for a field: numbers in [`low`, `high`] (`low_open`: above
+    `low`), finite; one of `choices`; or names that must exist (`names`: "suite" or
+    "miniwob_tasks"). Names are the suites' code, which this module may not import:
+    `evolver_core.presets.name_problem` looks them up for every preset, `--set` and flow
+    parameter. None is left to the field's type; a tuple is checked element by element."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    choices: tuple[str, ...] = ()
+    names: str | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` cannot be used ("must be ..., got ..."), or None."""
+        if value is None:
+            return None
+        if isinstance(value, tuple):
+            return next((p for p in map(self.problem, value) if p), None)
+        if self.names:
+            return None
+        if self.choices:
+            return None if value in self.choices else f"must be {self.describe()}, got {value!r}"
+        bad = not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or (
+            self.low is not None and (value <= self.low if self.low_open else value < self.low)) or (
+            self.high is not None and value > self.high)
+        return f"must be {self.describe()}, got {value!r}" if bad else None
+
+    def describe(self) -> str:
+        if self.names:
+            return NAMES[self.names]
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        low = None if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is None:
+            return low or "finite"
+        return f"{self.low:g} to {self.high:g}" if low and not self.low_open else f"{low}, <= {self.high:g}"
+
+
+NAMES = {"suite": "a suite's name (evolver_core.suites.registry.SUITES)",
+         "miniwob_tasks": "easy, all, or a comma list of MiniWoB task names"}
+
+
+POSITIVE = Allowed(low=1)
+NOT_NEGATIVE = Allowed(low=0)
+TEMPERATURE = Allowed(low=0, high=2)  # the OpenAI API's range
+SECONDS = Allowed(low=0, low_open=True)
+
+
+def setting(default: Any = MISSING, help: str = "", *, allowed: Allowed | None = None,
+            factory: Callable[[], Any] | None = None) -> Any:
+    """A config field: its default (or `factory`), what it means, and the values a run can use."""
+    metadata = {"help": help} | ({"allowed": allowed} if allowed else {})
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def field_problem(f: Any, value: Any) -> str | None:
+    """Why `value` cannot be used for the dataclass field `f` (its `allowed` metadata), or None."""
+    allowed = f.metadata.get("allowed")
+    return allowed.problem(value) if allowed else None
+
+
+class Checked:
+    """Checks every field's `allowed` values when a record is built: from code, from `--set`
+    (`Preset.override`), or from a flow run's JSON (pydantic runs `__post_init__`)."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            if problem := field_problem(f, getattr(self, f.name)):
+                raise ValueError(f"{type(self).__name__}.{f.name} {problem}")
+
+
+@dataclass(frozen=True)
+class SamplingConfig(Checked):
     """How episodes are played: real sampling of training tasks, and (`greedy_once`) the
     scripted demonstrations and every evaluation."""
 
-    suite: str = "miniwob"
-    miniwob_tasks: str = "easy"  # MiniWoB tasks: easy (the solver-backed subset), all, or a comma list
-    max_steps: int = 12  # step limit per episode
-    concurrency: int = 2  # browser contexts; beyond 2 the CPU is the limit on 2 cores
-    shards: int = 1  # sampling shards (tasks of the flow's task runner)
-    samples: int = 1  # trajectories per training task
-    temperature: float = 0.7  # training-task sampling; evaluations decode greedily
-    policy_max_tokens: int = 96  # one policy reply (long `type` texts and `stop [answer]`s need more)
-    round0: str = "demos"  # "demos": scripted demonstrations; "self": the base model samples and r̂ judges
-    demo_tasks: int = 4  # round 0 with demos: scripted-solver demonstrations (imitation learning)
-    train_tasks: int = 4  # training tasks the policy samples from round 1 on (and round 0 with "self")
-
-    def __post_init__(self) -> None:
-        if self.round0 not in ("demos", "self"):
-            raise ValueError(f"round0 must be 'demos' or 'self', not {self.round0!r}")
+    suite: str = setting("miniwob", "Task suite the episodes come from.", allowed=Allowed(names="suite"))
+    miniwob_tasks: str = setting("easy", "MiniWoB tasks: easy (the solver-backed subset), all, or a comma list.",
+                                 allowed=Allowed(names="miniwob_tasks"))
+    max_steps: int = setting(12, "Step limit per episode (the reference's MAX_STEPS).", allowed=POSITIVE)
+    concurrency: int = setting(2, "Browser contexts at a time; beyond 2 the CPU is the limit on 2 cores.",
+                               allowed=POSITIVE)
+    shards: int = setting(1, "Sampling shards (tasks of the flow's task runner).", allowed=POSITIVE)
+    samples: int = setting(1, "Trajectories per training task (k, for rejection sampling).", allowed=POSITIVE)
+    temperature: float = setting(0.7, "Policy temperature when sampling training tasks; evaluations and "
+                                 "demonstrations decode greedily.", allowed=TEMPERATURE)
+    policy_max_tokens: int = setting(96, "Tokens of one policy reply (long `type` texts and `stop [answer]`s "
+                                     "need more).", allowed=POSITIVE)
+    round0: str = setting("demos", "Round 0: demos (scripted demonstrations) or self (the base model samples "
+                          "and r-hat judges).", allowed=Allowed(choices=("demos", "self")))
+    demo_tasks: int = setting(4, "Round 0 with demos: scripted-solver demonstrations (imitation learning).",
+                              allowed=POSITIVE)
+    train_tasks: int = setting(4, "Training tasks the policy samples from round 1 on (and round 0 with self).",
+                               allowed=POSITIVE)
 
     def greedy_once(self, **changes: Any) -> "SamplingConfig":
         """The same episodes decoded greedily, one per task, in one shard (evaluations; the
@@ -61,84 +148,106 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
-class EvaluationConfig:
-    """What each round is evaluated on (with `SamplingConfig.greedy_once`)."""
+class EvaluationConfig(Checked):
+    """What each round is evaluated on (with `SamplingConfig.greedy_once`), and what `webevolver
+    eval` evaluates by default."""
 
-    test_tasks: Optional[int] = 4  # test-split tasks (None: the whole split)
-    generalization_tasks: Optional[str] = None  # MiniWoB tasks never trained on, evaluated every round
-    generalization_test_tasks: int = 0  # test episodes of them per round
+    test_tasks: Optional[int] = setting(20, "Test-split tasks evaluated (none: the whole split).", allowed=POSITIVE)
+    generalization_tasks: Optional[str] = setting(None, "MiniWoB tasks never trained on, evaluated every round "
+                                                  "(none: no generalization evaluation).",
+                                                  allowed=Allowed(names="miniwob_tasks"))
+    generalization_test_tasks: int = setting(0, "Test episodes of the generalization tasks per round (0: none).",
+                                             allowed=NOT_NEGATIVE)
 
 
 @dataclass(frozen=True)
-class JudgeConfig:
+class JudgeConfig(Checked):
     """The judge r̂ (rejection sampling, synthetic trajectories, look-ahead scores)."""
 
-    model: Optional[str] = None  # None: the base model judges
-    filter: str = "gold"  # "gold": offline suites keep by the gold reward (r̂ still runs and is scored); "judge": r̂
-    max_tokens: int = 192  # reasoning, then the verdict; small CPU models otherwise ramble to the limit
-    scorer_max_tokens: int = 256  # one look-ahead score
-
-    def __post_init__(self) -> None:
-        if self.filter not in ("gold", "judge"):
-            raise ValueError(f"judge filter must be 'gold' or 'judge', not {self.filter!r}")
+    model: Optional[str] = setting(None, "Judge model (none: the base model judges).")
+    filter: str = setting("gold", "Which trajectories are kept: gold (offline suites keep by the gold reward; "
+                          "r-hat still runs and is scored) or judge (r-hat's verdicts).",
+                          allowed=Allowed(choices=("gold", "judge")))
+    max_tokens: int = setting(192, "Tokens of one verdict (reasoning, then the verdict; small CPU models "
+                              "otherwise ramble to the limit).", allowed=POSITIVE)
+    scorer_max_tokens: int = setting(256, "Tokens of one look-ahead score.", allowed=POSITIVE)
 
 
 LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(Checked):
     """A LoRA fine-tune from the base model (TRL `SFTConfig` / PEFT `LoraConfig` names where
     they exist; `training.finetune` builds both from it). The defaults are the settings
     measured on a 2-core CPU (DESIGN.md): rank 16, alpha 32, lr 2e-4 constant after 5 warm-up
     steps, batch 2, fp32, gradient checkpointing off (on that CPU it made a step ~2.4x slower)."""
 
-    max_steps: int = -1  # steps to train; -1: num_train_epochs decides
-    max_length: int = 512  # tokens of prompt and reply; longer examples are cut from the left
-    learning_rate: float = 2e-4
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: str = LORA_TARGETS  # comma list: every attention and MLP projection
-    lr_scheduler_type: str = "constant_with_warmup"
-    warmup_steps: int = 5
-    per_device_train_batch_size: int = 2
-    gradient_accumulation_steps: int = 1
-    num_train_epochs: float = 1.0
-    bf16: bool = False  # bf16 mixed precision (GPUs); weights stay fp32
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    logging_steps: int = 1
+    max_steps: Optional[int] = setting(None, "Optimizer steps to train (none: num_train_epochs decides).",
+                                       allowed=POSITIVE)
+    max_length: int = setting(512, "Tokens of prompt and reply; longer examples are cut from the left.",
+                              allowed=POSITIVE)
+    learning_rate: float = setting(2e-4, "Peak learning rate.", allowed=Allowed(low=0, low_open=True))
+    lora_r: int = setting(16, "LoRA rank.", allowed=POSITIVE)
+    lora_alpha: int = setting(32, "LoRA alpha (the update is scaled by alpha / r).", allowed=POSITIVE)
+    lora_dropout: float = setting(0.05, "Dropout on the LoRA layers' input.", allowed=Allowed(low=0, high=1))
+    target_modules: str = setting(LORA_TARGETS, "Comma list of the modules LoRA adapts (default: every attention "
+                                  "and MLP projection).")
+    lr_scheduler_type: str = setting("constant_with_warmup", "Learning-rate schedule (transformers' names).")
+    warmup_steps: int = setting(5, "Steps of linear warm-up.", allowed=NOT_NEGATIVE)
+    per_device_train_batch_size: int = setting(2, "Examples per step and device.", allowed=POSITIVE)
+    gradient_accumulation_steps: int = setting(1, "Steps whose gradients are summed before an update.",
+                                               allowed=POSITIVE)
+    num_train_epochs: float = setting(1.0, "Passes over the examples (when max_steps is none).",
+                                      allowed=Allowed(low=0, low_open=True))
+    bf16: bool = setting(False, "bf16 mixed precision (GPUs); the weights stay fp32.")
+    gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass (less memory, "
+                                           "slower: ~2.4x per step on a 2-core CPU).")
+    seed: int = setting(0, "Seed of the data order and the LoRA initialization.")
+    logging_steps: int = setting(1, "Steps between loss logs (and progress updates).", allowed=POSITIVE)
 
 
 @dataclass(frozen=True)
-class WorldModelConfig:
+class WorldModelConfig(Checked):
     """The world model M_w (paper 3.2-3.4): its data, its training, and its uses."""
 
-    training: TrainingConfig = field(default_factory=lambda: TrainingConfig(max_steps=2, max_length=1024))
-    max_tokens: int = 1024  # one predicted page (synthesis, look-ahead, fidelity)
-    rationale_max_tokens: int = 256  # one distilled rationale
-    transitions: Optional[int] = None  # real transitions a round adds to M_w's data (None: all, capped per site)
-    first_per_site: int = 20  # start pages kept per site
-    per_action_key: int = 50  # transitions kept per (site, action kind)
-    synth_queries: Optional[int] = 2  # failed queries to synthesize for (None: all)
-    synth_max_actions: int = 7  # policy actions per synthetic trajectory (the paper's and reference's limit)
-    synth_samples: int = 1  # synthetic trajectories per failed query
-    fidelity_transitions: int = 4  # held-out real transitions for STR / Sim. / O/A
+    training: TrainingConfig = setting(help="M_w's LoRA fine-tune.",
+                                       factory=lambda: TrainingConfig(max_steps=2, max_length=1024))
+    max_tokens: int = setting(1024, "Tokens of one predicted page (synthesis, look-ahead, fidelity).",
+                              allowed=POSITIVE)
+    temperature: float = setting(0.7, "M_w's temperature predicting pages for synthesis and look-ahead "
+                                 "(fidelity decodes greedily).", allowed=TEMPERATURE)
+    rationale_max_tokens: int = setting(256, "Tokens of one distilled rationale.", allowed=POSITIVE)
+    transitions: Optional[int] = setting(None, "Real transitions a round adds to M_w's data (none: all, capped "
+                                         "per site).", allowed=POSITIVE)
+    first_per_site: int = setting(20, "Start pages kept per site.", allowed=POSITIVE)
+    per_action_key: int = setting(50, "Transitions kept per (site, action kind).", allowed=POSITIVE)
+    synth_queries: Optional[int] = setting(2, "Failed queries to synthesize for (none: all; 0: no synthesis).",
+                                           allowed=NOT_NEGATIVE)
+    synth_max_actions: int = setting(7, "Policy actions per synthetic trajectory (the paper's and the "
+                                     "reference's limit).", allowed=POSITIVE)
+    synth_samples: int = setting(1, "Synthetic trajectories per failed query.", allowed=POSITIVE)
+    fidelity_transitions: int = setting(4, "Held-out real transitions scored for STR / Sim. / O/A.",
+                                        allowed=POSITIVE)
 
 
 @dataclass(frozen=True)
-class LookaheadConfig:
+class LookaheadConfig(Checked):
     """World-model look-ahead (WMLA) evaluations of each round's policy."""
 
-    depths: tuple[int, ...] = (1, 2)  # one evaluation per depth d (the paper: 1, 2, 3)
-    tasks: Optional[int] = None  # test tasks for them (None: the evaluation's test_tasks)
-    candidates: int = 3
-    temperature: float = 0.7  # the non-greedy candidates (the paper's 0.7)
+    depths: tuple[int, ...] = setting((1, 2), "One evaluation per depth d, each 1 to 3 (the paper: 1, 2, 3); "
+                                      "empty: none.", allowed=Allowed(low=1, high=3))
+    tasks: Optional[int] = setting(None, "Test tasks of the look-ahead evaluations (none: the evaluation's "
+                                   "test_tasks).", allowed=POSITIVE)
+    candidates: int = setting(3, "Candidate actions per step: the greedy one, the rest sampled.", allowed=POSITIVE)
+    temperature: float = setting(0.7, "Temperature of the non-greedy candidates (the paper's 0.7).",
+                                 allowed=TEMPERATURE)
+    rollout_temperature: float = setting(0.7, "The policy's temperature inside a simulation of depth > 1.",
+                                         allowed=TEMPERATURE)
 
 
 @dataclass(frozen=True)
-class CallLimits:
+class CallLimits(Checked):
     """What one model call may cost (`evolver_core.llm`'s docstring).
 
     With the defaults a silent endpoint costs one request 45 s, its retry is cut by the 60 s
@@ -147,20 +256,28 @@ class CallLimits:
     pages on a busy CPU).
     """
 
-    request_timeout_s: float = 45.0  # one HTTP request (the openai client's `timeout`)
-    max_retries: int = 2  # the openai client's `max_retries`; also for replies that are not chat completions
-    step_deadline_s: float = 60.0  # one request with all its attempts and backoff (asyncio timeout)
-    episode_deadline_s: float = 600.0  # all model calls of one episode (applied by the rollout)
-    max_reply_chars: int = 16_000  # longer completion texts are cut, the cut marked
+    request_timeout_s: float = setting(45.0, "Seconds one HTTP request may take (the openai client's timeout).",
+                                       allowed=SECONDS)
+    max_retries: int = setting(2, "Retries of a failed request (the openai client's max_retries; also for "
+                               "replies that are not chat completions).", allowed=NOT_NEGATIVE)
+    step_deadline_s: float = setting(60.0, "Seconds one model call may take with all its attempts and backoff.",
+                                     allowed=SECONDS)
+    episode_deadline_s: float = setting(600.0, "Seconds all model calls of one episode may take; past it, it is "
+                                        "an error episode.", allowed=SECONDS)
+    max_reply_chars: int = setting(16_000, "Characters of a completion kept; longer ones are cut, the cut marked.",
+                                   allowed=POSITIVE)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    model: str = "smollm2"  # "tiny", "smollm2", a model folder, an adapter folder, or a remote model name
-    backend: str = "transformers"  # transformers (CPU default) | vllm (GPUs) | openai (any external endpoint)
-    adapter: str | None = None  # a LoRA adapter folder to serve on top of `model`
-    base_url: str | None = None  # for backend=openai
-    api_key_env: str | None = "OPENAI_API_KEY"  # for backend=openai; None: no key
+    model: str = setting("smollm2", "tiny, smollm2 (the embedded default), a model folder, an adapter folder, "
+                         "or a remote model name.")
+    backend: str = setting("transformers", "transformers (CPU default) | transformers-cb | vllm (GPUs) | auto | "
+                           "openai (any external endpoint).")
+    adapter: str | None = setting(None, "A LoRA adapter folder to serve on top of `model`.")
+    base_url: str | None = setting(None, "Endpoint for backend openai.")
+    api_key_env: str | None = setting("OPENAI_API_KEY", "Variable holding the endpoint's key (backend openai); "
+                                      "none: no key.")
 
     def same_server(self, other: "ModelSpec") -> bool:
         return self == other
@@ -168,19 +285,23 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class LookaheadSpec:
-    """One look-ahead evaluation: `depth` simulated steps per candidate, with these models."""
+    """One look-ahead evaluation: `depth` simulated steps per candidate, with these models;
+    the rest comes from the sections (`of`, the one way to build it)."""
 
-    world_model: ModelSpec
-    scorer: ModelSpec  # rates each simulation 0 / 0.5 / 1
-    depth: int = 1
-    candidates: int = LookaheadConfig.candidates
-    wm_max_tokens: int = WorldModelConfig.max_tokens  # one predicted page
-    scorer_max_tokens: int = JudgeConfig.scorer_max_tokens
-    candidate_temperature: float = LookaheadConfig.temperature
+    world_model: ModelSpec = setting(help="The world model that simulates.")
+    scorer: ModelSpec = setting(help="The model that rates each simulation 0 / 0.5 / 1.")
+    depth: int = setting(help="Simulated steps per candidate.")
+    candidates: int = setting(help="LookaheadConfig.candidates.")
+    wm_max_tokens: int = setting(help="WorldModelConfig.max_tokens: one predicted page.")
+    wm_temperature: float = setting(help="WorldModelConfig.temperature.")
+    scorer_max_tokens: int = setting(help="JudgeConfig.scorer_max_tokens.")
+    candidate_temperature: float = setting(help="LookaheadConfig.temperature.")
+    rollout_temperature: float = setting(help="LookaheadConfig.rollout_temperature.")
 
     @classmethod
-    def of(cls, world_model: ModelSpec, scorer: ModelSpec, depth: int, lookahead: LookaheadConfig,
-           wm: WorldModelConfig, judge: JudgeConfig) -> "LookaheadSpec":
+    def of(cls, world_model: ModelSpec, scorer: ModelSpec, depth: int, lookahead: LookaheadConfig = LookaheadConfig(),
+           wm: WorldModelConfig = WorldModelConfig(), judge: JudgeConfig = JudgeConfig()) -> "LookaheadSpec":
         return cls(world_model=world_model, scorer=scorer, depth=depth, candidates=lookahead.candidates,
-                   wm_max_tokens=wm.max_tokens, scorer_max_tokens=judge.scorer_max_tokens,
-                   candidate_temperature=lookahead.temperature)
+                   wm_max_tokens=wm.max_tokens, wm_temperature=wm.temperature,
+                   scorer_max_tokens=judge.scorer_max_tokens, candidate_temperature=lookahead.temperature,
+                   rollout_temperature=lookahead.rollout_temperature)

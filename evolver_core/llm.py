@@ -44,6 +44,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 
 from evolver_core.config import CallLimits
+from evolver_core.contracts.text import cap_text
 
 NO_KEY = "EMPTY"  # the openai package insists on a key; local servers ignore it
 BAD_REPLY_ECHO_CHARS = 200  # how much of a reply that is not a chat completion an error repeats
@@ -102,13 +103,6 @@ class Completion:
     @property
     def text(self) -> str:
         return self.texts[0]
-
-
-def cap_text(text: str, limit: int) -> str:
-    """`text` cut to `limit` characters, the cut marked (`…[cut N chars]`)."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}…[cut {len(text) - limit} chars]"
 
 
 def _retryable(exc: Exception) -> bool:

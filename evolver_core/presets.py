@@ -22,58 +22,87 @@ would teach the policy noise. `judge.filter="judge"` (the gpu preset, and the pa
 Changing a preset (`evolve --set key=value`, a flow's `overrides`): a key is a field's path,
 `sampling.max_steps`, `world_model.training.max_steps`, or a field's name where only one
 section has it (`train_tasks`, `synth_queries`); the value is typed and checked against the
-field (`Preset.override`).
+field's type and its allowed values (`Preset.override`). `webevolver presets` lists every
+field with its help, its allowed values and each preset's value.
+
+A run's preset (`resolve_preset`) is a preset's name or a whole `Preset`, then `overrides`:
+the CLI resolves it once and hands the flows the object; a deployment or the Prefect UI may
+give a name plus overrides, which the flow resolves.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Any, Mapping, get_type_hints
+from dataclasses import Field, dataclass, fields, is_dataclass, replace
+from operator import attrgetter
+from typing import Any, Literal, Mapping, NamedTuple, Union, get_type_hints
 
-from evolver_core.config import (CallLimits, EvaluationConfig, JudgeConfig, LookaheadConfig, SamplingConfig,
-                                 TrainingConfig, WorldModelConfig)
+from evolver_core.config import (NAMES, POSITIVE, Allowed, CallLimits, Checked, EvaluationConfig, JudgeConfig,
+                                 LookaheadConfig, SamplingConfig, TrainingConfig, WorldModelConfig, field_problem,
+                                 setting)
 
 
 @dataclass(frozen=True)
-class Preset:
-    name: str
-    model: str  # base model of policy and world model (judge too, unless `judge.model`)
-    backend: str = "transformers"  # transformers | transformers-cb | vllm | openai | auto (vLLM when installed)
-    tensor_parallel_size: int = 1  # GPUs a vLLM server splits the base model over
-    self_improve: bool = True  # from round 1, also train and evaluate the self-improve arm (real data only)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
-    lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
-    limits: CallLimits = field(default_factory=CallLimits)
+class Preset(Checked):
+    """A base model, its backend and one object per section (the module docstring)."""
 
-    def with_sections(self, **sections: Any) -> "Preset":
-        """A copy with whole sections replaced (None: the preset's own), as a flow's section
-        parameters give them."""
-        return replace(self, **{k: v for k, v in sections.items() if v is not None})
+    name: str = setting(help="The preset's name (shown in the round's summary).")
+    model: str = setting(help="Base model of policy and world model (and judge, unless judge.model): tiny, "
+                         "smollm2, or a model folder.")
+    backend: str = setting("transformers", "transformers | transformers-cb | vllm | openai | auto (vLLM when "
+                           "installed).", allowed=Allowed(choices=("transformers", "transformers-cb", "vllm",
+                                                                   "openai", "auto")))
+    tensor_parallel_size: int = setting(1, "GPUs a vLLM server splits the base model over.", allowed=POSITIVE)
+    self_improve: bool = setting(True, "From round 1, also train and evaluate the self-improve arm (real data "
+                                 "only).")
+    sampling: SamplingConfig = setting(help="Episodes.", factory=SamplingConfig)
+    evaluation: EvaluationConfig = setting(help="Evaluations.", factory=EvaluationConfig)
+    judge: JudgeConfig = setting(help="The judge r-hat.", factory=JudgeConfig)
+    training: TrainingConfig = setting(help="The policies' LoRA fine-tune.", factory=TrainingConfig)
+    world_model: WorldModelConfig = setting(help="The world model.", factory=WorldModelConfig)
+    lookahead: LookaheadConfig = setting(help="Look-ahead evaluations.", factory=LookaheadConfig)
+    limits: CallLimits = setting(help="What a model call and an episode may cost.", factory=CallLimits)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for path, declared in field_paths().items():  # the names the sections cannot check themselves
+            if declared.allowed and declared.allowed.names:
+                if problem := name_problem(declared.allowed.names, attrgetter(path)(self)):
+                    raise ValueError(f"preset field {path!r} {problem}")
 
     def override(self, changes: Mapping[str, Any]) -> "Preset":
         """A copy with `changes` (key: a field's path or unique name, see the module
-        docstring) applied as given (None included), each validated against its field's type;
-        an unknown or ambiguous key is an error that lists the choices."""
+        docstring) applied as given (None included), each validated against its field's type
+        and allowed values; an unknown or ambiguous key is an error that lists the choices."""
         out: Preset = self
         for key, value in changes.items():
             path = resolve_key(key)
-            out = _set(out, path, _validated(path, _field_type(path), value))
+            out = _set(out, path, _validated(path, value))
         return out
 
 
-def field_paths() -> dict[str, Any]:
-    """Every settable field of a preset, as its dotted path and type."""
-    def walk(cls: type, prefix: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, hint in get_type_hints(cls).items():
-            if is_dataclass(hint):
-                out |= walk(hint, f"{prefix}{name}.")
-            elif name != "name":
-                out[prefix + name] = hint
+class PresetField(NamedTuple):
+    type: Any
+    field: Field
+
+    @property
+    def help(self) -> str:
+        return self.field.metadata["help"]
+
+    @property
+    def allowed(self) -> Allowed | None:
+        return self.field.metadata.get("allowed")
+
+
+def field_paths() -> dict[str, PresetField]:
+    """Every settable field of a preset, by its dotted path: its type and declaration."""
+    def walk(cls: type, prefix: str) -> dict[str, PresetField]:
+        out: dict[str, PresetField] = {}
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            if is_dataclass(hints[f.name]):
+                out |= walk(hints[f.name], f"{prefix}{f.name}.")
+            elif f.name != "name":
+                out[prefix + f.name] = PresetField(hints[f.name], f)
         return out
     return walk(Preset, "")
 
@@ -90,20 +119,40 @@ def resolve_key(key: str) -> tuple[str, ...]:
     raise ValueError(f"unknown preset field {key!r}; the fields are: {', '.join(paths)}")
 
 
-def _field_type(path: tuple[str, ...]) -> Any:
-    return field_paths()[".".join(path)]
-
-
-def _validated(path: tuple[str, ...], field_type: Any, value: Any) -> Any:
+def _validated(path: tuple[str, ...], value: Any) -> Any:
+    """`value` typed by its field, and refused (naming the field) where no run can use it."""
     from pydantic import TypeAdapter, ValidationError
 
+    name = ".".join(path)
+    declared = field_paths()[name]
     if isinstance(value, str):
-        value = _from_text(field_type, value)
+        value = _from_text(declared.type, value)
     try:
-        return TypeAdapter(field_type).validate_python(value)
+        typed = TypeAdapter(declared.type).validate_python(value)
     except ValidationError as exc:
-        raise ValueError(f"preset field {'.'.join(path)!r} ({field_type}): {exc.errors()[0]['msg']}, "
+        raise ValueError(f"preset field {name!r} ({declared.type}): {exc.errors()[0]['msg']}, "
                          f"got {value!r}") from None
+    names = declared.allowed.names if declared.allowed else None
+    if problem := field_problem(declared.field, typed) or (names and name_problem(names, typed)):
+        raise ValueError(f"preset field {name!r} {problem}")
+    return typed
+
+
+def name_problem(kind: str, value: str | None) -> str | None:
+    """Why `value` names no suite (`kind` "suite") or not only MiniWoB tasks ("miniwob_tasks",
+    also "easy" or "all"), or None."""
+    # The suites are imported here: only a check of a name needs their code.
+    if value is None or (kind == "miniwob_tasks" and value in ("easy", "all")):
+        return None
+    if kind == "suite":
+        from evolver_core.suites.registry import SUITES
+
+        return None if value in SUITES else f"must be one of {', '.join(SUITES)}, got {value!r}"
+    from evolver_core.suites.miniwob import all_task_names
+
+    known = set(all_task_names())
+    unknown = [n.strip() for n in value.split(",") if n.strip() not in known]
+    return f"must be {NAMES[kind]}; unknown: {', '.join(map(repr, unknown))}" if unknown else None
 
 
 def _set(obj: Any, path: tuple[str, ...], value: Any) -> Any:
@@ -141,6 +190,7 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke", model="tiny",
         sampling=SamplingConfig(miniwob_tasks=_POLICY_TASKS, max_steps=4),
+        evaluation=EvaluationConfig(test_tasks=4),
         training=TrainingConfig(max_steps=4, max_length=384),
         world_model=WorldModelConfig(max_tokens=48, synth_max_actions=2)),
     # Sized from the measured recipe (DESIGN.md): ~240 demonstration steps and 112 LoRA steps
@@ -172,8 +222,19 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# The names a flow parameter takes (a drop-down in the Prefect UI), from PRESETS itself.
+PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+PresetChoice = Union[PresetName, Preset]  # what the flows take: a name, or a whole preset
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+def resolve_preset(preset: str | Preset, overrides: Mapping[str, Any] | None = None) -> Preset:
+    """A run's preset: the named one (or `preset` itself), with `overrides` applied."""
+    chosen = get_preset(preset) if isinstance(preset, str) else preset
+    return chosen.override(overrides or {})

@@ -6,8 +6,9 @@ Success comes from the suite's programmatic evaluator (gold reward) where it has
 episodes it cannot rate (WebVoyager has no gold answers) are rated by the judge r̂ when
 `judge` names a model, and stay unrated otherwise (`success_rate` None, `unrated` counts
 them). `lookahead_depth` d > 0 picks every action by world-model look-ahead: `world_model`
-simulates d steps per candidate and `scorer` (default: `judge`, else the embedded SmolLM2)
-rates the simulations. All models are served by the policy's backend.
+simulates d steps per candidate and `scorer` (default: `judge`, else `ModelSpec`'s default
+model, the embedded SmolLM2) rates the simulations, with the look-ahead, world-model and
+judge sections' defaults (`LookaheadSpec.of`). All models are served by the policy's backend.
 
 Without `run_id`, the trajectories go to a run named after what is evaluated:
 ``eval-<policy>-<digest>``, the digest of the evaluation's identity (policy and world-model
@@ -25,25 +26,25 @@ from typing import Optional
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from evolver_core.config import CallLimits, JudgeConfig, LookaheadSpec, ModelSpec, SamplingConfig
-from evolver_core.data.identity import fingerprint, model_identity
+from evolver_core.config import CallLimits, EvaluationConfig, JudgeConfig, LookaheadSpec, ModelSpec, SamplingConfig
+from evolver_core.data.identity import fingerprint
 from evolver_core.data.run_layout import judge_stage_for, repeat_stage
 from evolver_core.data.storage import safe_key
 from evolver_core.llm import use_limits
 from evolver_core.reporting.metrics import wilson_interval
 from evolver_core.settings import storage_root
 from evolver_core.stages.sample import sample_identity
+from evolver_core.training.identity import model_identity
 from infra.serving import serving_session
 from tasks.common import artifact_key, results_storage
 from tasks.judge import judge
 from tasks.sample import sample
 
-DEFAULT_SCORER = "smollm2"
-
 
 @flow(name="evaluate")
-def evaluate(split: str = "test", policy: str = "oracle", tasks: Optional[int] = 20, repeats: int = 1,
-             run_id: Optional[str] = None, storage: Optional[str] = None, backend: str = "transformers",
+def evaluate(split: str = "test", policy: str = "oracle", tasks: Optional[int] = EvaluationConfig.test_tasks,
+             repeats: int = 1, run_id: Optional[str] = None, storage: Optional[str] = None,
+             backend: str = ModelSpec.backend,
              base_url: Optional[str] = None, sampling: Optional[SamplingConfig] = None, lookahead_depth: int = 0,
              world_model: Optional[str] = None, scorer: Optional[str] = None, judge_model: Optional[str] = None,
              screenshots: bool = False, limits: Optional[CallLimits] = None) -> dict:
@@ -74,8 +75,8 @@ def _evaluate(split: str, policy: str, tasks: Optional[int], repeats: int, run_i
     if lookahead_depth:
         if world_model is None:
             raise ValueError("look-ahead needs a world model: give --world-model (e.g. a run's finetune_wm adapter)")
-        lookahead = LookaheadSpec(world_model=spec(world_model), scorer=spec(scorer or judge_model or DEFAULT_SCORER),
-                                  depth=lookahead_depth)
+        lookahead = LookaheadSpec.of(spec(world_model), spec(scorer or judge_model or ModelSpec.model),
+                                     lookahead_depth)
     policy_spec = None if policy == "oracle" else spec(policy)
     episodes = sampling.greedy_once() if repeats == 1 else replace(sampling, samples=1, shards=1)
     identity = fingerprint({"repeats": [sample_identity(repeat_stage(r), split, tasks, policy=policy_spec,
@@ -92,7 +93,7 @@ def _evaluate(split: str, policy: str, tasks: Optional[int], repeats: int, run_i
         for r, run in enumerate(runs):
             if run["with_gold"] < run["trajectories"]:
                 verdicts = judge_t(root, run_id, 0, spec(judge_model), JudgeConfig(), source_stage=repeat_stage(r),
-                                   sampled=[run], stage=judge_stage_for(repeat_stage(r)))
+                                   stage=judge_stage_for(repeat_stage(r)), wait_for=[run])
                 judged_rated += verdicts["without_gold"]
                 judged_successes += verdicts["successes_without_gold"]
     n, wins = rated + judged_rated, solved + judged_successes

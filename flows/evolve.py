@@ -8,41 +8,37 @@ from typing import Optional
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from evolver_core.config import (CallLimits, EvaluationConfig, JudgeConfig, LookaheadConfig, SamplingConfig,
-                                 TrainingConfig, WorldModelConfig)
 from evolver_core.data.storage import Storage
-from evolver_core.reporting.plots import success_by_round_svg
+from evolver_core.presets import PresetChoice
+from evolver_core.reporting.plots import success_by_round_png, success_by_round_svg, success_rows
 from evolver_core.settings import storage_root
 from flows.artifacts import svg_artifact
-from flows.evolve_round import evolve_round
+from flows.evolve_round import evolve_round, run_preset
+from flows.holding import holding_run
 from flows.runners import make_runner
 from tasks.common import artifact_key
 
 
 @flow(name="evolve")
-def evolve(rounds: int = 1, preset: str = "smoke", run_id: str = "evolve", storage: Optional[str] = None,
-           overrides: Optional[dict] = None, task_runner: str = "threads",
-           sampling: Optional[SamplingConfig] = None, evaluation: Optional[EvaluationConfig] = None,
-           judge: Optional[JudgeConfig] = None, training: Optional[TrainingConfig] = None,
-           world_model: Optional[WorldModelConfig] = None, lookahead: Optional[LookaheadConfig] = None,
-           limits: Optional[CallLimits] = None) -> dict:
-    """Rounds 0..`rounds` of `evolve_round`, which takes the preset, sections and `overrides`
-    as given here. `task_runner`: "threads" (default) or "dask" (a local Dask cluster runs the
-    sampling shards)."""
+def evolve(rounds: int = 1, preset: PresetChoice = "smoke", run_id: str = "evolve", storage: Optional[str] = None,
+           overrides: Optional[dict] = None, task_runner: str = "threads") -> dict:
+    """Rounds 0..`rounds` of `evolve_round`, every one on the preset resolved here once
+    (`preset`: a name or a whole preset, then `overrides`, as `evolve_round` takes them).
+    `task_runner`: "threads" (default) or "dask" (a local Dask cluster runs the sampling
+    shards)."""
+    p = run_preset(preset, overrides)
     round_flow = evolve_round if task_runner == "threads" else evolve_round.with_options(task_runner=make_runner(task_runner))
-    sections = dict(sampling=sampling, evaluation=evaluation, judge=judge, training=training, world_model=world_model,
-                    lookahead=lookahead, limits=limits)
     results = []
-    for i in range(rounds + 1):
-        results.append(round_flow(run_id=run_id, round=i, preset=preset, storage=storage, overrides=overrides,
-                                  **sections))
+    with holding_run(run_id, storage):  # its rounds join this hold
+        for i in range(rounds + 1):
+            results.append(round_flow(run_id=run_id, round=i, preset=p, storage=storage))
     create_table_artifact([learning_row(r) for r in results], key=artifact_key(run_id, "rounds"),
                           description="success by round and arm, 95% intervals (paper Figure 3 / Table 1)")
     create_table_artifact([{"round": r["round"], **{k: r["world_model"][k] for k in ("str", "sim", "oa",
                                                                                    "fidelity_transitions")}}
                            for r in results], key=artifact_key(run_id, "wm-fidelity"),
                           description="world-model fidelity by round (paper Table 2)")
-    plot = _plot(_plot_rows(results), storage_root(storage), run_id)
+    plot = _plot(storage_root(storage), run_id)
     return {"run": run_id, "rounds": results, "storage": results[-1]["storage"], "plot": plot}
 
 
@@ -58,22 +54,15 @@ def learning_row(r: dict) -> dict:
             "wm_str": r["world_model"]["str"], "wm_sim": r["world_model"]["sim"]}
 
 
-def _plot_rows(results: list[dict]) -> list[dict]:
-    """Per round a bar per arm (WebEvolver, self-improve, look-ahead depths), with intervals."""
-    rows = []
-    for r in results:
-        rows.append({"label": f"r{r['round']} WE", "success_rate": r["success_rate"], "ci": r["success_ci"]})
-        if r["success_rate_self_improve"] is not None:
-            rows.append({"label": f"r{r['round']} SI", "success_rate": r["success_rate_self_improve"],
-                         "ci": r["success_ci_self_improve"]})
-        rows += [{"label": f"r{r['round']} d={d}", "success_rate": v} for d, v in r["success_rate_lookahead"].items()]
-    return rows
-
-
-def _plot(results: list[dict], root: str, run_id: str) -> str:
-    """The success-by-round chart: an SVG file under the run, shown inline in a markdown artifact."""
-    svg = success_by_round_svg(results, f"{run_id}: test success by round")
+def _plot(root: str, run_id: str) -> str:
+    """The success plot of the run's stored evaluations: SVG and PNG files under the run, the
+    SVG shown inline in a markdown artifact."""
     store = Storage(root)
-    uri = store.write_file(store.path(run_id) + "/report/success_by_round.svg", svg.encode())
+    rows = success_rows(store.read_table_checked(run_id, table_name="trajectories")[0].to_pylist())
+    title = f"{run_id}: test success by round"
+    svg = success_by_round_svg(rows, title)
+    folder = store.path(run_id) + "/report"
+    uri = store.write_file(f"{folder}/success_by_round.svg", svg.encode())
+    store.write_file(f"{folder}/success_by_round.png", success_by_round_png(rows, title))
     svg_artifact("Success by round", svg, uri, key=artifact_key(run_id, "success-plot"))
     return uri

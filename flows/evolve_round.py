@@ -31,7 +31,9 @@ trained and evaluated beside it, never sampled from.
 Every stage is a cached task (`tasks/`) keyed by its identity (`evolver_core.data.identity`):
 rerunning a finished round is all cache hits; a round killed inside a stage resumes that
 stage (sampling and synthesis skip stored trajectories); a stage whose code, models or
-upstream data changed reruns, and its old results are moved aside, never mixed in.
+upstream data changed reruns, and its old results are moved aside, never mixed in. Tasks
+are called directly and ordered after the stages they read by `wait_for=` (which also draws
+the flow run's graph in the UI); upstream results never enter a cache key (`tasks.common`).
 """
 
 from __future__ import annotations
@@ -45,16 +47,16 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 
-from evolver_core.config import (CallLimits, EvaluationConfig, JudgeConfig, LookaheadConfig, LookaheadSpec, ModelSpec,
-                                 SamplingConfig, TrainingConfig, WorldModelConfig)
+from evolver_core.config import LookaheadSpec, ModelSpec
 from evolver_core.data.run_layout import (EVAL, EVAL_GEN, EVAL_SELF, FIDELITY, FINETUNE, FINETUNE_SELF, FINETUNE_WM,
                                      SAMPLE, SYNTHESIZE, WM_SFT, lookahead_stage, next_round, policy_sft_stages,
                                      previous_adapter)
 from evolver_core.data.storage import Storage
 from evolver_core.llm import use_limits
-from evolver_core.presets import Preset, get_preset
-from evolver_core.reporting.results import stage_success, stage_task_ids
+from evolver_core.presets import Preset, PresetChoice, resolve_preset
+from evolver_core.reporting.results import pct, stage_success, stage_task_ids
 from evolver_core.settings import download_cache, storage_root
+from flows.holding import holding_run
 from infra.serving import resolve_backend, serving_session
 from tasks.common import artifact_key, results_storage
 from tasks.judge import judge
@@ -70,11 +72,11 @@ def adapter_spec(p: Preset, root: str, adapter_uri: Optional[str]) -> ModelSpec:
     return ModelSpec(model=p.model, backend=p.backend, adapter=adapter)
 
 
-def round_preset(preset: str, overrides: Optional[dict] = None, **sections: object) -> Preset:
-    """The preset with whole `sections` replaced (None: the preset's), then the `overrides`
-    (validated; None sets a field to None), its backend resolved ("auto": vLLM when
+def run_preset(preset: PresetChoice, overrides: Optional[dict] = None) -> Preset:
+    """The run's preset (`resolve_preset`: a name's or the one given, then the `overrides`,
+    validated; None sets a field to None), its backend resolved ("auto": vLLM when
     installed), so identities name the real one."""
-    p = get_preset(preset).with_sections(**sections).override(overrides or {})
+    p = resolve_preset(preset, overrides)
     return replace(p, backend=resolve_backend(p.backend))
 
 
@@ -94,23 +96,21 @@ class StageClock:
 
 
 @flow(name="evolve-round")
-def evolve_round(run_id: str = "nightly", round: Optional[int] = None, preset: str = "smoke",
-                 storage: Optional[str] = None, adapter: Optional[str] = None, overrides: Optional[dict] = None,
-                 sampling: Optional[SamplingConfig] = None, evaluation: Optional[EvaluationConfig] = None,
-                 judge: Optional[JudgeConfig] = None, training: Optional[TrainingConfig] = None,
-                 world_model: Optional[WorldModelConfig] = None, lookahead: Optional[LookaheadConfig] = None,
-                 limits: Optional[CallLimits] = None) -> dict:
+def evolve_round(run_id: str = "nightly", round: Optional[int] = None, preset: PresetChoice = "smoke",
+                 storage: Optional[str] = None, adapter: Optional[str] = None,
+                 overrides: Optional[dict] = None) -> dict:
     """Run round `round` of run `run_id`; None: the next one (the first without a trained
     policy), so a nightly schedule advances one round a night. `adapter` overrides the
-    previous round's policy. The sections (`evolver_core.config`; None: the preset's own)
-    replace the preset's whole; `overrides` then changes single fields by path or name
-    (e.g. {"train_tasks": 50}, {"synth_queries": None} for all failed queries). vLLM
-    servers are kept for the whole round (`infra.serving.serving_session`: on GPUs one per
-    base model, adapters hot-loaded; on CPU one per merged adapter); how long every server
-    start took is in the summary (`server_starts`) and an artifact."""
-    p = round_preset(preset, overrides, sampling=sampling, evaluation=evaluation, judge=judge, training=training,
-                     world_model=world_model, lookahead=lookahead, limits=limits)
-    with serving_session(tensor_parallel_size=p.tensor_parallel_size) as session, use_limits(p.limits):
+    previous round's policy. `preset`: a preset's name (smoke, cpu, gpu) or a whole preset
+    (the Prefect UI shows its form; the CLI and `evolve` pass the one they resolved);
+    `overrides` then changes single fields by path or name (e.g. {"train_tasks": 50},
+    {"synth_queries": None} for all failed queries). vLLM servers are kept for the whole
+    round (`infra.serving.serving_session`: on GPUs one per base model, adapters
+    hot-loaded; on CPU one per merged adapter); how long every server start took is in the
+    summary (`server_starts`) and an artifact."""
+    p = run_preset(preset, overrides)
+    with holding_run(run_id, storage), serving_session(tensor_parallel_size=p.tensor_parallel_size) as session, \
+            use_limits(p.limits):
         summary = _round(p, run_id, round, storage, adapter)
         summary["server_starts"] = session.start_times()
     _report(summary)
@@ -123,6 +123,8 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
     if round is None:
         round = next_round(store, run_id)
         get_run_logger().info(f"run {run_id!r}: rounds 0..{round - 1} are trained; running round {round}")
+    # Results persist beside the run's data, and the storage root is a parameter: result
+    # storage is the one option Prefect takes only on the task object, hence `with_options`.
     rs = results_storage(root)
     sample_t, judge_t, to_sft_t, finetune_t, wm_data_t, synthesize_t, fidelity_t = (
         t.with_options(result_storage=rs) for t in (sample, judge, to_sft, finetune, wm_data, synthesize, fidelity))
@@ -147,17 +149,17 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
     judged = None
     if sampler is not None:
         with clock("judge"):
-            judged = judge_t(root, run_id, round, judge_spec, p.judge, sampled=sampled)
+            judged = judge_t(root, run_id, round, judge_spec, p.judge, wait_for=sampled)
     with clock("to_sft"):
-        real_sft = to_sft_t(root, run_id, round, SAMPLE, use_gold=use_gold or sampler is None, sampled=sampled,
-                            judged=judged)
+        real_sft = to_sft_t(root, run_id, round, SAMPLE, use_gold=use_gold or sampler is None,
+                            wait_for=[*sampled, judged] if judged else sampled)
 
     # The world model M_w on the transitions of rounds 0..i, successful or not.
     with clock("wm_data"):
-        wm = wm_data_t(root, run_id, round, base, p.world_model, sampled=sampled)
+        wm = wm_data_t(root, run_id, round, base, p.world_model, wait_for=sampled)
     with clock(FINETUNE_WM):
         wm_trained = finetune_t(root, run_id, round, p.model, p.world_model.training, sft_stages=(WM_SFT,),
-                                out_stage=FINETUNE_WM, sft=[wm])
+                                out_stage=FINETUNE_WM, wait_for=[wm])
     world_model = adapter_spec(p, root, wm_trained["adapter_uri"])
 
     # Synthetic trajectories for the failed queries: M_{i-1} acting on M_w's pages, judged by r̂.
@@ -165,47 +167,47 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
     if sampler is not None and round > 0:
         with clock(SYNTHESIZE):
             synth = synthesize_t(root, run_id, round, "train", sampler, world_model, judge_spec, p.sampling,
-                                 p.world_model, p.judge, n_tasks=n_tasks, upstream=[*sampled, judged, wm_trained])
-            synth_sft = to_sft_t(root, run_id, round, SYNTHESIZE, use_gold=False, sampled=[synth])
+                                 p.world_model, p.judge, n_tasks=n_tasks, wait_for=[*sampled, judged, wm_trained])
+            synth_sft = to_sft_t(root, run_id, round, SYNTHESIZE, use_gold=False, wait_for=[synth])
 
     # The policies: WebEvolver (real + synthetic of rounds 0..i) and, from round 1, self-improve (real only).
     with clock(FINETUNE):
         trained = finetune_t(root, run_id, round, p.model, p.training, sft_stages=policy_sft_stages(with_synthetic=True),
-                             out_stage=FINETUNE, sft=[real_sft, synth_sft])
+                             out_stage=FINETUNE, wait_for=[real_sft, synth_sft] if synth_sft else [real_sft])
     policy = adapter_spec(p, root, trained["adapter_uri"])
     self_trained = None
     if round > 0 and p.self_improve:
         with clock(FINETUNE_SELF):
             self_trained = finetune_t(root, run_id, round, p.model, p.training,
                                       sft_stages=policy_sft_stages(with_synthetic=False), out_stage=FINETUNE_SELF,
-                                      sft=[real_sft])
+                                      wait_for=[real_sft])
 
     # Evaluation: both arms on the same test tasks, look-ahead, generalization, M_w's fidelity.
     test_tasks = p.evaluation.test_tasks
     with clock(EVAL):
-        evaluated = sample_t(root, run_id, round, EVAL, "test", test_tasks, policy, greedy, after=[trained])
+        evaluated = sample_t(root, run_id, round, EVAL, "test", test_tasks, policy, greedy, wait_for=[trained])
     evaluated_self = None
     if self_trained is not None:
         with clock(EVAL_SELF):
             evaluated_self = sample_t(root, run_id, round, EVAL_SELF, "test", test_tasks,
                                       adapter_spec(p, root, self_trained["adapter_uri"]), greedy,
-                                      after=[self_trained])
+                                      wait_for=[self_trained])
     lookahead = {}
     for d in p.lookahead.depths:
         with clock(lookahead_stage(d)):
             lookahead[str(d)] = sample_t(
                 root, run_id, round, lookahead_stage(d), "test", p.lookahead.tasks or test_tasks, policy, greedy,
                 lookahead=LookaheadSpec.of(world_model, judge_spec, d, p.lookahead, p.world_model, p.judge),
-                after=[trained, wm_trained])
+                wait_for=[trained, wm_trained])
     generalization = None
     if p.evaluation.generalization_tasks and p.evaluation.generalization_test_tasks:
         with clock(EVAL_GEN):
             generalization = sample_t(root, run_id, round, EVAL_GEN, "test", p.evaluation.generalization_test_tasks,
                                       policy, p.sampling.greedy_once(miniwob_tasks=p.evaluation.generalization_tasks),
-                                      after=[trained])
+                                      wait_for=[trained])
     with clock(FIDELITY):
         fid = fidelity_t(root, run_id, round, world_model, judge_spec, p.world_model, source_stage=EVAL,
-                         after=[evaluated, wm_trained])
+                         wait_for=[evaluated, wm_trained])
 
     plain = stage_success(store, run_id, round, EVAL)
     arm = stage_success(store, run_id, round, EVAL_SELF) if evaluated_self else None
@@ -247,12 +249,9 @@ def _mean(xs: list) -> Optional[float]:
     return sum(xs) / len(xs) if xs else None
 
 
-def _pct(x: Optional[float]) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
 
 def _ci(ci: Optional[tuple]) -> str:
-    return "" if not ci else f" ({_pct(ci[0])}-{_pct(ci[1])})"
+    return "" if not ci else f" ({pct(ci[0])}-{pct(ci[1])})"
 
 
 def _report(s: dict) -> None:
@@ -272,13 +271,13 @@ def _report(s: dict) -> None:
         f"| kept for training | {s['kept_trajectories']} |\n"
         f"| synthetic trajectories (failed queries) | {s['synthetic_trajectories']} ({s['failed_queries']}) |\n"
         f"| synthetic kept (r̂) | {s['synthetic_kept']} |\n| SFT examples (rounds 0..{s['round']}) | {s['sft_examples']} |\n"
-        f"| test success, WebEvolver policy (95% CI) | {_pct(s['success_rate'])}{_ci(s['success_ci'])} |\n"
-        f"| test success, self-improve policy (95% CI) | {_pct(s['success_rate_self_improve'])}"
+        f"| test success, WebEvolver policy (95% CI) | {pct(s['success_rate'])}{_ci(s['success_ci'])} |\n"
+        f"| test success, self-improve policy (95% CI) | {pct(s['success_rate_self_improve'])}"
         f"{_ci(s['success_ci_self_improve'])} |\n"
-        + "".join(f"| test success, look-ahead d={d} (plain on the same tasks) | {_pct(v)} "
-                  f"({_pct(s['success_rate_plain_on_lookahead_tasks'][d])}) |\n"
+        + "".join(f"| test success, look-ahead d={d} (plain on the same tasks) | {pct(v)} "
+                  f"({pct(s['success_rate_plain_on_lookahead_tasks'][d])}) |\n"
                   for d, v in s["success_rate_lookahead"].items())
-        + f"| generalization (tasks never trained on) | {_pct(s['generalization_success_rate'])}"
+        + f"| generalization (tasks never trained on) | {pct(s['generalization_success_rate'])}"
         f"{_ci(s['generalization_ci'])} |\n"
         f"| action validity | {s['action_validity']} |\n"
         f"| world model STR / Sim. / O/A | {wm['str']} / {wm['sim']} / {wm['oa']} |\n\n"

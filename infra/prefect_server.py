@@ -36,8 +36,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ from types import FrameType, TracebackType
 
 import httpx
 
+from evolver_core.pids import pid_alive
 from evolver_core.training.models import webevolver_home
 from infra.postgres import PostgresServer
 from infra.process import await_health, free_port, get_json, signal_group, stop_group
@@ -55,6 +57,8 @@ STATE_FILE = "server.json"
 SUPERVISOR_MARK = b"infra.prefect_server"
 SERVER_MARK = b"prefect\x00server\x00start"
 LOG_TAIL_LINES = 40
+HEARTBEAT_S = 30  # a flow run's heartbeat (Prefect's minimum)
+LOST_AFTER_S = 5.0  # a server that has not answered its health check for this long is gone
 
 
 class PrefectServerError(RuntimeError):
@@ -67,8 +71,10 @@ def prefect_home() -> Path:
 
 
 def client_env(api_url: str, ui_url: str) -> dict[str, str]:
-    """Environment that points a Prefect client (flow, worker, ``prefect`` CLI) at a server."""
-    return {"PREFECT_API_URL": api_url, "PREFECT_UI_URL": ui_url}
+    """Environment that points a Prefect client (flow, worker, ``prefect`` CLI) at a server; its
+    flow runs send heartbeats (what marks a run whose process died `Crashed`: DESIGN.md)."""
+    return {"PREFECT_API_URL": api_url, "PREFECT_UI_URL": ui_url,
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}
 
 
 def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
@@ -83,6 +89,31 @@ def is_healthy(api_url: str) -> bool:
         return get_json(f"{api_url}/health") is True
     except (httpx.HTTPError, ValueError):
         return False
+
+
+def server_lost_message(ui_url: str) -> str:
+    return (f"the Prefect server at {ui_url} stopped; rerun the same command to resume from the last "
+            "finished stage")
+
+
+def watch_server(api_url: str, on_lost: Callable[[], None], *, lost_after_s: float = LOST_AFTER_S,
+                 interval_s: float = 1.0) -> threading.Event:
+    """Call `on_lost()` once (from a daemon thread) when the server at `api_url` has failed its
+    health check for `lost_after_s`; set the returned event to stop watching. Why: without
+    it a flow goes on for minutes after its server died, printing a ConnectError a call."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        last_ok = time.monotonic()
+        while not stop.wait(interval_s):
+            if is_healthy(api_url):
+                last_ok = time.monotonic()
+            elif time.monotonic() - last_ok > lost_after_s:
+                on_lost()
+                return
+
+    threading.Thread(target=watch, name="prefect-server-watch", daemon=True).start()
+    return stop
 
 
 class PrefectServer:
@@ -223,21 +254,6 @@ class RunningServer:
     @property
     def env(self) -> dict[str, str]:
         return client_env(self.api_url, self.ui_url)
-
-
-def pid_alive(pid: int) -> bool:
-    """True while `pid` runs; a zombie counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: the signal check is all there is
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _runs(pid: int, marker: bytes) -> bool:

@@ -5,12 +5,16 @@ digest of the domain code and prompts it runs, content digests of its models and
 its parameters, and its upstream stages' identities). A stage reruns when any of those
 change (an edited prompt, a retrained adapter at the same path, an upstream stage that
 reran), and not otherwise, across flow runs, so rerunning a finished round is all cache
-hits. The upstream results a task takes only to be ordered after them (`ORDERING_INPUTS`)
-are not part of the key: the identity names those stages already, and their result dicts
-change when they merely resume (`new` 0, `skipped` N), which must not rerun what follows
-(measured: a resumed round re-distilled every world-model rationale). Results are small (URIs, counts, the identity digest; the data itself is
-Parquet/adapters in the storage root) and persist under `<storage root>/prefect-results`,
-next to the data they describe.
+hits. Upstream stages reach the key only through the identity: the flows order a task after
+them with Prefect's `wait_for=`, never by passing their results as inputs, because those
+results change when a stage merely resumes (`new` 0, `skipped` N), which must not rerun what
+follows (measured: a resumed round re-distilled every world-model rationale). The inputs
+that remain are the task's real parameters, so a change the identity leaves out on purpose
+(the sampling concurrency) reruns that task, which resumes, and nothing after it.
+
+Results are small (URIs, counts, the identity digest; the data itself is Parquet/adapters in
+the storage root) and persist under `<storage root>/prefect-results`, next to the data they
+describe.
 """
 
 from __future__ import annotations
@@ -29,21 +33,16 @@ from evolver_core.data.storage import Storage
 RESULTS_DIR = "prefect-results"
 
 
-ORDERING_INPUTS = ("sampled", "judged", "sft", "after", "upstream")
+def stage_cache(identity: Callable[..., StageIdentity], repair: Callable[..., str] | None = None) -> CachePolicy:
+    """The inputs, `TASK_SOURCE`, and the identity `identity(**task parameters)` describes; plus `repair(**task parameters)` where given (a stage whose stored
+    output went missing or was damaged must run again, not return its cached result)."""
+    policy = INPUTS + TASK_SOURCE + CachePolicy.from_cache_key_fn(lambda ctx, params: identity(**params).digest)
+    return policy + CachePolicy.from_cache_key_fn(lambda ctx, params: repair(**params)) if repair else policy
 
 
-def stage_cache(identity: Callable[..., StageIdentity]) -> CachePolicy:
-    """The inputs but `ORDERING_INPUTS`, `TASK_SOURCE`, and the identity `identity(**task
-    parameters)` describes."""
-    inputs = INPUTS
-    for name in ORDERING_INPUTS:
-        inputs = inputs - name
-    return inputs + TASK_SOURCE + CachePolicy.from_cache_key_fn(lambda ctx, params: identity(**params).digest)
-
-
-def stage_task(identity: Callable[..., StageIdentity], **options: Any):
+def stage_task(identity: Callable[..., StageIdentity], repair: Callable[..., str] | None = None, **options: Any):
     """`@task` with the stage defaults (the identity-aware cache policy, persisted results)."""
-    return task(cache_policy=stage_cache(identity), persist_result=True, **options)
+    return task(cache_policy=stage_cache(identity, repair), persist_result=True, **options)
 
 
 def results_storage(root: str) -> Path | RemoteFileSystem:

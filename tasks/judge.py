@@ -14,9 +14,8 @@ from tasks.common import artifact_key, stage_task
 
 @stage_task(judge_identity, task_run_name="judge-{source_stage}-r{round_}", retries=1, retry_delay_seconds=5)
 def judge(root: str, run_id: str, round_: int, judge_model: ModelSpec, judge_config: JudgeConfig = JudgeConfig(),
-          source_stage: str = SAMPLE, sampled: Optional[list] = None, stage: Optional[str] = None) -> dict:
-    """Verdicts on `source_stage`, stored as stage `stage` (default `judge_stage_for(source_stage)`);
-    `sampled`, the upstream results, orders this after sampling."""
+          source_stage: str = SAMPLE, stage: Optional[str] = None) -> dict:
+    """Verdicts on `source_stage`, stored as stage `stage` (default `judge_stage_for(source_stage)`)."""
     result = run_judge(root, run_id, round_, judge_model, judge_config, source_stage, stage)
     flat = ({k: v for k, v in result.items() if k != "agreement"}
             | {f"agreement_{k}": v for k, v in result["agreement"].items()})

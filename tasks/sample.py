@@ -19,11 +19,9 @@ from tasks.common import artifact_key, stage_task
             retry_delay_seconds=5)
 def sample(root: str, run_id: str, round_: int, stage: str, split: str, n_tasks: Optional[int],
            policy: Optional[ModelSpec], sampling: SamplingConfig, shard: int = 0,
-           lookahead: Optional[LookaheadSpec] = None, screenshots: bool = False, after: Optional[list] = None) -> dict:
+           lookahead: Optional[LookaheadSpec] = None, screenshots: bool = False) -> dict:
     """Sample trajectories into `runs/<run>/round=<i>/<stage>/`; a retry or rerun resumes.
-
-    `after`: upstream results (e.g. the finetune that made the policy), so that the cache key
-    changes when they do."""
+    A retrained policy reruns it: its adapter's content is in the identity."""
     logger = get_run_logger()
     total = (n_tasks or 0) * sampling.samples // max(sampling.shards, 1) or None
     progress = create_progress_artifact(0.0, description=f"{stage} round {round_}: episodes done") if total else None

@@ -15,9 +15,8 @@ from tasks.common import artifact_key, stage_task
 @stage_task(synthesize_identity, task_run_name="synthesize-r{round_}", retries=1, retry_delay_seconds=5)
 def synthesize(root: str, run_id: str, round_: int, split: str, policy: ModelSpec, world_model: ModelSpec,
                judge_model: ModelSpec, sampling: SamplingConfig, wm: WorldModelConfig, judge_config: JudgeConfig,
-               n_tasks: Optional[int] = None, upstream: Optional[list] = None) -> dict:
-    """Synthetic trajectories for this round's failed queries; a retry or rerun resumes.
-    `upstream` (sampling, judging and world-model results) orders it."""
+               n_tasks: Optional[int] = None) -> dict:
+    """Synthetic trajectories for this round's failed queries; a retry or rerun resumes."""
     result = run_synthesize(root, run_id, round_, split, policy, world_model, judge_model, sampling, wm, judge_config,
                             n_tasks)
     get_run_logger().info(f"synthesized {result['trajectories']} trajectories for {result['failed_queries']} "

@@ -15,9 +15,9 @@ from tasks.common import artifact_key, stage_task
 
 
 @stage_task(wm_data_identity, task_run_name="wm_data-r{round_}")
-def wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModelConfig, sampled: list,
+def wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModelConfig,
             source_stage: str = SAMPLE) -> dict:
-    """Transitions of every trajectory of `source_stage`, successful or failed; `sampled` orders it."""
+    """Transitions of every trajectory of `source_stage`, successful or failed."""
     progress = create_progress_artifact(0.0, description=f"wm_data round {round_}: rationales distilled")
 
     def on_done(done: int, total: int) -> None:  # called inside the stage's event loop: update from a thread
@@ -33,8 +33,8 @@ def wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModel
 
 @stage_task(fidelity_identity, task_run_name="fidelity-r{round_}")
 def fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, judge_model: Optional[ModelSpec],
-             wm: WorldModelConfig, source_stage: str = EVAL, after: Optional[list] = None) -> dict:
-    """Paper Table 2 for this round's world model (`run_fidelity`); `after` orders it."""
+             wm: WorldModelConfig, source_stage: str = EVAL) -> dict:
+    """Paper Table 2 for this round's world model (`run_fidelity`)."""
     report = run_fidelity(root, run_id, round_, world_model, judge_model, wm, source_stage)
     create_table_artifact([{"round": round_, **{k: v for k, v in report.items() if k != "uri"}}],
                           key=artifact_key(run_id, f"r{round_}", "wm-fidelity"),

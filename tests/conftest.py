@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from evolver_core.suites.base import EpisodeState, Task
+from evolver_core.contracts.task import EpisodeState, Task
 from evolver_core.suites.httpserver import LocalHTTPServer
 # Session fixtures defined once here, so every module shares ONE instance of each (a fixture
 # imported into several test modules would be a separate session fixture per module, and a

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from evolver_core.browser.actions import (
+from evolver_core.contracts.actions import (
     ACTION_REGEX, Action, ActionParseError, action_from_json, action_to_json, format_action, parse_action,
 )
 
@@ -67,8 +67,8 @@ def test_bad_actions_say_what_is_wrong(raw, message):
 
 
 def test_the_policy_prompt_lists_the_grammar_it_is_parsed_with():
-    from evolver_core.agents.policy import system_prompt
-    from evolver_core.browser.actions import ACTION_NAMES, ACTION_SIGNATURES, describe_actions
+    from evolver_core.contracts.prompt import system_prompt
+    from evolver_core.contracts.actions import ACTION_NAMES, ACTION_SIGNATURES, describe_actions
 
     assert set(ACTION_SIGNATURES) == set(ACTION_NAMES)
     assert all(ACTION_SIGNATURES[n].split()[0] == n for n in ACTION_NAMES)

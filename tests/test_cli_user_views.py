@@ -15,7 +15,7 @@ from playwright.async_api import async_playwright
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from evolver_core.agents.base import OracleAgent
+from evolver_core.agents.oracle import OracleAgent
 from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
 from evolver_core.data.storage import Storage
 from evolver_core.sampling.sampler import SampleConfig, sample_trajectories
@@ -100,7 +100,7 @@ async def test_compare_tabulates_and_charts_eval_stages_across_runs(prefect_serv
     assert [(r["run"], r["round"], r["suite"], r["episodes"], r["success_rate"]) for r in rows] == [
         ("a", 1, "miniwob", 2, 1.0), ("b", 1, "miniwob", 2, 1.0)]
     svg = (tmp_path / "cmp" / "comparison.svg").read_text()
-    assert svg.count("<rect") == 3  # background + two bars
+    assert "a round 1" in svg and "b round 1" in svg and svg.count("n=2") == 2  # a bar per run, its n
     assert "a r1 miniwob: 100.0% of 2" in out.stdout and "comparison.csv and comparison.svg" in out.stdout
 
     # The same files under the first run, one folder per set of runs.

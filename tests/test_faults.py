@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -18,7 +19,9 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -27,13 +30,17 @@ import pytest
 from cli.doctor import run_checks
 from evolver_core.browser.env import MAX_ERROR_CHARS, BrowserCrashed, BrowserSession, EnvConfig, launch_browser
 from evolver_core.llm import CallLimits, LLMClient, LLMError
-from evolver_core.suites.base import EpisodeState, Task
+from evolver_core.contracts.task import EpisodeState, Task
+from evolver_core.data.lock import RunLock, RunLocked, hold_run
+from evolver_core.data.storage import Storage
 from evolver_core.suites.httpserver import LocalHTTPServer
 from evolver_core.suites.taskfile import load_task_file
 from evolver_core.training.models import ModelRef
 from fixtures_models import chat_response, gone
 from infra.model_server import TransformersServer, VLLMServer
+from infra.prefect_server import PrefectServer, watch_server
 from infra.process import SERVICE_OWNER_ENV, service_env, start_service, stop_strays, stray_services
+from s3_server import LocalS3Server
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "B-SECRET-CONTENT"  # what B serves; it must never reach an observation
@@ -445,3 +452,238 @@ def test_services_get_a_scrubbed_environment(tmp_path, monkeypatch):
     for server in (TransformersServer(ModelRef(str(tmp_path))), VLLMServer(ModelRef("org/model"))):
         env = server.env()
         assert not set(planted) & set(env) and env["HF_HUB_OFFLINE"] == "1"
+
+
+# ---- one run, one owner (issue 22) ---------------------------------------------------------
+
+_HOLDER = """
+import sys, time
+from evolver_core.data.lock import hold_run
+from evolver_core.data.storage import Storage
+with hold_run(Storage(sys.argv[1]), sys.argv[2], flow_run_id="flow-run-of-the-holder", heartbeat_s=0.5):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[LocalS3Server]:
+    with LocalS3Server() as server:
+        yield server
+
+
+@pytest.fixture(params=["file", "s3"])
+def root(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A storage root on the local disk, or on the test S3 server (its variables set here)."""
+    if request.param == "file":
+        return str(tmp_path / "store")
+    server: LocalS3Server = request.getfixturevalue("s3")
+    for name, value in server.env.items():
+        monkeypatch.setenv(name, value)
+    return f"{server.create_bucket(f'faults-{uuid.uuid4().hex[:12]}')}/store"
+
+
+@contextmanager
+def holder_process(root: str, run_id: str) -> Iterator[subprocess.Popen]:
+    """Another process holding `run_id` (until the block ends or the test kills it)."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, root, run_id], cwd=ROOT, stdout=subprocess.PIPE,
+                              env=os.environ | {"PYTHONPATH": str(ROOT)}, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+def test_a_live_holder_refuses_a_second_run_at_once(root):
+    store = Storage(root)
+    with holder_process(root, "shared") as holder:
+        t0 = time.monotonic()
+        with pytest.raises(RunLocked) as refused:
+            with hold_run(store, "shared"):
+                pass
+        assert time.monotonic() - t0 < 10
+        message = str(refused.value)
+        assert f"pid {holder.pid} on host {socket.gethostname()}" in message
+        assert "flow run flow-run-of-the-holder" in message and "since " in message
+        with hold_run(store, "another-run"):  # other runs are free
+            pass
+
+
+def test_a_killed_holder_is_taken_over(root, caplog):
+    store = Storage(root)
+    with holder_process(root, "shared") as holder:
+        holder.kill()  # SIGKILL: the lock object stays behind
+        holder.wait()
+        with caplog.at_level(logging.WARNING, "evolver_core.data.lock"), hold_run(store, "shared") as lock:
+            assert lock.took_over is not None and lock.took_over.pid == holder.pid
+            assert lock.read().pid == os.getpid()
+    assert f"took over its lock from pid {holder.pid}" in caplog.text and "is gone" in caplog.text
+    assert RunLock(store, "shared").read() is None  # released
+
+
+def test_a_holder_on_another_host_is_dead_only_after_its_heartbeat_stops(root):
+    store = Storage(root)
+    lock = RunLock(store, "shared", stale_s=60)
+    elsewhere = {"host": "another-machine", "pid": 1, "pid_started": None, "flow_run_id": None,
+                 "since": "2026-01-01T00:00:00+00:00", "token": "theirs"}
+    store.write_file(lock.path, json.dumps({**elsewhere, "heartbeat": time.time()}).encode())
+    with pytest.raises(RunLocked, match="pid 1 on host another-machine"):
+        lock.acquire()
+    store.write_file(lock.path, json.dumps({**elsewhere, "heartbeat": time.time() - 120}).encode())
+    with hold_run(store, "shared", stale_s=60) as taken:
+        assert taken.took_over.host == "another-machine"
+
+
+def test_a_held_lock_is_heartbeated(tmp_path):
+    store = Storage(str(tmp_path))
+    with hold_run(store, "r", heartbeat_s=0.2) as lock:
+        first = lock.read().heartbeat
+        time.sleep(1)
+        assert lock.read().heartbeat > first and lock.lost is None
+
+
+# ---- the real command: refusals and errors a person can act on (issue 22) -----------------
+
+
+def webevolver(*args: str, home: Path, cwd: Path, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    """The installed `webevolver` command, as a user runs it (its own WEBEVOLVER_HOME)."""
+    return subprocess.run([str(Path(sys.executable).parent / "webevolver"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout_s, env=os.environ | {"WEBEVOLVER_HOME": str(home)})
+
+
+def traceback_lines(text: str) -> int:
+    return sum(line.startswith("Traceback") or line.lstrip().startswith('File "') for line in text.splitlines())
+
+
+def test_evolve_on_a_held_run_is_refused_naming_the_holder(prefect_server, tmp_path):
+    root = str(tmp_path / "store")
+    with holder_process(root, "shared") as holder:
+        done = webevolver("evolve", "--run", "shared", "--storage", root, home=tmp_path / "home", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert f"run 'shared' is in use by pid {holder.pid} on host {socket.gethostname()}" in done.stderr
+    assert "flow run flow-run-of-the-holder" in done.stderr and "traceback: " in done.stderr
+    assert traceback_lines(done.stderr + done.stdout) == 0
+    assert not (tmp_path / "store" / "runs" / "shared" / "round=0").exists()  # no stage started
+
+
+@pytest.mark.parametrize("storage, says", [("s3:/bucket/x", "two slashes"), ("gs://bucket/x", "unknown scheme")])
+def test_a_malformed_storage_root_is_refused_before_anything_runs(tmp_path, storage, says):
+    work = tmp_path / "work"
+    work.mkdir()
+    done = webevolver("evolve", "--storage", storage, home=tmp_path / "home", cwd=work, timeout_s=60)
+    assert done.returncode == 2 and says in done.stderr and "--storage" in done.stderr
+    assert list(work.iterdir()) == [], "written to a local folder named like the URI"
+
+
+def test_a_malformed_task_file_is_one_line_and_the_traceback_is_logged(tmp_path, monkeypatch):
+    data = tmp_path / "data" / "webvoyager"
+    data.mkdir(parents=True)
+    for name in ("GAIA_web.jsonl", "reference_answer.json"):
+        (data / name).write_text((ROOT / "data" / "tasks" / "webvoyager" / name).read_text())
+    (data / "WebVoyager_data.jsonl").write_text('{"id": "x", "ques": \n')
+    monkeypatch.setenv("WEBEVOLVER_DATA_DIR", str(tmp_path / "data"))
+    command = ["sample", "--suite", "webvoyager", "--tasks", "1", "--storage", str(tmp_path / "store")]
+    done = webevolver(*command, home=tmp_path / "home", cwd=tmp_path, timeout_s=120)
+    debug = webevolver("--debug", *command, home=tmp_path / "home", cwd=tmp_path, timeout_s=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 2, done.stderr
+    assert lines[0].startswith(f"webevolver: {data / 'WebVoyager_data.jsonl'}:1: not valid JSON")
+    assert "fix the file" in lines[0]
+    log = Path(lines[1].split("traceback: ")[1].split(" ")[0])
+    assert log.parent == tmp_path / "home" / "logs" and "TaskFileError" in log.read_text()
+    assert debug.returncode == 1 and traceback_lines(debug.stderr) > 0 and "TaskFileError" in debug.stderr
+
+
+def test_a_corrupt_adapter_is_named_in_one_line(prefect_server, tmp_path, tiny_model):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    adapter = tmp_path / "policy"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                   LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(adapter)
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:20])  # truncated: a full disk, a killed copy
+    done = webevolver("eval", "--policy", str(adapter), "--suite", "miniwob", "--tasks", "1", "--storage",
+                      str(tmp_path / "store"), home=tmp_path / "home", cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"webevolver: the adapter {adapter} cannot be loaded (SafetensorError" in done.stderr, done.stderr
+    assert "remove that folder" in done.stderr and traceback_lines(done.stderr + done.stdout) == 0
+
+
+def test_a_lost_prefect_server_is_noticed_within_seconds():
+    server = Site({"/api/health": (200, {"Content-Type": "application/json"}, "true")})
+    lost = threading.Event()
+    stop = watch_server(server.url + "api", lost.set, lost_after_s=1.0, interval_s=0.2)
+    try:
+        assert not lost.wait(2), "a healthy server was reported lost"
+        server.server.close()
+        t0 = time.monotonic()
+        assert lost.wait(10) and time.monotonic() - t0 < 5
+    finally:
+        stop.set()
+
+
+def test_observe_of_a_page_that_loops_forever_ends_at_its_deadline(sites, tmp_path):
+    a, _ = sites
+    a.pages["/loop"] = html("Loop", "<script>while (true) {}</script><p>never shown</p>")
+    t0 = time.monotonic()
+    done = webevolver("observe", a.url + "loop", "--deadline", "5", home=tmp_path / "home", cwd=tmp_path,
+                      timeout_s=120)
+    assert done.returncode == 1 and time.monotonic() - t0 < 60
+    assert f"webevolver: {a.url}loop was not observed within 5 s" in done.stderr, done.stderr
+
+
+def test_a_server_lost_mid_run_ends_the_command_in_one_line(tmp_path):
+    store = tmp_path / "store"
+    with PrefectServer(tmp_path / "prefect") as server:
+        command = subprocess.Popen(
+            [str(Path(sys.executable).parent / "webevolver"), "evolve", "--run", "lost", "--storage", str(store)],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=os.environ | server.env | {"WEBEVOLVER_HOME": str(tmp_path / "home")})
+        try:
+            lock = store / "runs" / "lost" / "LOCK"
+            deadline = time.monotonic() + 240
+            while not lock.exists() and command.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert lock.exists(), "the flow never started"
+            server.stop()
+            t0 = time.monotonic()
+            out, err = command.communicate(timeout=60)
+        finally:
+            if command.poll() is None:
+                command.kill()
+                command.communicate()
+    assert command.returncode == 3 and time.monotonic() - t0 < 30
+    assert f"the Prefect server at {server.ui_url} stopped; rerun the same command to resume" in err
+    assert (out + err).count("ConnectError") < 10
+
+
+def test_the_flow_run_of_a_dead_holder_is_marked_crashed(prefect_server, tmp_path):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Running
+
+    from flows.holding import holding_run
+
+    @flow(name="killed-with-9")
+    def killed() -> None:
+        pass
+
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(killed, state=Running())
+        dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                  text=True, check=True).stdout)
+        store = Storage(str(tmp_path))
+        store.write_file(RunLock(store, "r").path, json.dumps({
+            "host": socket.gethostname(), "pid": dead, "pid_started": None, "flow_run_id": str(run.id),
+            "since": "2026-01-01T00:00:00+00:00", "heartbeat": time.time(), "token": "dead"}).encode())
+        with holding_run("r", str(tmp_path)) as lock:
+            assert lock.took_over.pid == dead
+        state = client.read_flow_run(run.id).state
+    assert state.type == StateType.CRASHED and "is gone" in state.message

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from evolver_core.browser.observation import Element, Observation, Tab
+from evolver_core.contracts.observation import Element, Observation, Tab
 from evolver_core.llm import LLMClient
 from evolver_core.world_model.fidelity import (
-    TreeLine, equivalence_messages, fidelity_report, measure_fidelity, parse_equivalence, parse_tree, similarity,
+    ChangeScore, TreeLine, changed_element_f1, copy_baseline, equivalence_messages, fidelity_report, measure_fidelity,
+    next_page_report, next_page_score, parse_equivalence, parse_tree, similarity,
 )
 from evolver_core.world_model.model import Transition, WorldModel
 from fixtures_models import FakeEndpoint, chat_response, fake_endpoint  # noqa: F401  (fixtures)
@@ -116,3 +117,44 @@ async def test_measure_fidelity_predicts_each_transition_and_scores_it(servers) 
     assert all(b["temperature"] == 0.0 for b in wm.bodies)
     without_judge, _ = await measure_fidelity(WorldModel(wm.client), held_out[:1])
     assert without_judge["oa"] is None and without_judge["str"] == 1.0
+
+
+# The pages of a real MiniWoB enter-text episode (seed 0, the scripted solver): type, then
+# submit, which ends the episode.
+_ENTER = ("Tab 1 (current): Enter Text Task\n\n[1] RootWebArea 'Enter Text Task' focused: true\n"
+          "\t[2] StaticText 'Enter \"'\n\t[3] StaticText 'Agustina'\n"
+          "\t[4] StaticText '\" into the text field and press Submit.'\n")
+START = _ENTER + "\t[5] textbox ''\n\t[6] button 'Submit'"
+TYPED = _ENTER + "\t[5] textbox '' value: Agustina focused: true\n\t[6] button 'Submit'"
+ENDED = _ENTER + "\t[5] textbox '' value: Agustina\n\t[6] button 'Submit' focused: true\n\t[7] StaticText 'START'"
+
+
+def test_changed_element_f1_and_exact_on_real_pages() -> None:
+    assert next_page_score(START, TYPED, TYPED, predicted_ends=False, real_ends=False) == ChangeScore(True, 1.0, True)
+    copy = next_page_score(START, START, TYPED, predicted_ends=False, real_ends=False)
+    assert copy == ChangeScore(exact=False, change_f1=0.0, terminal=True)
+    focus_missed = TYPED.replace(" focused: true", "").replace("[1] RootWebArea 'Enter Text Task'",
+                                                               "[1] RootWebArea 'Enter Text Task' focused: true")
+    assert changed_element_f1(START, focus_missed, TYPED) == 0.0  # the element's line must be right
+    # Submitting changes three elements; a prediction of the ended episode with only "START":
+    # precision 1, recall 1/3.
+    only_start = TYPED + "\n\t[7] StaticText 'START'"
+    assert changed_element_f1(TYPED, only_start, ENDED) == pytest.approx(0.5)
+    assert changed_element_f1(TYPED, TYPED, TYPED) == 1.0  # nothing changes, nothing predicted
+    assert changed_element_f1(TYPED, "prose", ENDED) == 0.0
+    assert next_page_score(TYPED, ENDED + "\n", ENDED).exact  # trailing whitespace aside
+    assert next_page_score(TYPED, ENDED, ENDED).terminal is None  # no "episode ends" to check
+
+
+def test_copy_baseline_beside_a_world_model() -> None:
+    currents, reals, ends = [None, START, TYPED], [START, TYPED, ENDED], [False, False, True]
+    copy = copy_baseline(currents, reals, real_ends=ends)
+    assert copy["n"] == 3 and copy["exact"] == 0.0 and copy["change_f1"] == 0.0
+    assert copy["str"] == pytest.approx(2 / 3)  # nothing is predicted for the first page
+    assert 0.5 < copy["sim"] < 2 / 3  # real pages differ from the current one by a line or two
+    assert copy["terminal"] == pytest.approx(2 / 3)  # the copy never ends an episode
+    perfect = next_page_report(currents, reals, reals, predicted_ends=ends, real_ends=ends)
+    assert perfect == {"n": 3, "str": 1.0, "sim": 1.0, "exact": 1.0, "change_f1": 1.0, "terminal": 1.0}
+    assert copy_baseline([], [])["exact"] is None and copy_baseline([TYPED], [TYPED])["terminal"] is None
+    with pytest.raises(ValueError):
+        next_page_report([START], [], [TYPED])

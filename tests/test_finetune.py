@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from evolver_core.agents.policy import build_messages
-from evolver_core.agents.reply import format_reply
+from evolver_core.contracts.prompt import build_messages
+from evolver_core.contracts.reply import format_reply
 from evolver_core.config import TrainingConfig
 from evolver_core.training.finetune import METRICS_FILE, FinetuneResult, build_trainer, finetune, main
 from evolver_core.training.models import smollm2_model_dir, tiny_model_dir

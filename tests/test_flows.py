@@ -158,7 +158,8 @@ def test_evolve_flow_reports_rounds_and_writes_the_success_plot(prefect_server, 
     assert one["real_trajectories"] == 4 and set(one["success_rate_lookahead"]) == {"1"}
     assert {"str", "sim", "oa"} <= set(one["world_model"]) and one["world_model"]["sim"] is not None
     svg = Path(result["plot"].removeprefix("file://")).read_text()
-    assert svg.startswith("<svg") and "r0 WE" in svg and "r1 SI" in svg and "r1 d=1" in svg
+    assert "<svg" in svg and "round 0" in svg and "self-improve policy" in svg and "look-ahead, depth 1" in svg
+    assert "n=" in svg and Path(result["plot"].removeprefix("file://")).with_suffix(".png").exists()
     assert one["success_rate_self_improve"] is not None and one["success_ci"] is not None
 
 
@@ -167,10 +168,25 @@ def test_next_round_is_the_first_without_a_trained_policy(tmp_path):
 
     store = Storage(str(tmp_path))
     assert next_round(store, "n") == 0
+    (tmp_path / "trained").mkdir()
+    (tmp_path / "trained" / "adapter_config.json").write_text("{}")
     for i in (0, 1):
-        (tmp_path / "runs" / "n" / f"round={i}" / "finetune" / "adapter").mkdir(parents=True)
+        store.put_dir(tmp_path / "trained", "n", i, "finetune", "adapter")
     (tmp_path / "runs" / "n" / "round=2" / "sample").mkdir(parents=True)  # a round that never finished training
+    (tmp_path / "runs" / "n" / "round=2" / "finetune" / "adapter").mkdir(parents=True)  # an upload never committed
     assert next_round(store, "n") == 2
     assert previous_adapter(store, "n", 2).endswith("round=1/finetune/adapter")
     with pytest.raises(FileNotFoundError, match="run round 2 of run 'n' first"):
         previous_adapter(store, "n", 3)
+
+
+def test_training_progress_counts_steps_or_epochs():
+    """The finetune progress bar: steps of max_steps, or the Trainer's fractional epoch where
+    the epochs decide (max_steps None), never 100% after one step."""
+    from evolver_core.config import TrainingConfig
+    from tasks.train import done_fraction
+
+    assert done_fraction(TrainingConfig(max_steps=4), 1, {"loss": 1.0, "epoch": 0.5}) == 0.25
+    by_epochs = TrainingConfig(num_train_epochs=2.0)
+    assert done_fraction(by_epochs, 1, {"loss": 1.0, "epoch": 0.1}) == pytest.approx(0.05)
+    assert done_fraction(by_epochs, 20, {"epoch": 2.0}) == 1.0

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
-from evolver_core.agents.base import OracleAgent
+from evolver_core.agents.oracle import OracleAgent
 from evolver_core.config import ModelSpec, SamplingConfig
 from evolver_core.data import identity
 from evolver_core.data.run_layout import open_stage, read_identity
@@ -64,7 +64,7 @@ def test_code_digests_follow_what_each_stage_runs(code_copy):
     after_sft = digests()
     assert after_sft["sft"] != after_prompt["sft"] and after_sft["sample"] == before["sample"]
     assert after_sft["judge"] == after_prompt["judge"]
-    edit(code_copy / "agents" / "policy.py")  # the policy prompt layout: sampling and SFT examples both depend on it
+    edit(code_copy / "contracts" / "prompt.py")  # the policy prompt layout: sampling and SFT examples both depend on it
     after_policy = digests()
     assert after_policy["sample"] != before["sample"] and after_policy["sft"] != after_sft["sft"]
 
@@ -201,7 +201,7 @@ async def test_a_renderer_killed_mid_episode_is_an_error_episode_replayed_on_res
     suite = MiniWoBSuite(["click-test", "focus-text"], seeds_per_task=2)
     await suite.start()
     tasks, store = suite.tasks("train"), Storage(str(tmp_path))
-    cfg = SampleConfig(run_id="crash", concurrency=1)
+    cfg = SampleConfig(run_id="crash", sampling=SamplingConfig(concurrency=1))
     bad = "miniwob/click-test/1"
     with pytest.raises(SamplingError, match="1 of 4 episodes ended in an error"):
         await sample_trajectories(suite, tasks, lambda t, k: CrashingAgent(suite, bad), store, cfg)

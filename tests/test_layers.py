@@ -82,3 +82,71 @@ def test_no_import_cycles():
     for m in sorted(graph):
         if m not in state:
             visit(m)
+
+
+# -- evolver_core's folders, as DESIGN.md's layer table names them ----------------------------
+
+DOMAIN = "evolver_core"
+
+
+def folder_of(module: str) -> str | None:
+    """The `evolver_core` folder (or top-level module) a module belongs to; None outside it."""
+    parts = module.split(".")
+    if parts[0] != DOMAIN or len(parts) < 2:
+        return None
+    return parts[1]
+
+
+def design_layer_table() -> dict[str, set[str]]:
+    """DESIGN.md's `evolver_core` layer table: folder (or module) -> what it may import."""
+    text = (ROOT / "DESIGN.md").read_text()
+    table = text[text.index("| `evolver_core` folder |"):]
+    table = table[:table.index("\n\n")]
+    allowed: dict[str, set[str]] = {}
+    for row in table.splitlines()[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        names = [n.strip("`/").removesuffix(".py") for n in cells[0].split(", ")]
+        may = cells[2]
+        named = {w.strip("`,") for w in may.split() if w.startswith("`")}
+        # "every folder above" (stages) / "every folder but `x`" (benchmarks): all but those named
+        may_import = ({"*"} | {f"-{n}" for n in named}) if may.startswith("every folder") else named
+        for name in names:
+            allowed[name] = may_import
+    return allowed
+
+
+def folder_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for module, path in modules().items():
+        here = folder_of(module)
+        if here is None:
+            continue
+        graph.setdefault(here, set())
+        graph[here] |= {f for f in map(folder_of, imports(path, module)) if f is not None and f != here}
+    return graph
+
+
+def test_every_evolver_core_folder_is_in_the_layer_table_and_imports_only_what_it_allows():
+    allowed, graph = design_layer_table(), folder_graph()
+    assert set(graph) - {"__init__"} <= set(allowed), f"folders missing from DESIGN.md: {set(graph) - set(allowed)}"
+    for folder, imported in graph.items():
+        rule = allowed.get(folder, set())
+        banned = {r[1:] for r in rule if r.startswith("-")} if "*" in rule else imported - rule
+        bad = imported & banned
+        assert not bad, f"evolver_core/{folder} imports {sorted(bad)}; DESIGN.md allows {sorted(rule)}"
+
+
+def test_no_folder_cycles():
+    graph = folder_graph()
+
+    def reaches(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    loops = sorted(f"{a} <-> {b}" for a in graph for b in graph[a] if a in reaches(b))
+    assert not loops, f"folders that import each other: {loops}"

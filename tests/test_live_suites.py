@@ -12,7 +12,7 @@ import pytest
 
 from evolver_core.browser.allowlist import host_allowed
 from evolver_core.suites import live
-from evolver_core.suites.base import ActionEvent, EpisodeState, SuiteUnavailable, Task, TaskFileError
+from evolver_core.contracts.task import ActionEvent, EpisodeState, SuiteUnavailable, Task, TaskFileError
 from evolver_core.suites.live import gaia_answer_matches, live_suites, reachable
 from evolver_core.suites.mind2web_live import (
     MATCH_FUNCTIONS,

@@ -8,8 +8,8 @@ from test_synthesis import page_number, servers  # noqa: F401  (the ChatServer f
 
 from evolver_core.agents.lookahead import LookaheadAgent, dedupe_candidates, parse_score, select_best
 from evolver_core.agents.policy import PolicyAgent
-from evolver_core.browser.observation import Element, Observation, Tab
-from evolver_core.suites.base import Task
+from evolver_core.contracts.observation import Element, Observation, Tab
+from evolver_core.contracts.task import Task
 from evolver_core.world_model.model import WorldModel
 
 TASK = Task(id="la/t1", suite="la", site="example.org", start_url="http://example.org/", query="open the target")

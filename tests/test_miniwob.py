@@ -2,7 +2,7 @@
 
 import pytest
 
-from evolver_core.agents.base import OracleAgent
+from evolver_core.agents.oracle import OracleAgent
 from evolver_core.browser.env import launch_browser
 from evolver_core.sampling.rollout import run_episode
 from evolver_core.suites.miniwob import EASY_TASKS, MiniWoBSuite, all_task_names

@@ -344,7 +344,8 @@ def test_free_port_is_bindable() -> None:
 
 @pytest.mark.slow
 async def test_smollm2_converts_and_serves_offline(tmp_path: Path) -> None:
-    from evolver_core.agents.policy import build_messages, parse_reply
+    from evolver_core.contracts.prompt import build_messages
+    from evolver_core.contracts.reply import parse_reply
     from evolver_core.training.models import smollm2_model_dir
 
     t0 = time.monotonic()

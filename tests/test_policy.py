@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from evolver_core.agents.base import Turn
-from evolver_core.agents.policy import FewShot, PastStep, PolicyAgent, build_messages, system_prompt
-from evolver_core.agents.reply import FORMAT_ERROR, Reply, format_reply, parse_reply
-from evolver_core.browser.actions import ActionParseError, parse_action
-from evolver_core.browser.actions import describe_actions
-from evolver_core.browser.observation import Element, Observation, Tab
+from evolver_core.contracts.agent import Turn
+from evolver_core.agents.policy import PolicyAgent
+from evolver_core.contracts.prompt import FewShot, PastStep, build_messages, system_prompt
+from evolver_core.contracts.reply import FORMAT_ERROR, Reply, format_reply, parse_reply
+from evolver_core.contracts.actions import ActionParseError, parse_action
+from evolver_core.contracts.actions import describe_actions
+from evolver_core.contracts.observation import Element, Observation, Tab
 from evolver_core.prompts import load_prompt
-from evolver_core.sampling.rollout import StepResult
-from evolver_core.suites.base import Task
+from evolver_core.contracts.episode import StepResult
+from evolver_core.contracts.task import Task
 from infra.model_server import ModelServer
 
 OMITTED = load_prompt("policy_omitted")
@@ -100,11 +101,14 @@ def test_few_shot_examples_go_into_the_system_prompt() -> None:
     assert "OBSERVATION:\n[2] button 'Go'\nOBJECTIVE: Press Go.\nThought: Go is [2].\nAction: click [2]" in system
 
 
-def test_past_step_from_a_rollout_step() -> None:
+def test_past_step_from_a_rollout_step_keeps_the_error_beside_the_page() -> None:
     turn = Turn(thought="t", action="click [2]", model="m")
-    step = StepResult(step=0, url="http://x/", observation="ERROR: boom\n\n[1] link 'a'", error_shown="boom",
+    step = StepResult(step=0, url="http://x/", observation="[1] link 'a'", error_shown="boom",
                       turn=turn, action=parse_action("click [2]"), parse_error=None)
-    assert PastStep.from_step(step) == PastStep("ERROR: boom\n\n[1] link 'a'", "t", "click [2]")
+    past = PastStep.from_step(step)
+    assert past == PastStep("[1] link 'a'", "t", "click [2]", error_shown="boom")
+    shown = build_messages("x", "[1] link 'b'", [past], k=2)[1]["content"]
+    assert shown == load_prompt("policy_past_user", observation="ERROR: boom\n\n[1] link 'a'")
 
 
 async def test_policy_agent_acts_through_a_real_server(tiny_server: ModelServer) -> None:

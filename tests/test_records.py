@@ -18,8 +18,8 @@ from evolver_core.data.records import (
     canonical_json,
     from_table,
     to_table,
-    trajectory_id,
 )
+from evolver_core.contracts.episode import trajectory_id
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 SAMPLING = canonical_json({"temperature": 0.7, "top_p": 0.95, "seed": 3, "max_tokens": 256})
@@ -108,7 +108,7 @@ def test_schemas_have_the_contract_fields() -> None:
         "run_id", "round", "stage", "task_id", "suite", "site", "query", "trajectory_id", "sample",
         "step", "url", "observation", "thought", "action_raw", "action", "action_valid", "error",
         "model", "sampling", "prompt_tokens", "completion_tokens", "started_at", "ended_at",
-        "prompt", "response", "screenshot",
+        "prompt", "response", "screenshot", "error_shown",
     }  # fmt: skip
     trajectory_fields = {
         "run_id", "round", "stage", "trajectory_id", "task_id", "suite", "site", "split", "query",
@@ -120,7 +120,7 @@ def test_schemas_have_the_contract_fields() -> None:
     assert set(TRAJECTORY_SCHEMA.names) == trajectory_fields
     for cls in (StepRecord, TrajectoryRecord):
         assert {f.name for f in dataclasses.fields(cls)} == set(cls.SCHEMA.names)
-    nullable_steps = {"thought", "action", "error", "prompt", "response", "screenshot"}
+    nullable_steps = {"thought", "action", "error", "prompt", "response", "screenshot", "error_shown"}
     assert {f.name for f in STEP_SCHEMA if f.nullable} == nullable_steps
     assert {f.name for f in TRAJECTORY_SCHEMA if f.nullable} == {
         "final_answer", "judge_verdict", "judge_reasoning", "gold_reward", "error", "final_url",

@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from evolver_core.agents.base import OracleAgent
+from evolver_core.agents.oracle import OracleAgent
 from evolver_core.data.storage import Storage
+from evolver_core.config import SamplingConfig
 from evolver_core.sampling.sampler import SampleConfig, SamplingError, sample_trajectories
 from evolver_core.suites.miniwob import MiniWoBSuite
 from evolver_core.suites.registry import select_tasks
@@ -31,7 +32,7 @@ async def test_failed_episodes_keep_finished_work_and_a_rerun_resumes(tmp_path):
     await suite.start()
     tasks = suite.tasks("train")
     store = Storage(str(tmp_path))
-    cfg = SampleConfig(run_id="r1", samples=2, concurrency=2)
+    cfg = SampleConfig(run_id="r1", sampling=SamplingConfig(samples=2, concurrency=2))
     with pytest.raises(SamplingError, match=r"4 of 12 episodes ended in an error .* 8 finished trajectories are "
                                             r"stored"):
         await sample_trajectories(suite, tasks, lambda t, k: FlakyAgent(suite, "enter-text"), store, cfg)

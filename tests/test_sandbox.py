@@ -16,11 +16,11 @@ from http.cookiejar import CookieJar
 
 import pytest
 
-from evolver_core.agents.base import OracleAgent
+from evolver_core.agents.oracle import OracleAgent
 from evolver_core.browser.env import launch_browser
-from evolver_core.browser.observation import Element, Observation
+from evolver_core.contracts.observation import Element, Observation
 from evolver_core.sampling.rollout import run_episode
-from evolver_core.suites.base import EpisodeState, Task
+from evolver_core.contracts.task import EpisodeState, Task
 from evolver_core.suites.sandbox import SandboxSuite
 from evolver_core.suites.sandbox.answers import matches, tokens
 from evolver_core.suites.sandbox.solver import MAX_SCROLLS, PlanSolver
@@ -173,6 +173,14 @@ def test_pages_render_and_unknown_pages_404(suite):
         with pytest.raises(urllib.error.HTTPError) as err:
             opener.open(suite.base_url(site) + "/no/such/page/here")
         assert err.value.code == 404
+
+
+def test_pages_escape_what_visitors_type(suite):
+    """Pages are autoescaped templates: a query shows as text, never as markup."""
+    opener = _opener()
+    for site, path in (("news", "/search"), ("recipes", "/recipes"), ("dictionary", "/search")):
+        html = opener.open(f"{suite.base_url(site)}{path}?q=%3Cblink%3E%22x%27").read().decode()
+        assert "<blink>" not in html and "&lt;blink&gt;" in html, site
 
 
 def _obs(*elements: tuple[str, str]) -> Observation:

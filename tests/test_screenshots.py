@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 from playwright.async_api import async_playwright
 
-from evolver_core.agents.base import OracleAgent
+from evolver_core.agents.oracle import OracleAgent
 from evolver_core.browser.env import EnvConfig, launch_browser
 from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
 from evolver_core.data.records import from_table, to_table

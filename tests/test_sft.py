@@ -3,19 +3,17 @@ filter, the wait filter, and the Parquet round trip."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from evolver_core.sampling import rollout
-
-from evolver_core.agents.policy import PastStep, build_messages, user_turn
-from evolver_core.agents.reply import format_reply
-from evolver_core.data.records import to_table
+from evolver_core.contracts.prompt import PastStep, build_messages, user_turn
+from evolver_core.contracts.reply import format_reply
+from evolver_core.data.records import StepRecord, TrajectoryRecord
 from evolver_core.data.storage import Storage
 from evolver_core.prompts import load_prompt
-from evolver_core.sampling.rollout import render_observation
 from evolver_core.training import sft
 from test_records import make_step, make_trajectory
 
@@ -27,12 +25,16 @@ PAGE_C = "Tab 0 (current): Welcome\n[1] RootWebArea 'Welcome alice'"
 OMITTED = load_prompt("policy_omitted")
 
 
-def trajectory(steps: list[tuple[str, str]], **traj_overrides) -> tuple[dict, list[dict]]:
-    """Stored rows of a trajectory: `steps` is [(observation, canonical action)]."""
+def trajectory(steps: list[tuple[str, str]], errors: dict[int, str] | None = None,
+               **traj_overrides) -> tuple[TrajectoryRecord, list[StepRecord]]:
+    """Stored records of a trajectory: `steps` is [(page, canonical action)], `errors` the
+    error shown at a step (the previous action's)."""
+    errors = errors or {}
     step_records = [make_step(trajectory_id=TID, query=QUERY, step=i, observation=obs, thought=f"thought {i}",
-                              action_raw=action, action=action) for i, (obs, action) in enumerate(steps)]
+                              action_raw=action, action=action, error_shown=errors.get(i))
+                    for i, (obs, action) in enumerate(steps)]
     fields = {"trajectory_id": TID, "query": QUERY, "n_steps": len(steps), "final_answer": "alice"} | traj_overrides
-    return to_table([make_trajectory(**fields)]).to_pylist()[0], to_table(step_records).to_pylist()
+    return make_trajectory(**fields), step_records
 
 
 def current_user_turn(example: dict) -> str:
@@ -61,16 +63,15 @@ def test_keep_trajectory_reasons(overrides: dict, use_gold: bool, reason: str) -
 
 def test_a_trajectory_with_an_unparsable_action_is_dropped() -> None:
     traj, steps = trajectory([(PAGE_A, "click [2]"), (PAGE_C, "stop [alice]")])
-    steps[0] |= {"action": None, "action_valid": False, "action_raw": "clik [2]"}
+    steps[0] = dataclasses.replace(steps[0], action=None, action_valid=False, action_raw="clik [2]")
     assert sft.keep_trajectory(traj, steps) == (False, sft.INVALID_ACTION)
 
 
 def test_convert_trajectories_counts_reasons_and_groups_steps() -> None:
     good, good_steps = trajectory([(PAGE_A, "type [2] [alice] [press_enter_after=1]"), (PAGE_C, "stop [alice]")])
     bad, bad_steps = trajectory([(PAGE_A, "click [2]")], judge_verdict=0)
-    bad["trajectory_id"] = "login-user#1"
-    for s in bad_steps:
-        s["trajectory_id"] = "login-user#1"
+    bad = dataclasses.replace(bad, trajectory_id="login-user#1")
+    bad_steps = [dataclasses.replace(s, trajectory_id="login-user#1") for s in bad_steps]
     result = sft.convert_trajectories([good, bad], [*reversed(good_steps), *bad_steps])
     assert dict(result.reasons) == {sft.KEPT: 1, sft.JUDGED_FAILURE: 1}
     assert (result.kept, result.steps_in) == (1, 2)
@@ -87,9 +88,8 @@ def test_each_example_is_the_inference_prompt_plus_the_target_reply(k: int) -> N
     assert len(examples) == 3
     for t, example in enumerate(examples):
         # The policy at step t is prompted with exactly the same messages.
-        history = [PastStep(observation=s["observation"], thought=s["thought"], action=s["action"])
-                   for s in steps[:t]]
-        assert example["prompt"] == build_messages(QUERY, steps[t]["observation"], history, k)
+        history = [PastStep(observation=s.observation, thought=s.thought, action=s.action) for s in steps[:t]]
+        assert example["prompt"] == build_messages(QUERY, steps[t].observation, history, k)
         assert example["completion"] == [{"role": "assistant", "content": format_reply(f"thought {t}", actions[t])}]
         assert (example["trajectory_id"], example["step"], example["source"]) == (TID, t, "real")
     assert examples[2]["prompt"][1]["content"] == OMITTED  # step 0's page is clipped at step 2
@@ -111,9 +111,8 @@ def test_no_change_filter_keeps_the_next_steps_real_observation() -> None:
 
 
 def test_a_failed_action_is_dropped_and_the_next_page_shown_without_its_error() -> None:
-    error_turn = render_observation(PAGE_A, "element [9] not found")
-    traj, steps = trajectory([(PAGE_A, "click [9]"), (error_turn, "type [2] [alice] [press_enter_after=1]"),
-                              (PAGE_B, "click [3]"), (PAGE_C, "stop [alice]")])
+    traj, steps = trajectory([(PAGE_A, "click [9]"), (PAGE_A, "type [2] [alice] [press_enter_after=1]"),
+                              (PAGE_B, "click [3]"), (PAGE_C, "stop [alice]")], errors={1: "element [9] not found"})
     examples = sft.to_sft_examples(traj, steps)
     assert [e["step"] for e in examples] == [1, 2, 3]
     assert current_user_turn(examples[0]) == user_turn(PAGE_A, QUERY)
@@ -135,13 +134,6 @@ def test_wait_steps_are_dropped() -> None:
     assert current_user_turn(examples[0]) == user_turn(PAGE_B, QUERY)
     assert [m["content"] for m in examples[1]["prompt"][1:]] == [
         OMITTED, format_reply("thought 1", "click [3]"), user_turn(PAGE_A, QUERY)]
-
-
-@pytest.mark.parametrize("error", [None, "click [9] failed: timeout", "two\nlines"])
-def test_page_text_inverts_render_observation(error: str | None) -> None:
-    rendered = render_observation(PAGE_A, error)
-    assert rollout.is_error_turn(rendered) == (error is not None)
-    assert rollout.page_text(rendered) == PAGE_A
 
 
 # -- Parquet -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from evolver_core.data import storage as storage_module
-from evolver_core.data.records import StepRecord, TrajectoryRecord, from_table, to_table, trajectory_id
-from evolver_core.data.storage import Storage, relative_path, shard_filename
+from evolver_core.contracts.episode import trajectory_id
+from evolver_core.data.records import StepRecord, TrajectoryRecord, from_table, to_table
+from evolver_core.data.storage import (DamagedFolder, Storage, StorageURIError, check_root, relative_path,
+                                       shard_filename)
 from s3_server import LocalS3Server
 from test_records import make_step, make_trajectory
 
@@ -249,3 +252,85 @@ def test_endpoint_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert "arg:3" in repr(Storage("s3://bucket", endpoint_url="http://arg:3"))
     with pytest.raises(ValueError, match="S3"):
         Storage(str(tmp_path), endpoint_url="http://arg:3")
+
+
+# ---- roots and committed folders (issue 22) ----------------------------------------------
+
+
+@pytest.mark.parametrize("root, says", [
+    ("s3:/bucket/x", "two slashes"),
+    ("s3:bucket/x", "two slashes"),
+    ("gs://bucket/x", "unknown scheme 'gs'"),
+    ("s3://Bad_Bucket/x", "not an S3 bucket name"),
+    ("file://relative/x", "absolute path"),
+])
+def test_malformed_roots_are_refused(root: str, says: str) -> None:
+    with pytest.raises(StorageURIError, match=says):
+        Storage(root)
+
+
+def test_well_formed_roots_are_taken(tmp_path: Path) -> None:
+    for root in (str(tmp_path), f"file://{tmp_path}", "relative/folder", "s3://my-bucket/prefix", "memory://x"):
+        assert check_root(root) == root
+
+
+def adapter_folder(tmp_path: Path, fill: str, size: int = 4096) -> Path:
+    folder = tmp_path / f"adapter-{fill}"
+    (folder / "nested").mkdir(parents=True)
+    (folder / "adapter_model.safetensors").write_bytes(fill.encode() * size)
+    (folder / "nested" / "config.json").write_text(f'{{"fill": "{fill}"}}')
+    return folder
+
+
+def test_put_dir_commits_whole_folders(backend: Backend, tmp_path: Path) -> None:
+    st = backend.storage
+    uri = st.put_dir(adapter_folder(tmp_path, "a"), "run-a", 0, "finetune", "adapter")
+    assert st.committed(uri)
+    local = st.local_dir(uri, tmp_path / "cache")
+    assert (local / "adapter_model.safetensors").read_bytes() == b"a" * 4096
+    uri = st.put_dir(adapter_folder(tmp_path, "b", 100), "run-a", 0, "finetune", "adapter")  # replaced
+    local = st.local_dir(uri, tmp_path / "cache")
+    assert (local / "adapter_model.safetensors").read_bytes() == b"b" * 100
+    assert (local / "nested" / "config.json").read_text() == '{"fill": "b"}'
+    leftovers = [p for p in st.fs.ls(st.path("run-a", 0, "finetune")) if ".tmp-" in p]
+    assert leftovers == []
+
+
+def test_damaged_or_uncommitted_folders_are_not_trusted(backend: Backend, tmp_path: Path) -> None:
+    st = backend.storage
+    uri = st.put_dir(adapter_folder(tmp_path, "a"), "run-a", 0, "finetune", "adapter")
+    path = st.fs._strip_protocol(uri)
+    weights = next(p for p in st.fs.find(path) if p.endswith("adapter_model.safetensors"))
+    st.fs.pipe_file(weights, b"a" * 10)  # truncated, as a full disk or a killed copy leaves it
+    assert not st.committed(uri)
+    with pytest.raises(DamagedFolder, match=r"adapter is damaged: adapter_model.safetensors has 10 bytes, "
+                                            r"committed 4096"):
+        st.local_dir(uri, tmp_path / "cache")
+    st.fs.makedirs(f"{st.path('run-a', 0, 'finetune_wm')}/adapter", exist_ok=True)
+    st.fs.pipe_file(f"{st.path('run-a', 0, 'finetune_wm')}/adapter/adapter_model.safetensors", b"x")  # no record
+    assert not st.committed(st.uri("run-a", 0, "finetune_wm") + "/adapter")
+    assert not st.committed(st.uri("run-a", 0, "nothing") + "/adapter")
+
+
+def test_a_reader_never_sees_no_adapter_or_half_of_one(tmp_path: Path) -> None:
+    st = Storage(str(tmp_path / "store"))
+    folders = [adapter_folder(tmp_path, fill, 1 << 16) for fill in "ab"]
+    uri = st.put_dir(folders[0], "run-a", 0, "finetune", "adapter")
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                st.check_committed(uri)
+                seen.append("whole")
+            except (DamagedFolder, FileNotFoundError) as exc:
+                seen.append(repr(exc))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for i in range(30):
+        st.put_dir(folders[i % 2], "run-a", 0, "finetune", "adapter")
+    stop.set()
+    reader.join()
+    assert len(seen) > 30 and set(seen) == {"whole"}, [s for s in seen if s != "whole"][:3]

@@ -16,14 +16,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from evolver_core.agents.policy import PolicyAgent
+from evolver_core.contracts.task import Task
+from evolver_core.data.episodes import read_episodes
 from evolver_core.data.records import from_table
 from evolver_core.data.storage import Storage
 from evolver_core.llm import CallLimits, LLMClient
+from evolver_core.config import SamplingConfig
 from evolver_core.sampling.sampler import SampleConfig, episode_records
-from evolver_core.suites.base import Task
 from evolver_core.training.sft import convert_trajectories, read_sft_parquet, write_sft_parquet
 from evolver_core.world_model.model import WorldModel
 from evolver_core.world_model.synthesis import WM_UNPARSABLE, failed_task_ids, synthesize, synthesize_episode
+from test_records import make_step, make_trajectory
 
 Responder = Callable[[list[dict]], str]
 
@@ -180,7 +183,8 @@ async def test_synthesize_stores_judges_and_resumes(servers, tmp_path):
     policy = servers(policy_acting({2: "stop [done]"}), "policy-model")
     wm = WorldModel(servers(counting_wm(), "wm-model").client)
     storage = Storage(str(tmp_path))
-    cfg = SampleConfig(run_id="r", stage="synthesize", source="synthetic", samples=2)
+    cfg = SampleConfig(run_id="r", stage="synthesize", source="synthetic",
+                       sampling=SamplingConfig(samples=2))
     tasks = [TASK, TASK.with_(id="synth/t2")]
     summary = await synthesize(tasks, lambda t, k: PolicyAgent(policy.client), wm, storage, cfg,
                                judge_client=judged.client)
@@ -193,8 +197,7 @@ async def test_synthesize_stores_judges_and_resumes(servers, tmp_path):
     with pytest.raises(ValueError, match="synthetic"):
         await synthesize(tasks, lambda t, k: PolicyAgent(policy.client), wm, storage, SampleConfig(run_id="r"))
     # Kept by r̂, converted like real trajectories, and merged with the real examples of the round.
-    conv = convert_trajectories(storage.read_table("r", 0, "synthesize", table_name="trajectories").to_pylist(),
-                                storage.read_table("r", 0, "synthesize", table_name="steps").to_pylist())
+    conv = convert_trajectories(*read_episodes(storage, "r", 0, "synthesize"))
     assert conv.kept == 4 and len(conv.examples) == 8 and {e["source"] for e in conv.examples} == {"synthetic"}
     assert "THOUGHT" not in json.dumps([e["prompt"] for e in conv.examples])  # the WM's rationale never leaks
     real = [{**conv.examples[0], "source": "real", "trajectory_id": "real#0"}]
@@ -205,14 +208,14 @@ async def test_synthesize_stores_judges_and_resumes(servers, tmp_path):
 
 
 def test_failed_task_ids_are_the_queries_rejection_sampling_keeps_nothing_of() -> None:
-    def traj(task: str, k: int, gold: float | None, verdict: int | None = None, stop: str = "stop") -> dict:
-        return {"trajectory_id": f"{task}#{k}", "task_id": task, "gold_reward": gold, "judge_verdict": verdict,
-                "stop_reason": stop, "final_answer": "done", "n_steps": 1}
+    def traj(task: str, k: int, gold: float | None, verdict: int | None = None, stop: str = "stop"):
+        return make_trajectory(trajectory_id=f"{task}#{k}", task_id=task, gold_reward=gold, judge_verdict=verdict,
+                               stop_reason=stop, final_answer="done", n_steps=1)
 
     trajs = [traj("a", 0, 0.0), traj("a", 1, 1.0),  # one success of two: not failed
              traj("b", 0, 1.0, stop="max_steps"),  # gold success, but never stopped: nothing to keep
              traj("c", 0, 0.0, verdict=1), traj("d", 0, 1.0, verdict=0)]
-    steps = [{"trajectory_id": t["trajectory_id"], "action_valid": True} for t in trajs]
+    steps = [make_step(trajectory_id=t.trajectory_id) for t in trajs]
     assert failed_task_ids(trajs, steps, use_gold=True) == ["b", "c"]
     assert failed_task_ids(trajs, steps, use_gold=False) == ["a", "b", "d"]  # by the judge's verdicts
     assert failed_task_ids(trajs, steps[1:], use_gold=True) == ["b", "c"]  # a's kept one still has its step

@@ -8,17 +8,17 @@ import json
 
 import pytest
 
-from evolver_core.data.records import WM_TRANSITION_TABLE
+from evolver_core.data.records import WM_TRANSITION_TABLE, StepRecord, TrajectoryRecord
 from evolver_core.data.storage import Storage
-
 from evolver_core.llm import LLMClient
 from evolver_core.training.sft import examples_from_table, examples_to_table
 from evolver_core.world_model.model import (
     FIRST, Transition, WorldModel, action_key, build_wm_messages, cap_transitions, distill_rationales,
-    format_wm_target, parse_wm_output, rationale_messages, transitions_from_rows, transitions_from_table,
+    format_wm_target, parse_wm_output, rationale_messages, transitions_from_records, transitions_from_table,
     transitions_to_table, wm_sft_examples,
 )
 from fixtures_models import FakeEndpoint, chat_response, fake_endpoint  # noqa: F401  (fixtures)
+from test_records import make_step, make_trajectory
 
 
 def page(title: str, *names: str) -> str:
@@ -30,37 +30,38 @@ HOME, RESULTS, ITEM = page("Home", "Search"), page("Results", "Item"), page("Ite
 
 
 def step(traj: str, i: int, observation: str, action: str | None, *, valid: bool = True,
-         thought: str | None = "because") -> dict:
-    return {"trajectory_id": traj, "step": i, "url": f"http://shop/{traj}/{i}", "observation": observation,
-            "thought": thought, "action": action, "action_valid": valid}
+         thought: str | None = "because", error_shown: str | None = None) -> StepRecord:
+    return make_step(trajectory_id=traj, step=i, url=f"http://shop/{traj}/{i}", observation=observation,
+                     thought=thought, action_raw=action or "clik", action=action, action_valid=valid,
+                     error_shown=error_shown)
 
 
-def traj(tid: str, source: str = "real", site: str = "shop") -> dict:
-    return {"trajectory_id": tid, "query": f"task of {tid}", "site": site, "source": source, "judge_verdict": 0}
+def traj(tid: str, source: str = "real", site: str = "shop") -> TrajectoryRecord:
+    return make_trajectory(trajectory_id=tid, query=f"task of {tid}", site=site, source=source, judge_verdict=0)
 
 
 @pytest.fixture
-def rows() -> tuple[list[dict], list[dict]]:
-    """t#0: home -click-> results -(invalid)-> results(with error) -click-> item -stop.
+def rows() -> tuple[list[TrajectoryRecord], list[StepRecord]]:
+    """t#0: home -click-> results -(invalid)-> results(with its error) -click-> item -stop.
     t#1 (failed, synthetic): one step only."""
     steps = [
         step("t#0", 0, HOME, "click [2]"),
         step("t#0", 1, RESULTS, None, valid=False),
-        step("t#0", 2, "ERROR: no action\n\n" + RESULTS, "click [2]", thought=None),
+        step("t#0", 2, RESULTS, "click [2]", thought=None, error_shown="no action"),
         step("t#0", 3, ITEM, "stop [done]"),
         step("t#1", 0, ITEM, "stop [N/A]"),
     ]
     return [traj("t#0"), traj("t#1", source="synthetic", site="other")], steps[::-1]  # steps in any order
 
 
-def test_transitions_from_rows(rows: tuple[list[dict], list[dict]]) -> None:
-    first, home_click, results_click, only = transitions_from_rows(*rows)
+def test_transitions_from_records(rows: tuple[list[TrajectoryRecord], list[StepRecord]]) -> None:
+    first, home_click, results_click, only = transitions_from_records(*rows)
     assert (first.step, first.last_observation, first.action, first.next_observation) == (0, None, None, HOME)
     assert (first.start_url, first.objective, first.action_key) == ("http://shop/t#0/0", "task of t#0", FIRST)
     assert (home_click.step, home_click.action, home_click.next_observation) == (1, "click [2]", RESULTS)
     assert home_click.last_observation == HOME
     assert home_click.past_actions == ()
-    # the invalid step 1 makes no transition and no past action; step 2's error line is gone
+    # the invalid step 1 makes no transition and no past action; step 2's error is not its page
     assert (results_click.step, results_click.last_observation, results_click.next_observation) == (3, RESULTS, ITEM)
     assert results_click.past_actions == ("Thought: because\nAction: click [2]",)
     assert (only.trajectory_id, only.action, only.source, only.site) == ("t#1", None, "synthetic", "other")
@@ -68,7 +69,7 @@ def test_transitions_from_rows(rows: tuple[list[dict], list[dict]]) -> None:
 
 def test_missing_step_row_breaks_the_chain() -> None:
     steps = [step("t#0", 0, HOME, "click [2]"), step("t#0", 2, ITEM, "click [2]"), step("t#0", 3, RESULTS, "stop [x]")]
-    transitions = transitions_from_rows([traj("t#0")], steps)
+    transitions = transitions_from_records([traj("t#0")], steps)
     assert [(t.step, t.last_observation) for t in transitions] == [(0, None), (3, ITEM)]
     assert transitions[1].past_actions == ("Thought: because\nAction: click [2]",)
 
@@ -133,7 +134,7 @@ def test_build_wm_messages_layout() -> None:
 
 
 async def test_training_and_inference_use_the_same_layout(rows, fake_endpoint: FakeEndpoint) -> None:  # noqa: F811
-    transitions = transitions_from_rows(*rows)
+    transitions = transitions_from_records(*rows)
     examples = wm_sft_examples(transitions, ["r"] * len(transitions))
     fake_endpoint.default = (200, chat_response(format_wm_target("opens", ITEM)))
     wm = WorldModel(LLMClient(fake_endpoint.base_url, "wm"), temperature=0.7, max_tokens=64)
@@ -151,7 +152,7 @@ async def test_training_and_inference_use_the_same_layout(rows, fake_endpoint: F
 
 
 async def test_distill_rationales(rows, fake_endpoint: FakeEndpoint) -> None:  # noqa: F811
-    transitions = transitions_from_rows(*rows)
+    transitions = transitions_from_records(*rows)
     fake_endpoint.default = (200, chat_response("THOUGHT: The click\n opens the results."))
     rationales = await distill_rationales(LLMClient(fake_endpoint.base_url, "base"), transitions, concurrency=2)
     assert rationales[0] == "The browser opens http://shop/t#0/0 and shows its start page."
@@ -166,7 +167,7 @@ async def test_distill_rationales(rows, fake_endpoint: FakeEndpoint) -> None:  #
 
 
 def test_parquet_round_trip(rows, tmp_path) -> None:
-    transitions = transitions_from_rows(*rows)
+    transitions = transitions_from_records(*rows)
     rationales = [f"r{i}" for i in range(len(transitions))]
     store = Storage(str(tmp_path))
     store.write_shard("run", 2, "wm_data", WM_TRANSITION_TABLE,

@@ -8,8 +8,8 @@ At each step (reference notes section 9, with its faults fixed, notes 11.3):
    de-duplicated by PARSED action (the reference compared raw strings); unparsable ones are
    dropped unless none parse. If one remains it is taken without simulation.
 2. Simulation, concurrently for all candidates: the world model predicts the page after the
-   candidate's action; for depth d > 1 the policy acts on the predicted page (temperature
-   0.7) and the WM predicts again, d pages at most. A simulation ends early on a `stop` or an
+   candidate's action; for depth d > 1 the policy acts on the predicted page (at
+   `rollout_temperature`) and the WM predicts again, d pages at most. A simulation ends early on a `stop` or an
    unparsable policy action or WM output. `restart` leads to the episode's first page
    without asking the WM. A `stop` candidate is not simulated.
 3. Scoring: the scorer LLM rates each candidate 0 (wrong), 0.5 (on track) or 1 (completes
@@ -30,20 +30,19 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from evolver_core.agents.policy import PolicyAgent
 from evolver_core.config import JudgeConfig, LookaheadConfig
-from evolver_core.agents.base import Turn
-from evolver_core.agents.policy import PastStep, PolicyAgent
-from evolver_core.browser.actions import Action, ActionParseError, format_action, parse_action
-from evolver_core.browser.observation import Observation
+from evolver_core.contracts.actions import Action, ActionParseError, format_action, parse_action
+from evolver_core.contracts.agent import Turn
+from evolver_core.contracts.episode import StepResult
+from evolver_core.contracts.observation import Observation
+from evolver_core.contracts.prompt import PastStep, render_observation
+from evolver_core.contracts.task import Task
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
-from evolver_core.sampling.rollout import StepResult, render_observation
-from evolver_core.sampling.rollout import page_text
-from evolver_core.suites.base import Task
 from evolver_core.world_model.model import WorldModel
 from evolver_core.world_model.synthesis import wm_past_action
 
-ROLLOUT_TEMPERATURE = 0.7  # the policy's temperature inside a simulation
 AGENT_STOPS = "(The agent stops here.)"
 NO_PREDICTION = "(The world model could not predict the page.)"
 
@@ -122,7 +121,7 @@ class _Evaluation:
 
 
 class LookaheadAgent:
-    """Implements `evolver_core.agents.base.Agent`: the policy's next step chosen by WMLA (module docstring).
+    """Implements `evolver_core.agents.oracle.Agent`: the policy's next step chosen by WMLA (module docstring).
 
     `policy` supplies the client, history length k, few-shot examples, max tokens and seed
     of the policy prompt; `world_model` simulates; `scorer` rates the simulations.
@@ -130,7 +129,8 @@ class LookaheadAgent:
 
     def __init__(self, policy: PolicyAgent, world_model: WorldModel, scorer: LLMClient, *, depth: int = 1,
                  candidates: int = LookaheadConfig.candidates, scorer_max_tokens: int = JudgeConfig.scorer_max_tokens,
-                 candidate_temperature: float = LookaheadConfig.temperature, name: str | None = None):
+                 candidate_temperature: float = LookaheadConfig.temperature,
+                 rollout_temperature: float = LookaheadConfig.rollout_temperature, name: str | None = None):
         if depth not in (1, 2, 3):
             raise ValueError(f"depth must be 1, 2 or 3, not {depth}")
         if candidates < 1:
@@ -142,6 +142,7 @@ class LookaheadAgent:
         self.candidates = candidates
         self.scorer_max_tokens = scorer_max_tokens
         self.candidate_temperature = candidate_temperature
+        self.rollout_temperature = rollout_temperature
         self.name = name or f"wmla{depth}:{policy.client.model}"
 
     def start(self, task: Task) -> None:
@@ -155,7 +156,7 @@ class LookaheadAgent:
                                    temperature=turns[i].sampling.get("temperature", 0.0)) for i in kept]
         tokens = [(t.prompt_tokens, t.completion_tokens) for t in turns]
         if len(kept) > 1:  # a single candidate is taken as it is
-            for spent in await asyncio.gather(*(self._evaluate(task, observation, history, turns[i], ev, i)
+            for spent in await asyncio.gather(*(self._evaluate(task, obs, history, turns[i], ev, i)
                                                 for i, ev in zip(kept, evaluations))):
                 tokens += spent
         best = select_best([ev.score for ev in evaluations])
@@ -183,7 +184,7 @@ class LookaheadAgent:
             turns.append(await self._policy_turn(objective, asked, past, self.candidate_temperature, self._seed(i)))
         return turns
 
-    async def _evaluate(self, task: Task, observation: str, history: Sequence[StepResult], candidate: Turn,
+    async def _evaluate(self, task: Task, obs: Observation, history: Sequence[StepResult], candidate: Turn,
                         ev: _Evaluation, index: int) -> list[tuple[int, int]]:
         """Simulate (unless it stops) and score one candidate, filling `ev`; returns the
         (prompt, completion) tokens spent."""
@@ -191,13 +192,13 @@ class LookaheadAgent:
         action = _try_parse(candidate.action)
         if action is not None and action.name != "stop":
             ev.simulated = True
-            tokens += await self._simulate(task, observation, history, candidate, action, ev.simulation, index)
+            tokens += await self._simulate(task, obs, history, candidate, action, ev.simulation, index)
             simulation = render_simulation(ev.simulation)
         else:
             simulation = load_prompt("scorer_stop")
         messages = [{"role": "system", "content": load_prompt("scorer_system")},
                     {"role": "user", "content": load_prompt("scorer_user", objective=task.query,
-                                                            observation=observation,
+                                                            observation=render_observation(obs.text, obs.error),
                                                             response=candidate.response or "",
                                                             simulation=simulation)}]
         completion = await self.scorer.chat(messages, temperature=0.0, max_tokens=self.scorer_max_tokens)
@@ -205,15 +206,15 @@ class LookaheadAgent:
         ev.score = ev.score_parsed or 0.0
         return [*tokens, (completion.prompt_tokens, completion.completion_tokens)]
 
-    async def _simulate(self, task: Task, observation: str, history: Sequence[StepResult], candidate: Turn,
+    async def _simulate(self, task: Task, obs: Observation, history: Sequence[StepResult], candidate: Turn,
                         action: Action, out: list[SimStep], index: int) -> list[tuple[int, int]]:
         """Up to `depth` WM pages after `action`, the policy acting on each but the last;
         appends to `out` and returns the (prompt, completion) tokens of the policy and the WM."""
-        page = page_text(observation)  # the WM predicts pages, not the executor's error lines
-        first_page = page_text(history[0].observation) if history else page
+        page = obs.text  # the WM predicts pages, not the executor's errors
+        first_page = history[0].observation if history else page
         wm_past = [wm_past_action(s.turn.thought, s.action) for s in history if s.action is not None]
         policy_past = [PastStep.from_step(s) for s in history]
-        seen, thought, written, tokens = observation, candidate.thought, candidate.action, []
+        error, thought, written, tokens = obs.error, candidate.thought, candidate.action, []
         for level in range(self.depth):
             if action.name == "restart":
                 nxt = first_page
@@ -226,8 +227,8 @@ class LookaheadAgent:
             if nxt is None or level == self.depth - 1:
                 break
             wm_past.append(wm_past_action(thought, action))
-            policy_past.append(PastStep(observation=seen, thought=thought, action=written))
-            turn = await self._policy_turn(task.query, nxt, policy_past, ROLLOUT_TEMPERATURE,
+            policy_past.append(PastStep(observation=page, thought=thought, action=written, error_shown=error))
+            turn = await self._policy_turn(task.query, nxt, policy_past, self.rollout_temperature,
                                            self._seed(100 * index + 10 + level))
             tokens.append((turn.prompt_tokens, turn.completion_tokens))
             parsed = _try_parse(turn.action)
@@ -236,7 +237,7 @@ class LookaheadAgent:
             if parsed.name == "stop":
                 out.append(SimStep(action=format_action(parsed), page=None))
                 break
-            page = seen = nxt
+            page, error = nxt, None
             thought, written, action = turn.thought, turn.action, parsed
         return tokens
 

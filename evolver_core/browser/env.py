@@ -33,14 +33,14 @@ from urllib.parse import urlsplit
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import async_playwright
 
-from evolver_core.browser.actions import Action, ActionParseError, parse_action
+from evolver_core.contracts.actions import Action, ActionParseError, parse_action
 from evolver_core.browser.allowlist import host_port, request_allowed, url_allowed
 from evolver_core.browser.execute import ActionError, act_on_element, describe, scroll, with_timeout
 from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
-from evolver_core.browser.observation import Observation
+from evolver_core.contracts.observation import Observation
 from evolver_core.browser.observe import DEFAULT_MAX_ELEMENTS, observe
-from evolver_core.llm import cap_text
-from evolver_core.suites.base import ActionEvent, EpisodeState, Suite, Task
+from evolver_core.contracts.text import cap_text
+from evolver_core.contracts.task import ActionEvent, EpisodeState, Suite, Task
 
 log = logging.getLogger(__name__)
 

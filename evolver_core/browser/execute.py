@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from evolver_core.browser.actions import Action, format_action
-from evolver_core.llm import cap_text
+from evolver_core.contracts.actions import Action, format_action
+from evolver_core.contracts.text import cap_text
 
 # How much of an action an error message repeats: a 10,000-character `type` that failed must
 # not come back whole in the next prompt.

@@ -29,6 +29,10 @@ class ChromiumNotFound(RuntimeError):
     pass
 
 
+class PageTimeout(TimeoutError):
+    """A page that did not load or could not be observed within its deadline."""
+
+
 def chromium_path() -> str:
     """Path of the chromium binary: $WEBEVOLVER_CHROMIUM, then `chromium` on PATH."""
     candidates = [settings().chromium, shutil.which("chromium"), shutil.which("chromium-browser"),

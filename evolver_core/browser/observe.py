@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from evolver_core.browser.observation import Element, Observation, Tab
+from evolver_core.contracts.observation import Element, Observation, Tab
 
 INTERACTIVE_ROLES = frozenset({
     "button", "checkbox", "combobox", "link", "listbox", "menuitem", "menuitemcheckbox",

@@ -1,7 +1,7 @@
 """What produced a stage's results: its identity, and the digests it is made of.
 
 A stage's identity is a small JSON object: the stage, a digest of the domain code it runs
-(`code_digest`), content digests of the models it uses (`model_digest`: base model and
+(`code_digest`), content digests of the models it uses (`training.identity.model_digest`: base model and
 LoRA adapter), its parameters (sampling, suite, split, the chosen task ids, ...), and the
 identities of the stages it reads. Its sha256 (`StageIdentity.digest`) is written beside
 the stage's data (`run_layout.open_stage`) and into the Prefect cache key
@@ -20,13 +20,11 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from evolver_core.config import ModelSpec
 
 PACKAGE = "evolver_core"
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the evolver_core folder; tests point it at a copy
@@ -154,31 +152,6 @@ def folder_content_digest(folder: Path | str) -> str:
                 h.update(f.read(_EDGE))
     _folder_digest_memo[key] = h.hexdigest()
     return _folder_digest_memo[key]
-
-
-def model_digest(spec: ModelSpec | None) -> str | None:
-    """Content digest of the model a spec names (base and adapter); remote models (the openai
-    backend) by endpoint and name, which is all that can be known of them. None: no model
-    (the scripted solver)."""
-    if spec is None:
-        return None
-    from evolver_core.training.models import resolve_model
-
-    if spec.backend == "openai":
-        return fingerprint({"endpoint": spec.base_url, "model": spec.model})
-    ref = resolve_model(spec.model, adapter=spec.adapter)
-    parts = {"backend": spec.backend}
-    for role, where in (("base", ref.base), ("adapter", ref.adapter)):
-        if where is not None:
-            parts[role] = folder_content_digest(where) if os.path.isdir(where) else where
-    return fingerprint(parts)
-
-
-def model_identity(spec: ModelSpec | None) -> dict | None:
-    """What a stage's identity records of a model: its name and its content digest."""
-    if spec is None:
-        return None
-    return {"model": spec.model, "adapter": spec.adapter, "backend": spec.backend, "digest": model_digest(spec)}
 
 
 # ---- stages ---------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from typing import Any, ClassVar, Iterable, Literal, get_args, get_origin, get_t
 
 import pyarrow as pa
 
+from evolver_core.contracts.episode import trajectory_id
+
 TableName = Literal["steps", "trajectories", "examples", "wm_transitions", "wm_fidelity"]
 Source = Literal["real", "synthetic"]
 # "done": the page ended the task; "invalid": a synthetic step whose action or predicted page did
@@ -58,9 +60,14 @@ def arrow_schema(cls: type) -> pa.Schema:
     return pa.schema(out)
 
 
-def trajectory_id(task_id: str, sample: int) -> str:
-    """The id shared by a trajectory's row and its step rows: ``"<task_id>#<sample>"``."""
-    return f"{task_id}#{sample}"
+def scored(row: dict) -> bool:
+    """Whether a stored trajectory row counts in a success rate: it has a gold reward and did
+    not end in an error (a fault that was not the agent's is never a failure)."""
+    return row["stop_reason"] != "error" and row["gold_reward"] is not None
+
+
+def solved(row: dict) -> bool:
+    return scored(row) and row["gold_reward"] >= 1.0
 
 
 def canonical_json(value: Any) -> str:
@@ -103,7 +110,7 @@ class StepRecord:
     sample: int = field(metadata=I32)
     step: int = field(metadata=I32)
     url: str
-    observation: str
+    observation: str  # the page the agent saw (older shards: with the error line folded in)
     thought: str | None
     action_raw: str
     action: str | None
@@ -118,6 +125,7 @@ class StepRecord:
     prompt: str | None = None  # canonical_json(chat messages)
     response: str | None = None
     screenshot: str | None = None  # URI of a PNG of the viewport before acting (`Storage.screenshot_path`)
+    error_shown: str | None = None  # the previous action's error, shown to the agent beside the page
 
     def __post_init__(self) -> None:
         _normalise_times(self)
@@ -276,7 +284,7 @@ def to_table(
 # Nullable columns added after data was written: Parquet from before lacks them and reads as
 # null (`Storage` reads through the full schema, which fills them; `from_table` does the same).
 ADDED_COLUMNS: dict[TableName, tuple[str, ...]] = {
-    "steps": ("screenshot",), "trajectories": ("error", "final_url", "final_observation", "identity")}
+    "steps": ("screenshot", "error_shown"), "trajectories": ("error", "final_url", "final_observation", "identity")}
 
 
 def record_type_of(schema: pa.Schema) -> type[StepRecord] | type[TrajectoryRecord]:

@@ -2,7 +2,7 @@
 training reads, and each stage's identity manifest.
 
 ``<root>/runs/<run>/round=<i>/<stage>/`` holds a stage's tables (`storage.Storage`), its
-adapter (``finetune*/adapter``) and ``identity.json``: the `StageIdentity` that produced
+adapter (``finetune*/adapter``, committed whole by `Storage.put_dir`) and ``identity.json``: the `StageIdentity` that produced
 everything in the folder. `open_stage` is how a stage starts writing: same identity, it
 resumes; another identity, the old folder is moved whole to
 ``<root>/superseded/<run>/round=<i>/<stage>-<old digest>-<n>/`` (kept for inspection, read by
@@ -79,14 +79,16 @@ def adapter_uri(store: Storage, run_id: str, round_: int, stage: str = FINETUNE)
 
 
 def has_adapter(store: Storage, run_id: str, round_: int, stage: str = FINETUNE) -> bool:
-    return store.fs.exists(store.fs._strip_protocol(adapter_uri(store, run_id, round_, stage)))
+    """Whether the stage's adapter is committed whole (`Storage.put_dir`); a half-written or
+    damaged one does not count."""
+    return store.committed(adapter_uri(store, run_id, round_, stage))
 
 
 def previous_adapter(store: Storage, run_id: str, round_: int) -> str:
     """The policy of round i-1, as its finetune stage stored it."""
     if not has_adapter(store, run_id, round_ - 1):
         raise FileNotFoundError(f"round {round_} samples with round {round_ - 1}'s policy, but "
-                                f"{adapter_uri(store, run_id, round_ - 1)} does not exist: "
+                                f"{adapter_uri(store, run_id, round_ - 1)} holds no committed adapter: "
                                 f"run round {round_ - 1} of run {run_id!r} first")
     return adapter_uri(store, run_id, round_ - 1)
 

@@ -14,7 +14,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from evolver_core.config import JudgeConfig
-from evolver_core.data.records import TrajectoryRecord, from_table, to_table
+from evolver_core.contracts.prompt import render_observation
+from evolver_core.data.episodes import read_episodes
+from evolver_core.data.records import StepRecord, TrajectoryRecord, to_table
 from evolver_core.data.run_layout import JUDGE, judged_stage
 from evolver_core.data.storage import Storage
 from evolver_core.judge.judge import DEFAULT_LAST_N, agreement, judge
@@ -45,25 +47,27 @@ def verdict_row(t: dict, verdicts: dict[tuple[int, str, str], dict]) -> dict:
     return verdicts.get((t["round"], t["stage"], t["trajectory_id"]), t)
 
 
-def observations_by_trajectory(storage: Storage, run_id: str, round_: int, stage: str) -> dict[str, list[str]]:
-    steps = storage.read_table(run_id, round_, stage, table_name="steps").select(
-        ["trajectory_id", "step", "observation"]).to_pylist()
+def observations_by_trajectory(trajs: list[TrajectoryRecord], steps: list[StepRecord]) -> dict[str, list[str]]:
+    """Each trajectory's observations as the agent read them (error first, then the page), in
+    step order, and the page its last action led to where the episode did not end with `stop`."""
     out: dict[str, list[tuple[int, str]]] = {}
     for s in steps:
-        out.setdefault(s["trajectory_id"], []).append((s["step"], s["observation"]))
-    return {tid: [o for _, o in sorted(rows)] for tid, rows in out.items()}
+        out.setdefault(s.trajectory_id, []).append((s.step, render_observation(s.observation, s.error_shown)))
+    shown = {tid: [o for _, o in sorted(rows)] for tid, rows in out.items()}
+    last_error = {s.trajectory_id: s.error for s in sorted(steps, key=lambda s: s.step)}
+    for t in trajs:
+        if t.final_observation:
+            shown.setdefault(t.trajectory_id, []).append(
+                render_observation(t.final_observation, last_error.get(t.trajectory_id)))
+    return shown
 
 
 async def judge_trajectories(storage: Storage, run_id: str, round_: int, client: LLMClient, *,
                              source_stage: str = "sample", stage: str = JUDGE,
                              last_n: int = DEFAULT_LAST_N, concurrency: int = 4,
                              max_tokens: int = JudgeConfig.max_tokens) -> JudgeSummary:
-    trajs: list[TrajectoryRecord] = from_table(storage.read_table(run_id, round_, source_stage,
-                                                                 table_name="trajectories"))  # type: ignore[assignment]
-    observations = observations_by_trajectory(storage, run_id, round_, source_stage)
-    for t in trajs:  # the page the last action led to, where the episode did not end with `stop`
-        if t.final_observation:
-            observations.setdefault(t.trajectory_id, []).append(t.final_observation)
+    trajs, steps = read_episodes(storage, run_id, round_, source_stage)
+    observations = observations_by_trajectory(trajs, steps)
     # Error episodes (a crashed page, a failing endpoint) have no outcome to judge.
     todo = [t for t in trajs if t.stop_reason != "error"
             and not storage.exists(run_id, round_, stage, "trajectories", t.trajectory_id)]

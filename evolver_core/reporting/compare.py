@@ -17,9 +17,11 @@ import csv
 import io
 from collections import defaultdict
 
+from evolver_core.data.records import scored
 from evolver_core.data.storage import Storage, UnreadableShard, safe_key
 from evolver_core.reporting.metrics import wilson_interval
 from evolver_core.reporting.plots import success_by_round_svg
+from evolver_core.reporting.results import arm
 
 CHART_TITLE = "Success by run, round and suite"
 TABLE_COLUMNS = ("run", "round", "suite", "arm", "episodes", "success_rate", "ci_low", "ci_high")
@@ -29,12 +31,6 @@ class NoEvaluations(ValueError):
     """None of the runs has evaluation trajectories (stages eval*) with a gold reward."""
 
 
-def arm(stage: str) -> str:
-    """The arm an evaluation stage measures: `eval` (repeats `eval-<r>` included), `eval-self`, ..."""
-    head, _, tail = stage.partition("-")
-    return head if not tail or tail.isdigit() else stage
-
-
 def evaluation_table(storage: Storage, runs: list[str], *, skip_unreadable: bool = False) -> list[dict]:
     cells: dict[tuple[str, int, str, str], list[float]] = defaultdict(list)
     for run in runs:
@@ -42,8 +38,7 @@ def evaluation_table(storage: Storage, runs: list[str], *, skip_unreadable: bool
         if broken and not skip_unreadable:
             raise UnreadableShard(broken)
         for t in table.to_pylist():
-            if (t["stage"].startswith("eval") and not t["stage"].endswith("-judge") and t["gold_reward"] is not None
-                    and t["stop_reason"] != "error"):
+            if t["stage"].startswith("eval") and not t["stage"].endswith("-judge") and scored(t):
                 cells[(run, t["round"], t["suite"], arm(t["stage"]))].append(t["gold_reward"])
     rows = []
     for (run, round_, suite, which), rewards in sorted(cells.items()):

@@ -1,44 +1,156 @@
-"""A dependency-free SVG bar chart of success by round (the paper's Figure 3 in miniature)."""
+"""The success plot (the paper's Figure 3, honestly drawn), with matplotlib.
+
+Left: bars grouped by round; within a round each comparison sits side by side on the same
+episodes: the WebEvolver policy beside the self-improve policy (the same test tasks and
+seeds), and each look-ahead evaluation beside plain decoding on exactly its episodes. Every
+bar has its 95% Wilson interval and its number of episodes, and the legend says in words what
+each colour is. Right: the last round per task. Written as SVG (text kept as text) and PNG.
+
+Input: rows like `compare.evaluation_table`'s: ``round``, ``arm`` (the evaluation stage:
+``eval``, ``eval-self``, ``eval-wmla<d>``, ``eval-gen``; ``plain-wmla<d>`` is plain decoding on
+the episodes of ``eval-wmla<d>``), ``episodes`` (scored), ``success_rate``, ``ci_low``,
+``ci_high``, optionally ``run`` (several runs: a group per run and round) and ``task`` (a
+per-task row). `success_rows` builds them, per task and with the plain pairs, from stored
+evaluation trajectories.
+"""
 
 from __future__ import annotations
 
-from html import escape
+import io
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 
-WIDTH, HEIGHT, PAD = 480, 260, 40
+import matplotlib
+from matplotlib.figure import Figure
+
+from evolver_core.reporting.results import arm as stage_arm, success_of_rows
+
+matplotlib.use("Agg")  # files only, never a window
+
+PLAIN_PREFIX = "plain-"
+_COLOURS = {"eval": "#2563eb", "eval-self": "#f59e0b", "eval-gen": "#6b7280"}
+_LOOKAHEAD, _PLAIN = "#16a34a", "#93c5fd"
+_RC = {"svg.hashsalt": "webevolver", "svg.fonttype": "none", "font.size": 9}  # stable ids, text stays text
 
 
-def _label(row: dict) -> str:
-    return str(row.get("label") or f"round {row.get('round')}")
+def arm_words(arm: str) -> str:
+    """The legend's words for an arm."""
+    if arm.startswith("eval-wmla"):
+        return f"look-ahead, depth {arm.removeprefix('eval-wmla')}"
+    if arm.startswith(PLAIN_PREFIX):
+        return f"WebEvolver policy, plain, on the depth-{arm.removeprefix(PLAIN_PREFIX + 'eval-wmla')} episodes"
+    return {"eval": "WebEvolver policy", "eval-self": "self-improve policy (same episodes)",
+            "eval-gen": "WebEvolver policy on tasks never trained on"}.get(arm, arm)
 
 
-def success_by_round_svg(rows: list[dict], title: str = "Test success by round") -> str:
-    """`rows`: dicts with `success_rate` (0..1 or None), a `label` (default "round <round>") and
-    optionally `ci` (low, high), drawn as a whisker."""
-    n = max(len(rows), 1)
-    slot = (WIDTH - 2 * PAD) / n
-    bars = []
-    for i, r in enumerate(rows):
-        rate = r.get("success_rate") or 0.0
-        h = (HEIGHT - 2 * PAD) * rate
-        x = PAD + i * slot + slot * 0.2
-        y = HEIGHT - PAD - h
-        bars.append(
-            f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot * 0.6:.1f}" height="{h:.1f}" fill="#3b82f6"/>'
-            f'<text x="{x + slot * 0.3:.1f}" y="{y - 4:.1f}" font-size="12" text-anchor="middle">{100 * rate:.0f}%</text>'
-            f'<text x="{x + slot * 0.3:.1f}" y="{HEIGHT - PAD + 16}" font-size="12" text-anchor="middle">'
-            f'{escape(_label(r))}</text>')
-        ci = r.get("ci")
-        if ci:
-            top, bottom = (HEIGHT - PAD - (HEIGHT - 2 * PAD) * v for v in (ci[1], ci[0]))
-            cx = x + slot * 0.3
-            bars.append(f'<line x1="{cx:.1f}" y1="{top:.1f}" x2="{cx:.1f}" y2="{bottom:.1f}" stroke="#111"/>'
-                        f'<line x1="{cx - 4:.1f}" y1="{top:.1f}" x2="{cx + 4:.1f}" y2="{top:.1f}" stroke="#111"/>'
-                        f'<line x1="{cx - 4:.1f}" y1="{bottom:.1f}" x2="{cx + 4:.1f}" y2="{bottom:.1f}" stroke="#111"/>')
-    axis = (f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#333"/>'
-            f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#333"/>'
-            f'<text x="{PAD - 6}" y="{PAD + 4}" font-size="11" text-anchor="end">100%</text>'
-            f'<text x="{PAD - 6}" y="{HEIGHT - PAD}" font-size="11" text-anchor="end">0%</text>')
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif">'
-            f'<rect width="100%" height="100%" fill="white"/>'
-            f'<text x="{WIDTH / 2}" y="20" font-size="14" text-anchor="middle">{escape(title)}</text>'
-            f'{axis}{"".join(bars)}</svg>\n')
+def _colour(arm: str) -> str:
+    if arm.startswith("eval-wmla"):
+        return _LOOKAHEAD
+    return _PLAIN if arm.startswith(PLAIN_PREFIX) else _COLOURS.get(arm, "#a855f7")
+
+
+def _slot(arm: str) -> tuple[int, str, int]:
+    """(comparison, which one, place in it): each pair side by side, the two policies first."""
+    if arm in ("eval", "eval-self"):
+        return 0, "", int(arm == "eval-self")
+    if arm.startswith(PLAIN_PREFIX):
+        return 1, arm.removeprefix(PLAIN_PREFIX), 1
+    return (1, arm, 0) if arm.startswith("eval-wmla") else (2, arm, 0)
+
+
+def success_rows(trajectories: Iterable[Mapping]) -> list[dict]:
+    """Rows of the plot (module docstring) from trajectory rows of evaluation stages (others
+    are skipped), per round and arm, and per task (the trajectory's `site`)."""
+    cells: dict[tuple[int, str], list[Mapping]] = defaultdict(list)
+    for t in trajectories:
+        if t["stage"].startswith("eval") and not t["stage"].endswith("-judge"):
+            cells[(t["round"], stage_arm(t["stage"]))].append(t)
+    for (round_, arm), rows in list(cells.items()):
+        if arm.startswith("eval-wmla"):
+            episodes = {t["task_id"] for t in rows}
+            plain = cells.get((round_, "eval"), [])
+            cells[(round_, PLAIN_PREFIX + arm)] = [t for t in plain if t["task_id"] in episodes]
+    out = []
+    for (round_, arm), rows in sorted(cells.items()):
+        by_task: dict[str, list[Mapping]] = defaultdict(list)
+        for t in rows:
+            by_task[t["site"]].append(t)
+        for task, task_rows in [(None, rows), *sorted(by_task.items())]:
+            success = success_of_rows(task_rows)
+            low, high = success.ci or (None, None)
+            out.append({"round": round_, "arm": arm, "task": task, "episodes": success.scored,
+                        "success_rate": success.rate, "ci_low": low, "ci_high": high})
+    return out
+
+
+def _bars(ax, groups: Sequence[tuple[str, list[Mapping]]], seen: dict[str, object], fontsize: float) -> None:
+    """Grouped bars with whiskers and n, a gap between comparisons; `seen` collects one legend
+    handle per arm."""
+    ticks, x = [], 0.0
+    for _, rows in groups:
+        rows = sorted(rows, key=lambda r: _slot(r["arm"]))
+        start = x
+        for i, r in enumerate(rows):
+            if i and _slot(r["arm"])[:2] != _slot(rows[i - 1]["arm"])[:2]:
+                x += 0.4
+            rate = r["success_rate"]
+            bar = ax.bar(x, rate, 0.9, color=_colour(r["arm"]), edgecolor="#111", linewidth=0.4)
+            seen.setdefault(r["arm"], bar)
+            ax.errorbar(x, rate, yerr=[[max(0.0, rate - r["ci_low"])], [max(0.0, r["ci_high"] - rate)]], fmt="none",
+                        ecolor="#111", capsize=3, linewidth=0.8)
+            ax.text(x, r["ci_high"] + 0.02, f"{100 * rate:.0f}%\nn={r['episodes']}", ha="center", va="bottom",
+                    fontsize=fontsize)
+            x += 1
+        ticks.append((start + x - 1) / 2)
+        x += 1
+    ax.set_xticks(ticks, [label for label, _ in groups])
+    ax.set_ylim(0, 1.22)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0], ["0%", "25%", "50%", "75%", "100%"])
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def success_figure(rows: Sequence[Mapping], title: str = "Test success by round") -> Figure:
+    """The figure of the module docstring (rows without a rate are left out)."""
+    rows = [r for r in rows if r.get("success_rate") is not None]
+    totals = [r for r in rows if r.get("task") is None]
+    runs = {r.get("run") for r in totals}
+    by_round: dict[tuple, list[Mapping]] = defaultdict(list)
+    for r in totals:
+        by_round[(r.get("run") or "", r["round"])].append(r)
+    last = max((r["round"] for r in rows), default=0)
+    by_task: dict[str, list[Mapping]] = defaultdict(list)
+    for r in rows:
+        if r.get("task") is not None and r["round"] == last and not r["arm"].startswith((PLAIN_PREFIX, "eval-wmla")):
+            by_task[r["task"]].append(r)
+    with matplotlib.rc_context(_RC):
+        figure = Figure(figsize=(11, 4.6) if by_task else (7, 4.6), layout="constrained")
+        axes = figure.subplots(1, 2 if by_task else 1, width_ratios=[3, 2] if by_task else None, squeeze=False)[0]
+        seen: dict[str, object] = {}
+        _bars(axes[0], [(f"{run} round {round_}" if len(runs) > 1 else f"round {round_}", group)
+                        for (run, round_), group in sorted(by_round.items())], seen, 7)
+        axes[0].set_title("by round (95% Wilson intervals)")
+        axes[0].set_ylabel("test success")
+        if by_task:
+            _bars(axes[1], sorted(by_task.items()), seen, 5.5)
+            axes[1].set_title(f"per task, round {last}")
+            axes[1].tick_params(axis="x", labelrotation=25)
+        arms = sorted(seen, key=_slot)
+        figure.legend([seen[a] for a in arms], [arm_words(a) for a in arms], loc="outside lower center",
+                      ncols=min(3, len(arms) or 1), frameon=False)
+        figure.suptitle(title)
+    return figure
+
+
+def _save(figure: Figure, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    with matplotlib.rc_context(_RC):
+        figure.savefig(buffer, format=fmt, metadata={"Date": None} if fmt == "svg" else None, dpi=110)
+    return buffer.getvalue()
+
+
+def success_by_round_svg(rows: Sequence[Mapping], title: str = "Test success by round") -> str:
+    return _save(success_figure(rows, title), "svg").decode()
+
+
+def success_by_round_png(rows: Sequence[Mapping], title: str = "Test success by round") -> bytes:
+    return _save(success_figure(rows, title), "png")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Iterable, Optional
 
+from evolver_core.data.records import scored, solved
 from evolver_core.data.storage import Storage
 from evolver_core.reporting.metrics import wilson_interval
 
@@ -32,8 +33,7 @@ class Success:
 
 def success_of_rows(rows: Iterable[dict]) -> Success:
     rows = list(rows)
-    scored = [r for r in rows if r["stop_reason"] != "error" and r["gold_reward"] is not None]
-    return Success(episodes=len(rows), scored=len(scored), solved=sum(1 for r in scored if r["gold_reward"] >= 1.0),
+    return Success(episodes=len(rows), scored=sum(map(scored, rows)), solved=sum(map(solved, rows)),
                    errors=sum(1 for r in rows if r["stop_reason"] == "error"))
 
 
@@ -52,3 +52,14 @@ def stage_success(store: Storage, run_id: str, round_: int, stage: str,
 def stage_task_ids(store: Storage, run_id: str, round_: int, stage: str) -> list[str]:
     return sorted(set(store.read_table(run_id, round_, stage, table_name="trajectories").column("task_id")
                       .to_pylist()))
+
+
+def arm(stage: str) -> str:
+    """The arm an evaluation stage measures: `eval` (repeats `eval-<r>` included), `eval-self`, ..."""
+    head, _, tail = stage.partition("-")
+    return head if not tail or tail.isdigit() else stage
+
+
+def pct(x: Optional[float]) -> str:
+    """A rate as the reports print it (`n/a` when there is none)."""
+    return "n/a" if x is None else f"{100 * x:.1f}%"

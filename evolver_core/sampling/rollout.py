@@ -17,76 +17,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
-from evolver_core.agents.base import Agent, Turn
-from evolver_core.browser.actions import Action, ActionParseError, format_action, parse_action
 from evolver_core.browser.env import BrowserEnv
-from evolver_core.browser.observation import Observation
-from evolver_core.data.records import trajectory_id
+from evolver_core.config import SamplingConfig
+from evolver_core.contracts.actions import ActionParseError, format_action, parse_action
+from evolver_core.contracts.agent import Agent
+from evolver_core.contracts.episode import Episode, StepResult, now
+from evolver_core.contracts.observation import Observation
+from evolver_core.contracts.task import Task
 from evolver_core.llm import current_limits
-from evolver_core.suites.base import Task
-
-DEFAULT_MAX_STEPS = 12  # the reference's MAX_STEPS
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@dataclass
-class StepResult:
-    step: int
-    url: str
-    observation: str  # the text the agent saw (with the previous step's error, if any)
-    error_shown: str | None  # error observation the agent saw at this step
-    turn: Turn
-    action: Action | None  # None when the action text did not parse
-    parse_error: str | None
-    error: str | None = None  # what went wrong carrying out this step's action
-    screenshot: bytes | None = None  # PNG of the page the agent saw (run_episode(screenshots=True))
-    started_at: datetime = field(default_factory=now)
-    ended_at: datetime = field(default_factory=now)
-
-
-@dataclass
-class Episode:
-    task: Task
-    sample: int
-    steps: list[StepResult]
-    final_answer: str | None
-    stop_reason: str  # "stop" | "done" | "max_steps" | "repeat" | "error"
-    gold_reward: float | None
-    started_at: datetime
-    ended_at: datetime
-    error: str | None = None  # why an error episode ended (stop_reason "error")
-    final_url: str | None = None  # the page after the last action (None: ended by `stop`)
-    final_observation: str | None = None
-
-    @property
-    def trajectory_id(self) -> str:
-        return trajectory_id(self.task.id, self.sample)
-
-
-ERROR_PREFIX = "ERROR: "
-_ERROR_SEPARATOR = "\n\n"
-
-
-def render_observation(obs_text: str, error: str | None) -> str:
-    """What the agent reads: the error of its previous action first, then the page
-    (`page_text` is its inverse)."""
-    return f"{ERROR_PREFIX}{error}{_ERROR_SEPARATOR}{obs_text}" if error else obs_text
-
-
-def is_error_turn(observation: str) -> bool:
-    return observation.startswith(ERROR_PREFIX)
-
-
-def page_text(observation: str) -> str:
-    """The page part of an observation, without the error line of the previous action."""
-    if is_error_turn(observation) and _ERROR_SEPARATOR in observation:
-        return observation.split(_ERROR_SEPARATOR, 1)[1]
-    return observation
 
 
 @dataclass
@@ -102,7 +42,7 @@ class _Progress:
 
 
 async def run_episode(env: BrowserEnv, task: Task, agent: Agent, *, sample: int = 0,
-                      max_steps: int = DEFAULT_MAX_STEPS, screenshots: bool = False) -> Episode:
+                      max_steps: int = SamplingConfig.max_steps, screenshots: bool = False) -> Episode:
     """`screenshots`: keep a PNG of each step's page (None where taking it failed). The
     episode may take `current_limits().episode_deadline_s` in all; past it, it is an error
     episode like any other fault that is not the agent's."""
@@ -133,7 +73,7 @@ async def _play(env: BrowserEnv, agent: Agent, p: _Progress, max_steps: int, scr
             action, parse_error = parse_action(turn.action), None
         except ActionParseError as exc:
             action, parse_error = None, str(exc)
-        step = StepResult(step=t, url=obs.url, observation=render_observation(obs.text, obs.error),
+        step = StepResult(step=t, url=obs.url, observation=obs.text,
                           error_shown=obs.error, turn=turn, action=action, parse_error=parse_error, started_at=t0,
                           screenshot=shot)
         p.steps.append(step)
@@ -159,7 +99,7 @@ def _episode(p: _Progress, sample: int, started: datetime, *, stop_reason: str, 
     return Episode(task=p.task, sample=sample, steps=p.steps, final_answer=p.answer if stop_reason != "error" else None,
                    stop_reason=stop_reason, gold_reward=gold, started_at=started, ended_at=now(), error=error,
                    final_url=p.final.url if keep_final else None,
-                   final_observation=render_observation(p.final.text, p.final.error) if keep_final else None)
+                   final_observation=p.final.text if keep_final else None)
 
 
 async def _task_over(env: BrowserEnv) -> bool:

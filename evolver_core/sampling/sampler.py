@@ -12,30 +12,32 @@ nothing is lost or duplicated. Callable from a notebook: no Prefect here.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Mapping
 
-from evolver_core.agents.base import Agent
-from evolver_core.browser.actions import format_action
+from evolver_core.contracts.agent import Agent
+from evolver_core.contracts.actions import format_action
 from evolver_core.browser.env import EnvConfig, launch_browser
-from evolver_core.data.records import StepRecord, TrajectoryRecord, canonical_json, to_table, trajectory_id
+from evolver_core.config import SamplingConfig
+from evolver_core.contracts.episode import episode_seed, trajectory_id
+from evolver_core.data.records import StepRecord, TrajectoryRecord, canonical_json, scored, solved, to_table
 from evolver_core.data.storage import Storage
-from evolver_core.sampling.rollout import DEFAULT_MAX_STEPS, Episode, run_episode
-from evolver_core.suites.base import Suite, Task
+from evolver_core.sampling.rollout import Episode, run_episode
+from evolver_core.contracts.task import Suite, Task
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class SampleConfig:
+    """Where a stage's trajectories go (run, round, stage) and how its episodes are played
+    (`sampling`: samples per task, concurrency, step limit)."""
+
     run_id: str
     round: int = 0
     stage: str = "sample"
-    samples: int = 1  # k trajectories per task (rejection sampling keeps the judged successes)
-    concurrency: int = 2  # browser contexts; beyond 2 the CPU is the limit on 2 cores
-    max_steps: int = DEFAULT_MAX_STEPS
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     source: str = "real"
     screenshots: bool = False  # a PNG per step of real rollouts, for the viewer
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -72,11 +74,6 @@ class SamplingError(RuntimeError):
     """Some episodes failed; the finished ones are stored and a rerun resumes."""
 
 
-def episode_seed(task: Task, sample: int) -> int:
-    """A stable per-trajectory seed (for model sampling), independent of run order."""
-    return int.from_bytes(hashlib.sha256(trajectory_id(task.id, sample).encode()).digest()[:4], "big") & 0x7FFFFFFF
-
-
 def episode_records(
     ep: Episode, cfg: SampleConfig, *, judge_verdict: int | None = None, judge_reasoning: str | None = None,
     screenshots: Mapping[int, str] | None = None,
@@ -94,7 +91,7 @@ def episode_records(
             sampling=canonical_json(s.turn.sampling), prompt_tokens=s.turn.prompt_tokens,
             completion_tokens=s.turn.completion_tokens, started_at=s.started_at, ended_at=s.ended_at,
             prompt=canonical_json(s.turn.prompt) if s.turn.prompt is not None else None, response=s.turn.response,
-            screenshot=screenshots.get(s.step),
+            screenshot=screenshots.get(s.step), error_shown=s.error_shown,
         )
         for s in ep.steps
     ]
@@ -117,7 +114,7 @@ def pending_work(tasks: list[Task], storage: Storage, cfg: SampleConfig) -> tupl
     trajectory is done when its trajectory shard is readable, its steps shard holds its
     `n_steps` rows, and it is not an error episode; broken shards are removed (and named in
     `summary.repaired`), error episodes replayed."""
-    work = [(t, k) for t in tasks for k in range(cfg.samples)]
+    work = [(t, k) for t in tasks for k in range(cfg.sampling.samples)]
     stored = {r["trajectory_id"]: r for r in _readable_rows(storage, cfg)}
     summary = SampleSummary(run_id=cfg.run_id, uri=storage.uri(cfg.run_id, cfg.round, cfg.stage), trajectories=0,
                             new=0, skipped=0, failed=0, steps=0, valid_actions=0, solved=0, with_gold=0)
@@ -181,7 +178,7 @@ async def sample_trajectories(
     suite: Suite, tasks: list[Task], make_agent: Callable[[Task, int], Agent], storage: Storage, cfg: SampleConfig,
     *, judge: JudgeFn | None = None, on_done: Callable[[Episode], None] | None = None,
 ) -> SampleSummary:
-    """Run `cfg.samples` episodes per task, `cfg.concurrency` at a time; store each as it ends.
+    """Run `cfg.sampling.samples` episodes per task, `cfg.sampling.concurrency` at a time; store each as it ends.
 
     `make_agent(task, sample)` gives a fresh agent per episode (seed it with `episode_seed`).
     """
@@ -199,7 +196,7 @@ async def sample_trajectories(
                 while not queue.empty():
                     task, k = queue.get_nowait()
                     try:
-                        ep = await run_episode(env, task, make_agent(task, k), sample=k, max_steps=cfg.max_steps,
+                        ep = await run_episode(env, task, make_agent(task, k), sample=k, max_steps=cfg.sampling.max_steps,
                                                screenshots=cfg.screenshots)
                         verdict, reasoning = await judge(ep) if judge and ep.stop_reason != "error" else (None, None)
                         store_episode(storage, cfg, ep, verdict, reasoning)
@@ -217,7 +214,7 @@ async def sample_trajectories(
             finally:
                 await env.close()
 
-        await asyncio.gather(*(worker() for _ in range(max(1, min(cfg.concurrency, len(todo))))))
+        await asyncio.gather(*(worker() for _ in range(max(1, min(cfg.sampling.concurrency, len(todo))))))
 
     tally(summary, storage, cfg)
     if summary.failed:
@@ -236,5 +233,4 @@ def tally(summary: SampleSummary, storage: Storage, cfg: SampleConfig) -> None:
     summary.trajectories = len(trajs)
     summary.error_episodes = sum(1 for t in trajs if t["stop_reason"] == "error")
     summary.steps, summary.valid_actions = len(steps), sum(steps)
-    golds = [t["gold_reward"] for t in trajs if t["gold_reward"] is not None and t["stop_reason"] != "error"]
-    summary.with_gold, summary.solved = len(golds), sum(1 for g in golds if g >= 1.0)
+    summary.with_gold, summary.solved = sum(map(scored, trajs)), sum(map(solved, trajs))

@@ -6,11 +6,12 @@ import asyncio
 from dataclasses import asdict
 
 from evolver_core.config import JudgeConfig, ModelSpec
-from evolver_core.data.identity import StageIdentity, code_digest, model_identity
+from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.run_layout import SAMPLE, judge_stage_for, open_stage, stage_digest
 from evolver_core.data.storage import Storage
 from evolver_core.judge.judge import DEFAULT_LAST_N
 from evolver_core.judge.stored import judge_trajectories
+from evolver_core.training.identity import model_identity
 
 CODE = ("evolver_core.judge.stored", "evolver_core.stages.judge")
 

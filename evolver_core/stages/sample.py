@@ -7,18 +7,19 @@ from contextlib import ExitStack
 from dataclasses import asdict
 from typing import Callable, Optional
 
-from evolver_core.agents.base import OracleAgent
+from evolver_core.agents.oracle import OracleAgent
 from evolver_core.agents.policy import PolicyAgent
 from evolver_core.config import LookaheadSpec, ModelSpec, SamplingConfig
-from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest, model_identity
+from evolver_core.contracts.task import Suite, Task
+from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest
 from evolver_core.data.run_layout import open_stage
 from evolver_core.data.storage import Storage
-from evolver_core.sampling.sampler import SampleConfig, SampleSummary, episode_seed, sample_trajectories
-from evolver_core.suites.base import Suite, Task
+from evolver_core.sampling.sampler import SampleConfig, SampleSummary, sample_trajectories
 from evolver_core.suites.registry import LIVE_SUITES, get_suite, select_tasks
 from evolver_core.suites.taskfile import data_dir
+from evolver_core.training.identity import model_identity
 
-CODE = ("evolver_core.sampling.sampler", "evolver_core.agents.policy", "evolver_core.agents.base", "evolver_core.suites.registry",
+CODE = ("evolver_core.sampling.sampler", "evolver_core.agents.policy", "evolver_core.agents.oracle", "evolver_core.suites.registry",
         "evolver_core.stages.sample")
 LOOKAHEAD_CODE = ("evolver_core.agents.lookahead", "evolver_core.world_model.model")  # imported only to look ahead
 
@@ -66,8 +67,7 @@ async def run_sample(root: str, run_id: str, round_: int, stage: str, split: str
         identity = sample_identity(stage, split, n_tasks, policy=policy, sampling=sampling, lookahead=lookahead)
         store = Storage(root)
         open_stage(store, run_id, round_, stage, identity)
-        cfg = SampleConfig(run_id=run_id, round=round_, stage=stage, samples=sampling.samples,
-                           concurrency=sampling.concurrency, max_steps=sampling.max_steps, screenshots=screenshots,
+        cfg = SampleConfig(run_id=run_id, round=round_, stage=stage, sampling=sampling, screenshots=screenshots,
                            identity=identity.digest)
         with ExitStack() as stack:
             make_agent = agent_factory(stack, the_suite, policy, sampling, lookahead)
@@ -91,9 +91,7 @@ def agent_factory(stack: ExitStack, suite: Suite, policy: Optional[ModelSpec], s
         return lambda task, k: OracleAgent(suite)
     client = stack.enter_context(serve(policy)).client()
 
-    def policy_agent(task: Task, k: int) -> PolicyAgent:
-        return PolicyAgent(client, temperature=sampling.temperature, max_tokens=sampling.policy_max_tokens,
-                           seed=episode_seed(task, k))
+    policy_agent = PolicyAgent.for_episodes(client, sampling)
 
     if lookahead is None:
         return policy_agent
@@ -101,11 +99,12 @@ def agent_factory(stack: ExitStack, suite: Suite, policy: Optional[ModelSpec], s
     from evolver_core.world_model.model import WorldModel
 
     world_model = WorldModel(stack.enter_context(serve(lookahead.world_model)).client(),
-                             max_tokens=lookahead.wm_max_tokens)
+                             temperature=lookahead.wm_temperature, max_tokens=lookahead.wm_max_tokens)
     scorer = stack.enter_context(serve(lookahead.scorer)).client()
     return lambda task, k: LookaheadAgent(
         policy_agent(task, k), world_model, scorer, depth=lookahead.depth, candidates=lookahead.candidates,
-        scorer_max_tokens=lookahead.scorer_max_tokens, candidate_temperature=lookahead.candidate_temperature)
+        scorer_max_tokens=lookahead.scorer_max_tokens, candidate_temperature=lookahead.candidate_temperature,
+        rollout_temperature=lookahead.rollout_temperature)
 
 
 def sample_result(summary: SampleSummary) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from evolver_core.data.episodes import read_episodes
 from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.run_layout import JUDGE, SAMPLE, SFT, SYNTH_SFT, SYNTHESIZE, open_stage, stage_digest
 from evolver_core.data.storage import Storage
@@ -36,9 +37,8 @@ def run_to_sft(root: str, run_id: str, round_: int, source_stage: str, use_gold:
     store = Storage(root)
     identity = to_sft_identity(root, run_id, round_, source_stage, use_gold)
     open_stage(store, run_id, round_, identity.stage, identity)
-    trajs = store.read_table(run_id, round_, verdict_stage_for(source_stage, use_gold),
-                             table_name="trajectories").to_pylist()
-    steps = store.read_table(run_id, round_, source_stage, table_name="steps").to_pylist()
+    trajs, steps = read_episodes(store, run_id, round_, source_stage,
+                                 verdicts=verdict_stage_for(source_stage, use_gold))
     conv = convert_trajectories(trajs, steps, use_gold=use_gold)
     uri = write_sft_parquet(conv.examples, store, run_id, round_, source_stage=source_stage, stage=identity.stage)
     return {"uri": uri, "stage": identity.stage, "source_stage": source_stage, "trajectories": len(trajs),

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import ExitStack
+from dataclasses import replace
 from typing import Optional
 
 from evolver_core.agents.policy import PolicyAgent
 from evolver_core.config import JudgeConfig, ModelSpec, SamplingConfig, WorldModelConfig
-from evolver_core.data.identity import StageIdentity, code_digest, model_identity
+from evolver_core.data.episodes import read_episodes
+from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.run_layout import SAMPLE, SYNTHESIZE, open_stage, stage_digest
 from evolver_core.data.storage import Storage
-from evolver_core.sampling.sampler import SampleConfig, episode_seed
+from evolver_core.sampling.sampler import SampleConfig
 from evolver_core.stages.sample import open_suite, sample_result
 from evolver_core.stages.sft import verdict_stage_for
+from evolver_core.training.identity import model_identity
 from evolver_core.world_model.model import WorldModel
 from evolver_core.world_model.synthesis import failed_task_ids, synthesize
 
@@ -53,8 +56,7 @@ def run_synthesize(root: str, run_id: str, round_: int, split: str, policy: Mode
     identity = synthesize_identity(root, run_id, round_, split, policy, world_model, judge_model, sampling, wm,
                                    judge_config)
     open_stage(store, run_id, round_, SYNTHESIZE, identity)
-    trajs = store.read_table(run_id, round_, verdict_stage_for(SAMPLE, use_gold), table_name="trajectories").to_pylist()
-    steps = store.read_table(run_id, round_, SAMPLE, table_name="steps").to_pylist()
+    trajs, steps = read_episodes(store, run_id, round_, SAMPLE, verdicts=verdict_stage_for(SAMPLE, use_gold))
     failed = failed_task_ids(trajs, steps, use_gold=use_gold)[:wm.synth_queries]
     result = {"failed_queries": len(failed), "trajectories": 0, "judged_successes": 0, "stop_reasons": {},
               "uri": store.uri(run_id, round_, SYNTHESIZE), "identity": identity.digest}
@@ -83,17 +85,17 @@ async def _synthesize(store: Storage, run_id: str, round_: int, split: str, fail
         missing = [i for i in failed if i not in by_id]
         if missing:
             raise ValueError(f"failed tasks {missing[:3]} are not in {sampling.suite}/{split}: was the suite's task list changed?")
-        cfg = SampleConfig(run_id=run_id, round=round_, stage=SYNTHESIZE, samples=wm.synth_samples,
-                           source="synthetic", identity=identity)
+        cfg = SampleConfig(run_id=run_id, round=round_, stage=SYNTHESIZE,
+                           sampling=replace(sampling, samples=wm.synth_samples), source="synthetic", identity=identity)
         with ExitStack() as stack:
             policy_client = stack.enter_context(serve_without_browser(policy)).client()
-            model = WorldModel(stack.enter_context(serve_without_browser(world_model)).client(), max_tokens=wm.max_tokens)
+            model = WorldModel(stack.enter_context(serve_without_browser(world_model)).client(),
+                               temperature=wm.temperature, max_tokens=wm.max_tokens)
             judge_client = stack.enter_context(serve_without_browser(judge_model)).client()
             return await synthesize(
                 [by_id[i] for i in failed],
-                lambda task, k: PolicyAgent(policy_client, temperature=sampling.temperature,
-                                            max_tokens=sampling.policy_max_tokens, seed=episode_seed(task, k)),
-                model, store, cfg, concurrency=sampling.concurrency, judge_client=judge_client,
+                PolicyAgent.for_episodes(policy_client, sampling),
+                model, store, cfg, judge_client=judge_client,
                 judge_max_tokens=judge_config.max_tokens, max_actions=wm.synth_max_actions)
     finally:
         await the_suite.stop()

@@ -4,21 +4,24 @@ on the example stages of rounds 0..i (the paper's union)."""
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from evolver_core.config import ModelSpec, TrainingConfig
-from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest, model_identity
-from evolver_core.data.run_layout import (ADAPTER, FINETUNE, adapter_uri, has_adapter, open_stage, stage_digest,
-                                     training_rounds)
+from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest
+from evolver_core.data.run_layout import (ADAPTER, FINETUNE, adapter_uri, has_adapter, open_stage, read_identity,
+                                          stage_digest, training_rounds)
 from evolver_core.data.storage import Storage
 from evolver_core.settings import download_cache
 from evolver_core.training.finetune import METRICS_FILE, finetune
+from evolver_core.training.identity import model_identity
 from evolver_core.training.models import resolve_model
 from evolver_core.training.sft import read_sft_parquet
 
+log = logging.getLogger(__name__)
 CODE = ("evolver_core.training.finetune", "evolver_core.training.sft", "evolver_core.stages.train")
 
 
@@ -28,6 +31,15 @@ def finetune_identity(root: str, run_id: str, round_: int, base_model: str, trai
     data = {f"{r}/{s}": stage_digest(store, run_id, r, s) for r in training_rounds(round_) for s in sft_stages}
     return StageIdentity(stage=out_stage, code=code_digest(*CODE), params={
         "base": model_identity(ModelSpec(model=base_model)), "data": data, "training": asdict(training)})
+
+
+def adapter_repair_key(root: str, run_id: str, round_: int, out_stage: str = FINETUNE, **_: object) -> str:
+    """"repair" when the stage was started but holds no whole adapter (removed, truncated), else "":
+    a part of the task's cache key, so a rerun trains it again instead of returning the cached
+    result that names it."""
+    store = Storage(root)
+    started = read_identity(store, run_id, round_, out_stage) is not None
+    return "repair" if started and not has_adapter(store, run_id, round_, out_stage) else ""
 
 
 def run_finetune(root: str, run_id: str, round_: int, base_model: str, training: TrainingConfig,
@@ -45,7 +57,10 @@ def run_finetune(root: str, run_id: str, round_: int, base_model: str, training:
         raise ValueError(f"no {'/'.join(sft_stages)} examples in rounds 0..{round_} of run {run_id}: "
                          "nothing to train on")
     uri = adapter_uri(store, run_id, round_, out_stage)
-    if resumed and has_adapter(store, run_id, round_, out_stage):
+    reuse = resumed and has_adapter(store, run_id, round_, out_stage)
+    if resumed and not reuse and store.fs.exists(store.fs._strip_protocol(uri)):
+        log.warning("the adapter at %s is not committed whole (a killed upload, or damaged): training it again", uri)
+    if reuse:
         local = store.local_dir(uri, download_cache())
         metrics = json.loads((Path(local) / METRICS_FILE).read_text())["metrics"]
     else:

@@ -11,13 +11,15 @@ from typing import Callable, Optional
 import pyarrow as pa
 
 from evolver_core.config import ModelSpec, WorldModelConfig
-from evolver_core.data.identity import StageIdentity, code_digest, model_identity
+from evolver_core.data.episodes import read_episodes
+from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.records import FIDELITY_SCHEMA, FIDELITY_TABLE, WM_TRANSITION_TABLE
 from evolver_core.data.run_layout import EVAL, FIDELITY, SAMPLE, WM_DATA, WM_SFT, open_stage, stage_digest
 from evolver_core.data.storage import Storage
+from evolver_core.training.identity import model_identity
 from evolver_core.training.sft import write_sft_parquet
 from evolver_core.world_model.fidelity import measure_fidelity
-from evolver_core.world_model.model import (WorldModel, cap_transitions, distill_rationales, transitions_from_rows,
+from evolver_core.world_model.model import (WorldModel, cap_transitions, distill_rationales, transitions_from_records,
                                             transitions_to_table, wm_sft_examples)
 
 WM_DATA_CODE = ("evolver_core.world_model.model", "evolver_core.stages.world_model")
@@ -45,10 +47,9 @@ def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldM
     # `wm_sft` is written here too: it is this stage's other output, under the same identity.
     open_stage(store, run_id, round_, WM_SFT, StageIdentity(stage=WM_SFT, code=identity.code,
                                                             params={"wm_data": identity.digest}))
-    trajs = store.read_table(run_id, round_, source_stage, table_name="trajectories").to_pylist()
-    steps = store.read_table(run_id, round_, source_stage, table_name="steps").to_pylist()
-    trajs = [t for t in trajs if t["stop_reason"] != "error"]  # an error episode shows a fault, not the site
-    everything = transitions_from_rows(trajs, steps)
+    trajs, steps = read_episodes(store, run_id, round_, source_stage)
+    trajs = [t for t in trajs if t.stop_reason != "error"]  # an error episode shows a fault, not the site
+    everything = transitions_from_records(trajs, steps)
     kept = cap_transitions(everything, first_per_site=wm.first_per_site, per_action_key=wm.per_action_key,
                            limit=wm.transitions)
     with serve_without_browser(base) as server:
@@ -81,10 +82,9 @@ def run_fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, ju
     store = Storage(root)
     identity = fidelity_identity(root, run_id, round_, world_model, judge_model, wm, source_stage)
     open_stage(store, run_id, round_, FIDELITY, identity)
-    trajs = store.read_table(run_id, round_, source_stage, table_name="trajectories").to_pylist()
-    steps = store.read_table(run_id, round_, source_stage, table_name="steps").to_pylist()
-    trajs = [t for t in trajs if t["stop_reason"] != "error"]
-    held_out = cap_transitions(transitions_from_rows(trajs, steps), limit=wm.fidelity_transitions)
+    trajs, steps = read_episodes(store, run_id, round_, source_stage)
+    trajs = [t for t in trajs if t.stop_reason != "error"]
+    held_out = cap_transitions(transitions_from_records(trajs, steps), limit=wm.fidelity_transitions)
     with ExitStack() as stack:
         model = WorldModel(stack.enter_context(serve_without_browser(world_model)).client(), temperature=0.0,
                            max_tokens=wm.max_tokens)

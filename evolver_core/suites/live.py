@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from evolver_core.settings import VARIABLES, settings
-from evolver_core.suites.base import EpisodeState, Solver, Suite, SuiteUnavailable, Task, TaskFileError
+from evolver_core.contracts.task import EpisodeState, Solver, Suite, SuiteUnavailable, Task, TaskFileError
 from evolver_core.suites.mind2web_live import SemanticMatcher, evaluate_key_nodes, load_mind2web_live
 from evolver_core.suites.taskfile import Record, build_tasks, data_dir, read_records, web_task
 

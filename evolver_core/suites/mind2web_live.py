@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from evolver_core.suites.base import ActionEvent, EpisodeState, Task
+from evolver_core.contracts.task import ActionEvent, EpisodeState, Task
 from evolver_core.suites.taskfile import Record, allowed_hosts, build_tasks, data_dir, read_records
 
 SUITE = "mind2web-live"

@@ -23,7 +23,7 @@ from typing import Any
 
 import miniwob
 
-from evolver_core.suites.base import EpisodeState, Solver, Task
+from evolver_core.contracts.task import EpisodeState, Solver, Task
 from evolver_core.suites.httpserver import LocalHTTPServer
 from evolver_core.suites.miniwob_solvers import SOLVERS
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from evolver_core.agents.reply import Reply
-from evolver_core.browser.observation import Observation
-from evolver_core.suites.base import Task
+from evolver_core.contracts.reply import Reply
+from evolver_core.contracts.observation import Observation
+from evolver_core.contracts.task import Task
 from evolver_core.suites.solver import GaveUp, GeneratorSolver, SolverScript, need
 
 

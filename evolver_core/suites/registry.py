@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from evolver_core.suites.base import Suite, Task
+from evolver_core.contracts.task import Suite, Task
 
 OFFLINE_SUITES = ("miniwob", "sandbox")
 LIVE_SUITES = ("webvoyager", "mind2web-live", "gaia-web", "openwebvoyager")

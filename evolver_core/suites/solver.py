@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Callable, Generator
 
-from evolver_core.agents.reply import Reply
-from evolver_core.browser.observation import Observation
-from evolver_core.suites.base import Task
+from evolver_core.contracts.reply import Reply
+from evolver_core.contracts.observation import Observation
+from evolver_core.contracts.task import Task
 
 SolverScript = Generator[Reply | None, Observation, None]
 

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from evolver_core.browser.allowlist import host_port
 from evolver_core.settings import settings
-from evolver_core.suites.base import Task, TaskFileError
+from evolver_core.contracts.task import Task, TaskFileError
 
 T = TypeVar("T")
 

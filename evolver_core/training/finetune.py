@@ -17,7 +17,9 @@ under accelerate, e.g.::
     python -m evolver_core.training.finetune --examples sft.parquet --base MODEL_DIR --out ADAPTER_DIR --max-steps 50
     accelerate launch -m evolver_core.training.finetune --examples sft.parquet --base MODEL_DIR --out ADAPTER_DIR --bf16
 
-Every `TrainingConfig` field is a flag (``--lora-r 8``, ``--learning-rate 1e-4``, ...).
+Every `TrainingConfig` field is a flag (``--lora-r 8``, ``--learning-rate 1e-4``, ...), its
+help and allowed values in ``--help`` (`argument_parser`); a value no run can use is refused
+in one line before any model loads.
 `--examples` is a Parquet file or folder with the `sft.SFT_SCHEMA` columns.
 """
 
@@ -28,6 +30,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
+from copy import copy
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -55,7 +58,7 @@ def sft_config(training: TrainingConfig, output_dir: Path):
 
     shared = {f.name: getattr(training, f.name) for f in fields(TrainingConfig) if f.name in TRL_NAMES}
     return SFTConfig(
-        output_dir=str(output_dir), fp16=False, **shared,
+        output_dir=str(output_dir), fp16=False, **shared | {"max_steps": training.max_steps or -1},  # TRL's "none"
         # transformers 5 renamed it; TRL's own default (True) sits under the old name.
         activation_checkpointing=training.gradient_checkpointing,
         completion_only_loss=True, save_strategy="no", report_to="none",
@@ -167,6 +170,24 @@ def finetune(examples: Sequence[dict[str, Any]], training: TrainingConfig, base_
     return FinetuneResult(adapter_dir=out, metrics=metrics)
 
 
+def argument_parser():
+    """transformers' `HfArgumentParser` of the script's flags and every `TrainingConfig` field,
+    each with its help and allowed values (`config.setting`) in `--help`."""
+    from transformers import HfArgumentParser
+
+    class Parser(HfArgumentParser):
+        @staticmethod
+        def _parse_dataclass_field(parser, field):  # argparse takes only its own keywords
+            allowed = field.metadata.get("allowed")
+            shown = copy(field)
+            shown.metadata = {"aliases": field.metadata.get("aliases", []),
+                              "help": field.metadata.get("help", "").replace("%", "%%")
+                              + (f" Allowed: {allowed.describe()}." if allowed else "")}
+            HfArgumentParser._parse_dataclass_field(parser, shown)
+
+    return Parser((ScriptArguments, TrainingConfig))
+
+
 @dataclass
 class ScriptArguments:
     examples: str = field(metadata={"help": "Parquet file or folder of SFT examples (sft.SFT_SCHEMA)"})
@@ -176,11 +197,14 @@ class ScriptArguments:
 
 def main(argv: Sequence[str] | None = None) -> FinetuneResult:
     import pyarrow.parquet as pq
-    from transformers import HfArgumentParser
 
     from evolver_core.training.sft import examples_from_table
 
-    script, training = HfArgumentParser((ScriptArguments, TrainingConfig)).parse_args_into_dataclasses(args=argv)
+    parser = argument_parser()
+    try:
+        script, training = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as exc:  # a value no run can use (TrainingConfig's check): one line, exit 2
+        parser.error(str(exc))
     examples = examples_from_table(pq.read_table(script.examples))
     result = finetune(examples, training, script.base_model_dir, script.output_dir)  # the Trainer prints its own progress and logs
     print(json.dumps({"adapter_dir": str(result.adapter_dir), **asdict(result.metrics)}))

@@ -290,9 +290,15 @@ def _merge(ref: ModelRef, out: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from evolver_core.data.storage import DamagedFolder
+
     assert ref.adapter is not None
     base = AutoModelForCausalLM.from_pretrained(ref.base, dtype="auto")
-    merged = PeftModel.from_pretrained(base, ref.adapter).merge_and_unload()
+    try:
+        merged = PeftModel.from_pretrained(base, ref.adapter).merge_and_unload()
+    except Exception as exc:  # safetensors, JSON and shape errors alike: the file is what is wrong
+        raise DamagedFolder(f"the adapter {ref.adapter} cannot be loaded ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
     enable_sampling(merged)
     # Training may have changed the tokenizer (e.g. its chat template): prefer the adapter's.
     has_tokenizer = (Path(ref.adapter) / "tokenizer_config.json").is_file()

@@ -21,7 +21,7 @@ puts the loss on the completion only. The "messages" form would not do: there,
 Step cleaning, before the conversion (reference notes section 6, fixed):
 
 - No-change filter (`drop_no_change`): a step whose action changed nothing (the next
-  observation shows the same page) or failed (the next observation is an error turn) is
+  observation shows the same page) or failed (the next step shows its error) is
   dropped: no example of it, and it leaves every later history. The reference's index
   arithmetic also erased the *next* step's real observation, training the model to act on
   the ``<|im_omitted|>`` placeholder; here the next step keeps its own observation. It
@@ -42,20 +42,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from evolver_core.agents.policy import PastStep, build_messages
-from evolver_core.agents.reply import format_reply
-from evolver_core.browser.actions import parse_action
-from evolver_core.data.records import SFT_SCHEMA, SFT_TABLE, canonical_json
+from evolver_core.contracts.actions import parse_action
+from evolver_core.contracts.prompt import PastStep, build_messages
+from evolver_core.contracts.reply import format_reply
+from evolver_core.data.records import SFT_SCHEMA, SFT_TABLE, StepRecord, TrajectoryRecord, canonical_json
 from evolver_core.data.storage import Storage
-from evolver_core.sampling.rollout import is_error_turn, page_text
 
-Row = Mapping[str, Any]  # a stored row, as `pa.Table.to_pylist()` gives it
 Example = dict[str, Any]
 
 KEPT = "kept"
@@ -75,24 +73,25 @@ NO_ANSWERS = ("", "n/a")  # compared case-insensitively, after stripping
 
 # -- judge filter --------------------------------------------------------------------------
 
-def keep_trajectory(traj_row: Row, steps_rows: Sequence[Row], *, use_gold: bool = False) -> tuple[bool, str]:
+def keep_trajectory(traj: TrajectoryRecord, steps: Sequence[StepRecord], *,
+                    use_gold: bool = False) -> tuple[bool, str]:
     """(kept?, reason): reason is `KEPT` or the first rule the trajectory breaks."""
     if use_gold:
-        if traj_row["gold_reward"] is None:
+        if traj.gold_reward is None:
             return False, NO_GOLD
-        if traj_row["gold_reward"] < 1:
+        if traj.gold_reward < 1:
             return False, GOLD_FAILURE
-    elif traj_row["judge_verdict"] is None:
+    elif traj.judge_verdict is None:
         return False, NOT_JUDGED
-    elif traj_row["judge_verdict"] != 1:
+    elif traj.judge_verdict != 1:
         return False, JUDGED_FAILURE
-    if traj_row["stop_reason"] not in ("stop", "done"):  # "done": the page ended the task
+    if traj.stop_reason not in ("stop", "done"):  # "done": the page ended the task
         return False, NO_STOP
-    if traj_row["stop_reason"] == "stop" and (traj_row["final_answer"] or "").strip().lower() in NO_ANSWERS:
+    if traj.stop_reason == "stop" and (traj.final_answer or "").strip().lower() in NO_ANSWERS:
         return False, NO_ANSWER
-    if len(steps_rows) != traj_row["n_steps"]:
+    if len(steps) != traj.n_steps:
         return False, MISSING_STEPS
-    if not all(s["action_valid"] for s in steps_rows):
+    if not all(s.action_valid for s in steps):
         return False, INVALID_ACTION
     return True, KEPT
 
@@ -109,16 +108,15 @@ class SftStep:
     action: str  # canonical action text
 
 
-def drop_no_change(steps: Sequence[Row]) -> list[SftStep]:
+def drop_no_change(steps: Sequence[StepRecord]) -> list[SftStep]:
     """The steps (ordered, valid actions) minus those whose action failed or changed
-    nothing; every kept step keeps its own page as its observation."""
+    nothing; every kept step keeps its own page as its observation (without the error)."""
     kept = []
     for step, following in zip(steps, [*steps[1:], None]):
-        if following is not None and (is_error_turn(following["observation"])
-                                      or page_text(following["observation"]) == page_text(step["observation"])):
+        if following is not None and (following.error_shown or following.observation == step.observation):
             continue
-        kept.append(SftStep(step=step["step"], observation=page_text(step["observation"]),
-                            thought=step["thought"] or "", action=step["action"]))
+        kept.append(SftStep(step=step.step, observation=step.observation, thought=step.thought or "",
+                            action=step.action or ""))
     return kept
 
 
@@ -129,18 +127,18 @@ def drop_wait(steps: Iterable[SftStep]) -> list[SftStep]:
 
 # -- conversion ----------------------------------------------------------------------------
 
-def to_sft_examples(traj: Row, steps: Sequence[Row], *, history_k: int = 1) -> list[Example]:
+def to_sft_examples(traj: TrajectoryRecord, steps: Sequence[StepRecord], *, history_k: int = 1) -> list[Example]:
     """One prompt-completion example per cleaned step of a kept trajectory (module docstring)."""
-    cleaned = drop_wait(drop_no_change(sorted(steps, key=lambda s: s["step"])))
+    cleaned = drop_wait(drop_no_change(sorted(steps, key=lambda s: s.step)))
     examples = []
     for i, step in enumerate(cleaned):
         history = [PastStep(observation=s.observation, thought=s.thought, action=s.action) for s in cleaned[:i]]
         examples.append({
-            "prompt": build_messages(traj["query"], step.observation, history, history_k),
+            "prompt": build_messages(traj.query, step.observation, history, history_k),
             "completion": [{"role": "assistant", "content": format_reply(step.thought, step.action)}],
-            "trajectory_id": traj["trajectory_id"],
+            "trajectory_id": traj.trajectory_id,
             "step": step.step,
-            "source": traj["source"],
+            "source": traj.source,
         })
     return examples
 
@@ -158,15 +156,21 @@ class SftConversion:
         return self.reasons[KEPT]
 
 
-def convert_trajectories(trajectories: Iterable[Row], steps: Iterable[Row], *, use_gold: bool = False,
-                         history_k: int = 1) -> SftConversion:
-    """Filter and convert a stage's rows (trajectory order is kept; steps may come in any order)."""
-    steps_by_traj: dict[str, list[Row]] = {}
+def steps_by_trajectory(steps: Iterable[StepRecord]) -> dict[str, list[StepRecord]]:
+    """Step records grouped by their trajectory (in the order given)."""
+    out: dict[str, list[StepRecord]] = {}
     for s in steps:
-        steps_by_traj.setdefault(s["trajectory_id"], []).append(s)
+        out.setdefault(s.trajectory_id, []).append(s)
+    return out
+
+
+def convert_trajectories(trajectories: Iterable[TrajectoryRecord], steps: Iterable[StepRecord], *,
+                         use_gold: bool = False, history_k: int = 1) -> SftConversion:
+    """Filter and convert a stage's records (trajectory order is kept; steps may come in any order)."""
+    steps_by_traj = steps_by_trajectory(steps)
     result = SftConversion(examples=[])
     for traj in trajectories:
-        traj_steps = steps_by_traj.get(traj["trajectory_id"], [])
+        traj_steps = steps_by_traj.get(traj.trajectory_id, [])
         kept, reason = keep_trajectory(traj, traj_steps, use_gold=use_gold)
         result.reasons[reason] += 1
         if kept:

@@ -23,6 +23,20 @@ For N predicted next pages p_i against the real next pages r_i:
   equivalent to r_i for the task, given the previous page and the action
   (`functional_equivalence`). Unparsable predictions count as 0 without asking; an
   unparsable verdict counts as 0 and is reported in ``oa_unparsable``.
+
+Beside them, measures of what changed (issue 20), for a predicted page p, the current page c
+and the real next page r (`next_page_score`, `next_page_report`):
+
+- **exact**: p is r, character for character (trailing whitespace aside).
+- **change F1**: the F1 of the multisets of changed elements, `delta.change_items` of
+  `delta.edits(c, p)` against those of `delta.edits(c, r)`: an item per removed element (its
+  id in c), per added or updated element (its whole line in r, id and depth included) and per
+  tab line when the tabs changed. 1 when neither changes anything; when a page is not in the
+  format, 1 if p is r, else 0.
+- **terminal**: the prediction that the action ends the episode is right.
+- **copy baseline** (`copy_baseline`): the same measures for the world model that predicts
+  "nothing changes" (p = c; nothing for a first page) and never ends an episode. On MiniWoB,
+  where most actions change one field, it scores high STR and Sim.: the bar to beat.
 """
 
 from __future__ import annotations
@@ -35,10 +49,11 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 from evolver_core.config import JudgeConfig
-from evolver_core.browser.observation import ELEMENT_ID, ELEMENT_LINE
+from evolver_core.contracts.observation import ELEMENT_ID, ELEMENT_LINE
 from evolver_core.judge.verdicts import last_verdict
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
+from evolver_core.world_model.delta import change_items, edits
 from evolver_core.world_model.model import Transition, WorldModel
 
 _TAB_LINE = "Tab "
@@ -204,3 +219,66 @@ async def measure_fidelity(world_model: WorldModel, transitions: Sequence[Transi
              "real": t.next_observation, "str": s.structured, "sim": s.sim, "oa": s.oa, "cut": p.cut}
             for t, p, s in zip(transitions, predictions, scores, strict=True)]
     return summarize(scores, judged=judge is not None), rows
+
+
+# -- what changed, beside the copy baseline ------------------------------------------------
+
+@dataclass(frozen=True)
+class ChangeScore:
+    """One predicted next page against the real one, by what changed (module docstring)."""
+
+    exact: bool
+    change_f1: float
+    terminal: bool | None  # None: no "episode ends" prediction to check
+
+
+def _same_page(predicted: str, real: str) -> bool:
+    # Predictions lose trailing whitespace when parsed (`model.parse_wm_output`).
+    return predicted.rstrip() == real.rstrip()
+
+
+def changed_element_f1(current: str, predicted: str, real: str) -> float:
+    """Change F1 of one prediction (module docstring)."""
+    predicted_edits, real_edits = edits(current, predicted), edits(current, real)
+    if predicted_edits is None or real_edits is None:
+        return float(_same_page(predicted, real))
+    p_items, r_items = Counter(change_items(predicted_edits)), Counter(change_items(real_edits))
+    return 1.0 if not p_items and not r_items else _f1(p_items, r_items)
+
+
+def next_page_score(current: str, predicted: str, real: str, *, predicted_ends: bool | None = None,
+                    real_ends: bool | None = None) -> ChangeScore:
+    terminal = None if predicted_ends is None or real_ends is None else predicted_ends == real_ends
+    return ChangeScore(exact=_same_page(predicted, real), change_f1=changed_element_f1(current, predicted, real),
+                       terminal=terminal)
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def next_page_report(currents: Sequence[str | None], predictions: Sequence[str], reals: Sequence[str], *,
+                     predicted_ends: Sequence[bool] | None = None, real_ends: Sequence[bool] | None = None) -> dict:
+    """STR, Sim., exact, change F1 and (given both `*_ends`) terminal accuracy of `predictions`
+    of the pages after `currents` (None: a first page); rates None when there are none."""
+    if not len(currents) == len(predictions) == len(reals):
+        raise ValueError(f"{len(currents)} current pages, {len(predictions)} predictions, {len(reals)} real pages")
+    ends = list(zip(predicted_ends, real_ends, strict=True)) if predicted_ends is not None and real_ends is not None \
+        else [(None, None)] * len(reals)
+    scores = [next_page_score(c or "", p, r, predicted_ends=pe, real_ends=re_)
+              for c, p, r, (pe, re_) in zip(currents, predictions, reals, ends, strict=True)]
+    return {
+        "n": len(reals),
+        "str": _mean([parse_tree(p) is not None for p in predictions]),
+        "sim": _mean([similarity(p, r) for p, r in zip(predictions, reals)]),
+        "exact": _mean([s.exact for s in scores]),
+        "change_f1": _mean([s.change_f1 for s in scores]),
+        "terminal": _mean([s.terminal for s in scores if s.terminal is not None]),
+    }
+
+
+def copy_baseline(currents: Sequence[str | None], reals: Sequence[str], *,
+                  real_ends: Sequence[bool] | None = None) -> dict:
+    """`next_page_report` of the "nothing changes" world model on the same transitions."""
+    never = None if real_ends is None else [False] * len(reals)
+    return next_page_report(currents, [c or "" for c in currents], reals, predicted_ends=never, real_ends=real_ends)

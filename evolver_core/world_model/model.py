@@ -15,9 +15,10 @@ inference `parse_wm_output` splits the rationale off, so the policy never sees T
 
 Training data:
 
-1. `transitions_from_rows`: every sampled trajectory, successful or failed, gives its first
+1. `transitions_from_records`: every sampled trajectory, successful or failed, gives its first
    step (task + start URL -> o_1) and each (o_t, a_t -> o_{t+1}) with a valid a_t. Pages are
-   `rollout.page_text` (no error line): the world model predicts pages, not the executor's errors.
+   the stored pages alone (the error is a column of its own): the world model predicts pages,
+   not the executor's errors.
    The past actions are ``Thought: ...\\nAction: ...`` of the earlier valid steps; callers
    at inference pass the policy's turns in the same form (`policy.format_reply`).
 2. `cap_transitions`: dedupe, then cap first steps per site and transitions per action key
@@ -37,20 +38,19 @@ import asyncio
 import random
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
 
 from evolver_core.config import WorldModelConfig
-from evolver_core.agents.reply import format_reply
-from evolver_core.browser.observation import TREE_START
-from evolver_core.data.records import WM_TRANSITION_SCHEMA, validate_table
+from evolver_core.contracts.observation import TREE_START
+from evolver_core.contracts.reply import format_reply
+from evolver_core.data.records import WM_TRANSITION_SCHEMA, StepRecord, TrajectoryRecord, validate_table
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
-from evolver_core.sampling.rollout import page_text
-from evolver_core.training.sft import Example, Row
+from evolver_core.training.sft import Example, steps_by_trajectory
 
 FIRST = "first"  # action key of first steps
 NO_PAST_ACTIONS = "(none)"
@@ -139,7 +139,7 @@ def parse_wm_output(text: str) -> WMPrediction:
 class WorldModel:
     """M_w behind the OpenAI API."""
 
-    def __init__(self, client: LLMClient, *, temperature: float = 0.7,
+    def __init__(self, client: LLMClient, *, temperature: float = WorldModelConfig.temperature,
                  max_tokens: int = WorldModelConfig.max_tokens):
         self.client = client
         self.temperature = temperature
@@ -175,38 +175,35 @@ def action_key(action: str | None) -> str:
     return FIRST if action is None else " ".join(action.split()[:2])
 
 
-def _trajectory_transitions(traj: Row, steps: Sequence[Row]) -> list[Transition]:
+def _trajectory_transitions(traj: TrajectoryRecord, steps: Sequence[StepRecord]) -> list[Transition]:
     def transition(step: int, past: Sequence[str], last: str | None, action: str | None, nxt: str) -> Transition:
-        return Transition(trajectory_id=traj["trajectory_id"], step=step, objective=traj["query"],
-                          start_url=steps[0]["url"], past_actions=tuple(past), last_observation=last,
-                          action=action, next_observation=nxt, action_key=action_key(action), site=traj["site"],
-                          source=traj["source"])
+        return Transition(trajectory_id=traj.trajectory_id, step=step, objective=traj.query,
+                          start_url=steps[0].url, past_actions=tuple(past), last_observation=last,
+                          action=action, next_observation=nxt, action_key=action_key(action), site=traj.site,
+                          source=traj.source)
 
-    out = [transition(steps[0]["step"], (), None, None, page_text(steps[0]["observation"]))]
+    out = [transition(steps[0].step, (), None, None, steps[0].observation)]
     past: list[str] = []
     for step, following in zip(steps, steps[1:]):
-        if not step["action_valid"] or step["action"] is None:
+        if not step.action_valid or step.action is None:
             continue  # nothing happened to predict
-        if following["step"] == step["step"] + 1:  # a missing step row breaks the chain
-            out.append(transition(following["step"], past, page_text(step["observation"]), step["action"],
-                                  page_text(following["observation"])))
-        past.append(format_reply(step["thought"], step["action"]) if step["thought"] else step["action"])
+        if following.step == step.step + 1:  # a missing step row breaks the chain
+            out.append(transition(following.step, past, step.observation, step.action, following.observation))
+        past.append(format_reply(step.thought, step.action) if step.thought else step.action)
     last = steps[-1]
-    if traj.get("final_observation") and last["action_valid"] and last["action"] is not None:
+    if traj.final_observation and last.action_valid and last.action is not None:
         # The page after the last action (kept for episodes that did not end with `stop`).
-        out.append(transition(last["step"] + 1, past, page_text(last["observation"]), last["action"],
-                              page_text(traj["final_observation"])))
+        out.append(transition(last.step + 1, past, last.observation, last.action, traj.final_observation))
     return out
 
 
-def transitions_from_rows(trajectories: Iterable[Mapping], steps: Iterable[Mapping]) -> list[Transition]:
+def transitions_from_records(trajectories: Iterable[TrajectoryRecord],
+                             steps: Iterable[StepRecord]) -> list[Transition]:
     """Every transition of every trajectory (module docstring, 1.), trajectory order kept."""
-    by_traj: dict[str, list[Row]] = defaultdict(list)
-    for s in steps:
-        by_traj[s["trajectory_id"]].append(s)
+    by_traj = steps_by_trajectory(steps)
     out = []
     for traj in trajectories:
-        traj_steps = sorted(by_traj.get(traj["trajectory_id"], []), key=lambda s: s["step"])
+        traj_steps = sorted(by_traj.get(traj.trajectory_id, []), key=lambda s: s.step)
         if traj_steps:
             out += _trajectory_transitions(traj, traj_steps)
     return out

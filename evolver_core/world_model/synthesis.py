@@ -23,19 +23,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from evolver_core.config import JudgeConfig, WorldModelConfig
-from evolver_core.agents.base import Agent
-from evolver_core.agents.reply import format_reply
-from evolver_core.browser.actions import Action, ActionParseError, format_action, parse_action
-from evolver_core.browser.observation import Observation
-from evolver_core.data.records import trajectory_id
+from evolver_core.contracts.actions import Action, ActionParseError, format_action, parse_action
+from evolver_core.contracts.agent import Agent
+from evolver_core.contracts.episode import Episode, StepResult, episode_seed, now, trajectory_id
+from evolver_core.contracts.observation import Observation
+from evolver_core.contracts.reply import format_reply
+from evolver_core.contracts.task import Task
+from evolver_core.data.records import StepRecord, TrajectoryRecord
 from evolver_core.data.storage import Storage
 from evolver_core.judge.judge import judge
 from evolver_core.llm import LLMClient
-from evolver_core.sampling.rollout import Episode, StepResult, now
-from evolver_core.sampling.sampler import (SampleConfig, SampleSummary, SamplingError, episode_seed, pending_work,
-                                   store_episode, tally)
-from evolver_core.suites.base import Task
-from evolver_core.training.sft import Row, keep_trajectory
+from evolver_core.sampling.sampler import (SampleConfig, SampleSummary, SamplingError, pending_work,
+                                           store_episode, tally)
+from evolver_core.training.sft import keep_trajectory, steps_by_trajectory
 from evolver_core.world_model.model import WorldModel
 
 WM_UNPARSABLE = "world model output unparsable"
@@ -54,7 +54,7 @@ class PredictedObservation(Observation):
 
 
 def wm_past_action(thought: str, action: Action) -> str:
-    """An earlier step as the WM was trained to read it (`world_model.transitions_from_rows`:
+    """An earlier step as the WM was trained to read it (`world_model.transitions_from_records`:
     the canonical action, after its thought when there is one)."""
     return format_reply(thought, format_action(action)) if thought else format_action(action)
 
@@ -101,17 +101,16 @@ async def synthesize_episode(task: Task, policy: Agent, world_model: WorldModel,
                    gold_reward=None, started_at=started, ended_at=now())
 
 
-def failed_task_ids(trajectories: Iterable[Row], steps: Iterable[Row], *, use_gold: bool) -> list[str]:
+def failed_task_ids(trajectories: Iterable[TrajectoryRecord], steps: Iterable[StepRecord], *,
+                    use_gold: bool) -> list[str]:
     """The tasks (in first-seen order) none of whose trajectories rejection sampling keeps
     (`sft.keep_trajectory`, by gold reward or by the judge's verdict on the rows): the
     queries the paper synthesizes for, as real sampling gave nothing to learn from."""
-    by_traj: dict[str, list[Row]] = {}
-    for s in steps:
-        by_traj.setdefault(s["trajectory_id"], []).append(s)
+    by_traj = steps_by_trajectory(steps)
     kept: dict[str, bool] = {}
     for t in trajectories:
-        ok, _ = keep_trajectory(t, by_traj.get(t["trajectory_id"], []), use_gold=use_gold)
-        kept[t["task_id"]] = kept.get(t["task_id"], False) or ok
+        ok, _ = keep_trajectory(t, by_traj.get(t.trajectory_id, []), use_gold=use_gold)
+        kept[t.task_id] = kept.get(t.task_id, False) or ok
     return [task_id for task_id, ok in kept.items() if not ok]
 
 
@@ -124,22 +123,23 @@ async def _judge(client: LLMClient | None, ep: Episode, max_tokens: int) -> tupl
 
 
 async def synthesize(tasks: Sequence[Task], make_policy: Callable[[Task, int], Agent], world_model: WorldModel,
-                     storage: Storage, cfg: SampleConfig, *, concurrency: int = 4, judge_client: LLMClient | None = None,
+                     storage: Storage, cfg: SampleConfig, *, judge_client: LLMClient | None = None,
                      judge_max_tokens: int = JudgeConfig.max_tokens,
                      max_actions: int = WorldModelConfig.synth_max_actions,
                      on_done: Callable[[Episode], None] | None = None) -> SampleSummary:
-    """`cfg.samples` synthetic trajectories per task, `concurrency` at a time, each stored as it ends.
+    """`cfg.sampling.samples` synthetic trajectories per task, `cfg.sampling.concurrency` at a time, each
+    stored as it ends.
 
     Resumable like `sampling.sample_trajectories`: one shard pair per trajectory id, and a
     rerun skips trajectories whose trajectory row exists. With `judge_client` each one is
     judged by r̂ (`judge.judge`) and the verdict stored on its trajectory row.
     `make_policy(task, sample)` gives a fresh agent per trajectory; the WM is seeded with
-    `sampling.episode_seed`. `cfg.max_steps` and `cfg.env` (real-browser settings) are unused.
+    `contracts.episode.episode_seed`. `cfg.sampling.max_steps` and `cfg.env` (real-browser settings) are unused.
     """
     if cfg.source != "synthetic":
         raise ValueError(f"synthetic trajectories need cfg.source='synthetic', not {cfg.source!r}")
     todo, summary = pending_work(tasks, storage, cfg)
-    limit = asyncio.Semaphore(max(1, concurrency))
+    limit = asyncio.Semaphore(cfg.sampling.concurrency)
 
     async def one(task: Task, k: int) -> None:
         async with limit:

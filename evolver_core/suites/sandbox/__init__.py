@@ -2,9 +2,12 @@
 
 Why: the live WebVoyager sites need internet and change under our feet; MiniWoB++ pages are
 single widgets. These five multi-page sites (a shop, a recipe site, a code host, a
-dictionary and a news site; one module each) are modelled on WebVoyager's kinds of sites,
-run on 127.0.0.1 with stdlib servers, and generate their data from fixed seeds, so every run
-sees the same pages and the same tasks:
+dictionary and a news site) are modelled on WebVoyager's kinds of sites, run on 127.0.0.1
+with stdlib servers, and generate their data from fixed seeds, so every run sees the same
+pages and the same tasks. They share a small framework: web.py (serving, routing, visitor
+state, `Site.render`), spec.py (task specs, plans, the split) and `templates/` (Jinja2: a
+base layout and shared widgets). A site is one module (its data, its routes, its task
+templates, each an `@template` method) and a folder `templates/<site>/` (its pages). The suite:
 
 * `tasks(split)` - 435 tasks, 87 per site: information-seeking ones (gold answer plus
   aliases) and state-changing ones (gold server state, e.g. the cart). The test split is
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from evolver_core.suites.base import EpisodeState, Task
+from evolver_core.contracts.task import EpisodeState, Task
 from evolver_core.suites.sandbox.answers import matches
 from evolver_core.suites.sandbox.code import Code
 from evolver_core.suites.sandbox.dictionary import Dictionary

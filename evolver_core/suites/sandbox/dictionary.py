@@ -5,20 +5,21 @@ the day, entries (pronunciation, part of speech, numbered senses with examples, 
 inflections, etymology, first known use) and a word list kept on the server
 (`/__state` -> {"wordlist": [word]}). The words are invented from a fixed seed, so an agent
 cannot answer from memory. Each word is its own entity (`dictionary:word:<word>`); synonyms
-are drawn from the same pool, so a test word never names a train word.
+are drawn from the same pool, so a test word never names a train word. Pages:
+`templates/dictionary/`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from random import Random
-from typing import Any
+from string import ascii_lowercase
+from typing import Any, Iterable
 from urllib.parse import quote
 
 from evolver_core.suites.sandbox.spec import Pools, TaskSpec, answer, answer_gold, click, search, state_gold, template
 from evolver_core.suites.sandbox.web import (
-    Request, Response, Route, Site, counted, esc, link_list, pager, paginate, post_button, redirect, route, save_item,
-    unsave_item
+    Request, Response, Route, Site, paginate, redirect, route, save_item, unsave_item
 )
 
 SEED = 404
@@ -233,6 +234,7 @@ class Dictionary(Site):
     brand = "Wordwell"
     search_label = SEARCH_LABEL
     search_placeholder = "Look up a word"
+    page_globals = {"letters": [(c.upper(), f"/browse/{c}") for c in ascii_lowercase]}
 
     def __init__(self, seed: int = SEED):
         self.words = sorted(make_words(seed), key=lambda w: w.word)
@@ -257,71 +259,33 @@ class Dictionary(Site):
     def initial_state(self) -> dict[str, Any]:
         return {"wordlist": []}
 
-    def accent_css(self) -> str:
-        return "header{background:#1d3557}.pos{font-style:italic;color:#7a2e2e}.pron{color:#555}"
-
-    def nav(self, req: Request) -> str:
-        letters = " ".join(f'<a href="/browse/{c}">{c.upper()}</a>' for c in "abcdefghijklmnopqrstuvwxyz")
-        return (
-            f'<nav aria-label="Main"><a href="/wordlist">My word list ({len(req.state["wordlist"])})</a></nav>'
-            f'<nav aria-label="Browse A to Z">{letters}</nav>'
-        )
-
     def home(self, req: Request) -> Response:
-        w = self.word_of_the_day
-        main = (
-            "<h1>Wordwell Dictionary</h1><p>Clear definitions of rare and curious English words.</p>"
-            f'<h2>Word of the day</h2><p><a href="/define/{w.word}">{w.word}</a> '
-            f'<span class="pos">{w.pos}</span>: {esc(w.senses[0][0])}</p>'
-            "<h2>Recently added</h2>" + link_list([(v.word, f"/define/{v.word}") for v in self.words[::23]])
-        )
-        return Response(self.page("Dictionary", main, req))
+        recent = _links(w.word for w in self.words[::23])
+        return self.render(req, "home", "Dictionary", w=self.word_of_the_day, recent=recent)
 
     def search_page(self, req: Request) -> Response:
         q = req.arg("q").lower()
         if q in self.by_word:
             return redirect(f"/define/{quote(q)}")
-        close = [w for w in self.words if q and (w.word.startswith(q[:3]) or q in w.word)][:15]
-        body = (
-            link_list([(w.word, f"/define/{w.word}") for w in close])
-            if close
-            else "<p>Try another spelling, or browse A to Z.</p>"
-        )
-        main = f"<h1>No exact match for “{esc(q)}”</h1><h2>Did you mean</h2>{body}"
-        return Response(self.page(f"Search: {q}", main, req))
+        close = [w.word for w in self.words if q and (w.word.startswith(q[:3]) or q in w.word)][:15]
+        return self.render(req, "search", f"Search: {q}", q=q, close=_links(close))
 
     def browse(self, req: Request, letter: str) -> Response:
-        words = [w for w in self.words if w.word.startswith(letter)]
-        shown, page_no, pages = paginate(words, req.page_number(), PER_PAGE)
-        items = link_list([(w.word, f"/define/{w.word}") for w in shown]) if shown else "<p>No words yet.</p>"
-        pages_nav = pager(f"/browse/{letter}", {}, page_no, pages)
-        main = f"<h1>Words starting with {letter.upper()}</h1><p>{counted(len(words), 'word')}</p>{items}{pages_nav}"
-        return Response(self.page(f"Browse {letter.upper()}", main, req))
+        found = [w.word for w in self.words if w.word.startswith(letter)]
+        page = paginate(found, req.page_number(), PER_PAGE)
+        links = _links(page.items)
+        return self.render(req, "browse", f"Browse {letter.upper()}", letter=letter, page=page, links=links)
 
     def entry(self, req: Request, word: str) -> Response:
         w = self.by_word.get(word)
         if w is None:
             return self.not_found(req)
         listed = word in req.state["wordlist"]
-        action, label = (
-            ("/wordlist/remove", "Remove from word list") if listed else ("/wordlist/add", "Add to word list")
-        )
-        senses = "".join(f'<li><p>{esc(d)}</p><p class="muted"><i>{esc(ex)}</i></p></li>' for d, ex in w.senses)
-        synonyms = ", ".join(f'<a href="/define/{s}">{s}</a>' for s in self.synonyms[word])
-        forms = {"noun": f"<p>Plural: {w.inflection}</p>", "verb": f"<p>Past tense: {w.inflection}</p>"}.get(w.pos, "")
-        main = (
-            f'<h1>{w.word}</h1><p class="pron">Pronunciation: /{"·".join(w.syllables)}/</p><p class="pos">{w.pos}</p>'
-            + post_button(action, label, word=w.word)
-            + f"<h2>Definitions</h2><ol>{senses}</ol>{forms}<p>Synonyms: {synonyms}</p>"
-            f"<h2>Word history</h2><p>Etymology: from {w.language} <i>{w.root}</i>, “{w.gloss}”.</p>"
-            f"<p>First known use: {w.first_use}</p>"
-        )
-        return Response(self.page(w.word, main, req))
+        return self.render(req, "entry", w.word, w=w, listed=listed, synonyms=_links(self.synonyms[word]))
 
     def wordlist(self, req: Request) -> Response:
-        words = req.state["wordlist"]
-        body = link_list([(w, f"/define/{w}") for w in words]) if words else "<p>Your word list is empty.</p>"
-        return Response(self.page("My word list", f"<h1>My word list</h1>{body}", req))
+        links = _links(req.state["wordlist"])
+        return self.render(req, "saved", "My word list", links=links, empty="Your word list is empty.")
 
     def add_word(self, req: Request) -> Response:
         word = req.form.get("word", "")
@@ -335,18 +299,17 @@ class Dictionary(Site):
 
     # --- tasks ---------------------------------------------------------------------------
 
-    def _open(self, w: Word) -> list[dict[str, Any]]:
+    def opening(self, w: Word) -> list[dict[str, Any]]:
         return [search(SEARCH_LABEL, w.word, f"I'll look up '{w.word}' in the dictionary.")]
 
     @template("part-of-speech")
     def _pos_drafts(self) -> list[TaskSpec]:
         return [
-            TaskSpec(
-                "part-of-speech",
+            self.about(
+                w,
                 f"What part of speech is the word '{w.word}' according to Wordwell?",
                 answer_gold(w.pos),
-                (w.key,),
-                (*self._open(w), answer(w.pos, w.pos, f"The entry labels '{w.word}' as a {w.pos}.")),
+                answer(w.pos, w.pos, f"The entry labels '{w.word}' as a {w.pos}."),
             )
             for w in self.words
         ]
@@ -354,15 +317,11 @@ class Dictionary(Site):
     @template("first-definition")
     def _definition_drafts(self) -> list[TaskSpec]:
         return [
-            TaskSpec(
-                "first-definition",
+            self.about(
+                w,
                 f"What is the first definition of '{w.word}' in the Wordwell dictionary?",
                 answer_gold(w.senses[0][0]),
-                (w.key,),
-                (
-                    *self._open(w),
-                    answer(w.senses[0][0], w.senses[0][0], f"The first sense listed is: {w.senses[0][0]}."),
-                ),
+                answer(w.senses[0][0], w.senses[0][0], f"The first sense listed is: {w.senses[0][0]}."),
             )
             for w in self.words
         ]
@@ -370,18 +329,14 @@ class Dictionary(Site):
     @template("first-known-use")
     def _first_use_drafts(self) -> list[TaskSpec]:
         return [
-            TaskSpec(
-                "first-known-use",
+            self.about(
+                w,
                 f"In what year was the word '{w.word}' first used, according to Wordwell?",
                 answer_gold(str(w.first_use)),
-                (w.key,),
-                (
-                    *self._open(w),
-                    answer(
-                        str(w.first_use),
-                        f"First known use: {w.first_use}",
-                        f"The word history gives {w.first_use} as the first known use.",
-                    ),
+                answer(
+                    str(w.first_use),
+                    f"First known use: {w.first_use}",
+                    f"The word history gives {w.first_use} as the first known use.",
                 ),
             )
             for w in self.words
@@ -389,42 +344,32 @@ class Dictionary(Site):
 
     @template("synonym")
     def _synonym_drafts(self) -> list[TaskSpec]:
-        drafts = []
-        for w in self.words:
-            syns = self.synonyms[w.word]
-            if syns:
-                drafts.append(
-                    TaskSpec(
-                        "synonym",
-                        f"Give one synonym of '{w.word}' listed on Wordwell.",
-                        answer_gold(syns[0], *syns[1:]),
-                        (w.key, *(self.by_word[s].key for s in syns)),
-                        (
-                            *self._open(w),
-                            answer(
-                                syns[0], syns[0], f"The entry lists {', '.join(syns)} as synonyms; {syns[0]} is one."
-                            ),
-                        ),
-                    )
-                )
-        return drafts
+        return [
+            TaskSpec(
+                f"Give one synonym of '{w.word}' listed on Wordwell.",
+                answer_gold(syns[0], *syns[1:]),
+                (w.key, *(self.by_word[s].key for s in syns)),
+                (
+                    *self.opening(w),
+                    answer(syns[0], syns[0], f"The entry lists {', '.join(syns)} as synonyms; {syns[0]} is one."),
+                ),
+            )
+            for w in self.words
+            if (syns := self.synonyms[w.word])
+        ]
 
     @template("save-word")
     def _save_drafts(self) -> list[TaskSpec]:
         return [
-            TaskSpec(
-                "save-word",
+            self.about(
+                w,
                 f"Add the word '{w.word}' to my Wordwell word list.",
                 state_gold(wordlist=[w.word]),
-                (w.key,),
-                (
-                    *self._open(w),
-                    click("Add to word list", "I'll add the word to my word list.", role="button"),
-                    answer(
-                        f"Added {w.word} to the word list.",
-                        "to your word list",
-                        "The page confirms the word was added, so I'm done.",
-                    ),
+                click("Add to word list", "I'll add the word to my word list.", role="button"),
+                answer(
+                    f"Added {w.word} to the word list.",
+                    "to your word list",
+                    "The page confirms the word was added, so I'm done.",
                 ),
             )
             for w in self.words
@@ -433,15 +378,11 @@ class Dictionary(Site):
     @template("etymology", test_only=True)
     def _etymology_drafts(self) -> list[TaskSpec]:
         return [
-            TaskSpec(
-                "etymology",
+            self.about(
+                w,
                 f"From which language does the word '{w.word}' come, according to Wordwell?",
                 answer_gold(w.language),
-                (w.key,),
-                (
-                    *self._open(w),
-                    answer(w.language, f"from {w.language}", f"The etymology says it comes from {w.language}."),
-                ),
+                answer(w.language, f"from {w.language}", f"The etymology says it comes from {w.language}."),
             )
             for w in self.words
         ]
@@ -449,16 +390,17 @@ class Dictionary(Site):
     @template("plural", test_only=True)
     def _plural_drafts(self) -> list[TaskSpec]:
         return [
-            TaskSpec(
-                "plural",
+            self.about(
+                w,
                 f"What is the plural form of the noun '{w.word}'?",
                 answer_gold(w.inflection),
-                (w.key,),
-                (
-                    *self._open(w),
-                    answer(w.inflection, f"Plural: {w.inflection}", f"The entry gives the plural as {w.inflection}."),
-                ),
+                answer(w.inflection, f"Plural: {w.inflection}", f"The entry gives the plural as {w.inflection}."),
             )
             for w in self.words
             if w.pos == "noun"
         ]
+
+
+def _links(words: Iterable[str]) -> list[tuple[str, str]]:
+    """Each word with the address of its entry."""
+    return [(w, f"/define/{w}") for w in words]

@@ -5,7 +5,7 @@ articles (author, date, reading time, tags), author pages, a reading list and ne
 sign-ups kept on the server (`/__state` -> {"saved": [slug], "subscriptions": {email: [name]}}).
 Articles come from a fixed seed. Entities are pooled by author (`news:author:<slug>`, articles
 as `news:author:<slug>/article:<slug>`); newsletter tasks use invented readers
-(`news:reader:<email>`).
+(`news:reader:<email>`). Pages: `templates/news/`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from evolver_core.suites.sandbox.spec import (
     Pools, TaskSpec, answer, answer_gold, click, fill, search, state_gold, template
 )
 from evolver_core.suites.sandbox.web import (
-    Request, Response, Route, Site, counted, esc, link_list, pager, paginate, post_button, redirect, route, save_item,
-    url
+    Facet, Request, Response, Route, Site, paginate, redirect, route, save_item, url, words
 )
 
 SEED = 505
@@ -251,20 +250,17 @@ def make_articles(seed: int = SEED) -> list[Article]:
     return articles
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", text.lower()))
-
-
 class News(Site):
     name = "news"
     title = "The Morning Ledger"
     search_label = SEARCH_LABEL
     search_placeholder = "Search news"
+    page_globals = {"sections": tuple(AUTHORS), "newsletters": NEWSLETTERS, "long_date": long_date, "slugify": slugify}
 
     def __init__(self, seed: int = SEED):
         self.articles = make_articles(seed)
         self.by_slug = {a.slug: a for a in self.articles}
-        self._words = {a.slug: _words(f"{a.headline} {a.author} {a.section} {' '.join(a.tags)}") for a in self.articles}
+        self._words = {a.slug: words(f"{a.headline} {a.author} {a.section} {' '.join(a.tags)}") for a in self.articles}
         authors = [a for names in AUTHORS.values() for a in names]
         self.pools = Pools(self.name, [author_key(a) for a in authors] + [reader_key(r) for r in READERS])
 
@@ -286,54 +282,36 @@ class News(Site):
     def initial_state(self) -> dict[str, Any]:
         return {"saved": [], "subscriptions": {}}
 
-    def accent_css(self) -> str:
-        return "header{background:#5a0f1c}"
-
-    def nav(self, req: Request) -> str:
-        sections = "".join(f'<a href="/section/{s.lower()}">{s}</a>' for s in AUTHORS)
-        return (
-            f'<nav aria-label="Sections">{sections}<a href="/newsletters">Newsletters</a>'
-            '<a href="/saved">Reading list</a></nav>'
-        )
-
     def home(self, req: Request) -> Response:
         latest = sorted(self.articles, key=lambda a: a.published, reverse=True)[:8]
-        main = f'<h1>Top stories</h1><ol class="results plain">{"".join(_item(a) for a in latest)}</ol>'
-        return Response(self.page("News, analysis and opinion", main, req))
+        return self.render(req, "home", "News, analysis and opinion", latest=latest)
 
     def results(self, req: Request) -> Response:
         q = req.arg("q")
         section = req.arg("section") if req.arg("section") in AUTHORS else ""
         sort = req.arg("sort") if req.arg("sort") in ("relevance", "newest", "oldest") else "relevance"
-        matched = [a for a in self.articles if q and _words(q) <= self._words[a.slug]]
+        matched = [a for a in self.articles if q and words(q) <= self._words[a.slug]]
         found = sorted((a for a in matched if not section or a.section == section), key=_SORT_KEYS[sort])
-        shown, page_no, pages = paginate(found, req.page_number(), PER_PAGE)
         params: dict[str, object] = {"q": q, "section": section, "sort": sort}
-        sorts = " ".join(
-            f"<b>{label}</b>"
-            if key == sort
-            else f'<a href="{esc(url("/search", **{**params, "sort": key}))}">{label}</a>'
-            for key, label in (("relevance", "Most relevant"), ("newest", "Newest first"), ("oldest", "Oldest first"))
-        )
-        main = (
-            f"<h1>{counted(len(found), 'result')} for “{esc(q)}”</h1>"
-            f'<nav class="bar" aria-label="Sort">Sort: {sorts}</nav>'
-            f'<ol class="results plain">{"".join(_item(a) for a in shown)}</ol>{pager("/search", params, page_no, pages)}'
-        )
+        sorts = (("relevance", "Most relevant"), ("newest", "Newest first"), ("oldest", "Oldest first"))
         facets = [
             (f"{s} ({n})", url("/search", q=q, section=s, sort=sort))
             for s in AUTHORS
             if (n := sum(1 for a in matched if a.section == s))
         ]
-        current = (
-            next((label for label, _ in facets if label.startswith(f"{section} (")), "All sections")
-            if section
-            else "All sections"
+        current = next((label for label, _ in facets if section and label.startswith(f"{section} (")), "All sections")
+        return self.render(
+            req,
+            "list",
+            f"Search: {q}",
+            q=q,
+            path="/search",
+            page=paginate(found, req.page_number(), PER_PAGE),
+            params=params,
+            sorts=[(label, url("/search", params, sort=key)) for key, label in sorts],
+            sort=dict(sorts)[sort],
+            facet=Facet("Filter by section", [("All sections", url("/search", q=q, sort=sort))] + facets, current),
         )
-        aside = "<h2>Filter by section</h2>" + link_list(
-            [("All sections", url("/search", q=q, sort=sort))] + facets, current
-        )
-        return Response(self.page(f"Search: {q}", main, req, aside))
 
     def section(self, req: Request, slug: str) -> Response:
         name = next((s for s in AUTHORS if s.lower() == slug), None)
@@ -341,64 +319,46 @@ class News(Site):
             return self.not_found(req)
         month = req.arg("month")
         sort = "oldest" if req.arg("sort") == "oldest" else "newest"
-        in_section = [a for a in self.articles if a.section == name]
-        found = sorted((a for a in in_section if not month or f"{a.published:%Y-%m}" == month), key=_SORT_KEYS[sort])
-        shown, page_no, pages = paginate(found, req.page_number(), PER_PAGE)
+        found = sorted(
+            (a for a in self.articles if a.section == name and (not month or f"{a.published:%Y-%m}" == month)),
+            key=_SORT_KEYS[sort],
+        )
         params: dict[str, object] = {"month": month, "sort": sort}
         path = f"/section/{slug}"
-        sorts = " ".join(
-            f"<b>{label}</b>" if key == sort else f'<a href="{esc(url(path, **{**params, "sort": key}))}">{label}</a>'
-            for key, label in (("newest", "Newest first"), ("oldest", "Oldest first"))
-        )
+        sorts = (("newest", "Newest first"), ("oldest", "Oldest first"))
         months = [(f"{m} {YEAR}", url(path, month=f"{YEAR}-{i:02d}", sort=sort)) for i, m in enumerate(MONTHS, 1)]
         current = (
             f"{MONTHS[int(month[5:]) - 1]} {YEAR}" if re.fullmatch(rf"{YEAR}-(0[1-9]|1[0-2])", month) else "All months"
         )
-        heading = f"{name}: {current}" if month else name
-        main = (
-            f"<h1>{esc(heading)}</h1><p>{counted(len(found), 'article')}</p>"
-            f'<nav class="bar" aria-label="Sort">Sort: {sorts}</nav>'
-            f'<ol class="results plain">{"".join(_item(a) for a in shown)}</ol>{pager(path, params, page_no, pages)}'
+        return self.render(
+            req,
+            "list",
+            f"{name}: {current}" if month else name,
+            path=path,
+            page=paginate(found, req.page_number(), PER_PAGE),
+            params=params,
+            sorts=[(label, url(path, params, sort=key)) for key, label in sorts],
+            sort=dict(sorts)[sort],
+            facet=Facet("Archive", [("All months", url(path, sort=sort))] + months, current),
         )
-        aside = "<h2>Archive</h2>" + link_list([("All months", url(path, sort=sort))] + months, current)
-        return Response(self.page(heading, main, req, aside))
 
     def article(self, req: Request, slug: str) -> Response:
         a = self.by_slug.get(slug)
         if a is None:
             return self.not_found(req)
-        tags = " ".join(f'<a href="{esc(url("/search", q=t))}">{esc(t)}</a>' for t in a.tags)
-        main = (
-            f'<nav class="bar" aria-label="Breadcrumb"><a href="/section/{a.section.lower()}">{a.section}</a></nav>'
-            f'<h1>{esc(a.headline)}</h1><p>By <a href="/author/{slugify(a.author)}">{esc(a.author)}</a></p>'
-            f'<p>Published <time datetime="{a.published.isoformat()}">{long_date(a.published)}</time>'
-            f" · {a.minutes} min read · {a.comments} comments</p>"
-            + post_button("/saved/add", "Save article", slug=a.slug)
-            + "".join(f"<p>{esc(p)}</p>" for p in _body(a))
-            + f"<p>Tags: {tags}</p>"
-        )
-        return Response(self.page(a.headline, main, req))
+        return self.render(req, "article", a.headline, a=a)
 
     def author(self, req: Request, slug: str) -> Response:
         name = next((n for names in AUTHORS.values() for n in names if slugify(n) == slug), None)
         if name is None:
             return self.not_found(req)
         mine = sorted((a for a in self.articles if a.author == name), key=_SORT_KEYS["newest"])
-        shown, page_no, pages = paginate(mine, req.page_number(), PER_PAGE)
-        main = (
-            f"<h1>{esc(name)}</h1><p>{counted(len(mine), 'article')}</p>"
-            f'<ol class="results plain">{"".join(_item(a) for a in shown)}</ol>{pager(f"/author/{slug}", {}, page_no, pages)}'
+        return self.render(
+            req, "list", name, path=f"/author/{slug}", page=paginate(mine, req.page_number(), PER_PAGE), params={}
         )
-        return Response(self.page(name, main, req))
 
     def saved(self, req: Request) -> Response:
-        items = [self.by_slug[s] for s in req.state["saved"]]
-        body = (
-            f'<ol class="results plain">{"".join(_item(a) for a in items)}</ol>'
-            if items
-            else "<p>Your reading list is empty.</p>"
-        )
-        return Response(self.page("Reading list", f"<h1>Reading list</h1>{body}", req))
+        return self.render(req, "saved", "Reading list", saved=[self.by_slug[s] for s in req.state["saved"]])
 
     def save(self, req: Request) -> Response:
         a = self.by_slug.get(req.form.get("slug", ""))
@@ -407,18 +367,7 @@ class News(Site):
         return save_item(req, "saved", a.slug, "Saved to your reading list.", f"/article/{a.slug}")
 
     def newsletters(self, req: Request) -> Response:
-        boxes = "".join(
-            f'<p><input type="checkbox" id="nl-{i}" name="newsletter" value="{esc(n)}"> '
-            f'<label for="nl-{i}">{esc(n)}</label></p>'
-            for i, n in enumerate(NEWSLETTERS)
-        )
-        main = (
-            "<h1>Newsletters</h1><p>Pick the newsletters you want in your inbox.</p>"
-            '<form method="post" action="/newsletters"><p><label for="email">Email address</label> '
-            '<input type="email" id="email" name="email" required></p>'
-            f'<fieldset><legend>Newsletters</legend>{boxes}</fieldset><p><button type="submit">Subscribe</button></p></form>'
-        )
-        return Response(self.page("Newsletters", main, req))
+        return self.render(req, "newsletters", "Newsletters")
 
     def subscribe(self, req: Request) -> Response:
         email = req.form.get("email", "").strip().lower()
@@ -433,7 +382,7 @@ class News(Site):
 
     # --- tasks ---------------------------------------------------------------------------
 
-    def _open(self, a: Article) -> list[dict[str, Any]]:
+    def opening(self, a: Article) -> list[dict[str, Any]]:
         return [
             search(SEARCH_LABEL, a.headline, "I'll search for the article by its headline."),
             click(a.headline, "The article is in the results; I'll open it."),
@@ -442,12 +391,11 @@ class News(Site):
     @template("article-author")
     def _author_drafts(self) -> list[TaskSpec]:
         return [
-            TaskSpec(
-                "article-author",
+            self.about(
+                a,
                 f'Who wrote the Morning Ledger article "{a.headline}"?',
                 answer_gold(a.author),
-                (a.key,),
-                (*self._open(a), answer(a.author, a.author, f"The byline says the article is by {a.author}.")),
+                answer(a.author, a.author, f"The byline says the article is by {a.author}."),
             )
             for a in self.articles
         ]
@@ -455,18 +403,14 @@ class News(Site):
     @template("article-date")
     def _date_drafts(self) -> list[TaskSpec]:
         return [
-            TaskSpec(
-                "article-date",
+            self.about(
+                a,
                 f'On what date was "{a.headline}" published?',
                 answer_gold(long_date(a.published), *date_aliases(a.published)),
-                (a.key,),
-                (
-                    *self._open(a),
-                    answer(
-                        long_date(a.published),
-                        long_date(a.published),
-                        f"The article was published on {long_date(a.published)}.",
-                    ),
+                answer(
+                    long_date(a.published),
+                    long_date(a.published),
+                    f"The article was published on {long_date(a.published)}.",
                 ),
             )
             for a in self.articles
@@ -484,7 +428,6 @@ class News(Site):
                 latest = in_section[0]
                 drafts.append(
                     TaskSpec(
-                        "latest-by-author",
                         f"What is the headline of the most recent {section} article by {author}?",
                         answer_gold(latest.headline),
                         (author_key(author),),
@@ -507,18 +450,12 @@ class News(Site):
     @template("read-time")
     def _read_time_drafts(self) -> list[TaskSpec]:
         return [
-            TaskSpec(
-                "read-time",
+            self.about(
+                a,
                 f'How many minutes does it take to read "{a.headline}"?',
                 answer_gold(f"{a.minutes} minutes", f"{a.minutes} min", f"{a.minutes} min read", str(a.minutes)),
-                (a.key,),
-                (
-                    *self._open(a),
-                    answer(
-                        f"{a.minutes} minutes",
-                        f"{a.minutes} min read",
-                        f"The article says it is a {a.minutes} min read.",
-                    ),
+                answer(
+                    f"{a.minutes} minutes", f"{a.minutes} min read", f"The article says it is a {a.minutes} min read."
                 ),
             )
             for a in self.articles
@@ -527,19 +464,15 @@ class News(Site):
     @template("save-article")
     def _save_drafts(self) -> list[TaskSpec]:
         return [
-            TaskSpec(
-                "save-article",
+            self.about(
+                a,
                 f'Add the article "{a.headline}" to my reading list.',
                 state_gold(saved=[a.slug]),
-                (a.key,),
-                (
-                    *self._open(a),
-                    click("Save article", "I'll save the article to my reading list.", role="button"),
-                    answer(
-                        "Saved the article to the reading list.",
-                        "to your reading list",
-                        "The page confirms it was saved, so I'm done.",
-                    ),
+                click("Save article", "I'll save the article to my reading list.", role="button"),
+                answer(
+                    "Saved the article to the reading list.",
+                    "to your reading list",
+                    "The page confirms it was saved, so I'm done.",
                 ),
             )
             for a in self.articles
@@ -559,7 +492,6 @@ class News(Site):
                 first = found[0]
                 drafts.append(
                     TaskSpec(
-                        "first-in-month",
                         f"What was the first {section} article the Morning Ledger published in {month} {YEAR}?",
                         answer_gold(first.headline),
                         (first.key,),
@@ -580,7 +512,6 @@ class News(Site):
             letter = Random(reader).choice(NEWSLETTERS)
             drafts.append(
                 TaskSpec(
-                    "subscribe",
                     f"Sign up {reader} for the {letter} newsletter.",
                     state_gold(subscriptions={reader: [letter]}),
                     (reader_key(reader),),
@@ -609,19 +540,3 @@ _SORT_KEYS: dict[str, Callable[[Article], Any]] = {
     "newest": lambda a: -a.published.toordinal(),
     "oldest": lambda a: a.published.toordinal(),
 }
-
-
-def _item(a: Article) -> str:
-    return (
-        f'<li><h3><a href="/article/{a.slug}">{esc(a.headline)}</a></h3>'
-        f'<p class="muted">{a.section} · By {esc(a.author)} · {long_date(a.published)} · {a.minutes} min read</p></li>'
-    )
-
-
-def _body(a: Article) -> list[str]:
-    return [
-        f"{a.headline}. That was the main development reported on {long_date(a.published)}, "
-        "according to people familiar with the matter.",
-        f"Readers following our {a.section.lower()} coverage will recall earlier reporting on {' and '.join(a.tags)}.",
-        f"{a.author} will continue to follow the story for the Morning Ledger.",
-    ]

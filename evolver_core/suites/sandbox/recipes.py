@@ -3,6 +3,7 @@
 Search, cuisine/course/diet filters, a "Sort by" <select> (it submits on change), recipe pages (times, servings, calories,
 ingredients, method) and a recipe box kept on the server (`/__state` -> {"saved": [slug]}).
 Recipes are generated from a fixed seed; each recipe is its own entity (`recipes:recipe:<slug>`).
+Pages: `templates/recipes/`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from random import Random
+from itertools import product
 from typing import Any, Callable
 
-from evolver_core.suites.sandbox.spec import Pools, TaskSpec, answer, answer_gold, click, search, state_gold, template
+from evolver_core.suites.sandbox.spec import (
+    Pools, TaskSpec, answer, answer_gold, click, search, state_gold, template, unique_best
+)
 from evolver_core.suites.sandbox.web import (
-    Request, Response, Route, Site, counted, esc, link_list, pager, paginate, post_button, route, save_item,
-    unsave_item, url
+    Facet, Request, Response, Route, Site, paginate, route, save_item, unsave_item, url, words
 )
 
 SEED = 202
@@ -345,16 +348,13 @@ def _amount(rng: Random, item: str) -> tuple[str, str]:
     return rng.choice((("100", "g"), ("150", "g"), ("200", "g"), ("400", "g"), ("1", "cup"), ("2", "cups")))
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", text.lower()))
-
-
 class Recipes(Site):
     name = "recipes"
     title = "Hearth & Herb"
     search_action = "/recipes"
     search_label = SEARCH_LABEL
     search_placeholder = "Find a recipe"
+    page_globals = {"duration": duration, "sorts": SORTS}
 
     def __init__(self, seed: int = SEED):
         self.recipes = make_recipes(seed)
@@ -376,25 +376,21 @@ class Recipes(Site):
     def initial_state(self) -> dict[str, Any]:
         return {"saved": []}
 
-    def accent_css(self) -> str:
-        return "header{background:#7a3b1d}"
-
-    def nav(self, req: Request) -> str:
-        return (
-            '<nav aria-label="Main"><a href="/recipes">All recipes</a>'
-            f'<a href="/saved">My recipe box ({len(req.state["saved"])})</a></nav>'
-        )
-
     def home(self, req: Request) -> Response:
-        latest = sorted(self.recipes, key=lambda r: r.rank)[:5]
-        main = (
-            "<h1>What are you cooking today?</h1>"
-            f"<h2>Cuisines</h2>{link_list([(c, url('/recipes', cuisine=c)) for c in CUISINES], label='Cuisines')}"
-            f"<h2>Courses</h2>{link_list([(c, url('/recipes', course=c)) for c in COURSES], label='Courses')}"
-            f"<h2>Diets</h2>{link_list([(d, url('/recipes', diet=d)) for d in DIETS], label='Diets')}"
-            "<h2>Editors' picks</h2>" + link_list([(r.title, f"/recipe/{r.slug}") for r in latest])
+        return self.render(
+            req,
+            "home",
+            "Recipes for every day",
+            groups=[
+                (heading, [(x, url("/recipes", **{key: x})) for x in values])
+                for heading, key, values in (
+                    ("Cuisines", "cuisine", CUISINES),
+                    ("Courses", "course", COURSES),
+                    ("Diets", "diet", DIETS),
+                )
+            ],
+            picks=[(r.title, f"/recipe/{r.slug}") for r in sorted(self.recipes, key=lambda r: r.rank)[:5]],
         )
-        return Response(self.page("Recipes for every day", main, req))
 
     def results(self, req: Request) -> Response:
         q = req.arg("q")
@@ -405,79 +401,47 @@ class Recipes(Site):
         found = [
             r
             for r in self.recipes
-            if (not q or _words(q) <= _words(f"{r.title} {r.cuisine} {r.course} {r.author}"))
+            if (not q or words(q) <= words(f"{r.title} {r.cuisine} {r.course} {r.author}"))
             and (not cuisine or r.cuisine == cuisine)
             and (not course or r.course == course)
             and (not diet or diet in r.diets)
         ]
         found.sort(key=_SORT_KEYS[sort])
-        shown, page_no, pages = paginate(found, req.page_number(), PER_PAGE)
         params: dict[str, object] = {"q": q, "cuisine": cuisine, "course": course, "diet": diet, "sort": sort}
 
         def href(**change: object) -> str:
-            return url("/recipes", **{**params, **change})
+            return url("/recipes", params, **change)
 
-        chosen = " ".join(x for x in (diet, cuisine, course) if x)
-        heading = f"Recipes matching “{q}”" if q else f"{chosen} recipes" if chosen else "All recipes"
-        hidden = "".join(
-            f'<input type="hidden" name="{k}" value="{esc(v)}">' for k, v in params.items() if v and k != "sort"
-        )
-        options = "".join(
-            f'<option value="{key}"{" selected" if key == sort else ""}>{esc(label)}</option>' for key, label in SORTS
-        )
-        items = "".join(
-            f'<li><h3><a href="/recipe/{r.slug}">{esc(r.title)}</a></h3>'
-            f"<p>{r.cuisine} · {r.course} · ★ {r.rating / 10:.1f} ({r.reviews}) · "
-            f"Total {duration(r.total)} · {r.calories} kcal</p></li>"
-            for r in shown
-        )
-        main = (
-            f"<h1>{esc(heading)}</h1><p>{counted(len(found), 'recipe')}</p>"
-            f'<form class="bar" action="/recipes" method="get">{hidden}'
-            f'<label for="sort">Sort by</label><select id="sort" name="sort" onchange="this.form.submit()">{options}</select>'
-            '<button type="submit">Apply</button></form>'
-            f'<ol class="results plain">{items}</ol>{pager("/recipes", params, page_no, pages)}'
-        )
-        aside = (
-            "<h2>Cuisine</h2>"
-            + link_list(
-                [("All cuisines", href(cuisine=""))] + [(c, href(cuisine=c)) for c in CUISINES],
-                cuisine or "All cuisines",
+        named = " ".join(x for x in (diet, cuisine, course) if x)
+        facets = [
+            Facet(
+                heading, [(anything, href(**{key: ""}))] + [(x, href(**{key: x})) for x in values], chosen or anything
             )
-            + "<h2>Course</h2>"
-            + link_list(
-                [("All courses", href(course=""))] + [(c, href(course=c)) for c in COURSES], course or "All courses"
+            for heading, key, values, anything, chosen in (
+                ("Cuisine", "cuisine", CUISINES, "All cuisines", cuisine),
+                ("Course", "course", COURSES, "All courses", course),
+                ("Diet", "diet", DIETS, "Any diet", diet),
             )
-            + "<h2>Diet</h2>"
-            + link_list([("Any diet", href(diet=""))] + [(d, href(diet=d)) for d in DIETS], diet or "Any diet")
+        ]
+        return self.render(
+            req,
+            "results",
+            f"Recipes matching “{q}”" if q else f"{named} recipes" if named else "All recipes",
+            page=paginate(found, req.page_number(), PER_PAGE),
+            params=params,
+            sort=sort,
+            facets=facets,
         )
-        return Response(self.page(heading, main, req, aside))
 
     def recipe(self, req: Request, slug: str) -> Response:
         r = self.by_slug.get(slug)
         if r is None:
             return self.not_found(req)
-        saved = slug in req.state["saved"]
-        action, label = ("/saved/remove", "Remove from recipe box") if saved else ("/saved/add", "Save recipe")
-        tags = " · ".join(esc(t) for t in (r.cuisine, r.course, *r.diets))
-        ingredients = "".join(f"<li>{esc(i.line())}</li>" for i in r.ingredients)
-        steps = "".join(f"<li>{esc(s)}</li>" for s in _method(r))
-        main = (
-            f"<h1>{esc(r.title)}</h1><p>By {esc(r.author)} · ★ {r.rating / 10:.1f} ({r.reviews} reviews)</p><p>{tags}</p>"
-            f'<dl class="facts"><dt>Prep time</dt><dd>{duration(r.prep)}</dd><dt>Cook time</dt><dd>{duration(r.cook)}</dd>'
-            f"<dt>Total time</dt><dd>{duration(r.total)}</dd><dt>Servings</dt><dd>{r.servings}</dd>"
-            f"<dt>Calories</dt><dd>{r.calories} kcal per serving</dd></dl>"
-            + post_button(action, label, slug=r.slug)
-            + f"<h2>Ingredients ({len(r.ingredients)})</h2><ul>{ingredients}</ul><h2>Method</h2><ol>{steps}</ol>"
-        )
-        return Response(self.page(r.title, main, req))
+        return self.render(req, "recipe", r.title, r=r, saved=slug in req.state["saved"])
 
     def saved(self, req: Request) -> Response:
-        items = [self.by_slug[s] for s in req.state["saved"]]
-        body = (
-            link_list([(r.title, f"/recipe/{r.slug}") for r in items]) if items else "<p>Your recipe box is empty.</p>"
-        )
-        return Response(self.page("My recipe box", f"<h1>My recipe box</h1>{body}", req))
+        links = [(self.by_slug[s].title, f"/recipe/{s}") for s in req.state["saved"]]
+        return self.render(req, "saved", "My recipe box", links=links, empty="Your recipe box is empty.")
 
     def save(self, req: Request) -> Response:
         r = self.by_slug.get(req.form.get("slug", ""))
@@ -491,7 +455,15 @@ class Recipes(Site):
 
     # --- tasks ---------------------------------------------------------------------------
 
-    def _open(self, r: Recipe) -> list[dict[str, Any]]:
+    def _of(self, cuisine: str, course: str = "", diet: str = "") -> list[Recipe]:
+        """The recipes of a cuisine, of one course or diet where given (as the results page filters)."""
+        return [
+            r
+            for r in self.recipes
+            if r.cuisine == cuisine and (not course or r.course == course) and (not diet or diet in r.diets)
+        ]
+
+    def opening(self, r: Recipe) -> list[dict[str, Any]]:
         return [
             search(SEARCH_LABEL, r.title, f"I'll search for the {r.title} recipe."),
             click(r.title, "The recipe is in the results; I'll open it."),
@@ -500,15 +472,11 @@ class Recipes(Site):
     @template("cook-time")
     def _cook_time_drafts(self) -> list[TaskSpec]:
         return [
-            TaskSpec(
-                "cook-time",
+            self.about(
+                r,
                 f"What is the cook time of the {r.title} recipe on Hearth & Herb?",
                 answer_gold(duration(r.cook), *duration_aliases(r.cook)),
-                (r.key,),
-                (
-                    *self._open(r),
-                    answer(duration(r.cook), duration(r.cook), f"The recipe lists a cook time of {duration(r.cook)}."),
-                ),
+                answer(duration(r.cook), duration(r.cook), f"The recipe lists a cook time of {duration(r.cook)}."),
             )
             for r in self.recipes
             if r.cook > 0
@@ -516,68 +484,57 @@ class Recipes(Site):
 
     @template("ingredient-amount")
     def _amount_drafts(self) -> list[TaskSpec]:
-        drafts = []
-        for r in self.recipes:
-            ing = Random(r.slug).choice([i for i in r.ingredients if i.unit])
-            full = f"{ing.amount} {UNITS[ing.unit]}"
-            drafts.append(
-                TaskSpec(
-                    "ingredient-amount",
-                    f"How much {ing.item} does the {r.title} recipe call for?",
-                    answer_gold(ing.quantity, full),
-                    (r.key,),
-                    (*self._open(r), answer(ing.quantity, ing.line(), f"The ingredient list says {ing.line()}.")),
-                )
+        return [
+            self.about(
+                r,
+                f"How much {ing.item} does the {r.title} recipe call for?",
+                answer_gold(ing.quantity, f"{ing.amount} {UNITS[ing.unit]}"),
+                answer(ing.quantity, ing.line(), f"The ingredient list says {ing.line()}."),
             )
-        return drafts
+            for r in self.recipes
+            for ing in [Random(r.slug).choice([i for i in r.ingredients if i.unit])]
+        ]
+
+    def _browse_sorted(
+        self, query: str, best: Recipe, narrow: dict[str, Any], sort: str, puts_first: str, found: str
+    ) -> TaskSpec:
+        """A task answered by the first result after browsing `best`'s cuisine, narrowing it
+        (the step `narrow`) and picking `sort` in the Sort by menu."""
+        return TaskSpec(
+            query,
+            answer_gold(best.title),
+            (best.key,),
+            (
+                click(best.cuisine, f"I'll browse the {best.cuisine} recipes."),
+                narrow,
+                click(sort, f"I'll pick {sort} in the Sort by menu to put {puts_first} first.", role="option"),
+                answer(best.title, best.title, found),
+            ),
+        )
 
     @template("quickest")
     def _quickest_drafts(self) -> list[TaskSpec]:
-        drafts = []
-        for cuisine in CUISINES:
-            for course in COURSES:
-                group = sorted(
-                    (r for r in self.recipes if r.cuisine == cuisine and r.course == course), key=lambda r: r.total
-                )
-                if group[0].total == group[1].total:
-                    continue
-                best = group[0]
-                drafts.append(
-                    TaskSpec(
-                        "quickest",
-                        f"Which {cuisine} {course.lower()} recipe on Hearth & Herb takes the least total time?",
-                        answer_gold(best.title),
-                        (best.key,),
-                        (
-                            click(cuisine, f"I'll browse the {cuisine} recipes."),
-                            click(course, f"I'll narrow them to the {course} course."),
-                            click(
-                                "Quickest",
-                                "I'll pick Quickest in the Sort by menu to put the shortest total time first.",
-                                role="option",
-                            ),
-                            answer(
-                                best.title,
-                                best.title,
-                                f"The first result, {best.title}, takes {duration(best.total)} in total.",
-                            ),
-                        ),
-                    )
-                )
-        return drafts
+        return [
+            self._browse_sorted(
+                f"Which {cuisine} {course.lower()} recipe on Hearth & Herb takes the least total time?",
+                best,
+                click(course, f"I'll narrow them to the {course} course."),
+                "Quickest",
+                "the shortest total time",
+                f"The first result, {best.title}, takes {duration(best.total)} in total.",
+            )
+            for cuisine, course in product(CUISINES, COURSES)
+            if (best := unique_best(self._of(cuisine, course=course), key=lambda r: r.total))
+        ]
 
     @template("calories")
     def _calorie_drafts(self) -> list[TaskSpec]:
         return [
-            TaskSpec(
-                "calories",
+            self.about(
+                r,
                 f"How many calories per serving are in the {r.title}?",
                 answer_gold(str(r.calories), f"{r.calories} kcal", f"{r.calories} calories"),
-                (r.key,),
-                (
-                    *self._open(r),
-                    answer(str(r.calories), f"{r.calories} kcal", f"The recipe shows {r.calories} kcal per serving."),
-                ),
+                answer(str(r.calories), f"{r.calories} kcal", f"The recipe shows {r.calories} kcal per serving."),
             )
             for r in self.recipes
         ]
@@ -585,19 +542,15 @@ class Recipes(Site):
     @template("save-recipe")
     def _save_drafts(self) -> list[TaskSpec]:
         return [
-            TaskSpec(
-                "save-recipe",
+            self.about(
+                r,
                 f"Save the {r.title} recipe to my recipe box.",
                 state_gold(saved=[r.slug]),
-                (r.key,),
-                (
-                    *self._open(r),
-                    click("Save recipe", "I'll save it to the recipe box.", role="button"),
-                    answer(
-                        f"Saved {r.title} to the recipe box.",
-                        "to your recipe box",
-                        "The page confirms it was saved, so I'm done.",
-                    ),
+                click("Save recipe", "I'll save it to the recipe box.", role="button"),
+                answer(
+                    f"Saved {r.title} to the recipe box.",
+                    "to your recipe box",
+                    "The page confirms it was saved, so I'm done.",
                 ),
             )
             for r in self.recipes
@@ -605,54 +558,30 @@ class Recipes(Site):
 
     @template("top-rated-diet", test_only=True)
     def _top_rated_drafts(self) -> list[TaskSpec]:
-        drafts = []
-        for diet in DIETS:
-            for cuisine in CUISINES:
-                group = sorted(
-                    (r for r in self.recipes if r.cuisine == cuisine and diet in r.diets), key=lambda r: -r.rating
-                )
-                if len(group) < 2 or group[0].rating == group[1].rating:
-                    continue
-                best = group[0]
-                drafts.append(
-                    TaskSpec(
-                        "top-rated-diet",
-                        f"What is the highest-rated {diet.lower()} {cuisine} recipe on Hearth & Herb?",
-                        answer_gold(best.title),
-                        (best.key,),
-                        (
-                            click(cuisine, f"I'll browse the {cuisine} recipes."),
-                            click(diet, f"I'll keep only {diet.lower()} recipes."),
-                            click(
-                                "Top rated",
-                                "I'll pick Top rated in the Sort by menu to put the highest-rated recipe first.",
-                                role="option",
-                            ),
-                            answer(
-                                best.title,
-                                best.title,
-                                f"The top result is {best.title}, rated {best.rating / 10:.1f} stars.",
-                            ),
-                        ),
-                    )
-                )
-        return drafts
+        return [
+            self._browse_sorted(
+                f"What is the highest-rated {diet.lower()} {cuisine} recipe on Hearth & Herb?",
+                best,
+                click(diet, f"I'll keep only {diet.lower()} recipes."),
+                "Top rated",
+                "the highest-rated recipe",
+                f"The top result is {best.title}, rated {best.rating / 10:.1f} stars.",
+            )
+            for diet, cuisine in product(DIETS, CUISINES)
+            if (best := unique_best(self._of(cuisine, diet=diet), key=lambda r: -r.rating))
+        ]
 
     @template("ingredient-count", test_only=True)
     def _count_drafts(self) -> list[TaskSpec]:
         return [
-            TaskSpec(
-                "ingredient-count",
+            self.about(
+                r,
                 f"How many ingredients does the {r.title} recipe use?",
                 answer_gold(str(len(r.ingredients))),
-                (r.key,),
-                (
-                    *self._open(r),
-                    answer(
-                        str(len(r.ingredients)),
-                        f"Ingredients ({len(r.ingredients)})",
-                        f"The ingredients heading says there are {len(r.ingredients)}.",
-                    ),
+                answer(
+                    str(len(r.ingredients)),
+                    f"Ingredients ({len(r.ingredients)})",
+                    f"The ingredients heading says there are {len(r.ingredients)}.",
                 ),
             )
             for r in self.recipes
@@ -665,13 +594,3 @@ _SORT_KEYS: dict[str, Callable[[Recipe], Any]] = {
     "quickest": lambda r: (r.total, r.rank),
     "calories": lambda r: (r.calories, r.rank),
 }
-
-
-def _method(r: Recipe) -> list[str]:
-    first, *rest = [i.item for i in r.ingredients]
-    return [
-        f"Prepare the {first} and measure out the remaining ingredients.",
-        f"Combine the {', '.join(rest[:3])} in a large pan over medium heat.",
-        f"Add the {first} and cook for {duration(max(r.cook, 5))}, stirring now and then.",
-        f"Taste, adjust the seasoning and serve {r.servings} portions.",
-    ]

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from evolver_core.agents.reply import Reply
-from evolver_core.browser.actions import Action, format_action
-from evolver_core.browser.observation import Element, Observation
+from evolver_core.contracts.reply import Reply
+from evolver_core.contracts.actions import Action, format_action
+from evolver_core.contracts.observation import Element, Observation
 
 MAX_SCROLLS = 4  # per direction, per step
 

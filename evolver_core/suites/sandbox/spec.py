@@ -1,8 +1,9 @@
 """Task specs, solver plans, and the train/test split of the sandbox suite.
 
 A site turns its seeded data into *drafts*: every possible task of a template (one `@template`
-method each), each with its query, gold, the entities it names or asks about, and a plan for
-the scripted solver.
+method each, named once, in its decorator), each with its query, gold, the entities it names or
+asks about, and a plan for the scripted solver (`Site.about` builds the common kind: open one
+entity's page, then read or do something there).
 `choose` then picks a fixed number per split so that the test split is not a copy of training:
 
 * each site's entities are partitioned once into a train pool and a test pool (`Pools`);
@@ -22,17 +23,19 @@ from dataclasses import dataclass, replace
 from random import Random
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
+T = TypeVar("T")
+
 TEST_FRACTION = 0.3
 N_TRAIN, N_TEST, N_TEST_ONLY = 12, 3, 6  # tasks per template and split
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    template: str
     query: str
     gold: dict[str, Any]
     entities: tuple[str, ...]
     plan: tuple[dict[str, Any], ...]
+    template: str = ""  # these three are set by `choose`
     split: str = ""
     index: int = 0
 
@@ -71,8 +74,17 @@ def choose(
         if len(fitting) < count:
             raise ValueError(f"sandbox/{site}/{template}: only {len(fitting)} {split} drafts, need {count}")
         start = len(out)
-        out.extend(replace(d, split=split, index=start + i) for i, d in enumerate(fitting[:count]))
+        out.extend(replace(d, template=template, split=split, index=start + i) for i, d in enumerate(fitting[:count]))
     return out
+
+
+def unique_best(items: Iterable[T], key: Callable[[T], Any]) -> T | None:
+    """The item with the lowest `key`, where no other item ties with it (else the question
+    "which is best" has no single gold answer, and None)."""
+    ranked = sorted(items, key=key)
+    if len(ranked) < 2 or key(ranked[0]) == key(ranked[1]):
+        return None
+    return ranked[0]
 
 
 Drafts = TypeVar("Drafts", bound=Callable[..., list[TaskSpec]])

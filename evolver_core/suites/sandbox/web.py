@@ -9,10 +9,15 @@ lives on the server, keyed by that cookie, and two endpoints serve the evaluator
 * `GET /__state` returns the current visitor's state as JSON;
 * `GET|POST /__reset` starts a fresh visitor (a new cookie, empty state).
 
-Pages are plain server-rendered HTML built with f-strings and `html.escape` (`esc`), no
-JavaScript beyond one inline `onchange` submit; the small helpers here (`Site.page`, `url`,
-`link_list`, `pager`, `search_form`, `post_button`, `counted`, `save_item`) keep the five sites'
-markup and behaviour consistent. Threads and shutdown come from `evolver_core.suites.httpserver.LocalHTTPServer`.
+This module is the small framework the five sites share. A site (a `Site` subclass, one
+module each) is its data, its routes, whose handlers pick what a page shows and call
+`Site.render`, and its task templates (spec.py). Its pages are Jinja2 templates, autoescaped:
+`templates/<site>/<page>.html.j2` extend the site's `layout.html.j2` (its header links and
+colour), which extends the shared `base.html.j2` (head, header with the search box, flash
+note, optional sidebar, footer); `templates/macros.html.j2` holds the shared widgets (link
+lists, pager, sort bar, facets, one-button POST forms), and a page a site does not define
+is looked up in `templates/` (`not_found`, `saved`). No JavaScript beyond one inline
+`onchange` submit. Threads and shutdown come from `evolver_core.suites.httpserver.LocalHTTPServer`.
 """
 
 from __future__ import annotations
@@ -23,20 +28,18 @@ import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from html import escape
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable
+from typing import Any, Callable, Generic, Iterable, Mapping, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from evolver_core.contracts.text import html_templates
 from evolver_core.suites.httpserver import LocalHTTPServer
 from evolver_core.suites.sandbox.spec import Pools, TaskSpec, choose
 
 MAX_SESSIONS = 4096  # oldest visitors are forgotten beyond this
 
-
-def esc(value: object) -> str:
-    return escape(str(value), quote=True)
+T = TypeVar("T")
 
 
 @dataclass
@@ -82,16 +85,86 @@ def route(method: str, pattern: str, handler: Handler) -> Route:
     return (method, re.compile(pattern), handler)
 
 
+def url(path: str, params: Mapping[str, object] | None = None, /, **change: object) -> str:
+    """`path` with `params` updated by `change` as a query string (in order), empty values left out."""
+    merged = {**(params or {}), **change}
+    query = urlencode([(k, str(v)) for k, v in merged.items() if v not in (None, "")])
+    return f"{path}?{query}" if query else path
+
+
+def counted(n: int, noun: str) -> str:
+    """'1 result', '3 results'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def query_links(path: str, terms: Iterable[str]) -> list[tuple[str, str]]:
+    """A link per term to the search at `path` (an article's tags, a repository's topics)."""
+    return [(t, url(path, q=t)) for t in terms]
+
+
+def words(text: str, pattern: str = r"[a-z0-9]+", stem: bool = False) -> set[str]:
+    """The lower-case words of `text` a site's search matches on (all query words must match);
+    `stem` drops a plural 's' from words longer than three letters."""
+    found = re.findall(pattern, text.lower())
+    return {w[:-1] if stem and len(w) > 3 and w.endswith("s") else w for w in found}
+
+
+class Facet(NamedTuple):
+    """A sidebar filter: its heading, its (label, href) links, and the label now chosen."""
+
+    heading: str
+    links: list[tuple[str, str]]
+    current: str
+
+
+@dataclass(frozen=True)
+class Paged(Generic[T]):
+    """One page of a list: its items, the clamped page number, the page count, the list length."""
+
+    items: list[T]
+    page_no: int
+    pages: int
+    total: int
+    per_page: int
+
+    @property
+    def first(self) -> int:
+        """The 1-based position of the page's first item."""
+        return (self.page_no - 1) * self.per_page + 1
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.items) - 1
+
+    def links(self, path: str, params: Mapping[str, object]) -> list[tuple[str, str]]:
+        """The pager's links: Previous, the numbered pages, Next (the current page is str(page_no))."""
+        numbered = [(str(n), url(path, params, page=n)) for n in range(1, self.pages + 1)]
+        before = [("Previous", url(path, params, page=self.page_no - 1))] if self.page_no > 1 else []
+        after = [("Next", url(path, params, page=self.page_no + 1))] if self.page_no < self.pages else []
+        return before + numbered + after
+
+
+def paginate(items: list[T], page_no: int, per_page: int) -> Paged[T]:
+    pages = max(1, -(-len(items) // per_page))
+    page_no = min(page_no, pages)
+    return Paged(items[(page_no - 1) * per_page : page_no * per_page], page_no, pages, len(items), per_page)
+
+
+PAGES = html_templates("evolver_core.suites.sandbox")
+PAGES.globals.update(url=url, counted=counted, query_links=query_links)
+
+
 class Site:
-    """One website: its routes, the initial visitor state, and the task specs it offers."""
+    """One website: its routes, the initial visitor state, its pages' globals and the task specs it offers."""
 
     name: str = ""
     title: str = ""
     brand: str = ""  # the header's site name, where it is shorter than `title`
-    search_action: str = "/search"  # the header's search box (search_form)
+    search_action: str = "/search"  # the header's search box
     search_label: str = ""
     search_placeholder: str = ""
     pools: Pools  # the site's train/test partition of its entities (spec.py)
+    page_globals: Mapping[str, Any] = {}  # what every page of the site may use (formatters, constants)
 
     def routes(self) -> list[Route]:
         raise NotImplementedError
@@ -103,6 +176,32 @@ class Site:
         """The JSON the evaluator reads from `/__state` (private keys start with '_')."""
         return {k: v for k, v in state.items() if not k.startswith("_")}
 
+    def render(self, req: Request, page: str, title: str, /, *, status: int = 200, **context: Any) -> Response:
+        """The template of `page` (the site's own, else the shared one) as a full HTML page."""
+        template = PAGES.select_template([f"{self.name}/{page}.html.j2", f"{page}.html.j2"])
+        html = template.render(
+            **self.page_globals,
+            **context,
+            layout=f"{self.name}/layout.html.j2",
+            site=self,
+            title=title,
+            flash=req.state.pop("_flash", ""),
+            query=req.arg("q"),
+            state=req.state,
+        )
+        return Response(html, status=status)
+
+    def not_found(self, req: Request) -> Response:
+        return self.render(req, "not_found", "Page not found", status=404)
+
+    def handle(self, req: Request) -> Response:
+        for method, pattern, handler in self.routes():
+            if method == req.method and (m := pattern.fullmatch(req.path)):
+                return handler(req, **m.groupdict())
+        return self.not_found(req)
+
+    # --- tasks ---------------------------------------------------------------------------
+
     def task_specs(self) -> list[TaskSpec]:
         """The tasks of the site's @template methods (spec.template), in definition order."""
         makers = [m for m in vars(type(self)).values() if hasattr(m, "template")]
@@ -112,107 +211,13 @@ class Site:
             for spec in choose(self.name, make.template[0], make(self), self.pools, test_only=make.template[1])
         ]
 
-    def not_found(self, req: Request) -> Response:
-        return Response(
-            self.page("Page not found", "<h1>Page not found</h1><p>We could not find that page.</p>", req), status=404
-        )
-
-    def page(self, title: str, main: str, req: Request, aside: str = "") -> str:
-        """The site's full HTML page around `main` (subclasses add their links via `nav`)."""
-        flash = req.state.pop("_flash", "")
-        note = f'<p class="flash" role="status">{esc(flash)}</p>' if flash else ""
-        body = (
-            f'<div class="cols"><aside>{aside}</aside><main>{note}{main}</main></div>'
-            if aside
-            else f"<main>{note}{main}</main>"
-        )
-        return (
-            f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)} | {esc(self.title)}</title>'
-            f"<style>{CSS}{self.accent_css()}</style></head><body>{self.header(req)}{body}"
-            f"<footer><p>&copy; 2025 {esc(self.title)}. All data on this site is fictional.</p></footer></body></html>"
-        )
-
-    def header(self, req: Request) -> str:
-        """The banner every site shares: its name, its search box, then the site's own `nav`."""
-        box = search_form(self.search_action, self.search_label, req.arg("q"), self.search_placeholder)
-        return f'<header><a class="brand" href="/">{esc(self.brand or self.title)}</a>{box}{self.nav(req)}</header>'
-
-    def nav(self, req: Request) -> str:
+    def opening(self, entity: Any) -> list[dict[str, Any]]:
+        """The plan steps that bring the solver to `entity`'s page (from the home page)."""
         raise NotImplementedError
 
-    def accent_css(self) -> str:
-        return ""
-
-    def handle(self, req: Request) -> Response:
-        for method, pattern, handler in self.routes():
-            if method == req.method and (m := pattern.fullmatch(req.path)):
-                return handler(req, **m.groupdict())
-        return self.not_found(req)
-
-
-CSS = (
-    "body{font:14px/1.35 system-ui,sans-serif;margin:0;color:#222}"
-    "header{display:flex;flex-wrap:wrap;align-items:center;gap:6px 18px;padding:6px 16px;background:#24313f;color:#fff}"
-    "header a{color:#fff}header .brand{font-weight:700;font-size:18px;text-decoration:none}"
-    "header nav a{margin-right:12px}header form{display:flex;gap:4px}header input{width:260px}"
-    "main{padding:6px 16px;min-width:0}.cols{display:grid;grid-template-columns:210px 1fr;gap:8px;padding-left:16px}"
-    "aside h2{font-size:13px;margin:8px 0 2px}aside ul,.plain{list-style:none;margin:0;padding:0}"
-    "h1{font-size:20px;margin:6px 0}h2{font-size:16px;margin:8px 0 4px}h3{font-size:15px;margin:2px 0}"
-    ".results>li{padding:4px 0;border-bottom:1px solid #e3e3e3}.results p{margin:1px 0}"
-    ".bar{display:flex;flex-wrap:wrap;gap:4px 12px;margin:4px 0}.muted{color:#666}"
-    ".flash{background:#e7f6e7;border:1px solid #9c9;padding:4px 8px}"
-    "dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 12px;margin:4px 0}dl.facts dd{margin:0}"
-    "table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left}"
-    "footer{padding:16px;color:#777;font-size:12px}"
-)
-
-
-def counted(n: int, noun: str) -> str:
-    """'1 result', '3 results'."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def url(path: str, **params: object) -> str:
-    """`path` with the non-empty params as a query string (in the given order)."""
-    query = urlencode([(k, str(v)) for k, v in params.items() if v not in (None, "")])
-    return f"{path}?{query}" if query else path
-
-
-def link_list(items: list[tuple[str, str]], current: str = "", label: str = "") -> str:
-    """A <ul> of links; the item whose label equals `current` is shown as plain bold text."""
-    lis = "".join(
-        f"<li><b>{esc(text)}</b></li>" if text == current else f'<li><a href="{esc(href)}">{esc(text)}</a></li>'
-        for text, href in items
-    )
-    aria = f' aria-label="{esc(label)}"' if label else ""
-    return f'<ul class="plain"{aria}>{lis}</ul>'
-
-
-def pager(path: str, params: dict[str, object], page_no: int, pages: int) -> str:
-    """Pagination links: Previous, numbered pages, Next."""
-    if pages <= 1:
-        return ""
-    parts = []
-    if page_no > 1:
-        parts.append(f'<a href="{esc(url(path, **params, page=page_no - 1))}">Previous</a>')
-    for n in range(1, pages + 1):
-        parts.append(f"<b>{n}</b>" if n == page_no else f'<a href="{esc(url(path, **params, page=n))}">{n}</a>')
-    if page_no < pages:
-        parts.append(f'<a href="{esc(url(path, **params, page=page_no + 1))}">Next</a>')
-    return f'<nav class="bar" aria-label="Pagination">{" ".join(parts)}</nav>'
-
-
-def paginate(items: list[Any], page_no: int, per_page: int) -> tuple[list[Any], int, int]:
-    """The items of one page, the clamped page number, and the page count."""
-    pages = max(1, -(-len(items) // per_page))
-    page_no = min(page_no, pages)
-    return items[(page_no - 1) * per_page : page_no * per_page], page_no, pages
-
-
-def post_button(action: str, label: str, **fields: str) -> str:
-    """A one-button POST form carrying hidden fields (add to cart, save, star...)."""
-    hidden = "".join(f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">' for k, v in fields.items())
-    return f'<form method="post" action="{esc(action)}">{hidden}<button type="submit">{esc(label)}</button></form>'
+    def about(self, entity: Any, query: str, gold: dict[str, Any], *steps: dict[str, Any]) -> TaskSpec:
+        """A task on one entity's page: open it (`opening`), then `steps`."""
+        return TaskSpec(query, gold, (entity.key,), (*self.opening(entity), *steps))
 
 
 def save_item(req: Request, key: str, item: str, flash: str, back: str) -> Response:
@@ -227,14 +232,6 @@ def unsave_item(req: Request, key: str, item: str, back: str) -> Response:
     if item in req.state[key]:
         req.state[key].remove(item)
     return redirect(back)
-
-
-def search_form(action: str, label: str, query: str, placeholder: str) -> str:
-    return (
-        f'<form role="search" action="{esc(action)}" method="get">'
-        f'<input type="search" name="q" aria-label="{esc(label)}" placeholder="{esc(placeholder)}" value="{esc(query)}">'
-        f'<button type="submit">Search</button></form>'
-    )
 
 
 class _Sessions:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from playwright.async_api import Page
 
-    from evolver_core.agents.reply import Reply
-    from evolver_core.browser.observation import Observation
+    from evolver_core.contracts.reply import Reply
+    from evolver_core.contracts.observation import Observation
 
 
 class TaskFileError(ValueError):

@@ -1,0 +1,60 @@
+"""The success plot: rows from stored evaluation trajectories (each look-ahead paired with
+plain decoding on its episodes, per task), drawn with matplotlib as SVG and PNG."""
+
+from __future__ import annotations
+
+import pytest
+
+from evolver_core.reporting.plots import arm_words, success_by_round_png, success_by_round_svg, success_rows
+
+
+def trajectory(stage: str, round_: int, task: str, seed: int, solved: bool, stop: str = "done") -> dict:
+    return {"stage": stage, "round": round_, "task_id": f"miniwob/{task}/{seed}", "site": task, "stop_reason": stop,
+            "gold_reward": float(solved)}
+
+
+TRAJECTORIES = [
+    *[trajectory("eval", r, task, s, s < 3 + r) for r in (0, 1) for task in ("click-button", "enter-text")
+      for s in range(5)],
+    *[trajectory("eval-self", 1, task, s, s < 3) for task in ("click-button", "enter-text") for s in range(5)],
+    *[trajectory("eval-wmla1", 1, "click-button", s, True) for s in (0, 4)],  # look-ahead on 2 episodes
+    trajectory("eval-wmla1-judge", 1, "click-button", 0, False),  # a judged copy: not an evaluation
+    trajectory("eval-gen", 1, "focus-text", 0, True), trajectory("eval-gen", 1, "focus-text", 1, False, "error"),
+    trajectory("sample", 1, "click-button", 0, False),
+]
+
+
+def test_rows_pair_look_ahead_with_plain_on_its_episodes() -> None:
+    rows = {(r["round"], r["arm"], r["task"]): r for r in success_rows(TRAJECTORIES)}
+    assert {k for k in rows if k[2] is None} == {(0, "eval", None), (1, "eval", None), (1, "eval-self", None),
+                                                  (1, "eval-wmla1", None), (1, "plain-eval-wmla1", None),
+                                                  (1, "eval-gen", None)}
+    plain = rows[(1, "plain-eval-wmla1", None)]  # seeds 0 and 4 of click-button: solved, not solved
+    assert (plain["episodes"], plain["success_rate"]) == (2, 0.5) and rows[(1, "eval-wmla1", None)]["success_rate"] == 1
+    assert rows[(1, "eval", None)]["episodes"] == 10 and rows[(1, "eval", None)]["success_rate"] == 0.8
+    assert rows[(1, "eval", "enter-text")]["success_rate"] == 0.8 and rows[(0, "eval", "click-button")]["episodes"] == 5
+    assert rows[(1, "eval-gen", None)]["episodes"] == 1  # an error episode is not scored
+    low, high = rows[(1, "eval", None)]["ci_low"], rows[(1, "eval", None)]["ci_high"]
+    assert low == pytest.approx(0.490, abs=1e-3) and high == pytest.approx(0.943, abs=1e-3)
+
+
+def test_plot_names_every_bar_in_words_with_n() -> None:
+    rows = success_rows(TRAJECTORIES)
+    svg = success_by_round_svg(rows, "run: test success by round")
+    assert "<svg" in svg and "run: test success by round" in svg and "per task, round 1" in svg
+    for words in ("WebEvolver policy", "self-improve policy (same episodes)", "look-ahead, depth 1",
+                  "WebEvolver policy, plain, on the depth-1 episodes", "round 0", "round 1", "n=10", "n=2",
+                  "enter-text"):
+        assert words in svg, words
+    assert svg == success_by_round_svg(rows, "run: test success by round")  # stable across calls
+    assert success_by_round_png(rows).startswith(b"\x89PNG")
+    assert arm_words("eval-wmla2") == "look-ahead, depth 2" and arm_words("eval-custom") == "eval-custom"
+
+
+def test_plot_of_compare_rows_and_of_nothing() -> None:
+    """`compare.evaluation_table` rows: several runs, no per-task rows, a round without a rate."""
+    rows = [{"run": run, "round": 0, "suite": "miniwob", "arm": "eval", "episodes": 40, "success_rate": rate,
+             "ci_low": rate - 0.1, "ci_high": rate + 0.1} for run, rate in (("a", 0.5), ("b", 0.75))]
+    svg = success_by_round_svg([*rows, {"round": 1, "arm": "eval", "episodes": 0, "success_rate": None}])
+    assert "a round 0" in svg and "b round 0" in svg and "per task" not in svg
+    assert "<svg" in success_by_round_svg([])
