@@ -193,14 +193,18 @@ def evolve(
                         return_state=True)
     result = state.result()
     flow_run_url = f"{server.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
-    from cli.output import learning_table, timing_table
+    from cli.output import learning_table, paired_table, timing_table
 
     for r in result["rounds"]:
         console.print(f"round {r['round']}: {r['real_trajectories']} real trajectories ({r['kept_trajectories']} kept), "
-                      f"{r['synthetic_trajectories']} synthetic ({r['synthetic_kept']} kept), {r['sft_examples']} SFT "
+                      f"{r['synthetic']['tried']} synthetic ({r['synthetic']['terminal']} reached an end, "
+                      f"{r['synthetic']['kept']} kept by {r['synthetic']['filter']}), {r['sft_examples']} SFT "
                       f"examples, {r['eval_tasks']} test episodes" + (f" ({r['eval_errors']} errors, not scored)"
                                                                       if r['eval_errors'] else ""))
+        for line in r["warnings"]:
+            console.print(f"[yellow]warning[/yellow] round {r['round']}: {line}")
     console.print(learning_table(result["rounds"]))
+    console.print(paired_table(result["rounds"]))
     console.print(timing_table(result["rounds"]))
     root = storage_root(storage)
     adapter = result["rounds"][-1]["adapter"].removeprefix("file://")
@@ -356,8 +360,11 @@ def view(
     images = copy_screenshots(store, steps, target)  # the report must open without the storage root
     from evolver_core.reporting.compare import evaluation_table
 
+    from evolver_core.reporting.plots import success_by_round_svg, success_rows
+
     success = evaluation_table(store, [run], skip_unreadable=True)
-    (target / "index.html").write_text(render_report(run, trajs, steps, verdicts, images, success))
+    plot = success_by_round_svg(success_rows(trajs)) if success else ""
+    (target / "index.html").write_text(render_report(run, trajs, steps, verdicts, images, success, plot))
     console.print(f"wrote {target.resolve() / 'index.html'} ({len(trajs)} trajectories"
                   + (f", {len(images)} screenshots" if images else "") + ")")
 

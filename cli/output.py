@@ -28,16 +28,37 @@ def learning_table(rounds: list[dict]) -> Table:
     depths = sorted({d for r in rounds for d in r["success_rate_lookahead"]})
     table = Table(title="Test success by round (95% CI)")
     for name in ("round", "WebEvolver", "self-improve", *(f"look-ahead d={d} (plain, same tasks)" for d in depths),
-                 "generalization", "WM STR / Sim."):
+                 "generalization", "WM STR / Sim. / exact (copy)"):
         table.add_column(name)
     for r in rounds:
-        wm = r["world_model"]
+        fid, copy = r["fidelity"], r["fidelity"]["copy"]
         table.add_row(str(r["round"]), _with_ci(r["success_rate"], r["success_ci"]),
                       _with_ci(r["success_rate_self_improve"], r["success_ci_self_improve"]),
                       *(f"{pct(r['success_rate_lookahead'].get(d))} ({pct(r['success_rate_plain_on_lookahead_tasks'].get(d))})"
                         for d in depths),
                       _with_ci(r["generalization_success_rate"], r["generalization_ci"]),
-                      f"{pct(wm['str'])} / {pct(wm['sim'])}")
+                      f"{pct(fid['str'])} / {pct(fid['sim'])} / {pct(fid['exact'])} "
+                      f"({pct(copy['str'])} / {pct(copy['sim'])} / {pct(copy['exact'])})")
+    return table
+
+
+def _difference(pair: dict | None) -> str:
+    if not pair:
+        return "-"
+    low, high = pair["ci"]
+    return f"{100 * pair['difference']:+.1f} ({100 * low:+.1f} to {100 * high:+.1f}), n={pair['episodes']}"
+
+
+def paired_table(rounds: list[dict]) -> Table:
+    """Per round: each comparison as a paired difference on the same episodes, in points."""
+    depths = sorted({d for r in rounds for d in r["paired"]["wmla_vs_plain"]})
+    table = Table(title="Paired differences on the same episodes, points (95% CI)")
+    for name in ("round", "WebEvolver - self-improve", *(f"look-ahead d={d} - plain" for d in depths)):
+        table.add_column(name)
+    for r in rounds:
+        pairs = r["paired"]
+        table.add_row(str(r["round"]), _difference(pairs["webevolver_vs_self"]),
+                      *(_difference(pairs["wmla_vs_plain"].get(d)) for d in depths))
     return table
 
 

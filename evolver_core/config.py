@@ -213,7 +213,10 @@ class WorldModelConfig(Checked):
 
     training: TrainingConfig = setting(help="M_w's LoRA fine-tune.",
                                        factory=lambda: TrainingConfig(max_steps=2, max_length=1024))
-    max_tokens: int = setting(1024, "Tokens of one predicted page (synthesis, look-ahead, fidelity).",
+    form: str = setting("delta", "What M_w writes: delta (new, removed and updated elements by id, or that the "
+                        "episode ends; the whole page only when it is replaced; applied to the current page in "
+                        "code) or tree (the paper's whole next page).", allowed=Allowed(choices=("delta", "tree")))
+    max_tokens: int = setting(1024, "Tokens of one prediction (synthesis, look-ahead, fidelity).",
                               allowed=POSITIVE)
     temperature: float = setting(0.7, "M_w's temperature predicting pages for synthesis and look-ahead "
                                  "(fidelity decodes greedily).", allowed=TEMPERATURE)
@@ -227,6 +230,10 @@ class WorldModelConfig(Checked):
     synth_max_actions: int = setting(7, "Policy actions per synthetic trajectory (the paper's and the "
                                      "reference's limit).", allowed=POSITIVE)
     synth_samples: int = setting(1, "Synthetic trajectories per failed query.", allowed=POSITIVE)
+    synth_filter: str = setting("judge", "Which synthetic trajectories are kept: judge (r-hat, the paper's; live "
+                                "sites) or replay (their actions replayed on the real page of the same task and "
+                                "seed, kept when the page rewards them; suites with a programmatic reward).",
+                                allowed=Allowed(choices=("judge", "replay")))
     fidelity_transitions: int = setting(4, "Held-out real transitions scored for STR / Sim. / O/A.",
                                         allowed=POSITIVE)
 
@@ -239,11 +246,19 @@ class LookaheadConfig(Checked):
                                       "empty: none.", allowed=Allowed(low=1, high=3))
     tasks: Optional[int] = setting(None, "Test tasks of the look-ahead evaluations (none: the evaluation's "
                                    "test_tasks).", allowed=POSITIVE)
+    headroom_tasks: Optional[str] = setting(None, "MiniWoB tasks the look-ahead evaluations run on, e.g. those with "
+                                           "headroom (none: the evaluation's); plain decoding runs on the same "
+                                           "episodes beside them (eval-plain) for the paired difference.",
+                                           allowed=Allowed(names="miniwob_tasks"))
     candidates: int = setting(3, "Candidate actions per step: the greedy one, the rest sampled.", allowed=POSITIVE)
     temperature: float = setting(0.7, "Temperature of the non-greedy candidates (the paper's 0.7).",
                                  allowed=TEMPERATURE)
     rollout_temperature: float = setting(0.7, "The policy's temperature inside a simulation of depth > 1.",
                                          allowed=TEMPERATURE)
+    scorer: str = setting("llm", "What scores a simulation: llm (the judge model rates it 0 / 0.5 / 1, the "
+                          "paper's) or world_model (M_w's own prediction that the episode ends in success: 1, "
+                          "in failure: 0, not yet: 0.5; works with small models).",
+                          allowed=Allowed(choices=("llm", "world_model")))
 
 
 @dataclass(frozen=True)
@@ -294,6 +309,8 @@ class LookaheadSpec:
     candidates: int = setting(help="LookaheadConfig.candidates.")
     wm_max_tokens: int = setting(help="WorldModelConfig.max_tokens: one predicted page.")
     wm_temperature: float = setting(help="WorldModelConfig.temperature.")
+    wm_form: str = setting(help="WorldModelConfig.form.")
+    score_by: str = setting(help="LookaheadConfig.scorer.")
     scorer_max_tokens: int = setting(help="JudgeConfig.scorer_max_tokens.")
     candidate_temperature: float = setting(help="LookaheadConfig.temperature.")
     rollout_temperature: float = setting(help="LookaheadConfig.rollout_temperature.")
@@ -302,6 +319,7 @@ class LookaheadSpec:
     def of(cls, world_model: ModelSpec, scorer: ModelSpec, depth: int, lookahead: LookaheadConfig = LookaheadConfig(),
            wm: WorldModelConfig = WorldModelConfig(), judge: JudgeConfig = JudgeConfig()) -> "LookaheadSpec":
         return cls(world_model=world_model, scorer=scorer, depth=depth, candidates=lookahead.candidates,
-                   wm_max_tokens=wm.max_tokens, wm_temperature=wm.temperature,
+                   wm_max_tokens=wm.max_tokens, wm_temperature=wm.temperature, wm_form=wm.form,
+                   score_by=lookahead.scorer,
                    scorer_max_tokens=judge.scorer_max_tokens, candidate_temperature=lookahead.temperature,
                    rollout_temperature=lookahead.rollout_temperature)

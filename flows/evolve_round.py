@@ -5,8 +5,10 @@
         -> judge (r̂) -> to_sft (rejection sampling)
     world model         wm_data (transitions of successful AND failed trajectories, distilled
                         rationales) -> finetune_wm: M_w on rounds 0..i
-    synthetic           synthesize: for the queries that failed, M_{i-1} acts on the pages M_w
-                        predicts (<= synth_max_actions), judged by r̂ -> to_sft
+    synthetic           synthesize: for the queries that failed, M_{i-1} acts from the query's
+                        real first page on the pages M_w predicts until M_w says the episode
+                        ends (<= synth_max_actions), kept by r̂ or by replay on the real page
+                        (`world_model.synth_filter`) -> to_sft
     policy              finetune: M_i, the WebEvolver policy, a fresh LoRA on the real + synthetic
                         SFT data of rounds 0..i; finetune_self (round >= 1): the self-improve arm,
                         the same on real data alone (the paper's comparison)
@@ -21,8 +23,13 @@ succeeds zero-shot, so the suites' scripted solvers play the demonstration tasks
 gold-solved trajectories are the first SFT data; it has no synthesis (no failed policy
 queries). Synthesis uses M_{i-1}, the policy whose queries failed, with the newest M_w (the
 paper pairs its second world model with the better first policy); so each round trains two
-adapters (M_w, M_i), not three. Synthetic trajectories are kept by r̂ alone (they have no
-gold), whatever the preset's `filter`.
+adapters (M_w, M_i), not three. Synthetic trajectories are kept by `world_model.synth_filter`
+(r̂, or the real page's reward for their replayed actions), whatever the preset's `filter`.
+
+The summary says what the world model did: `synthetic` (tried, reached an end, kept, by which
+filter), `arms_identical`, `fidelity` beside the copy baseline, `paired` differences of the
+arms and of look-ahead vs plain decoding on the same episodes, look-ahead's candidates and
+score parse rate, and `warnings`: a line for each of these that came out empty.
 
 The WebEvolver policy M_i samples round i+1 (the paper's line: the world model's data is
 what the method adds, so its policy carries the evolution on); the self-improve arm is
@@ -48,13 +55,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 
 from evolver_core.config import LookaheadSpec, ModelSpec
-from evolver_core.data.run_layout import (EVAL, EVAL_GEN, EVAL_SELF, FIDELITY, FINETUNE, FINETUNE_SELF, FINETUNE_WM,
+from evolver_core.data.run_layout import (EVAL, EVAL_GEN, EVAL_PLAIN, EVAL_SELF, FIDELITY, FINETUNE, FINETUNE_SELF, FINETUNE_WM,
                                      SAMPLE, SYNTHESIZE, WM_SFT, lookahead_stage, next_round, policy_sft_stages,
                                      previous_adapter)
 from evolver_core.data.storage import Storage
 from evolver_core.llm import use_limits
 from evolver_core.presets import Preset, PresetChoice, resolve_preset
-from evolver_core.reporting.results import pct, stage_success, stage_task_ids
+from evolver_core.reporting.warnings import round_warnings
+from evolver_core.reporting.results import lookahead_stats, paired_stages, pct, stage_success, stage_task_ids
 from evolver_core.settings import download_cache, storage_root
 from flows.holding import holding_run
 from infra.serving import resolve_backend, serving_session
@@ -168,7 +176,8 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
         with clock(SYNTHESIZE):
             synth = synthesize_t(root, run_id, round, "train", sampler, world_model, judge_spec, p.sampling,
                                  p.world_model, p.judge, n_tasks=n_tasks, wait_for=[*sampled, judged, wm_trained])
-            synth_sft = to_sft_t(root, run_id, round, SYNTHESIZE, use_gold=False, wait_for=[synth])
+            synth_sft = to_sft_t(root, run_id, round, SYNTHESIZE, use_gold=p.world_model.synth_filter == "replay",
+                                 wait_for=[synth])
 
     # The policies: WebEvolver (real + synthetic of rounds 0..i) and, from round 1, self-improve (real only).
     with clock(FINETUNE):
@@ -192,11 +201,21 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
             evaluated_self = sample_t(root, run_id, round, EVAL_SELF, "test", test_tasks,
                                       adapter_spec(p, root, self_trained["adapter_uri"]), greedy,
                                       wait_for=[self_trained])
+    # Look-ahead, each depth paired with plain decoding on the same episodes: eval's, or its
+    # own tasks (`lookahead.headroom_tasks`) with eval-plain beside it.
+    la_tasks = p.lookahead.tasks or test_tasks
+    la_sampling = greedy if p.lookahead.headroom_tasks is None else greedy.greedy_once(
+        miniwob_tasks=p.lookahead.headroom_tasks)
+    plain_stage = EVAL
+    if p.lookahead.depths and p.lookahead.headroom_tasks is not None:
+        plain_stage = EVAL_PLAIN
+        with clock(EVAL_PLAIN):
+            sample_t(root, run_id, round, EVAL_PLAIN, "test", la_tasks, policy, la_sampling, wait_for=[trained])
     lookahead = {}
     for d in p.lookahead.depths:
         with clock(lookahead_stage(d)):
             lookahead[str(d)] = sample_t(
-                root, run_id, round, lookahead_stage(d), "test", p.lookahead.tasks or test_tasks, policy, greedy,
+                root, run_id, round, lookahead_stage(d), "test", la_tasks, policy, la_sampling,
                 lookahead=LookaheadSpec.of(world_model, judge_spec, d, p.lookahead, p.world_model, p.judge),
                 wait_for=[trained, wm_trained])
     generalization = None
@@ -212,12 +231,18 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
     plain = stage_success(store, run_id, round, EVAL)
     arm = stage_success(store, run_id, round, EVAL_SELF) if evaluated_self else None
     gen = stage_success(store, run_id, round, EVAL_GEN) if generalization else None
+    synthetic = {"failed_queries": synth["failed_queries"] if synth else 0,
+                 "tried": synth["trajectories"] if synth else 0, "terminal": synth["terminal"] if synth else 0,
+                 "kept": synth_sft["kept"] if synth_sft else 0, "filter": p.world_model.synth_filter,
+                 "judge_successes": synth["judged_successes"] if synth else 0,
+                 "replay_successes": synth["replay_successes"] if synth else None,
+                 "judge_agreement": synth["judge_agreement"] if synth else None}
+    # The arms differ only by the synthetic examples: none kept, the same data (and adapters).
+    arms_identical = None if self_trained is None else not (synth_sft and synth_sft["examples"])
     summary = {
         "run": run_id, "round": round, "preset": p.name, "suite": p.sampling.suite, "storage": store.uri(run_id),
         "real_trajectories": sum(s["trajectories"] for s in sampled),
-        "synthetic_trajectories": synth["trajectories"] if synth else 0,
-        "failed_queries": synth["failed_queries"] if synth else 0,
-        "synthetic_kept": synth_sft["kept"] if synth_sft else 0,
+        "synthetic": synthetic, "arms_identical": arms_identical,
         "train_success_rate": _mean([s["success_rate"] for s in sampled]),
         "judge_agreement": judged["agreement"] if judged else None,
         "sft_examples": trained["examples"], "kept_trajectories": real_sft["kept"],
@@ -230,16 +255,26 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
                                    for d in lookahead},
         # Plain decoding on exactly the tasks each look-ahead evaluation ran.
         "success_rate_plain_on_lookahead_tasks": {
-            d: stage_success(store, run_id, round, EVAL,
+            d: stage_success(store, run_id, round, plain_stage,
                              stage_task_ids(store, run_id, round, lookahead_stage(int(d)))).rate for d in lookahead},
+        "lookahead": {d: lookahead_stats(store, run_id, round, lookahead_stage(int(d))) for d in lookahead},
+        "paired": {
+            "webevolver_vs_self": paired_stages(store, run_id, round, EVAL, EVAL_SELF) if evaluated_self else None,
+            "wmla_vs_plain": {d: paired_stages(store, run_id, round, lookahead_stage(int(d)), plain_stage)
+                              for d in lookahead}},
         "generalization_success_rate": gen.rate if gen else None, "generalization_ci": gen.ci if gen else None,
-        "world_model": {"str": fid["str"], "sim": fid["sim"], "oa": fid["oa"], "fidelity_transitions": fid["n"],
-                        "transitions": wm["transitions"], "kept": wm["kept"], "examples": wm_trained["examples"],
-                        "adapter": wm_trained["adapter_uri"], "train_loss": wm_trained["train_loss"]},
+        "fidelity": {"transitions": fid["n"], **{k: fid[k] for k in ("str", "sim", "oa", "exact", "change_f1",
+                                                                      "terminal", "copy")}},
+        "world_model": {"form": p.world_model.form, "transitions": wm["transitions"], "kept": wm["kept"],
+                        "examples": wm_trained["examples"], "adapter": wm_trained["adapter_uri"],
+                        "train_loss": wm_trained["train_loss"]},
         "stage_seconds": clock.seconds,
         "identities": {"sample": sampled[0]["identity"], "finetune": trained["identity"],
                        "eval": evaluated["identity"], "finetune_wm": wm_trained["identity"]},
     }
+    summary["warnings"] = round_warnings(summary)
+    for line in summary["warnings"]:
+        get_run_logger().warning(f"round {round}: {line}")
     return summary
 
 
@@ -254,8 +289,15 @@ def _ci(ci: Optional[tuple]) -> str:
     return "" if not ci else f" ({pct(ci[0])}-{pct(ci[1])})"
 
 
+def _paired(pair: Optional[dict]) -> str:
+    if not pair:
+        return "n/a"
+    low, high = pair["ci"]
+    return f"{100 * pair['difference']:+.1f} points ({100 * low:+.1f} to {100 * high:+.1f}), {pair['episodes']} episodes"
+
+
 def _report(s: dict) -> None:
-    wm = s["world_model"]
+    syn, fid, copy = s["synthetic"], s["fidelity"], s["fidelity"]["copy"]
     create_table_artifact([{k: v for k, v in s.items() if not isinstance(v, (dict, list, tuple))}],
                           key=artifact_key(s["run"], f"r{s['round']}", "summary"),
                           description=f"round {s['round']} summary")
@@ -265,21 +307,29 @@ def _report(s: dict) -> None:
     if s["server_starts"]:
         create_table_artifact(s["server_starts"], key=artifact_key(s["run"], f"r{s['round']}", "server-starts"),
                               description=f"round {s['round']}: model server starts and how long each took")
+    warnings = "".join(f"> **Warning:** {w}\n\n" for w in s["warnings"])
     create_markdown_artifact(
-        f"## Round {s['round']} of `{s['run']}` ({s['preset']}, {s['suite']})\n\n"
+        f"## Round {s['round']} of `{s['run']}` ({s['preset']}, {s['suite']})\n\n{warnings}"
         f"| | |\n|---|---|\n| real trajectories sampled | {s['real_trajectories']} |\n"
         f"| kept for training | {s['kept_trajectories']} |\n"
-        f"| synthetic trajectories (failed queries) | {s['synthetic_trajectories']} ({s['failed_queries']}) |\n"
-        f"| synthetic kept (r̂) | {s['synthetic_kept']} |\n| SFT examples (rounds 0..{s['round']}) | {s['sft_examples']} |\n"
+        f"| synthetic trajectories: tried (failed queries) / terminal / kept ({syn['filter']}) | {syn['tried']} "
+        f"({syn['failed_queries']}) / {syn['terminal']} / {syn['kept']} |\n"
+        f"| the two arms trained on the same data | {s['arms_identical']} |\n"
+        f"| SFT examples (rounds 0..{s['round']}) | {s['sft_examples']} |\n"
         f"| test success, WebEvolver policy (95% CI) | {pct(s['success_rate'])}{_ci(s['success_ci'])} |\n"
         f"| test success, self-improve policy (95% CI) | {pct(s['success_rate_self_improve'])}"
         f"{_ci(s['success_ci_self_improve'])} |\n"
-        + "".join(f"| test success, look-ahead d={d} (plain on the same tasks) | {pct(v)} "
+        f"| WebEvolver minus self-improve, same episodes (95% CI) | {_paired(s['paired']['webevolver_vs_self'])} |\n"
+        + "".join(f"| test success, look-ahead d={d} (plain on the same episodes) | {pct(v)} "
                   f"({pct(s['success_rate_plain_on_lookahead_tasks'][d])}) |\n"
+                  f"| look-ahead d={d} minus plain (95% CI); score parse rate | "
+                  f"{_paired(s['paired']['wmla_vs_plain'][d])}; {pct(s['lookahead'][d]['parse_rate'])} |\n"
                   for d, v in s["success_rate_lookahead"].items())
         + f"| generalization (tasks never trained on) | {pct(s['generalization_success_rate'])}"
         f"{_ci(s['generalization_ci'])} |\n"
         f"| action validity | {s['action_validity']} |\n"
-        f"| world model STR / Sim. / O/A | {wm['str']} / {wm['sim']} / {wm['oa']} |\n\n"
+        f"| world model ({s['world_model']['form']}) on {fid['transitions']} held-out transitions: STR / Sim. / exact "
+        f"(copy baseline) | {pct(fid['str'])} / {pct(fid['sim'])} / {pct(fid['exact'])} ({pct(copy['str'])} / "
+        f"{pct(copy['sim'])} / {pct(copy['exact'])}) |\n\n"
         f"Data: `{s['storage']}`  \nPolicy adapter: `{s['adapter']}` (content {s['adapter_digest'][:12]})\n",
         key=artifact_key(s["run"], f"r{s['round']}", "report"))

@@ -40,6 +40,8 @@ async def test_view_writes_a_static_report_with_working_filters(tmp_path):
         page = await browser.new_page()
         await page.goto((tmp_path / "report" / "index.html").as_uri())
         assert await page.text_content("#count") == "5 of 5 trajectories"
+        assert await page.locator("#plot svg").count() == 1  # the success figure, with its n
+        assert "n=1" in await page.text_content("#plot")
         await page.select_option("select[name=stage]", "eval")
         assert await page.text_content("#count") == "1 of 5 trajectories"
         await page.select_option("select[name=stage]", "")

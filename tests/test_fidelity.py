@@ -108,14 +108,20 @@ async def test_measure_fidelity_predicts_each_transition_and_scores_it(servers) 
     wm = servers(world_model, "wm")
     judge = servers(lambda messages: "They work alike.\nEQUIVALENT", "judge")
     held_out = [context("click [4]"), context("click [2]"), context(None)]
-    report, rows = await measure_fidelity(WorldModel(wm.client, temperature=0.0), held_out, judge=judge.client)
-    assert report == {"n": 3, "str": 1 / 3, "sim": 1 / 3, "oa": 1 / 3, "oa_unparsable": 0}
+    report, rows = await measure_fidelity(WorldModel(wm.client, temperature=0.0, form="tree"), held_out,
+                                          judge=judge.client)
+    assert {k: report[k] for k in ("n", "str", "sim", "oa", "oa_unparsable")} == {
+        "n": 3, "str": 1 / 3, "sim": 1 / 3, "oa": 1 / 3, "oa_unparsable": 0}
+    assert (report["exact"], report["change_f1"], report["terminal"]) == (1 / 3, 1 / 3, 1.0)
+    # "nothing changes" is right twice here (the page stays SHOP), and has no first page
+    assert {k: report["copy"][k] for k in ("str", "sim", "exact")} == {"str": 2 / 3, "sim": 2 / 3, "exact": 2 / 3}
+    assert [r["exact"] for r in rows] == [True, False, False]
     assert [(r["action"], r["str"], r["sim"], r["oa"]) for r in rows] == [
         ("click [4]", True, 1.0, 1), ("click [2]", False, 0.0, 0), (None, False, 0.0, 0)]
     assert rows[1]["predicted"] == "A page." and rows[0]["real"] == SHOP
     assert len(judge.bodies) == 1  # unparsable predictions are not sent to the judge
     assert all(b["temperature"] == 0.0 for b in wm.bodies)
-    without_judge, _ = await measure_fidelity(WorldModel(wm.client), held_out[:1])
+    without_judge, _ = await measure_fidelity(WorldModel(wm.client, form="tree"), held_out[:1])
     assert without_judge["oa"] is None and without_judge["str"] == 1.0
 
 

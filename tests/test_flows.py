@@ -43,7 +43,10 @@ def task_states(flow_run_id, expected: str | set[str], count: int, timeout_s: fl
 
 
 def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path):
-    first = evolve_round(run_id="smoke", round=0, preset="smoke", storage=str(tmp_path), overrides=TINY_ROUND,
+    """In the paper's tree form: its first pages give fidelity transitions the random tiny policy
+    (no valid action) cannot (the delta form runs in the evolve test below)."""
+    overrides = {**TINY_ROUND, "world_model.form": "tree"}
+    first = evolve_round(run_id="smoke", round=0, preset="smoke", storage=str(tmp_path), overrides=overrides,
                          return_state=True)
     summary = first.result()
     assert summary["real_trajectories"] == 4 and summary["kept_trajectories"] == 4 and summary["sft_examples"] > 4
@@ -55,9 +58,12 @@ def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path)
     steps = store.read_table("smoke", 0, "sample", table_name="steps").num_rows
     demos = store.read_table("smoke", 0, "sample", table_name="trajectories").to_pandas()
     # MiniWoB ends each demonstration itself (no `stop`): its first page, then one transition per action,
-    # the last one to the page kept as the trajectory's final observation
+    # the last one to the page kept as the trajectory's final observation, which ends the episode
     assert (demos.stop_reason == "done").all() and demos.final_observation.notna().all()
+    assert summary["world_model"]["form"] == "tree"
     assert wm["transitions"] == steps + len(demos) and 0 < wm["kept"] <= wm["transitions"]
+    stored = store.read_table("smoke", 0, "wm_data", table_name="wm_transitions").to_pandas()
+    assert stored.ends.any() and stored.success[stored.ends].all()  # the demonstrations' ends, all solved
     assert wm["examples"] == wm["kept"]
     assert store.read_table("smoke", 0, "wm_data", table_name="wm_transitions").num_rows == wm["kept"]
     assert store.fs.exists(store.fs._strip_protocol(wm["adapter"]) + "/adapter_config.json")
@@ -67,14 +73,18 @@ def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path)
         steps = store.read_table("smoke", 0, f"eval-wmla{d}", table_name="steps").to_pandas()
         assert len(steps) > 0 and all('"lookahead"' in s and f'"depth":{d}' in s for s in steps.sampling)
     fid = store.read_table("smoke", 0, "fidelity", table_name="wm_fidelity").to_pandas()
-    assert wm["fidelity_transitions"] == len(fid) > 0 and set(fid.trajectory_id) <= set(
+    fidelity = summary["fidelity"]
+    assert fidelity["transitions"] == len(fid) > 0 and set(fid.trajectory_id) <= set(
         store.read_table("smoke", 0, "eval", table_name="trajectories").column("trajectory_id").to_pylist())
-    assert wm["str"] == fid["str"].mean() and wm["sim"] == pytest.approx(fid["sim"].mean()) and wm["oa"] is not None
-    assert summary["synthetic_trajectories"] == 0  # round 0 has no policy queries to synthesize for
+    assert fidelity["str"] == fid["str"].mean() and fidelity["sim"] == pytest.approx(fid["sim"].mean())
+    assert fidelity["oa"] is not None and fidelity["exact"] == fid["exact"].mean()
+    assert set(fidelity["copy"]) >= {"str", "sim", "exact"}  # the baseline on the same transitions
+    assert summary["synthetic"]["tried"] == 0  # round 0 has no policy queries to synthesize for
+    assert summary["arms_identical"] is None and summary["paired"]["webevolver_vs_self"] is None
     states = task_states(first.state_details.flow_run_id, "Completed", len(ROUND_ZERO_TASKS))
     assert sorted(states) == sorted(ROUND_ZERO_TASKS)
 
-    again = evolve_round(run_id="smoke", round=0, preset="smoke", storage=str(tmp_path), overrides=TINY_ROUND,
+    again = evolve_round(run_id="smoke", round=0, preset="smoke", storage=str(tmp_path), overrides=overrides,
                          return_state=True)
     rerun = again.result()
     assert rerun.pop("stage_seconds").keys() == summary.pop("stage_seconds").keys()
@@ -86,7 +96,7 @@ def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path)
     # More browser contexts: the sampling stages run again (their inputs changed) but resume every
     # stored episode, and what only follows them (world-model data, training) stays cached.
     wider = evolve_round(run_id="smoke", round=0, preset="smoke", storage=str(tmp_path),
-                         overrides={**TINY_ROUND, "concurrency": 3}, return_state=True)
+                         overrides={**overrides, "concurrency": 3}, return_state=True)
     assert wider.result()["success_rate"] == summary["success_rate"]
     states = task_states(wider.state_details.flow_run_id, {"Cached", "Completed"}, len(ROUND_ZERO_TASKS))
     assert {k: v for k, v in states.items() if v == "Cached"}.keys() == {
@@ -152,11 +162,24 @@ def test_evolve_flow_reports_rounds_and_writes_the_success_plot(prefect_server, 
     # The tiny policy fails its train queries, so the world model synthesizes for them.
     store = Storage(str(tmp_path))
     synthetic = store.read_table("evo", 1, "synthesize", table_name="trajectories").to_pandas()
-    assert one["failed_queries"] == 2 and one["synthetic_trajectories"] == len(synthetic) == 2
+    syn = one["synthetic"]
+    assert syn["failed_queries"] == 2 and syn["tried"] == len(synthetic) == 2 and syn["filter"] == "replay"
+    assert syn["terminal"] == (synthetic.stop_reason == "done").sum()
+    # The random tiny policy keeps nothing: the round says so, and that the arms trained alike.
+    assert syn["kept"] == 0 and one["arms_identical"] is True
+    assert any("synthetic trajectories was kept" in w for w in one["warnings"])
+    assert "the WebEvolver and self-improve arms trained on the same data" in one["warnings"]
+    pair = one["paired"]["webevolver_vs_self"]
+    assert pair["episodes"] == one["eval_tasks"] and pair["difference"] == pytest.approx(
+        one["success_rate"] - one["success_rate_self_improve"])
+    assert set(one["paired"]["wmla_vs_plain"]) == {"1"} and one["lookahead"]["1"]["steps"] > 0
     assert (synthetic.source == "synthetic").all() and set(synthetic.task_id) <= set(
         store.read_table("evo", 1, "sample", table_name="trajectories").column("task_id").to_pylist())
     assert one["real_trajectories"] == 4 and set(one["success_rate_lookahead"]) == {"1"}
-    assert {"str", "sim", "oa"} <= set(one["world_model"]) and one["world_model"]["sim"] is not None
+    # The delta form (the smoke default) predicts what an action changes; the random tiny policy's
+    # evaluation has no valid action, so nothing is held out to score, and the round says so.
+    assert one["world_model"]["form"] == "delta" and {"str", "sim", "exact", "copy"} <= set(one["fidelity"])
+    assert one["fidelity"]["transitions"] > 0 or "fidelity scored no held-out transition" in one["warnings"]
     svg = Path(result["plot"].removeprefix("file://")).read_text()
     assert "<svg" in svg and "round 0" in svg and "self-improve policy" in svg and "look-ahead, depth 1" in svg
     assert "n=" in svg and Path(result["plot"].removeprefix("file://")).with_suffix(".png").exists()

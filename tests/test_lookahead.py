@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from test_synthesis import page_number, servers  # noqa: F401  (the ChatServer fixture)
 
-from evolver_core.agents.lookahead import LookaheadAgent, dedupe_candidates, parse_score, select_best
+from evolver_core.agents.lookahead import (LookaheadAgent, SimStep, dedupe_candidates, parse_score, select_best,
+                                           world_model_score)
 from evolver_core.agents.policy import PolicyAgent
 from evolver_core.contracts.observation import Element, Observation, Tab
 from evolver_core.contracts.task import Task
@@ -68,7 +71,8 @@ def make_agent(servers, candidates, ratings, depth=1, rollout="click [9]"):  # n
     policy = servers(scripted_policy(candidates, rollout), "policy-model")
     wm = servers(wm_predicting, "wm-model")
     scorer = servers(scorer_rating(ratings), "scorer-model")
-    agent = LookaheadAgent(PolicyAgent(policy.client), WorldModel(wm.client), scorer.client, depth=depth)
+    agent = LookaheadAgent(PolicyAgent(policy.client), WorldModel(wm.client, form="tree"), scorer.client,
+                           depth=depth)
     return agent, policy, wm, scorer
 
 
@@ -116,3 +120,34 @@ async def test_depth_two_lets_the_policy_act_on_the_predicted_page(servers):  # 
     sim = turn.sampling["lookahead"]["candidates"][0]["simulation"]
     assert [s["action"] for s in sim] == ["click [3]", "click [9]"]
     assert "Step 2:" in scorer.texts() and "THOUGHT" not in policy.texts()
+
+
+def test_world_model_score():
+    assert world_model_score([SimStep("click [2]", "[1] a 'b'", ends=True, success=True)]) == 1.0
+    assert world_model_score([SimStep("click [2]", "[1] a 'b'", ends=True, success=False)]) == 0.0
+    assert world_model_score([SimStep("click [2]", "[1] a 'b'", ends=True)]) == 0.5
+    assert world_model_score([SimStep("click [2]", "[1] a 'b'")]) == 0.5  # the episode goes on
+    assert world_model_score([SimStep("click [2]", None)]) is None  # the prediction did not parse
+    assert world_model_score([]) == 0.5  # a stop candidate is not simulated
+
+
+async def test_the_world_models_own_verdict_can_pick_another_candidate_than_the_greedy_one(servers):  # noqa: F811
+    """The cpu preset's scorer: M_w's prediction that the episode ends in success; no scorer
+    LLM is asked. The greedy candidate's page goes on, the second candidate's ends in success."""
+    def wm_ending(messages: list[dict]) -> str:
+        user = messages[-1]["content"]
+        ends = "= episode ends: success\n" if user.rstrip().endswith("click [2]") else ""
+        return f"THOUGHT: because\nCHANGES:\n{ends}~ \t[2] link 'Target' focused: true"
+
+    policy = servers(scripted_policy(["click [3]", "click [2]", "click [3]"]), "policy-model")
+    wm = servers(wm_ending, "wm-model")
+    agent = LookaheadAgent(PolicyAgent(policy.client), WorldModel(wm.client, form="delta"), None,
+                           score_by="world_model")
+    turn = await agent.act(TASK, OBS, [])
+    la = turn.sampling["lookahead"]
+    assert turn.action == "click [2]" and la["chosen"] == 1
+    assert [c["score_parsed"] for c in la["candidates"]] == [0.5, 1.0]
+    assert la["candidates"][1]["simulation"][0]["ends"] is True
+    assert "focused: true" in la["candidates"][0]["simulation"][0]["page"]  # the delta applied to the real page
+    with pytest.raises(ValueError, match="scorer"):
+        LookaheadAgent(PolicyAgent(policy.client), WorldModel(wm.client), None, score_by="llm")

@@ -34,7 +34,7 @@ def test_set_values_are_typed_by_the_field_named_by_path_or_unique_name():
 
 
 def test_none_sets_a_field_to_none():
-    assert get_preset("cpu").world_model.synth_queries == 4
+    assert get_preset("smoke").world_model.synth_queries == 2
     assert override("synth_queries=none").world_model.synth_queries is None
     assert get_preset("cpu").override({"synth_queries": None}).world_model.synth_queries is None
 

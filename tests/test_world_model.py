@@ -5,6 +5,7 @@ parsing and the Parquet round trip."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -14,7 +15,8 @@ from evolver_core.llm import LLMClient
 from evolver_core.training.sft import examples_from_table, examples_to_table
 from evolver_core.world_model.model import (
     FIRST, Transition, WorldModel, action_key, build_wm_messages, cap_transitions, distill_rationales,
-    format_wm_target, parse_wm_output, rationale_messages, transitions_from_records, transitions_from_table,
+    format_wm_target, parse_wm_output, predictable, rationale_messages, transitions_from_records,
+    transitions_from_table,
     transitions_to_table, wm_sft_examples,
 )
 from fixtures_models import FakeEndpoint, chat_response, fake_endpoint  # noqa: F401  (fixtures)
@@ -106,7 +108,7 @@ def test_cap_transitions_dedupes_and_caps_deterministically() -> None:
 
 
 def test_parse_wm_output_strips_the_rationale() -> None:
-    full = parse_wm_output(format_wm_target("Clicking opens the results.", RESULTS) + "\n")
+    full = parse_wm_output(format_wm_target("Clicking opens the results.", transition(1, nxt=RESULTS)) + "\n")
     assert (full.rationale, full.observation) == ("Clicking opens the results.", RESULTS)
     assert "THOUGHT" not in full.observation
     fenced = parse_wm_output(f"THOUGHT: x\nOBSERVATION:\n```\n{RESULTS}\n```")
@@ -136,8 +138,8 @@ def test_build_wm_messages_layout() -> None:
 async def test_training_and_inference_use_the_same_layout(rows, fake_endpoint: FakeEndpoint) -> None:  # noqa: F811
     transitions = transitions_from_records(*rows)
     examples = wm_sft_examples(transitions, ["r"] * len(transitions))
-    fake_endpoint.default = (200, chat_response(format_wm_target("opens", ITEM)))
-    wm = WorldModel(LLMClient(fake_endpoint.base_url, "wm"), temperature=0.7, max_tokens=64)
+    fake_endpoint.default = (200, chat_response(f"THOUGHT: opens\nOBSERVATION:\n{ITEM}"))
+    wm = WorldModel(LLMClient(fake_endpoint.base_url, "wm"), temperature=0.7, max_tokens=64, form="tree")
     for t, example in zip(transitions, examples):
         prediction = await wm.predict(t.objective, t.start_url, t.past_actions, t.last_observation, t.action, seed=3)
         assert (prediction.rationale, prediction.observation) == ("opens", ITEM)
@@ -187,10 +189,43 @@ async def test_a_prediction_stopped_by_the_token_limit_ends_at_its_last_complete
     looping = chat_response(f"THOUGHT: same page\nOBSERVATION:\n{page}")
     looping["choices"][0]["finish_reason"] = "length"
     fake_endpoint.default = (200, looping)
-    wm = WorldModel(LLMClient(fake_endpoint.base_url, "wm"), temperature=0.0, max_tokens=16)
+    wm = WorldModel(LLMClient(fake_endpoint.base_url, "wm"), temperature=0.0, max_tokens=16, form="tree")
     cut = await wm.predict("Click ok.", "http://x/", [], page, "click [3]")
     assert cut.cut and cut.observation == page.rsplit("\n", 1)[0] and cut.raw.endswith("[4] Stat")
     assert parse_tree(cut.observation) is not None and parse_tree(page) is None
     fake_endpoint.default = (200, chat_response(f"THOUGHT: same page\nOBSERVATION:\n{page}"))
     whole = await wm.predict("Click ok.", "http://x/", [], page, "click [3]")
     assert not whole.cut and whole.observation == page  # ended by the model: left as it is
+
+
+FORM = "[1] RootWebArea 'Form'\n\t[2] textbox ''\n\t[3] button 'ok'"
+TYPED = "[1] RootWebArea 'Form'\n\t[2] textbox '' value: bob\n\t[3] button 'ok'"
+
+
+def test_the_delta_target_says_what_changed_and_when_the_episode_ends() -> None:
+    typed = replace(transition(1, key="type [2]"), last_observation=FORM, action="type [2] [bob]",
+                    next_observation=TYPED)
+    target = format_wm_target("It types.", typed, "delta")
+    assert target == "THOUGHT: It types.\nCHANGES:\n~ \t[2] textbox '' value: bob"
+    back = parse_wm_output(target, form="delta", current=FORM)
+    assert (back.rationale, back.observation, back.ends) == ("It types.", TYPED, False)
+    done = replace(typed, last_observation=TYPED, action="click [3]", next_observation=TYPED, ends=True,
+                   success=True)
+    ended = parse_wm_output(format_wm_target("Done.", done, "delta"), form="delta", current=TYPED)
+    assert (ended.observation, ended.ends, ended.success) == (TYPED, True, True)
+    tree_form = parse_wm_output(format_wm_target("Done.", done, "tree"), form="tree")
+    assert (tree_form.observation, tree_form.ends, tree_form.success) == (TYPED, True, True)
+    assert parse_wm_output("THOUGHT: x\nCHANGES:\n~ \t[9] textbox 'a'", form="delta", current=FORM).observation is None
+    with pytest.raises(ValueError, match="first page"):
+        format_wm_target("x", transition(2, first=True), "delta")
+
+
+def test_the_last_transition_of_an_episode_the_page_ended_carries_the_end_and_its_gold_outcome() -> None:
+    steps = [step("t#0", 0, HOME, "click [2]")]
+    ended = make_trajectory(trajectory_id="t#0", query="q", stop_reason="done", gold_reward=1.0,
+                            final_observation=RESULTS, n_steps=1)
+    first, last = transitions_from_records([ended], steps)
+    assert (first.ends, last.ends, last.success, last.next_observation) == (False, True, True, RESULTS)
+    cut = replace(ended, stop_reason="max_steps")
+    assert not transitions_from_records([cut], steps)[-1].ends  # cut by the step limit: not an end
+    assert predictable([first, last], "delta") == [last] and predictable([first, last], "tree") == [first, last]

@@ -12,10 +12,15 @@ At each step (reference notes section 9, with its faults fixed, notes 11.3):
    `rollout_temperature`) and the WM predicts again, d pages at most. A simulation ends early on a `stop` or an
    unparsable policy action or WM output. `restart` leads to the episode's first page
    without asking the WM. A `stop` candidate is not simulated.
-3. Scoring: the scorer LLM rates each candidate 0 (wrong), 0.5 (on track) or 1 (completes
-   the task) from the objective, the current page, the candidate's reply and the simulated
-   steps ("Step k: ..."); for a `stop` candidate it judges whether stopping now is right.
-   An unparsable score counts 0.
+3. Scoring (`score_by`): ``llm`` (the paper's): the scorer LLM rates each candidate 0
+   (wrong), 0.5 (on track) or 1 (completes the task) from the objective, the current page,
+   the candidate's reply and the simulated steps ("Step k: ..."); for a `stop` candidate it
+   judges whether stopping now is right. An unparsable score counts 0. ``world_model``: the
+   world model's own prediction decides, learned from real transitions with their gold
+   outcome (`world_model_score`): the episode ends in success 1, in failure 0, goes on 0.5;
+   a prediction that did not parse counts 0 and is not "parsed"; a `stop` candidate 0.5.
+   A 135M scorer LLM cannot rate (its scores never parsed on the cpu preset); the world
+   model's terminal prediction is what a small model can give.
 4. Selection: the highest score; ties go to the earliest candidate, i.e. the greedy one.
 
 The returned `Turn` is the chosen candidate's (its thought, action, prompt and reply), with
@@ -89,10 +94,26 @@ def select_best(scores: Sequence[float]) -> int:
 @dataclass(frozen=True)
 class SimStep:
     """One simulated step: the action taken and the page the WM predicted after it
-    (None: the agent stopped, or the WM's output did not parse)."""
+    (None: the agent stopped, or the WM's output did not parse), and whether the WM said the
+    episode ends there (and how)."""
 
     action: str
     page: str | None
+    ends: bool = False
+    success: bool | None = None
+
+
+def world_model_score(simulation: Sequence[SimStep]) -> float | None:
+    """The world model's own verdict on a simulation (module docstring, 3.); None when its
+    last prediction did not parse. No simulation (a `stop` candidate) is neutral."""
+    if not simulation:
+        return 0.5
+    last = simulation[-1]
+    if last.page is None and not last.action.startswith("stop"):
+        return None
+    if last.ends:
+        return {True: 1.0, False: 0.0, None: 0.5}[last.success]
+    return 0.5
 
 
 def render_simulation(steps: Sequence[SimStep]) -> str:
@@ -127,17 +148,21 @@ class LookaheadAgent:
     of the policy prompt; `world_model` simulates; `scorer` rates the simulations.
     """
 
-    def __init__(self, policy: PolicyAgent, world_model: WorldModel, scorer: LLMClient, *, depth: int = 1,
+    def __init__(self, policy: PolicyAgent, world_model: WorldModel, scorer: LLMClient | None, *, depth: int = 1,
                  candidates: int = LookaheadConfig.candidates, scorer_max_tokens: int = JudgeConfig.scorer_max_tokens,
                  candidate_temperature: float = LookaheadConfig.temperature,
-                 rollout_temperature: float = LookaheadConfig.rollout_temperature, name: str | None = None):
+                 rollout_temperature: float = LookaheadConfig.rollout_temperature,
+                 score_by: str = LookaheadConfig.scorer, name: str | None = None):
         if depth not in (1, 2, 3):
             raise ValueError(f"depth must be 1, 2 or 3, not {depth}")
         if candidates < 1:
             raise ValueError("at least one candidate")
+        if score_by == "llm" and scorer is None:
+            raise ValueError("the llm scorer needs a scorer client")
         self.policy = policy
         self.world_model = world_model
         self.scorer = scorer
+        self.score_by = score_by
         self.depth = depth
         self.candidates = candidates
         self.scorer_max_tokens = scorer_max_tokens
@@ -196,6 +221,11 @@ class LookaheadAgent:
             simulation = render_simulation(ev.simulation)
         else:
             simulation = load_prompt("scorer_stop")
+        if self.score_by == "world_model":
+            ev.score_parsed = world_model_score(ev.simulation)
+            ev.score = ev.score_parsed or 0.0
+            return tokens
+        assert self.scorer is not None
         messages = [{"role": "system", "content": load_prompt("scorer_system")},
                     {"role": "user", "content": load_prompt("scorer_user", objective=task.query,
                                                             observation=render_observation(obs.text, obs.error),
@@ -217,14 +247,14 @@ class LookaheadAgent:
         error, thought, written, tokens = obs.error, candidate.thought, candidate.action, []
         for level in range(self.depth):
             if action.name == "restart":
-                nxt = first_page
+                nxt, ends, success = first_page, False, None
             else:
                 prediction = await self.world_model.predict(task.query, task.start_url, wm_past, page,
                                                             format_action(action), seed=self._seed(100 * index + level))
-                nxt = prediction.observation
+                nxt, ends, success = prediction.observation, prediction.ends, prediction.success
                 tokens.append((prediction.prompt_tokens, prediction.completion_tokens))
-            out.append(SimStep(action=format_action(action), page=nxt))
-            if nxt is None or level == self.depth - 1:
+            out.append(SimStep(action=format_action(action), page=nxt, ends=ends, success=success))
+            if nxt is None or ends or level == self.depth - 1:
                 break
             wm_past.append(wm_past_action(thought, action))
             policy_past.append(PastStep(observation=page, thought=thought, action=written, error_shown=error))

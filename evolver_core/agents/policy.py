@@ -37,11 +37,14 @@ class PolicyAgent:
         self.name = name or f"policy:{client.model}"
 
     @classmethod
-    def for_episodes(cls, client: LLMClient, sampling: SamplingConfig) -> Callable[[Task, int], PolicyAgent]:
+    def for_episodes(cls, client: LLMClient, sampling: SamplingConfig,
+                     seed_offset: int = 0) -> Callable[[Task, int], PolicyAgent]:
         """`make_agent(task, sample)`: the one way stages build the policy, as the sampling
-        section says (temperature, reply length), seeded per trajectory (`episode_seed`)."""
+        section says (temperature, reply length), seeded per trajectory (`episode_seed`, plus
+        `seed_offset`: synthesis asks for other replies than real sampling drew on the same
+        first page)."""
         return lambda task, k: cls(client, temperature=sampling.temperature, max_tokens=sampling.policy_max_tokens,
-                                   seed=episode_seed(task, k))
+                                   seed=episode_seed(task, k) + seed_offset)
 
     def start(self, task: Task) -> None:
         """Stateless between steps: the history comes with every `act`."""

@@ -207,6 +207,8 @@ class TransitionRow:
     site: str
     source: str
     rationale: str
+    ends: bool | None = None  # the action ended the episode (None: stored before this was recorded)
+    success: bool | None = None  # how it ended, when it did and a gold reward says
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,6 +228,8 @@ class FidelityRow:
     sim: float
     oa: int | None = field(default=None, metadata=I8)  # None: not judged, or the verdict did not parse
     cut: bool | None = None  # the token limit stopped the prediction (None: scored before this was recorded)
+    exact: bool | None = None  # the predicted page is the real one (None: scored before this was recorded)
+    ends: bool | None = None  # the world model said the action ends the episode
 
 
 STEP_SCHEMA = StepRecord.SCHEMA = arrow_schema(StepRecord)

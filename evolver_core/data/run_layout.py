@@ -35,6 +35,7 @@ FINETUNE_SELF = "finetune_self"  # the self-improve arm (round >= 1): sft of rou
 EVAL = "eval"  # M_i on the test split
 EVAL_SELF = "eval-self"  # the self-improve arm on the same test tasks
 EVAL_GEN = "eval-gen"  # M_i on tasks never trained on (generalization)
+EVAL_PLAIN = "eval-plain"  # M_i decoding plainly on the look-ahead's own tasks (when they are not eval's)
 FIDELITY = "fidelity"  # M_w's STR / Sim. / O/A on eval's real transitions
 ADAPTER = "adapter"  # the adapter folder inside a finetune stage
 MANIFEST = "identity.json"

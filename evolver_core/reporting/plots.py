@@ -68,7 +68,7 @@ def success_rows(trajectories: Iterable[Mapping]) -> list[dict]:
     for (round_, arm), rows in list(cells.items()):
         if arm.startswith("eval-wmla"):
             episodes = {t["task_id"] for t in rows}
-            plain = cells.get((round_, "eval"), [])
+            plain = cells.get((round_, "eval-plain")) or cells.get((round_, "eval"), [])  # eval-plain: its own tasks
             cells[(round_, PLAIN_PREFIX + arm)] = [t for t in plain if t["task_id"] in episodes]
     out = []
     for (round_, arm), rows in sorted(cells.items()):

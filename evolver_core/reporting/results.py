@@ -4,12 +4,13 @@ endpoint) are not scored; episodes without gold are counted apart."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Iterable, Optional
 
 from evolver_core.data.records import scored, solved
 from evolver_core.data.storage import Storage
-from evolver_core.reporting.metrics import wilson_interval
+from evolver_core.reporting.metrics import paired_difference, wilson_interval
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,36 @@ def stage_success(store: Storage, run_id: str, round_: int, stage: str,
         wanted = set(task_ids)
         rows = [r for r in rows if r["task_id"] in wanted]
     return success_of_rows(rows)
+
+
+def stage_outcomes(store: Storage, run_id: str, round_: int, stage: str) -> dict[str, bool]:
+    """Each scored episode's outcome by task id (a task id carries its seed): what a paired
+    comparison of two stages on the same episodes reads."""
+    rows = store.read_table(run_id, round_, stage, table_name="trajectories").select(
+        ["task_id", "stop_reason", "gold_reward"]).to_pylist()
+    return {r["task_id"]: solved(r) for r in rows if scored(r)}
+
+
+def paired_stages(store: Storage, run_id: str, round_: int, stage: str, baseline: str) -> dict:
+    """`stage` minus `baseline` on the episodes both scored: {episodes, difference, ci}."""
+    return paired_difference(stage_outcomes(store, run_id, round_, stage),
+                             stage_outcomes(store, run_id, round_, baseline)).to_json()
+
+
+def lookahead_stats(store: Storage, run_id: str, round_: int, stage: str) -> dict:
+    """What look-ahead did in an evaluation stage, from the records of its steps
+    (`Turn.sampling["lookahead"]`): steps, distinct candidates per step, how many candidates
+    were scored and how many of those scores parsed (`parse_rate`), how often a candidate other
+    than the greedy one was chosen."""
+    column = store.read_table(run_id, round_, stage, table_name="steps").column("sampling").to_pylist()
+    records = [r["lookahead"] for r in map(json.loads, column) if "lookahead" in r]
+    scored_candidates = [c for r in records if len(r["candidates"]) > 1 for c in r["candidates"]]
+    parsed = sum(c["score_parsed"] is not None for c in scored_candidates)
+    return {"steps": len(records),
+            "distinct_candidates": sum(len(r["candidates"]) for r in records) / len(records) if records else None,
+            "scored": len(scored_candidates),
+            "parse_rate": parsed / len(scored_candidates) if scored_candidates else None,
+            "not_greedy": sum(r["chosen"] != 0 for r in records)}
 
 
 def stage_task_ids(store: Storage, run_id: str, round_: int, stage: str) -> list[str]:

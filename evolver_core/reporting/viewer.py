@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from markupsafe import Markup
+
 from evolver_core.contracts.text import html_templates
 from evolver_core.data.storage import Storage
 from evolver_core.judge.stored import verdict_row
@@ -82,9 +84,10 @@ def _read_screenshot(storage: Storage, uri: str, run_id: str) -> bytes | None:
 
 def render_report(run_id: str, trajectories: Iterable[Mapping], steps: Iterable[Mapping],
                   verdicts: Mapping[tuple[int, str, str], Mapping] | None = None,
-                  images: Mapping[str, str] | None = None, success: Iterable[Mapping] = ()) -> str:
-    """The report's HTML. It opens with `success` (rows of `compare.evaluation_table`: success
-    by round and arm with 95% intervals), then lists the trajectories. `verdicts` maps
+                  images: Mapping[str, str] | None = None, success: Iterable[Mapping] = (), plot: str = "") -> str:
+    """The report's HTML. It opens with `plot` (the success figure's SVG, `plots`) and `success`
+    (rows of `compare.evaluation_table`: success by round and arm with 95% intervals), then
+    lists the trajectories. `verdicts` maps
     (round, stage, trajectory_id) to a judged trajectory row (`judge_stage.split_judged`);
     `images` maps a step's screenshot URI to the image's path relative to the report
     (`copy_screenshots`)."""
@@ -96,7 +99,8 @@ def render_report(run_id: str, trajectories: Iterable[Mapping], steps: Iterable[
     shown = [_shown(t, verdicts, by_traj) for t in ordered]
     options = {f: sorted({v.data[f] for v in shown}) for f in _FILTERS}
     return _PAGES.get_template("report.html.j2").render(
-        run_id=run_id, success=list(success), options=options, trajectories=shown, images=images or {})
+        run_id=run_id, success=list(success), options=options, trajectories=shown, images=images or {},
+        plot=Markup(plot))  # our own matplotlib SVG: shown as markup, not text
 
 
 def _shown(t: Mapping, verdicts: Mapping[tuple[int, str, str], Mapping],

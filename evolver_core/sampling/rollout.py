@@ -84,7 +84,7 @@ async def _play(env: BrowserEnv, agent: Agent, p: _Progress, max_steps: int, scr
         obs = await env.step(action if action is not None else turn.action)
         step.error, step.ended_at = obs.error, now()
         p.final = obs
-        if await _task_over(env):
+        if await task_over(env):
             p.reason = "done"
             break
         if _repeated(p.steps):
@@ -102,7 +102,7 @@ def _episode(p: _Progress, sample: int, started: datetime, *, stop_reason: str, 
                    final_observation=p.final.text if keep_final else None)
 
 
-async def _task_over(env: BrowserEnv) -> bool:
+async def task_over(env: BrowserEnv) -> bool:
     """Whether the suite's page says the task is over (suites without a `done` never do)."""
     done = getattr(env.suite, "done", None)
     return bool(done and await done(env.episode_state(None)))

@@ -99,12 +99,13 @@ def agent_factory(stack: ExitStack, suite: Suite, policy: Optional[ModelSpec], s
     from evolver_core.world_model.model import WorldModel
 
     world_model = WorldModel(stack.enter_context(serve(lookahead.world_model)).client(),
-                             temperature=lookahead.wm_temperature, max_tokens=lookahead.wm_max_tokens)
-    scorer = stack.enter_context(serve(lookahead.scorer)).client()
+                             temperature=lookahead.wm_temperature, max_tokens=lookahead.wm_max_tokens,
+                             form=lookahead.wm_form)
+    scorer = stack.enter_context(serve(lookahead.scorer)).client() if lookahead.score_by == "llm" else None
     return lambda task, k: LookaheadAgent(
         policy_agent(task, k), world_model, scorer, depth=lookahead.depth, candidates=lookahead.candidates,
         scorer_max_tokens=lookahead.scorer_max_tokens, candidate_temperature=lookahead.candidate_temperature,
-        rollout_temperature=lookahead.rollout_temperature)
+        rollout_temperature=lookahead.rollout_temperature, score_by=lookahead.score_by)
 
 
 def sample_result(summary: SampleSummary) -> dict:

@@ -1,33 +1,44 @@
 """Stage `synthesize`: the world model as a virtual web server (paper 3.3).
 
 For the queries real sampling failed (none of their trajectories kept by rejection
-sampling), the policy and the world model alternate from the task's start (at most
-`synth_max_actions` policy actions, `evolver_core.world_model.synthesis`); each synthetic trajectory is judged
-by r̂ as it ends and stored under `round=<i>/synthesize/` with ``source = "synthetic"``, so
-`to_sft` converts it like a real one and the viewer shows the world model's predicted pages.
+sampling), the policy and the world model alternate from the query's real first page (at
+most `synth_max_actions` policy actions, `evolver_core.world_model.synthesis`); each synthetic
+trajectory is judged by r̂ as it ends, and with the `replay` filter its actions are replayed
+on the real page (`world_model.replay`: a browser is opened for that alone). It is stored
+under `round=<i>/synthesize/` with ``source = "synthetic"``, so `to_sft` converts it like a
+real one (by the judge's verdict or the replay's reward, `synth_filter`) and the viewer shows
+the world model's predicted pages.
 """
 
 from __future__ import annotations
 
 import asyncio
-from contextlib import ExitStack
+from collections import Counter
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import replace
 from typing import Optional
 
 from evolver_core.agents.policy import PolicyAgent
+from evolver_core.browser.env import launch_browser
 from evolver_core.config import JudgeConfig, ModelSpec, SamplingConfig, WorldModelConfig
+from evolver_core.contracts.task import Suite
 from evolver_core.data.episodes import read_episodes
 from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.run_layout import SAMPLE, SYNTHESIZE, open_stage, stage_digest
 from evolver_core.data.storage import Storage
+from evolver_core.judge.judge import agreement
 from evolver_core.sampling.sampler import SampleConfig
 from evolver_core.stages.sample import open_suite, sample_result
 from evolver_core.stages.sft import verdict_stage_for
 from evolver_core.training.identity import model_identity
 from evolver_core.world_model.model import WorldModel
-from evolver_core.world_model.synthesis import failed_task_ids, synthesize
+from evolver_core.world_model.replay import one_at_a_time
+from evolver_core.world_model.synthesis import Replay, RealStart, failed_task_ids, real_starts, synthesize
 
-CODE = ("evolver_core.world_model.synthesis", "evolver_core.stages.synthesize")
+# Synthetic trajectory k of a query starts on the page its real trajectory k started on: with
+# the same seed the policy would repeat the reply real sampling drew there.
+SYNTHETIC_SEEDS = 1 << 20
+CODE = ("evolver_core.world_model.synthesis", "evolver_core.world_model.replay", "evolver_core.stages.synthesize")
 
 
 def synthesize_identity(root: str, run_id: str, round_: int, split: str, policy: ModelSpec, world_model: ModelSpec,
@@ -41,7 +52,8 @@ def synthesize_identity(root: str, run_id: str, round_: int, split: str, policy:
         "split": split, **sampling.trajectory_params(with_policy=True), "use_gold": use_gold,
         "policy": model_identity(policy), "world_model": model_identity(world_model),
         "judge": model_identity(judge_model), "max_queries": wm.synth_queries, "max_actions": wm.synth_max_actions,
-        "synth_samples": wm.synth_samples, "wm_max_tokens": wm.max_tokens, "judge_max_tokens": judge_config.max_tokens})
+        "synth_samples": wm.synth_samples, "wm_max_tokens": wm.max_tokens, "judge_max_tokens": judge_config.max_tokens,
+        "form": wm.form, "filter": wm.synth_filter})
 
 
 def run_synthesize(root: str, run_id: str, round_: int, split: str, policy: ModelSpec, world_model: ModelSpec,
@@ -57,45 +69,63 @@ def run_synthesize(root: str, run_id: str, round_: int, split: str, policy: Mode
                                    judge_config)
     open_stage(store, run_id, round_, SYNTHESIZE, identity)
     trajs, steps = read_episodes(store, run_id, round_, SAMPLE, verdicts=verdict_stage_for(SAMPLE, use_gold))
-    failed = failed_task_ids(trajs, steps, use_gold=use_gold)[:wm.synth_queries]
-    result = {"failed_queries": len(failed), "trajectories": 0, "judged_successes": 0, "stop_reasons": {},
+    starts = real_starts(*read_episodes(store, run_id, round_, SAMPLE))
+    failed = [t for t in failed_task_ids(trajs, steps, use_gold=use_gold) if t in starts][:wm.synth_queries]
+    result = {"failed_queries": len(failed), "trajectories": 0, "judged_successes": 0, "replay_successes": None,
+              "stop_reasons": {}, "terminal": 0, "filter": wm.synth_filter, "judge_agreement": None,
               "uri": store.uri(run_id, round_, SYNTHESIZE), "identity": identity.digest}
     if not failed:
         return result
-    summary = asyncio.run(_synthesize(store, run_id, round_, split, failed, policy, world_model, judge_model, sampling,
-                                      wm, judge_config, n_tasks, identity.digest))
+    summary = asyncio.run(_synthesize(store, run_id, round_, split, {i: starts[i] for i in failed}, policy,
+                                      world_model, judge_model, sampling, wm, judge_config, n_tasks, identity.digest))
     rows = store.read_table(run_id, round_, SYNTHESIZE, table_name="trajectories").to_pylist()
-    reasons: dict[str, int] = {}
-    for r in rows:
-        reasons[r["stop_reason"]] = reasons.get(r["stop_reason"], 0) + 1
+    reasons = dict(Counter(r["stop_reason"] for r in rows))
     result |= {k: v for k, v in sample_result(summary).items() if k in ("trajectories", "new", "steps",
                                                                          "valid_actions", "uri")}
-    return result | {"judged_successes": sum(r["judge_verdict"] == 1 for r in rows), "stop_reasons": reasons}
+    replayed = wm.synth_filter == "replay"
+    return result | {
+        "judged_successes": sum(r["judge_verdict"] == 1 for r in rows), "stop_reasons": reasons,
+        "terminal": reasons.get("done", 0),
+        "replay_successes": sum(r["gold_reward"] is not None and r["gold_reward"] >= 1 for r in rows) if replayed
+        else None,
+        "judge_agreement": agreement([r["judge_verdict"] for r in rows], [r["gold_reward"] for r in rows])
+        if replayed else None}
 
 
-async def _synthesize(store: Storage, run_id: str, round_: int, split: str, failed: list[str], policy: ModelSpec,
-                      world_model: ModelSpec, judge_model: ModelSpec, sampling: SamplingConfig, wm: WorldModelConfig,
-                      judge_config: JudgeConfig, n_tasks: Optional[int], identity: str):
-    from infra.serving import serve_without_browser  # no browser in this stage: every core
+async def _synthesize(store: Storage, run_id: str, round_: int, split: str, starts: dict[str, RealStart],
+                      policy: ModelSpec, world_model: ModelSpec, judge_model: ModelSpec, sampling: SamplingConfig,
+                      wm: WorldModelConfig, judge_config: JudgeConfig, n_tasks: Optional[int], identity: str):
+    from infra.serving import serve_without_browser  # no browser for the models: every core
 
     the_suite = open_suite(sampling.suite, sampling.miniwob_tasks, n_tasks)
-    await the_suite.start()  # for the tasks' start URLs; no browser is opened
+    await the_suite.start()  # for the tasks' start URLs (and pages to replay on)
     try:
         by_id = {t.id: t for t in the_suite.tasks(split)}
-        missing = [i for i in failed if i not in by_id]
+        missing = [i for i in starts if i not in by_id]
         if missing:
-            raise ValueError(f"failed tasks {missing[:3]} are not in {sampling.suite}/{split}: was the suite's task list changed?")
+            raise ValueError(f"failed tasks {missing[:3]} are not in {sampling.suite}/{split}: "
+                             "was the suite's task list changed?")
+        tasks = [by_id[i].with_(query=start.query) for i, start in starts.items()]
         cfg = SampleConfig(run_id=run_id, round=round_, stage=SYNTHESIZE,
                            sampling=replace(sampling, samples=wm.synth_samples), source="synthetic", identity=identity)
-        with ExitStack() as stack:
-            policy_client = stack.enter_context(serve_without_browser(policy)).client()
-            model = WorldModel(stack.enter_context(serve_without_browser(world_model)).client(),
-                               temperature=wm.temperature, max_tokens=wm.max_tokens)
-            judge_client = stack.enter_context(serve_without_browser(judge_model)).client()
-            return await synthesize(
-                [by_id[i] for i in failed],
-                PolicyAgent.for_episodes(policy_client, sampling),
-                model, store, cfg, judge_client=judge_client,
-                judge_max_tokens=judge_config.max_tokens, max_actions=wm.synth_max_actions)
+        async with AsyncExitStack() as browsing:
+            replay = await _replayer(browsing, the_suite, cfg) if wm.synth_filter == "replay" else None
+            with ExitStack() as stack:
+                policy_client = stack.enter_context(serve_without_browser(policy)).client()
+                model = WorldModel.of(stack.enter_context(serve_without_browser(world_model)).client(), wm)
+                judge_client = stack.enter_context(serve_without_browser(judge_model)).client()
+                return await synthesize(
+                    tasks, {i: start.first_page for i, start in starts.items()},
+                    PolicyAgent.for_episodes(policy_client, sampling, seed_offset=SYNTHETIC_SEEDS), model, store, cfg,
+                    judge_client=judge_client,
+                    judge_max_tokens=judge_config.max_tokens, max_actions=wm.synth_max_actions, replay=replay)
     finally:
         await the_suite.stop()
+
+
+async def _replayer(browsing: AsyncExitStack, suite: Suite, cfg: SampleConfig) -> Replay:
+    """`replay(episode)` on one browser page of `suite` (`world_model.replay`)."""
+    browser = await browsing.enter_async_context(launch_browser())
+    env = await browser.new_env(suite, cfg.env)
+    browsing.push_async_callback(env.close)
+    return one_at_a_time(env)

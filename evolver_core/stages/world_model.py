@@ -19,8 +19,8 @@ from evolver_core.data.storage import Storage
 from evolver_core.training.identity import model_identity
 from evolver_core.training.sft import write_sft_parquet
 from evolver_core.world_model.fidelity import measure_fidelity
-from evolver_core.world_model.model import (WorldModel, cap_transitions, distill_rationales, transitions_from_records,
-                                            transitions_to_table, wm_sft_examples)
+from evolver_core.world_model.model import (WorldModel, cap_transitions, distill_rationales, predictable,
+                                            transitions_from_records, transitions_to_table, wm_sft_examples)
 
 WM_DATA_CODE = ("evolver_core.world_model.model", "evolver_core.stages.world_model")
 FIDELITY_CODE = ("evolver_core.world_model.fidelity", "evolver_core.stages.world_model")
@@ -31,7 +31,7 @@ def wm_data_identity(root: str, run_id: str, round_: int, base: ModelSpec, wm: W
     return StageIdentity(stage=WM_DATA, code=code_digest(*WM_DATA_CODE), params={
         "source": stage_digest(Storage(root), run_id, round_, source_stage), "distiller": model_identity(base),
         "first_per_site": wm.first_per_site, "per_action_key": wm.per_action_key,
-        "rationale_max_tokens": wm.rationale_max_tokens, "limit": wm.transitions})
+        "rationale_max_tokens": wm.rationale_max_tokens, "limit": wm.transitions, "form": wm.form})
 
 
 def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModelConfig,
@@ -49,7 +49,7 @@ def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldM
                                                             params={"wm_data": identity.digest}))
     trajs, steps = read_episodes(store, run_id, round_, source_stage)
     trajs = [t for t in trajs if t.stop_reason != "error"]  # an error episode shows a fault, not the site
-    everything = transitions_from_records(trajs, steps)
+    everything = predictable(transitions_from_records(trajs, steps), wm.form)
     kept = cap_transitions(everything, first_per_site=wm.first_per_site, per_action_key=wm.per_action_key,
                            limit=wm.transitions)
     with serve_without_browser(base) as server:
@@ -57,7 +57,7 @@ def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldM
                                                     on_done=on_done))
     table = transitions_to_table(kept, rationales, run_id, round_, WM_DATA)
     uri = store.write_shard(run_id, round_, WM_DATA, WM_TRANSITION_TABLE, table, source_stage)
-    examples = wm_sft_examples(kept, rationales)
+    examples = wm_sft_examples(kept, rationales, wm.form)
     sft_uri = write_sft_parquet(examples, store, run_id, round_, source_stage=source_stage, stage=WM_SFT)
     return {"uri": uri, "sft_uri": sft_uri, "transitions": len(everything), "kept": len(kept),
             "first_steps": sum(1 for t in kept if t.action is None), "examples": len(examples),
@@ -69,7 +69,7 @@ def fidelity_identity(root: str, run_id: str, round_: int, world_model: ModelSpe
     return StageIdentity(stage=FIDELITY, code=code_digest(*FIDELITY_CODE), params={
         "source": stage_digest(Storage(root), run_id, round_, source_stage), "world_model": model_identity(world_model),
         "judge": model_identity(judge_model), "max_transitions": wm.fidelity_transitions,
-        "wm_max_tokens": wm.max_tokens})
+        "wm_max_tokens": wm.max_tokens, "form": wm.form})
 
 
 def run_fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, judge_model: Optional[ModelSpec],
@@ -84,10 +84,10 @@ def run_fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, ju
     open_stage(store, run_id, round_, FIDELITY, identity)
     trajs, steps = read_episodes(store, run_id, round_, source_stage)
     trajs = [t for t in trajs if t.stop_reason != "error"]
-    held_out = cap_transitions(transitions_from_records(trajs, steps), limit=wm.fidelity_transitions)
+    held_out = cap_transitions(predictable(transitions_from_records(trajs, steps), wm.form),
+                               limit=wm.fidelity_transitions)
     with ExitStack() as stack:
-        model = WorldModel(stack.enter_context(serve_without_browser(world_model)).client(), temperature=0.0,
-                           max_tokens=wm.max_tokens)
+        model = WorldModel.of(stack.enter_context(serve_without_browser(world_model)).client(), wm, greedy=True)
         judge = stack.enter_context(serve_without_browser(judge_model)).client() if judge_model else None
         report, rows = asyncio.run(measure_fidelity(model, held_out, judge=judge))
     if rows:

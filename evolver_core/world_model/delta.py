@@ -184,11 +184,22 @@ def _runs(ids: tuple[int, ...]) -> Iterator[tuple[int, int]]:
         yield run[0], run[-1]
 
 
+def ends_line(success: bool | None) -> str:
+    """The line that says the action ends the episode (and how, when known)."""
+    return ENDS if success is None else f"{ENDS}: {'success' if success else 'failure'}"
+
+
+def read_ends_line(line: str) -> tuple[bool, bool | None]:
+    """(ends, success) of a line that may be `ends_line`'s."""
+    m = _ENDS_LINE.match(line.rstrip())
+    return (False, None) if m is None else (True, None if m.group(1) is None else _OUTCOMES[m.group(1)])
+
+
 def format_delta(delta: Delta) -> str:
     """The delta's text (module docstring)."""
     lines = []
     if delta.ends:
-        lines.append(ENDS if delta.success is None else f"{ENDS}: {'success' if delta.success else 'failure'}")
+        lines.append(ends_line(delta.success))
     if delta.page is not None:
         return "\n".join([*lines, REPLACED, delta.page])
     lines += [f"{UPDATED} {t}" for t in delta.tabs]

@@ -4,7 +4,7 @@ neither the paper nor the reference code does (reference notes section 10).
 For N predicted next pages p_i against the real next pages r_i:
 
 - **STR** (structure rate): the fraction of p_i that `parse_tree` accepts (a p_i the token
-  limit stopped counts as the page up to its last complete line, `model.cut_back`, as
+  limit stopped counts as the page up to its last complete line, `model.parse_wm_output`, as
   synthesis and look-ahead use it; the rows say which were `cut`), i.e. that are
   in our observation format: optional tab lines (``Tab <i>...``) followed by one blank line,
   then at least one element line ``^\\t*\\[<id>\\] <role> '<name>'( <prop>: <value>)*$``,
@@ -208,17 +208,26 @@ async def fidelity_report(predictions: Sequence[str], reals: Sequence[str], *, j
 async def measure_fidelity(world_model: WorldModel, transitions: Sequence[Transition], *,
                            judge: LLMClient | None = None, seed: int = 0) -> tuple[dict, list[dict]]:
     """Predict each transition's next page with `world_model` (use temperature 0) and score
-    it: (the report, one row per transition with the prediction and its scores)."""
+    it: (the report, one row per transition with the prediction and its scores). The report
+    has STR, Sim., O/A, exact, change F1 and terminal accuracy, and the same measures of the
+    copy baseline on the same transitions (`copy`)."""
     predictions = await asyncio.gather(*(
         world_model.predict(t.objective, t.start_url, t.past_actions, t.last_observation, t.action, seed=seed)
         for t in transitions))
     pages = [p.observation or "" for p in predictions]
-    scores = await score_predictions(pages, [t.next_observation for t in transitions], judge=judge,
-                                     contexts=transitions)
+    reals, currents = [t.next_observation for t in transitions], [t.last_observation for t in transitions]
+    real_ends = [t.ends for t in transitions]
+    scores = await score_predictions(pages, reals, judge=judge, contexts=transitions)
+    changes = next_page_report(currents, pages, reals, predicted_ends=[p.ends for p in predictions],
+                               real_ends=real_ends)
+    report = summarize(scores, judged=judge is not None) | {
+        k: changes[k] for k in ("exact", "change_f1", "terminal")} | {
+        "copy": copy_baseline(currents, reals, real_ends=real_ends)}
     rows = [{"trajectory_id": t.trajectory_id, "step": t.step, "action": t.action, "predicted": p.raw,
-             "real": t.next_observation, "str": s.structured, "sim": s.sim, "oa": s.oa, "cut": p.cut}
-            for t, p, s in zip(transitions, predictions, scores, strict=True)]
-    return summarize(scores, judged=judge is not None), rows
+             "real": t.next_observation, "str": s.structured, "sim": s.sim, "oa": s.oa, "cut": p.cut,
+             "exact": _same_page(page, t.next_observation), "ends": p.ends}
+            for t, p, page, s in zip(transitions, predictions, pages, scores, strict=True)]
+    return report, rows
 
 
 # -- what changed, beside the copy baseline ------------------------------------------------

@@ -9,14 +9,27 @@ trained on single transitions but prompted with a history, notes 11.5):
             (``world_model_user_first``) or the past actions (with their thoughts), the
             CURRENT PAGE (the last observation only) and the NEW ACTION (``world_model_user``)
 
-Target (`format_wm_target`): ``THOUGHT: <rationale>\\nOBSERVATION:\\n<next tree>``. At
-inference `parse_wm_output` splits the rationale off, so the policy never sees THOUGHT text
-(the reference leaked it into synthetic observations).
+Target (`format_wm_target`), in the preset's form (`WorldModelConfig.form`):
+
+- ``tree`` (the paper's): ``THOUGHT: <rationale>\\nOBSERVATION:\\n<next tree>``;
+- ``delta``: ``THOUGHT: <rationale>\\nCHANGES:\\n<delta>`` (`world_model.delta`: new, removed and
+  updated elements by id, or the whole page when it is replaced), applied to the current page
+  in code, so every prediction is still a complete tree with stable ids. Decided as the
+  default because a 135M model copies a 100-300 token tree badly (it loops to the token cap;
+  the cpu preset's STR was 0.33-0.5) while most actions change a line or two; WMA (Chae et
+  al., 2025) found change descriptions beat whole pages too.
+
+Either form says when the action ends the episode (``= episode ends: success|failure`` as
+the first line of the page or the changes): the world model learns it from the real
+transitions that ended one (the page after the last action of an episode the page ended),
+with their gold outcome. At inference `parse_wm_output` splits the rationale off, so the
+policy never sees THOUGHT text (the reference leaked it into synthetic observations).
 
 Training data:
 
 1. `transitions_from_records`: every sampled trajectory, successful or failed, gives its first
-   step (task + start URL -> o_1) and each (o_t, a_t -> o_{t+1}) with a valid a_t. Pages are
+   step (task + start URL -> o_1; the tree form only: the delta form always starts from a real
+   page) and each (o_t, a_t -> o_{t+1}) with a valid a_t. Pages are
    the stored pages alone (the error is a column of its own): the world model predicts pages,
    not the executor's errors.
    The past actions are ``Thought: ...\\nAction: ...`` of the earlier valid steps; callers
@@ -51,11 +64,16 @@ from evolver_core.data.records import WM_TRANSITION_SCHEMA, StepRecord, Trajecto
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
 from evolver_core.training.sft import Example, steps_by_trajectory
+from evolver_core.world_model.delta import (DeltaError, apply_delta, diff, ends_line, format_delta, parse_delta,
+                                            read_ends_line)
 
 FIRST = "first"  # action key of first steps
 NO_PAST_ACTIONS = "(none)"
 
 _OBSERVATION_MARKER = re.compile(r"^[ \t*#]*OBSERVATION[ \t*]*:[ \t*]*\n?", re.MULTILINE)
+_CHANGES_MARKER = re.compile(r"^[ \t*#]*CHANGES[ \t*]*:[ \t*]*\n?", re.MULTILINE)
+_DELTA_START = re.compile(r"^(= |[+~] |- \[)", re.MULTILINE)
+FORMS = ("delta", "tree")
 _THOUGHT_LABEL = re.compile(r"^[ \t*#]*THOUGHT[ \t*]*:[ \t*]*", re.IGNORECASE)
 _FENCE = re.compile(r"^```[\w-]*[ \t]*\n|\n?```[ \t]*$")
 
@@ -75,6 +93,8 @@ class Transition:
     action_key: str  # e.g. "click [12]", or FIRST
     site: str
     source: str  # "real" | "synthetic", of the trajectory
+    ends: bool = False  # the action ended the episode (the page said the task is over)
+    success: bool | None = None  # how the episode ended, when it did and a gold reward says
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,8 @@ class WMPrediction:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cut: bool = False  # the token limit stopped it: `observation` ends at its last complete line
+    ends: bool = False  # the world model says the action ends the episode
+    success: bool | None = None  # ... and how (None: it did not say)
 
 
 # -- context and target --------------------------------------------------------------------
@@ -96,7 +118,7 @@ def _past_actions_text(past_actions: Sequence[str]) -> str:
 
 
 def build_wm_messages(objective: str, start_url: str, past_actions: Sequence[str], last_observation: str | None,
-                      action: str | None) -> list[dict]:
+                      action: str | None, *, form: str = "tree") -> list[dict]:
     """c_t^w (module docstring). The first step has no observation and no action."""
     if (last_observation is None) != (action is None):
         raise ValueError("last_observation and action are both None (first step) or both given")
@@ -106,11 +128,20 @@ def build_wm_messages(objective: str, start_url: str, past_actions: Sequence[str
         user = load_prompt("world_model_user", objective=objective, start_url=start_url,
                            past_actions=_past_actions_text(past_actions), observation=last_observation,
                            action=action)
-    return [{"role": "system", "content": load_prompt("world_model_system")}, {"role": "user", "content": user}]
+    # Two literal names, so a stage's code digest names both prompts (`data.identity`).
+    system = load_prompt("world_model_system_delta") if form == "delta" else load_prompt("world_model_system")
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def format_wm_target(rationale: str, next_observation: str) -> str:
-    return f"THOUGHT: {rationale}\nOBSERVATION:\n{next_observation}"
+def format_wm_target(rationale: str, t: Transition, form: str = "tree") -> str:
+    """What M_w is trained to write for `t` (module docstring)."""
+    if form == "delta":
+        if t.last_observation is None:
+            raise ValueError("the delta form predicts changes of a page: a first page has none")
+        changes = format_delta(diff(t.last_observation, t.next_observation, ends=t.ends, success=t.success))
+        return f"THOUGHT: {rationale}\nCHANGES:\n{changes}"
+    ends = f"{ends_line(t.success)}\n" if t.ends else ""
+    return f"THOUGHT: {rationale}\nOBSERVATION:\n{ends}{t.next_observation}"
 
 
 def _clean_tree(text: str) -> str | None:
@@ -120,52 +151,79 @@ def _clean_tree(text: str) -> str | None:
     return tree or None
 
 
-def parse_wm_output(text: str) -> WMPrediction:
-    """Rationale and predicted tree of a world-model reply; never raises.
+def parse_wm_output(text: str, *, form: str = "tree", current: str | None = None, cut: bool = False) -> WMPrediction:
+    """Rationale, predicted page and whether the episode ends, of a world-model reply; never
+    raises. `observation` is None when the reply holds no page (tree) or no delta that applies
+    to `current` (delta).
 
-    The tree is what follows the first ``OBSERVATION:`` line marker; without one, it starts
-    at the first line beginning with ``[1] `` or ``Tab ``; without either, it is None.
+    The body is what follows the first ``OBSERVATION:`` (tree) or ``CHANGES:`` (delta) line
+    marker; without one, it starts at the first line that looks like the form (``[1] `` or
+    ``Tab ``; a delta line). `cut`: the token limit stopped the reply mid-line, so its last
+    line is dropped (measured on the cpu preset's round 0: small world models loop over
+    repeated elements until the limit, and the cut last line alone made every page
+    unparsable).
     """
     text = text or ""
-    if (m := _OBSERVATION_MARKER.search(text)) is not None:
-        head, tree = text[:m.start()], _clean_tree(text[m.end():])
-    elif (m := TREE_START.search(text)) is not None:
-        head, tree = text[:m.start()], _clean_tree(text[m.start():])
+    marker, start = (_CHANGES_MARKER, _DELTA_START) if form == "delta" else (_OBSERVATION_MARKER, TREE_START)
+    if (m := marker.search(text)) is not None:
+        head, body = text[:m.start()], _clean_tree(text[m.end():])
+    elif (m := start.search(text)) is not None:
+        head, body = text[:m.start()], _clean_tree(text[m.start():])
     else:
-        head, tree = text, None
-    return WMPrediction(rationale=_THOUGHT_LABEL.sub("", head.strip()).strip(), observation=tree, raw=text)
+        head, body = text, None
+    if cut and body is not None:
+        body = _clean_tree("\n".join(body.split("\n")[:-1]))
+    rationale = _THOUGHT_LABEL.sub("", head.strip()).strip()
+    page, ends, success = _read_body(body, form, current)
+    return WMPrediction(rationale=rationale, observation=page, raw=text, cut=cut, ends=ends, success=success)
+
+
+def _read_body(body: str | None, form: str, current: str | None) -> tuple[str | None, bool, bool | None]:
+    """(page, ends, success) of a reply's body in `form`."""
+    if body is None:
+        return None, False, None
+    if form == "delta":
+        try:
+            delta = parse_delta(body)
+            return apply_delta(current or "", delta), delta.ends, delta.success
+        except DeltaError:
+            return None, False, None
+    first, _, rest = body.partition("\n")
+    ends, success = read_ends_line(first)
+    page = _clean_tree(rest) if ends else body
+    return page, ends, success
 
 
 class WorldModel:
     """M_w behind the OpenAI API."""
 
     def __init__(self, client: LLMClient, *, temperature: float = WorldModelConfig.temperature,
-                 max_tokens: int = WorldModelConfig.max_tokens):
+                 max_tokens: int = WorldModelConfig.max_tokens, form: str = WorldModelConfig.form):
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
         self.client = client
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.form = form
+
+    @classmethod
+    def of(cls, client: LLMClient, wm: WorldModelConfig, *, greedy: bool = False) -> "WorldModel":
+        """M_w as the world-model section says (`greedy`: temperature 0, as fidelity decodes)."""
+        return cls(client, temperature=0.0 if greedy else wm.temperature, max_tokens=wm.max_tokens, form=wm.form)
 
     async def predict(self, objective: str, start_url: str, past_actions: Sequence[str],
                       last_observation: str | None, action: str | None, *, seed: int | None = None) -> WMPrediction:
-        messages = build_wm_messages(objective, start_url, past_actions, last_observation, action)
+        """The page after `action` on `last_observation` (None, None: the first page; the tree
+        form only), and whether the episode ends there."""
+        if self.form == "delta" and last_observation is None:
+            raise ValueError("the delta form predicts the page after an action on a real or predicted page")
+        messages = build_wm_messages(objective, start_url, past_actions, last_observation, action, form=self.form)
         completion = await self.client.chat(messages, temperature=self.temperature, max_tokens=self.max_tokens,
                                             seed=seed)
-        prediction = parse_wm_output(completion.text)
-        if completion.finish_reasons[:1] == ["length"]:
-            prediction = cut_back(prediction)
+        prediction = parse_wm_output(completion.text, form=self.form, current=last_observation,
+                                     cut=completion.finish_reasons[:1] == ["length"])
         return replace(prediction, prompt_tokens=completion.prompt_tokens,
                        completion_tokens=completion.completion_tokens)
-
-
-def cut_back(prediction: WMPrediction) -> WMPrediction:
-    """A prediction the token limit stopped ends mid-line: the page a virtual web server can
-    serve is the one up to its last complete line (None when no line is complete). Measured
-    on round 0 of the cpu preset: small world models loop over repeated elements until the
-    limit, and the cut last line alone made every such page unparsable."""
-    if prediction.observation is None:
-        return replace(prediction, cut=True)
-    complete = prediction.observation.split("\n")[:-1]
-    return replace(prediction, observation="\n".join(complete).rstrip() or None, cut=True)
 
 
 # -- transitions ---------------------------------------------------------------------------
@@ -192,8 +250,12 @@ def _trajectory_transitions(traj: TrajectoryRecord, steps: Sequence[StepRecord])
         past.append(format_reply(step.thought, step.action) if step.thought else step.action)
     last = steps[-1]
     if traj.final_observation and last.action_valid and last.action is not None:
-        # The page after the last action (kept for episodes that did not end with `stop`).
-        out.append(transition(last.step + 1, past, last.observation, last.action, traj.final_observation))
+        # The page after the last action (kept for episodes that did not end with `stop`); the
+        # page said the task is over when the episode ended "done".
+        final = transition(last.step + 1, past, last.observation, last.action, traj.final_observation)
+        if traj.stop_reason == "done":
+            final = replace(final, ends=True, success=None if traj.gold_reward is None else traj.gold_reward >= 1)
+        out.append(final)
     return out
 
 
@@ -207,6 +269,12 @@ def transitions_from_records(trajectories: Iterable[TrajectoryRecord],
         if traj_steps:
             out += _trajectory_transitions(traj, traj_steps)
     return out
+
+
+def predictable(transitions: Sequence[Transition], form: str) -> list[Transition]:
+    """The transitions M_w predicts in `form`: the delta form has no first pages (it changes a
+    page; synthesis and look-ahead start from real ones)."""
+    return [t for t in transitions if form != "delta" or t.last_observation is not None]
 
 
 def cap_transitions(transitions: Sequence[Transition], *, first_per_site: int = 20, per_action_key: int = 50,
@@ -272,12 +340,13 @@ async def distill_rationales(client: LLMClient, transitions: Sequence[Transition
 
 # -- SFT examples --------------------------------------------------------------------------
 
-def wm_sft_examples(transitions: Sequence[Transition], rationales: Sequence[str]) -> list[Example]:
-    """Prompt-completion examples (the policy SFT format, `sft.to_sft_examples`)."""
+def wm_sft_examples(transitions: Sequence[Transition], rationales: Sequence[str], form: str = "tree") -> list[Example]:
+    """Prompt-completion examples (the policy SFT format, `sft.to_sft_examples`) in M_w's form."""
     if len(transitions) != len(rationales):
         raise ValueError(f"{len(transitions)} transitions but {len(rationales)} rationales")
-    return [{"prompt": build_wm_messages(t.objective, t.start_url, t.past_actions, t.last_observation, t.action),
-             "completion": [{"role": "assistant", "content": format_wm_target(r, t.next_observation)}],
+    return [{"prompt": build_wm_messages(t.objective, t.start_url, t.past_actions, t.last_observation, t.action,
+                                         form=form),
+             "completion": [{"role": "assistant", "content": format_wm_target(r, t, form)}],
              "trajectory_id": t.trajectory_id, "step": t.step, "source": t.source}
             for t, r in zip(transitions, rationales, strict=True)]
 

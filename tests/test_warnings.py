@@ -1,0 +1,42 @@
+"""The round names each stage that produced nothing useful (`reporting.warnings`)."""
+
+from __future__ import annotations
+
+from evolver_core.reporting.warnings import round_warnings
+
+COPY = {"str": 1.0, "sim": 0.9, "exact": 0.2}
+
+
+def summary(**changes) -> dict:
+    """A round-1 summary as `evolve_round` writes it, where the world model did its part."""
+    base = {"round": 1, "arms_identical": False,
+            "synthetic": {"failed_queries": 8, "tried": 24, "terminal": 20, "kept": 6, "filter": "replay"},
+            "lookahead": {"1": {"steps": 10, "scored": 20, "parse_rate": 0.9, "not_greedy": 3}},
+            "fidelity": {"transitions": 50, "sim": 0.95, "exact": 0.5, "copy": COPY}}
+    return base | changes
+
+
+def test_a_round_where_the_world_model_did_its_part_has_no_warning():
+    assert round_warnings(summary()) == []
+    assert round_warnings(summary(round=0, synthetic={"failed_queries": 0, "tried": 0, "terminal": 0, "kept": 0,
+                                                      "filter": "replay"}, arms_identical=None)) == []
+
+
+def test_the_cpu_presets_old_round_one_would_have_said_everything_it_did_not_do():
+    """Measured on the cpu preset before issue 20: 4 synthesized, none ended, none kept, the two
+    arms bit-identical, look-ahead greedy at every step with no score parsed, STR 0.5."""
+    old = summary(synthetic={"failed_queries": 4, "tried": 4, "terminal": 0, "kept": 0, "filter": "judge"},
+                  arms_identical=True,
+                  lookahead={"1": {"steps": 9, "scored": 18, "parse_rate": 0.0, "not_greedy": 0}},
+                  fidelity={"transitions": 6, "sim": 0.404, "exact": 0.0, "copy": COPY})
+    assert round_warnings(old) == [
+        "none of 4 synthetic trajectories reached a state the world model said ends the episode",
+        "none of 4 synthetic trajectories was kept (filter: judge)",
+        "the WebEvolver and self-improve arms trained on the same data",
+        "look-ahead d=1: no score parsed in 18 scored candidates",
+        "look-ahead d=1 chose the greedy action at all 9 steps",
+        "the world model does not beat the copy baseline on sim and exact (0.404 vs 0.900, 0.000 vs 0.200, "
+        "6 transitions)",
+    ]
+    nothing = summary(synthetic={"failed_queries": 3, "tried": 0, "terminal": 0, "kept": 0, "filter": "replay"})
+    assert round_warnings(nothing) == ["synthesis made no trajectory (3 failed queries)"]
