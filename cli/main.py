@@ -353,6 +353,7 @@ def view(
     steps, broken_steps = store.read_table_checked(run, table_name="steps")
     for uri in broken + broken_steps:
         console.print(f"[yellow]skipped unreadable file {uri}[/yellow]")
+    typed = from_table(trajs)
     trajs, verdicts = split_judged(trajs.to_pylist())
     steps = steps.to_pylist()
     target = Path(out)
@@ -360,10 +361,11 @@ def view(
     images = copy_screenshots(store, steps, target)  # the report must open without the storage root
     from evolver_core.reporting.compare import evaluation_table
 
+    from evolver_core.data.records import from_table
     from evolver_core.reporting.plots import success_by_round_svg, success_rows
 
     success = evaluation_table(store, [run], skip_unreadable=True)
-    plot = success_by_round_svg(success_rows(trajs)) if success else ""
+    plot = success_by_round_svg(success_rows(typed)) if success else ""
     (target / "index.html").write_text(render_report(run, trajs, steps, verdicts, images, success, plot))
     console.print(f"wrote {target.resolve() / 'index.html'} ({len(trajs)} trajectories"
                   + (f", {len(images)} screenshots" if images else "") + ")")

@@ -8,6 +8,7 @@ from typing import Optional
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
+from evolver_core.data.records import from_table
 from evolver_core.data.storage import Storage
 from evolver_core.presets import PresetChoice
 from evolver_core.reporting.plots import success_by_round_png, success_by_round_svg, success_rows
@@ -64,7 +65,7 @@ def _plot(root: str, run_id: str) -> str:
     """The success plot of the run's stored evaluations: SVG and PNG files under the run, the
     SVG shown inline in a markdown artifact."""
     store = Storage(root)
-    rows = success_rows(store.read_table_checked(run_id, table_name="trajectories")[0].to_pylist())
+    rows = success_rows(from_table(store.read_table_checked(run_id, table_name="trajectories")[0]))
     title = f"{run_id}: test success by round"
     svg = success_by_round_svg(rows, title)
     folder = store.path(run_id) + "/report"

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from evolver_core.data.records import TrajectoryRecord
 from evolver_core.reporting.plots import arm_words, success_by_round_png, success_by_round_svg, success_rows
+from test_records import make_trajectory
 
 
-def trajectory(stage: str, round_: int, task: str, seed: int, solved: bool, stop: str = "done") -> dict:
-    return {"stage": stage, "round": round_, "task_id": f"miniwob/{task}/{seed}", "site": task, "stop_reason": stop,
-            "gold_reward": float(solved)}
+def trajectory(stage: str, round_: int, task: str, seed: int, solved: bool, stop: str = "done") -> TrajectoryRecord:
+    return make_trajectory(stage=stage, round=round_, task_id=f"miniwob/{task}/{seed}", site=task, stop_reason=stop,
+                           gold_reward=float(solved))
 
 
 TRAJECTORIES = [

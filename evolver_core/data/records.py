@@ -60,14 +60,14 @@ def arrow_schema(cls: type) -> pa.Schema:
     return pa.schema(out)
 
 
-def scored(row: dict) -> bool:
-    """Whether a stored trajectory row counts in a success rate: it has a gold reward and did
-    not end in an error (a fault that was not the agent's is never a failure)."""
-    return row["stop_reason"] != "error" and row["gold_reward"] is not None
+def scored(t: TrajectoryRecord) -> bool:
+    """Whether a trajectory counts in a success rate: it has a gold reward and did not end in
+    an error (a fault that was not the agent's is never a failure)."""
+    return t.stop_reason != "error" and t.gold_reward is not None
 
 
-def solved(row: dict) -> bool:
-    return scored(row) and row["gold_reward"] >= 1.0
+def solved(t: TrajectoryRecord) -> bool:
+    return scored(t) and t.gold_reward >= 1.0  # type: ignore[operator]
 
 
 def canonical_json(value: Any) -> str:

@@ -17,7 +17,7 @@ import csv
 import io
 from collections import defaultdict
 
-from evolver_core.data.records import scored
+from evolver_core.data.records import from_table, scored
 from evolver_core.data.storage import Storage, UnreadableShard, safe_key
 from evolver_core.reporting.metrics import wilson_interval
 from evolver_core.reporting.plots import success_by_round_svg
@@ -37,9 +37,9 @@ def evaluation_table(storage: Storage, runs: list[str], *, skip_unreadable: bool
         table, broken = storage.read_table_checked(run, table_name="trajectories")
         if broken and not skip_unreadable:
             raise UnreadableShard(broken)
-        for t in table.to_pylist():
-            if t["stage"].startswith("eval") and not t["stage"].endswith("-judge") and scored(t):
-                cells[(run, t["round"], t["suite"], arm(t["stage"]))].append(t["gold_reward"])
+        for t in from_table(table):
+            if t.stage.startswith("eval") and not t.stage.endswith("-judge") and scored(t):
+                cells[(run, t.round, t.suite, arm(t.stage))].append(t.gold_reward)
     rows = []
     for (run, round_, suite, which), rewards in sorted(cells.items()):
         solved = sum(1 for r in rewards if r >= 1.0)

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import matplotlib
 from matplotlib.figure import Figure
 
-from evolver_core.reporting.results import arm as stage_arm, success_of_rows
+from evolver_core.data.records import TrajectoryRecord
+from evolver_core.reporting.results import arm as stage_arm, success_of
 
 matplotlib.use("Agg")  # files only, never a window
 
@@ -58,25 +59,25 @@ def _slot(arm: str) -> tuple[int, str, int]:
     return (1, arm, 0) if arm.startswith("eval-wmla") else (2, arm, 0)
 
 
-def success_rows(trajectories: Iterable[Mapping]) -> list[dict]:
-    """Rows of the plot (module docstring) from trajectory rows of evaluation stages (others
+def success_rows(trajectories: Iterable[TrajectoryRecord]) -> list[dict]:
+    """Rows of the plot (module docstring) from the trajectories of evaluation stages (others
     are skipped), per round and arm, and per task (the trajectory's `site`)."""
-    cells: dict[tuple[int, str], list[Mapping]] = defaultdict(list)
+    cells: dict[tuple[int, str], list[TrajectoryRecord]] = defaultdict(list)
     for t in trajectories:
-        if t["stage"].startswith("eval") and not t["stage"].endswith("-judge"):
-            cells[(t["round"], stage_arm(t["stage"]))].append(t)
-    for (round_, arm), rows in list(cells.items()):
+        if t.stage.startswith("eval") and not t.stage.endswith("-judge"):
+            cells[(t.round, stage_arm(t.stage))].append(t)
+    for (round_, arm), trajs in list(cells.items()):
         if arm.startswith("eval-wmla"):
-            episodes = {t["task_id"] for t in rows}
+            episodes = {t.task_id for t in trajs}
             plain = cells.get((round_, "eval-plain")) or cells.get((round_, "eval"), [])  # eval-plain: its own tasks
-            cells[(round_, PLAIN_PREFIX + arm)] = [t for t in plain if t["task_id"] in episodes]
+            cells[(round_, PLAIN_PREFIX + arm)] = [t for t in plain if t.task_id in episodes]
     out = []
-    for (round_, arm), rows in sorted(cells.items()):
-        by_task: dict[str, list[Mapping]] = defaultdict(list)
-        for t in rows:
-            by_task[t["site"]].append(t)
-        for task, task_rows in [(None, rows), *sorted(by_task.items())]:
-            success = success_of_rows(task_rows)
+    for (round_, arm), trajs in sorted(cells.items()):
+        by_task: dict[str, list[TrajectoryRecord]] = defaultdict(list)
+        for t in trajs:
+            by_task[t.site].append(t)
+        for task, task_trajs in [(None, trajs), *sorted(by_task.items())]:
+            success = success_of(task_trajs)
             low, high = success.ci or (None, None)
             out.append({"round": round_, "arm": arm, "task": task, "episodes": success.scored,
                         "success_rate": success.rate, "ci_low": low, "ci_high": high})

@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Iterable, Optional
 
-from evolver_core.data.records import scored, solved
+from evolver_core.data.records import TrajectoryRecord, from_table, scored, solved
 from evolver_core.data.storage import Storage
 from evolver_core.reporting.metrics import paired_difference, wilson_interval
 
@@ -32,30 +32,31 @@ class Success:
         return asdict(self) | {"success_rate": self.rate, "ci": self.ci}
 
 
-def success_of_rows(rows: Iterable[dict]) -> Success:
-    rows = list(rows)
-    return Success(episodes=len(rows), scored=sum(map(scored, rows)), solved=sum(map(solved, rows)),
-                   errors=sum(1 for r in rows if r["stop_reason"] == "error"))
+def success_of(trajectories: Iterable[TrajectoryRecord]) -> Success:
+    trajs = list(trajectories)
+    return Success(episodes=len(trajs), scored=sum(map(scored, trajs)), solved=sum(map(solved, trajs)),
+                   errors=sum(t.stop_reason == "error" for t in trajs))
+
+
+def stage_trajectories(store: Storage, run_id: str, round_: int, stage: str) -> list[TrajectoryRecord]:
+    return from_table(store.read_table(run_id, round_, stage, table_name="trajectories"))  # type: ignore[return-value]
 
 
 def stage_success(store: Storage, run_id: str, round_: int, stage: str,
                   task_ids: Optional[Iterable[str]] = None) -> Success:
     """Success of a stage's trajectories, optionally only those of `task_ids` (e.g. plain
     decoding on the tasks a look-ahead evaluation could afford)."""
-    rows = store.read_table(run_id, round_, stage, table_name="trajectories").select(
-        ["task_id", "stop_reason", "gold_reward"]).to_pylist()
+    trajs = stage_trajectories(store, run_id, round_, stage)
     if task_ids is not None:
         wanted = set(task_ids)
-        rows = [r for r in rows if r["task_id"] in wanted]
-    return success_of_rows(rows)
+        trajs = [t for t in trajs if t.task_id in wanted]
+    return success_of(trajs)
 
 
 def stage_outcomes(store: Storage, run_id: str, round_: int, stage: str) -> dict[str, bool]:
     """Each scored episode's outcome by task id (a task id carries its seed): what a paired
     comparison of two stages on the same episodes reads."""
-    rows = store.read_table(run_id, round_, stage, table_name="trajectories").select(
-        ["task_id", "stop_reason", "gold_reward"]).to_pylist()
-    return {r["task_id"]: solved(r) for r in rows if scored(r)}
+    return {t.task_id: solved(t) for t in stage_trajectories(store, run_id, round_, stage) if scored(t)}
 
 
 def paired_stages(store: Storage, run_id: str, round_: int, stage: str, baseline: str) -> dict:

@@ -21,7 +21,7 @@ from evolver_core.contracts.actions import format_action
 from evolver_core.browser.env import EnvConfig, launch_browser
 from evolver_core.config import SamplingConfig
 from evolver_core.contracts.episode import episode_seed, trajectory_id
-from evolver_core.data.records import StepRecord, TrajectoryRecord, canonical_json, scored, solved, to_table
+from evolver_core.data.records import StepRecord, TrajectoryRecord, canonical_json, from_table, scored, solved, to_table
 from evolver_core.data.storage import Storage
 from evolver_core.sampling.rollout import Episode, run_episode
 from evolver_core.contracts.task import Suite, Task
@@ -228,9 +228,9 @@ async def sample_trajectories(
 def tally(summary: SampleSummary, storage: Storage, cfg: SampleConfig) -> None:
     """Counts over everything stored for the stage, so a resumed run reports the whole stage.
     Error episodes are counted apart and never scored."""
-    trajs = storage.read_table(cfg.run_id, cfg.round, cfg.stage, table_name="trajectories").to_pylist()
+    trajs = from_table(storage.read_table(cfg.run_id, cfg.round, cfg.stage, table_name="trajectories"))
     steps = storage.read_table(cfg.run_id, cfg.round, cfg.stage, table_name="steps").column("action_valid").to_pylist()
     summary.trajectories = len(trajs)
-    summary.error_episodes = sum(1 for t in trajs if t["stop_reason"] == "error")
+    summary.error_episodes = sum(t.stop_reason == "error" for t in trajs)
     summary.steps, summary.valid_actions = len(steps), sum(steps)
     summary.with_gold, summary.solved = sum(map(scored, trajs)), sum(map(solved, trajs))
