@@ -342,6 +342,7 @@ def view(
     """Write a static HTML report of a run's trajectories (filters, steps side by side); open out/index.html."""
     from pathlib import Path
 
+    from evolver_core.data.records import from_table
     from evolver_core.data.storage import Storage
     from evolver_core.judge.stored import split_judged
     from evolver_core.reporting.viewer import copy_screenshots, render_report
@@ -361,7 +362,6 @@ def view(
     images = copy_screenshots(store, steps, target)  # the report must open without the storage root
     from evolver_core.reporting.compare import evaluation_table
 
-    from evolver_core.data.records import from_table
     from evolver_core.reporting.plots import success_by_round_svg, success_rows
 
     success = evaluation_table(store, [run], skip_unreadable=True)
