@@ -63,7 +63,7 @@ KeyEnvOpt = typer.Option(ModelSpec.api_key_env, "--api-key-env", help="Environme
 RequestTimeoutOpt = typer.Option(CallLimits.request_timeout_s, "--request-timeout",
                                  help="Seconds one model request may take (then retried).")
 StepDeadlineOpt = typer.Option(CallLimits.step_deadline_s, "--step-deadline",
-                               help="Seconds one model call may take with its retries.")
+                               help="Seconds one model call may take with its retries, and one step of a page.")
 EpisodeDeadlineOpt = typer.Option(CallLimits.episode_deadline_s, "--episode-deadline",
                                   help="Seconds one episode may take; past it, it is "
                                   "an error episode (not scored, replayed on resume).")

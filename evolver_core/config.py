@@ -275,7 +275,8 @@ class CallLimits(Checked):
                                        allowed=SECONDS)
     max_retries: int = setting(2, "Retries of a failed request (the openai client's max_retries; also for "
                                "replies that are not chat completions).", allowed=NOT_NEGATIVE)
-    step_deadline_s: float = setting(60.0, "Seconds one model call may take with all its attempts and backoff.",
+    step_deadline_s: float = setting(60.0, "Seconds one model call may take with all its attempts and backoff, "
+                                     "and one reset or step of an episode's page (past it, an error episode).",
                                      allowed=SECONDS)
     episode_deadline_s: float = setting(600.0, "Seconds all model calls of one episode may take; past it, it is "
                                         "an error episode.", allowed=SECONDS)

@@ -61,7 +61,7 @@ def current_limits() -> CallLimits:
 @contextmanager
 def use_limits(limits: CallLimits) -> Iterator[CallLimits]:
     """Make `limits` the default of every client made inside (process-wide: the stages of a
-    round run in the flow's threads), and of the rollout's episode deadline."""
+    round run in the flow's threads), and of the rollout's episode and page-step deadlines."""
     global _limits
     previous, _limits = _limits, limits
     try:

@@ -29,10 +29,13 @@ import pytest
 
 from cli.doctor import run_checks
 from evolver_core.browser.env import MAX_ERROR_CHARS, BrowserCrashed, BrowserSession, EnvConfig, launch_browser
-from evolver_core.llm import CallLimits, LLMClient, LLMError
+from evolver_core.llm import CallLimits, LLMClient, LLMError, use_limits
+from evolver_core.contracts.agent import Turn
+from evolver_core.contracts.observation import Observation
 from evolver_core.contracts.task import EpisodeState, Task
 from evolver_core.data.lock import RunLock, RunLocked, hold_run
 from evolver_core.data.storage import Storage
+from evolver_core.sampling.rollout import run_episode
 from evolver_core.suites.httpserver import LocalHTTPServer
 from evolver_core.suites.taskfile import load_task_file
 from evolver_core.training.models import ModelRef
@@ -248,6 +251,48 @@ async def test_long_type_error_is_capped(sites, tmp_path):
         obs = await env.step(f"type [{el(obs, 'textbox', 'Box')}] [{text}]")
     assert "timed out" in obs.error and "[cut " in obs.error
     assert len(obs.error) <= MAX_ERROR_CHARS + len("…[cut 100000 chars]") and "x" * 500 not in obs.error
+
+
+# ---- a page that never answers ------------------------------------------------------------
+
+
+class ClickThenStop:
+    """Clicks the button named `button` on the first step, then stops."""
+
+    name = "click-then-stop"
+
+    def __init__(self, button: str):
+        self.button = button
+
+    def start(self, task: Task) -> None:
+        pass
+
+    async def act(self, task: Task, obs: Observation, history: list) -> Turn:
+        found = obs.first("button", self.button)
+        return Turn(thought="", action=f"click [{found.id}]" if found and not history else "stop [done]",
+                    model="scripted")
+
+
+async def test_a_page_that_loops_forever_costs_the_step_deadline_not_the_episodes(sites, tmp_path):
+    a, _ = sites
+    a.pages.update({
+        "/hang-on-load": html("Hangs on load", "<script>while (true) {}</script>"),
+        "/hang-on-click": html("Hangs on click", '<button onclick="while (true) {}">Go</button>'),
+        "/calm": html("Calm", "<button onclick=\"this.textContent = 'Went'\">Go</button>"),
+    })
+    agent = ClickThenStop("Go")
+    with use_limits(CallLimits(step_deadline_s=5, episode_deadline_s=120)):
+        async with launch_browser() as browser:
+            env = await browser.new_env(SiteSuite())  # one env for every episode, as a sampling worker
+            for path, steps in (("hang-on-load", 0), ("hang-on-click", 1)):  # reset hangs; the click's step hangs
+                t0 = time.monotonic()
+                ep = await run_episode(env, task_at(a.url + path, tmp_path), agent)
+                assert time.monotonic() - t0 < 60, "the hung page cost the episode deadline"
+                assert ep.stop_reason == "error" and "the page did not answer within 5 s" in ep.error, ep.error
+                assert [step.action.name for step in ep.steps] == ["click"] * steps
+            ep = await run_episode(env, task_at(a.url + "calm", tmp_path), agent)
+    assert ep.error is None and ep.stop_reason == "stop" and ep.final_answer == "done"
+    assert "Went" in ep.steps[1].observation
 
 
 # ---- a dying browser -------------------------------------------------------------------------

@@ -10,6 +10,11 @@ One failure is not the agent's: chromium itself dying. Then the call in flight r
 `BrowserCrashed` (the episode is lost: the caller records an error episode), and the next
 `reset()` or `new_env()` relaunches chromium, so the other episodes go on.
 
+Another is a page that never answers (a script in `while(true){}`, a load that never ends): every
+call on it waits forever. A caller bounds its calls with `within(seconds, call)`; past the
+deadline the context is closed (the hung renderer with it) and `PageHung` raised, and the next
+`reset()` opens a fresh context.
+
 The task's allowlist applies to every request the page makes (DESIGN.md, "Decisions taken
 while building"): the context's route sees the first request of every page, frame, tab and
 worker; a `Fetch` interception on the page's own CDP session sees each redirect hop as well
@@ -27,7 +32,7 @@ import contextlib
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, TypeVar
 from urllib.parse import urlsplit
 
 from playwright.async_api import Error as PlaywrightError
@@ -36,13 +41,15 @@ from playwright.async_api import async_playwright
 from evolver_core.contracts.actions import Action, ActionParseError, parse_action
 from evolver_core.browser.allowlist import host_port, request_allowed, url_allowed
 from evolver_core.browser.execute import ActionError, act_on_element, describe, scroll, with_timeout
-from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
+from evolver_core.browser.launch import CHROMIUM_ARGS, PageTimeout, chromium_path
 from evolver_core.contracts.observation import Observation
 from evolver_core.browser.observe import DEFAULT_MAX_ELEMENTS, observe
 from evolver_core.contracts.text import cap_text
 from evolver_core.contracts.task import ActionEvent, EpisodeState, Suite, Task
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_ERROR_CHARS = 1000  # the longest error line an observation carries
 URL_ECHO_CHARS = 200  # how much of a refused URL the error line repeats
@@ -104,6 +111,11 @@ class EnvConfig:
 class BrowserCrashed(RuntimeError):
     """Chromium died under an episode: that episode is lost; the next `reset()` or `new_env()`
     relaunches chromium."""
+
+
+class PageHung(PageTimeout):
+    """A call on the page did not return within its deadline: that episode is lost; the context
+    was closed, so the next `reset()` opens a fresh one."""
 
 
 def task_allowlist(task: Task) -> tuple[str, ...]:
@@ -201,14 +213,33 @@ class BrowserEnv:
         page.on("console", self._on_console)
 
     async def close(self) -> None:
+        """Close the context; bounded, since a hung renderer might not answer (chromium closes
+        the context with the browser in any case)."""
         for task in self._popups:
             task.cancel()
         if self.context is not None:
             try:
-                await self.context.close()
+                await asyncio.wait_for(self.context.close(), self.config.settle_timeout_s)
+            except TimeoutError:
+                log.warning("a browser context did not close within %g s; left to chromium",
+                            self.config.settle_timeout_s)
             except PlaywrightError:
-                pass
+                pass  # it died with its browser
             self.context = None
+
+    async def within(self, seconds: float, call: Awaitable[T]) -> T:
+        """`call` (this env's `reset`, `step`, or a suite's call on its page), cut at `seconds`:
+        past them the context is closed and `PageHung` raised."""
+        window = asyncio.timeout(seconds)
+        try:
+            async with window:
+                return await call
+        except TimeoutError:
+            if not window.expired():  # the call's own timeout, not ours
+                raise
+        await self.close()
+        raise PageHung(f"the page did not answer within {seconds:g} s (a script that never yields, or a load "
+                       "that never ends); the page was closed")
 
     # -- the allowlist -----------------------------------------------------------------------
     def _allows(self, url: str, document: bool) -> bool:

@@ -5,7 +5,11 @@ The loop never raises on agent mistakes: an unparsable action is recorded as inv
 parser's message becomes the next observation's error, as the agent must learn from it.
 Faults that are not the agent's (a crashed page or browser, a model endpoint that fails)
 end the episode as an error episode: `stop_reason` "error" with the error kept, no reward,
-so it is never scored as a failure; sampling stores it and a rerun replays it.
+so it is never scored as a failure; sampling stores it and a rerun replays it. A page that
+does not answer is one of them: each reset, step and `task_over` check may take
+`current_limits().step_deadline_s`, then the page is closed (`BrowserEnv.within`), so a
+script in `while(true){}` costs the step deadline, not the episode's, and the next episode
+on the same env gets a fresh page.
 
 Suites whose pages know when the task is over (MiniWoB's `WOB_DONE`) say so through an
 optional `done(state)` method; the episode then ends with `stop_reason` "done", without a
@@ -45,22 +49,26 @@ async def run_episode(env: BrowserEnv, task: Task, agent: Agent, *, sample: int 
                       max_steps: int = SamplingConfig.max_steps, screenshots: bool = False) -> Episode:
     """`screenshots`: keep a PNG of each step's page (None where taking it failed). The
     episode may take `current_limits().episode_deadline_s` in all; past it, it is an error
-    episode like any other fault that is not the agent's."""
+    episode like any other fault that is not the agent's, and its page is closed."""
     started = now()
     progress = _Progress(task=task)
     deadline = current_limits().episode_deadline_s
+    window = asyncio.timeout(deadline)
     try:
-        async with asyncio.timeout(deadline):
+        async with window:
             await _play(env, agent, progress, max_steps, screenshots)
     except Exception as exc:  # not the agent's fault: an error episode, replayed on resume
-        error = (f"the episode deadline of {deadline:g} s passed" if isinstance(exc, TimeoutError)
-                 else f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        if window.expired():
+            error = f"the episode deadline of {deadline:g} s passed"
+            await env.close()  # the page call it cut may have left the page hung: the next reset opens a new one
         return _episode(progress, sample, started, stop_reason="error", gold=None, error=error)
     return _episode(progress, sample, started, stop_reason=progress.reason, gold=progress.gold)
 
 
 async def _play(env: BrowserEnv, agent: Agent, p: _Progress, max_steps: int, screenshots: bool) -> None:
-    obs = await env.reset(p.task)
+    step_s = current_limits().step_deadline_s
+    obs = await env.within(step_s, env.reset(p.task))
     p.task = env.task or p.task
     agent.start(p.task)
     for t in range(max_steps):
@@ -81,10 +89,10 @@ async def _play(env: BrowserEnv, agent: Agent, p: _Progress, max_steps: int, scr
             p.answer, p.reason = action.text, "stop"
             step.ended_at = now()
             break
-        obs = await env.step(action if action is not None else turn.action)
+        obs = await env.within(step_s, env.step(action if action is not None else turn.action))
         step.error, step.ended_at = obs.error, now()
         p.final = obs
-        if await task_over(env):
+        if await env.within(step_s, task_over(env)):
             p.reason = "done"
             break
         if _repeated(p.steps):
