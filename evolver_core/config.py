@@ -78,6 +78,7 @@ NAMES = {"suite": "a suite's name (evolver_core.suites.registry.SUITES)",
          "miniwob_tasks": "easy, all, or a comma list of MiniWoB task names"}
 
 
+WM_FORMS = ("delta", "tree")  # what the world model writes (`WorldModelConfig.form`)
 POSITIVE = Allowed(low=1)
 NOT_NEGATIVE = Allowed(low=0)
 TEMPERATURE = Allowed(low=0, high=2)  # the OpenAI API's range
@@ -215,7 +216,7 @@ class WorldModelConfig(Checked):
                                        factory=lambda: TrainingConfig(max_steps=2, max_length=1024))
     form: str = setting("delta", "What M_w writes: delta (new, removed and updated elements by id, or that the "
                         "episode ends; the whole page only when it is replaced; applied to the current page in "
-                        "code) or tree (the paper's whole next page).", allowed=Allowed(choices=("delta", "tree")))
+                        "code) or tree (the paper's whole next page).", allowed=Allowed(choices=WM_FORMS))
     max_tokens: int = setting(1024, "Tokens of one prediction (synthesis, look-ahead, fidelity).",
                               allowed=POSITIVE)
     temperature: float = setting(0.7, "M_w's temperature predicting pages for synthesis and look-ahead "

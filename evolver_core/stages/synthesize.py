@@ -69,7 +69,7 @@ def run_synthesize(root: str, run_id: str, round_: int, split: str, policy: Mode
                                    judge_config)
     open_stage(store, run_id, round_, SYNTHESIZE, identity)
     trajs, steps = read_episodes(store, run_id, round_, SAMPLE, verdicts=verdict_stage_for(SAMPLE, use_gold))
-    starts = real_starts(*read_episodes(store, run_id, round_, SAMPLE))
+    starts = real_starts(trajs, steps)  # judged copies keep each trajectory's query and task
     failed = [t for t in failed_task_ids(trajs, steps, use_gold=use_gold) if t in starts][:wm.synth_queries]
     result = {"failed_queries": len(failed), "trajectories": 0, "judged_successes": 0, "replay_successes": None,
               "stop_reasons": {}, "terminal": 0, "filter": wm.synth_filter, "judge_agreement": None,

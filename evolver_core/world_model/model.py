@@ -57,7 +57,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from evolver_core.config import WorldModelConfig
+from evolver_core.config import WM_FORMS, WorldModelConfig
 from evolver_core.contracts.observation import TREE_START
 from evolver_core.contracts.reply import format_reply
 from evolver_core.data.records import WM_TRANSITION_SCHEMA, StepRecord, TrajectoryRecord, validate_table
@@ -73,7 +73,6 @@ NO_PAST_ACTIONS = "(none)"
 _OBSERVATION_MARKER = re.compile(r"^[ \t*#]*OBSERVATION[ \t*]*:[ \t*]*\n?", re.MULTILINE)
 _CHANGES_MARKER = re.compile(r"^[ \t*#]*CHANGES[ \t*]*:[ \t*]*\n?", re.MULTILINE)
 _DELTA_START = re.compile(r"^(= |[+~] |- \[)", re.MULTILINE)
-FORMS = ("delta", "tree")
 _THOUGHT_LABEL = re.compile(r"^[ \t*#]*THOUGHT[ \t*]*:[ \t*]*", re.IGNORECASE)
 _FENCE = re.compile(r"^```[\w-]*[ \t]*\n|\n?```[ \t]*$")
 
@@ -199,8 +198,8 @@ class WorldModel:
 
     def __init__(self, client: LLMClient, *, temperature: float = WorldModelConfig.temperature,
                  max_tokens: int = WorldModelConfig.max_tokens, form: str = WorldModelConfig.form):
-        if form not in FORMS:
-            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+        if form not in WM_FORMS:
+            raise ValueError(f"form must be one of {WM_FORMS}, got {form!r}")
         self.client = client
         self.temperature = temperature
         self.max_tokens = max_tokens
