@@ -127,6 +127,8 @@ class SamplingConfig(Checked):
                                  "demonstrations decode greedily.", allowed=TEMPERATURE)
     policy_max_tokens: int = setting(96, "Tokens of one policy reply (long `type` texts and `stop [answer]`s "
                                      "need more).", allowed=POSITIVE)
+    constrained: bool = setting(True, "Decode the policy's replies within the action grammar (REPLY_REGEX) where "
+                                "the server has structured outputs (vLLM); other servers decode freely.")
     round0: str = setting("demos", "Round 0: demos (scripted demonstrations) or self (the base model samples "
                           "and r-hat judges).", allowed=Allowed(choices=("demos", "self")))
     demo_tasks: int = setting(4, "Round 0 with demos: scripted-solver demonstrations (imitation learning).",
@@ -144,8 +146,8 @@ class SamplingConfig(Checked):
         concurrency, nor the task counts (the stage names the count it samples)."""
         return {"suite": self.suite, "miniwob_tasks": self.miniwob_tasks, "samples": self.samples,
                 "max_steps": self.max_steps, "shards": self.shards,
-                "sampling": {"temperature": self.temperature, "max_tokens": self.policy_max_tokens}
-                if with_policy else None}
+                "sampling": {"temperature": self.temperature, "max_tokens": self.policy_max_tokens,
+                             "constrained": self.constrained} if with_policy else None}
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,10 @@ class WorldModelConfig(Checked):
                               allowed=POSITIVE)
     temperature: float = setting(0.7, "M_w's temperature predicting pages for synthesis and look-ahead "
                                  "(fidelity decodes greedily).", allowed=TEMPERATURE)
-    rationale_max_tokens: int = setting(256, "Tokens of one distilled rationale.", allowed=POSITIVE)
+    rationale_max_tokens: int = setting(256, "Tokens of one distilled rationale (0: none: M_w writes the changes or "
+                                        "the page alone).", allowed=NOT_NEGATIVE)
+    constrained: bool = setting(True, "Decode M_w's replies within their grammar (DELTA_REGEX / the page's) where "
+                                "the server has structured outputs (vLLM).")
     transitions: Optional[int] = setting(None, "Real transitions a round adds to M_w's data (none: all, capped "
                                          "per site).", allowed=POSITIVE)
     first_per_site: int = setting(20, "Start pages kept per site.", allowed=POSITIVE)
@@ -312,6 +317,8 @@ class LookaheadSpec:
     wm_max_tokens: int = setting(help="WorldModelConfig.max_tokens: one predicted page.")
     wm_temperature: float = setting(help="WorldModelConfig.temperature.")
     wm_form: str = setting(help="WorldModelConfig.form.")
+    wm_thought: bool = setting(help="M_w writes a rationale line first (WorldModelConfig.rationale_max_tokens > 0).")
+    wm_constrained: bool = setting(help="WorldModelConfig.constrained.")
     score_by: str = setting(help="LookaheadConfig.scorer.")
     scorer_max_tokens: int = setting(help="JudgeConfig.scorer_max_tokens.")
     candidate_temperature: float = setting(help="LookaheadConfig.temperature.")
@@ -322,6 +329,7 @@ class LookaheadSpec:
            wm: WorldModelConfig = WorldModelConfig(), judge: JudgeConfig = JudgeConfig()) -> "LookaheadSpec":
         return cls(world_model=world_model, scorer=scorer, depth=depth, candidates=lookahead.candidates,
                    wm_max_tokens=wm.max_tokens, wm_temperature=wm.temperature, wm_form=wm.form,
+                   wm_thought=wm.rationale_max_tokens > 0, wm_constrained=wm.constrained,
                    score_by=lookahead.scorer,
                    scorer_max_tokens=judge.scorer_max_tokens, candidate_temperature=lookahead.temperature,
                    rollout_temperature=lookahead.rollout_temperature)

@@ -26,6 +26,10 @@ endpoint failed.
   another with seeds `seed, seed+1, ...`, when the client is made with ``supports_n=False``.
   (That server seeds a process-global generator: seeded sampling repeats only while no
   other request overlaps.)
+- `regex`: a reply's grammar (the policy's action, the world model's changes) goes to
+  servers that constrain decoding to it (vLLM's ``structured_outputs``; the client is made
+  with ``structured=True``); other servers get the request without it, and the caller's
+  parser still checks the reply.
 """
 
 from __future__ import annotations
@@ -159,12 +163,13 @@ async def _close_at_loop_end(client: AsyncOpenAI) -> AsyncIterator[None]:
 class LLMClient:
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *,
                  limits: CallLimits | None = None, concurrency: int = 4, supports_n: bool = True,
-                 diagnose: Callable[[], str | None] | None = None):
+                 structured: bool = False, diagnose: Callable[[], str | None] | None = None):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.limits = limits or current_limits()
         self.concurrency = concurrency
         self.supports_n = supports_n
+        self.structured = structured
         self.usage = Usage()
         self._api_key = api_key or NO_KEY
         self._diagnose = diagnose
@@ -177,9 +182,12 @@ class LLMClient:
 
     async def chat(self, messages: Sequence[dict], *, temperature: float = 0.0, top_p: float = 1.0,
                    max_tokens: int = 256, stop: Sequence[str] | None = None, seed: int | None = None, n: int = 1,
-                   extra_body: dict | None = None) -> Completion:
-        """One chat completion (`n` choices). Raises `LLMError` when it cannot be had."""
+                   extra_body: dict | None = None, regex: str | None = None) -> Completion:
+        """One chat completion (`n` choices), decoded within `regex` where the server can
+        (module docstring). Raises `LLMError` when it cannot be had."""
         messages = [dict(m) for m in messages]
+        if regex is not None and self.structured:
+            extra_body = (extra_body or {}) | {"structured_outputs": {"regex": regex}}
         sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
                     "stop": list(stop) if stop else None, "seed": seed, "n": n}
         t0 = time.monotonic()

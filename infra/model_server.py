@@ -109,6 +109,7 @@ class ModelServer(ABC):
 
     backend: ClassVar[str]
     supports_n: ClassVar[bool] = True
+    structured_outputs: ClassVar[bool] = False  # decodes within a request's regex (`LLMClient.chat`)
     # Requests a client keeps in flight. A server that generates one request at a time
     # gains nothing from more, and queued requests would spend their timeout waiting.
     concurrency: ClassVar[int] = 4
@@ -150,7 +151,7 @@ class ModelServer(ABC):
     def client(self, **opts: Any) -> LLMClient:
         """An `LLMClient` for this server (`opts`: LLMClient keyword arguments, e.g. model=...)."""
         opts = {"model": self.model, "api_key": self.api_key, "supports_n": self.supports_n,
-                "concurrency": self.concurrency,
+                "structured": self.structured_outputs, "concurrency": self.concurrency,
                 "diagnose": self.failure} | opts
         return LLMClient(self.base_url, **opts)
 
@@ -359,6 +360,7 @@ class VLLMServer(ProcessServer):
 
     backend = "vllm"
     concurrency = 8  # it batches concurrent requests
+    structured_outputs = True
 
     def __init__(self, ref: ModelRef, *, max_lora_rank: int = 64, max_loras: int = 4, extra_args: tuple[str, ...] = (),
                  python: str | None = None, device: str = "auto", dtype: str | None = None,

@@ -19,6 +19,7 @@ from evolver_core.contracts.observation import Element, Observation, Tab
 from evolver_core.sampling.rollout import run_episode
 from evolver_core.suites.miniwob import MiniWoBSuite
 from evolver_core.suites.sandbox import SandboxSuite
+from evolver_core.world_model.model import Transition, action_key, format_wm_target, parse_wm_output, reply_regex
 from evolver_core.world_model.delta import (
     DELTA_REGEX, Change, Delta, DeltaError, apply_delta, change_items, diff, edits, format_delta, parse_delta,
 )
@@ -209,3 +210,18 @@ def test_round_trip_over_real_transitions(real_transitions: list[RealTransition]
           f"MiniWoB {statistics.mean(ratios['miniwob']):.3f}, sandbox {statistics.mean(ratios['sandbox']):.3f}")
     assert statistics.mean(ratios["miniwob"]) < 0.3  # a line or two of a 6-13 element page
     assert statistics.mean(everything) < 0.6
+
+
+@pytest.mark.parametrize("form", ["delta", "tree"])
+def test_every_real_target_is_within_the_reply_grammar(real_transitions: list[RealTransition], form: str) -> None:
+    """What M_w is trained to write, with and without its rationale line, is a reply the
+    constrained decoder allows (`reply_regex`), and it parses back to the real next page."""
+    for thought in (False, True):
+        for r in real_transitions:
+            t = Transition(trajectory_id=r.task_id, step=1, objective="o", start_url="u", past_actions=(),
+                           last_observation=r.current, action=r.action, next_observation=r.following,
+                           action_key=action_key(r.action), site="s", source="real", ends=r.ends, success=r.success)
+            target = format_wm_target("It changes." if thought else None, t, form)
+            assert re.fullmatch(reply_regex(form, thought), target), target
+            parsed = parse_wm_output(target, form=form, current=r.current)
+            assert (parsed.observation, parsed.ends) == (r.following, r.ends)

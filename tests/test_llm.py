@@ -63,6 +63,13 @@ async def test_native_n_is_sent_to_servers_that_support_it(fake_endpoint: FakeEn
     assert "n" not in fake_endpoint.requests[-1].body and "seed" not in fake_endpoint.requests[-1].body
 
 
+async def test_a_regex_reaches_only_servers_with_structured_outputs(fake_endpoint: FakeEndpoint) -> None:
+    await LLMClient(fake_endpoint.base_url, "m", structured=True).chat(HELLO, regex="a+")
+    await LLMClient(fake_endpoint.base_url, "m").chat(HELLO, regex="a+")
+    constrained, free = fake_endpoint.requests
+    assert constrained.body["structured_outputs"] == {"regex": "a+"} and "structured_outputs" not in free.body
+
+
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
 async def test_retries_server_errors_and_rate_limits(fake_endpoint: FakeEndpoint, status: int) -> None:
     fake_endpoint.script += [(status, {"error": "busy"})] * 2

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from evolver_core.config import WorldModelConfig
 from evolver_core.data.records import WM_TRANSITION_TABLE, StepRecord, TrajectoryRecord
 from evolver_core.data.storage import Storage
 from evolver_core.llm import LLMClient
@@ -16,7 +17,7 @@ from evolver_core.training.sft import examples_from_table, examples_to_table
 from evolver_core.world_model.model import (
     FIRST, Transition, WorldModel, action_key, build_wm_messages, cap_transitions, distill_rationales,
     format_wm_target, parse_wm_output, predictable, rationale_messages, transitions_from_records,
-    transitions_from_table,
+    reply_regex, transitions_from_table,
     transitions_to_table, wm_sft_examples,
 )
 from fixtures_models import FakeEndpoint, chat_response, fake_endpoint  # noqa: F401  (fixtures)
@@ -229,3 +230,27 @@ def test_the_last_transition_of_an_episode_the_page_ended_carries_the_end_and_it
     cut = replace(ended, stop_reason="max_steps")
     assert not transitions_from_records([cut], steps)[-1].ends  # cut by the step limit: not an end
     assert predictable([first, last], "delta") == [last] and predictable([first, last], "tree") == [first, last]
+
+
+async def test_without_rationales_the_world_model_writes_the_changes_alone(
+        rows, fake_endpoint: FakeEndpoint) -> None:  # noqa: F811
+    """rationale_max_tokens 0 (the cpu preset): no distillation call, no THOUGHT line in the
+    target, a prompt that asks for the changes alone, the same prompt at inference, and a
+    constrained request where the server has structured outputs."""
+    transitions = predictable(transitions_from_records(*rows), "delta")
+    client = LLMClient(fake_endpoint.base_url, "wm", structured=True)
+    rationales = await distill_rationales(client, transitions, max_tokens=0)
+    assert rationales == [None] * len(transitions) and not fake_endpoint.requests
+    examples = wm_sft_examples(transitions, rationales, "delta")
+    completion = examples[0]["completion"][0]["content"]
+    assert completion.startswith("CHANGES:\n") and "THOUGHT" not in json.dumps(examples)
+    fake_endpoint.default = (200, chat_response(completion))
+    wm = WorldModel.of(client, WorldModelConfig(rationale_max_tokens=0))
+    t = transitions[0]
+    prediction = await wm.predict(t.objective, t.start_url, t.past_actions, t.last_observation, t.action)
+    assert (prediction.rationale, prediction.observation) == ("", t.next_observation)
+    body = fake_endpoint.requests[-1].body
+    assert body["messages"] == examples[0]["prompt"]
+    assert body["structured_outputs"] == {"regex": reply_regex("delta", thought=False)}
+    with pytest.raises(ValueError, match="all None or all text"):
+        wm_sft_examples(transitions[:2], [None, "r"], "delta")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from evolver_core.config import SamplingConfig
+from evolver_core.contracts.actions import REPLY_REGEX
 from evolver_core.contracts.agent import Turn
 from evolver_core.contracts.episode import episode_seed
 from evolver_core.contracts.observation import Observation
@@ -27,7 +28,7 @@ class PolicyAgent:
 
     def __init__(self, client: LLMClient, *, history_k: int = 1, few_shot: Sequence[FewShot] = (),
                  temperature: float = 0.0, max_tokens: int = DEFAULT_MAX_TOKENS, seed: int | None = None,
-                 name: str | None = None):
+                 name: str | None = None, constrained: bool = False):
         self.client = client
         self.history_k = history_k
         self.few_shot = tuple(few_shot)
@@ -35,16 +36,17 @@ class PolicyAgent:
         self.max_tokens = max_tokens
         self.seed = seed
         self.name = name or f"policy:{client.model}"
+        self.constrained = constrained  # decode within REPLY_REGEX where the server can
 
     @classmethod
     def for_episodes(cls, client: LLMClient, sampling: SamplingConfig,
                      seed_offset: int = 0) -> Callable[[Task, int], PolicyAgent]:
         """`make_agent(task, sample)`: the one way stages build the policy, as the sampling
-        section says (temperature, reply length), seeded per trajectory (`episode_seed`, plus
+        section says (temperature, reply length, constrained decoding), seeded per trajectory (`episode_seed`, plus
         `seed_offset`: synthesis asks for other replies than real sampling drew on the same
         first page)."""
         return lambda task, k: cls(client, temperature=sampling.temperature, max_tokens=sampling.policy_max_tokens,
-                                   seed=episode_seed(task, k) + seed_offset)
+                                   seed=episode_seed(task, k) + seed_offset, constrained=sampling.constrained)
 
     def start(self, task: Task) -> None:
         """Stateless between steps: the history comes with every `act`."""
@@ -57,7 +59,8 @@ class PolicyAgent:
                     temperature: float, seed: int | None) -> Turn:
         """One reply to the prompt of real rollouts (look-ahead also asks on predicted pages)."""
         messages = build_messages(objective, page, past, self.history_k, self.few_shot, error=error)
-        completion = await self.client.chat(messages, temperature=temperature, max_tokens=self.max_tokens, seed=seed)
+        completion = await self.client.chat(messages, temperature=temperature, max_tokens=self.max_tokens, seed=seed,
+                                            regex=REPLY_REGEX if self.constrained else None)
         reply = parse_reply(completion.text)
         return Turn(thought=reply.thought, action=reply.action, model=self.client.model, response=completion.text,
                     prompt=messages, sampling=completion.sampling, prompt_tokens=completion.prompt_tokens,

@@ -206,7 +206,7 @@ class TransitionRow:
     action_key: str
     site: str
     source: str
-    rationale: str
+    rationale: str | None  # None: the preset distills none (`WorldModelConfig.rationale_max_tokens` 0)
     ends: bool | None = None  # the action ended the episode (None: stored before this was recorded)
     success: bool | None = None  # how it ended, when it did and a gold reward says
 

@@ -52,8 +52,8 @@ _REMOVED_LINE = re.compile(r"^- \[(\d+)(?:-(\d+))?\]$")
 # The same grammar for constrained decoding (vLLM structured output), as `REPLY_REGEX`.
 _ELEMENT_REGEX = r"\t*\[[0-9]+\] [^ \n]+ '[^\n]*"
 _CHANGE_REGEX = rf"(- \[[0-9]+(-[0-9]+)?\]|~ Tab [^\n]*|[+~] {_ELEMENT_REGEX})"
-_PAGE_REGEX = rf"((Tab [^\n]*\n)+\n)?{_ELEMENT_REGEX}(\n{_ELEMENT_REGEX})*"
-_BODY_REGEX = rf"({REPLACED}\n{_PAGE_REGEX}|{_CHANGE_REGEX}(\n{_CHANGE_REGEX})*)"
+PAGE_REGEX = rf"((Tab [^\n]*\n)+\n)?{_ELEMENT_REGEX}(\n{_ELEMENT_REGEX})*"
+_BODY_REGEX = rf"({REPLACED}\n{PAGE_REGEX}|{_CHANGE_REGEX}(\n{_CHANGE_REGEX})*)"
 DELTA_REGEX = rf"{ENDS}(: (success|failure))?(\n{_BODY_REGEX})?|{NO_CHANGE}|{_BODY_REGEX}"
 
 

@@ -19,6 +19,15 @@ Target (`format_wm_target`), in the preset's form (`WorldModelConfig.form`):
   the cpu preset's STR was 0.33-0.5) while most actions change a line or two; WMA (Chae et
   al., 2025) found change descriptions beat whole pages too.
 
+The rationale line (``THOUGHT: ...``) comes first when the preset distills rationales
+(`WorldModelConfig.rationale_max_tokens` > 0, the paper's); with 0 the target is the marker
+and the body alone. The cpu preset drops it: measured on its round 0 (DESIGN.md), SmolLM2-135M's
+distilled rationales repeat themselves ("The next page is the next page after ..."), the
+world model trained on them looped inside the THOUGHT line to its 256-token cap on 28 of 50
+held-out transitions and never wrote the changes. The system prompt says which reply to write
+(``world_model_reply`` / ``world_model_reply_thought``), and `reply_regex` is the same reply
+as a grammar: servers with structured outputs decode within it (`WorldModelConfig.constrained`).
+
 Either form says when the action ends the episode (``= episode ends: success|failure`` as
 the first line of the page or the changes): the world model learns it from the real
 transitions that ended one (the page after the last action of an episode the page ended),
@@ -37,7 +46,7 @@ Training data:
 2. `cap_transitions`: dedupe, then cap first steps per site and transitions per action key
    (as the reference: 20 and 50), seeded.
 3. `distill_rationales`: the base model explains each transition (temperature 0); first
-   steps get a fixed rationale.
+   steps get a fixed rationale; with `max_tokens` 0, none (all None, no model call).
 4. `wm_sft_examples`: prompt-completion examples, the policy SFT format, so
    `finetune.finetune` trains the world model unchanged.
 
@@ -64,8 +73,8 @@ from evolver_core.data.records import WM_TRANSITION_SCHEMA, StepRecord, Trajecto
 from evolver_core.llm import LLMClient
 from evolver_core.prompts import load_prompt
 from evolver_core.training.sft import Example, steps_by_trajectory
-from evolver_core.world_model.delta import (DeltaError, apply_delta, diff, ends_line, format_delta, parse_delta,
-                                            read_ends_line)
+from evolver_core.world_model.delta import (DELTA_REGEX, ENDS, PAGE_REGEX, DeltaError, apply_delta, diff, ends_line,
+                                            format_delta, parse_delta, read_ends_line)
 
 FIRST = "first"  # action key of first steps
 NO_PAST_ACTIONS = "(none)"
@@ -116,9 +125,15 @@ def _past_actions_text(past_actions: Sequence[str]) -> str:
     return "\n".join(load_prompt("world_model_past_action", index=i, action=a) for i, a in enumerate(past_actions, 1))
 
 
+def _markers(form: str) -> tuple[str, str]:
+    """(the body's marker, what the body is) of a reply in `form`."""
+    return ("CHANGES", "the changes") if form == "delta" else ("OBSERVATION", "the predicted page")
+
+
 def build_wm_messages(objective: str, start_url: str, past_actions: Sequence[str], last_observation: str | None,
-                      action: str | None, *, form: str = "tree") -> list[dict]:
-    """c_t^w (module docstring). The first step has no observation and no action."""
+                      action: str | None, *, form: str = "tree", thought: bool = True) -> list[dict]:
+    """c_t^w (module docstring). The first step has no observation and no action. `thought`:
+    the reply starts with a rationale line."""
     if (last_observation is None) != (action is None):
         raise ValueError("last_observation and action are both None (first step) or both given")
     if action is None:
@@ -127,20 +142,32 @@ def build_wm_messages(objective: str, start_url: str, past_actions: Sequence[str
         user = load_prompt("world_model_user", objective=objective, start_url=start_url,
                            past_actions=_past_actions_text(past_actions), observation=last_observation,
                            action=action)
-    # Two literal names, so a stage's code digest names both prompts (`data.identity`).
+    # Literal names, so a stage's code digest names every prompt (`data.identity`).
     system = load_prompt("world_model_system_delta") if form == "delta" else load_prompt("world_model_system")
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    marker, what = _markers(form)
+    reply = (load_prompt("world_model_reply_thought", marker=marker, what=what) if thought
+             else load_prompt("world_model_reply", marker=marker, what=what))
+    return [{"role": "system", "content": f"{system}\n{reply}"}, {"role": "user", "content": user}]
 
 
-def format_wm_target(rationale: str, t: Transition, form: str = "tree") -> str:
-    """What M_w is trained to write for `t` (module docstring)."""
+def reply_regex(form: str, thought: bool) -> str:
+    """The whole reply `build_wm_messages` asks for, as a regex (constrained decoding)."""
+    marker, _ = _markers(form)
+    body = DELTA_REGEX if form == "delta" else rf"({ENDS}(: (success|failure))?\n)?{PAGE_REGEX}"
+    return (r"THOUGHT: [^\n]+\n" if thought else "") + rf"{marker}:\n({body})"
+
+
+def format_wm_target(rationale: str | None, t: Transition, form: str = "tree") -> str:
+    """What M_w is trained to write for `t` (module docstring); no rationale line when
+    `rationale` is None."""
+    marker, _ = _markers(form)
     if form == "delta":
         if t.last_observation is None:
             raise ValueError("the delta form predicts changes of a page: a first page has none")
-        changes = format_delta(diff(t.last_observation, t.next_observation, ends=t.ends, success=t.success))
-        return f"THOUGHT: {rationale}\nCHANGES:\n{changes}"
-    ends = f"{ends_line(t.success)}\n" if t.ends else ""
-    return f"THOUGHT: {rationale}\nOBSERVATION:\n{ends}{t.next_observation}"
+        body = format_delta(diff(t.last_observation, t.next_observation, ends=t.ends, success=t.success))
+    else:
+        body = (f"{ends_line(t.success)}\n" if t.ends else "") + t.next_observation
+    return ("" if rationale is None else f"THOUGHT: {rationale}\n") + f"{marker}:\n{body}"
 
 
 def _clean_tree(text: str) -> str | None:
@@ -197,18 +224,22 @@ class WorldModel:
     """M_w behind the OpenAI API."""
 
     def __init__(self, client: LLMClient, *, temperature: float = WorldModelConfig.temperature,
-                 max_tokens: int = WorldModelConfig.max_tokens, form: str = WorldModelConfig.form):
+                 max_tokens: int = WorldModelConfig.max_tokens, form: str = WorldModelConfig.form,
+                 thought: bool = True, constrained: bool = False):
         if form not in WM_FORMS:
             raise ValueError(f"form must be one of {WM_FORMS}, got {form!r}")
         self.client = client
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.form = form
+        self.thought = thought  # its replies start with a rationale line (it was trained so)
+        self.constrained = constrained  # decode within `reply_regex` where the server can
 
     @classmethod
     def of(cls, client: LLMClient, wm: WorldModelConfig, *, greedy: bool = False) -> "WorldModel":
         """M_w as the world-model section says (`greedy`: temperature 0, as fidelity decodes)."""
-        return cls(client, temperature=0.0 if greedy else wm.temperature, max_tokens=wm.max_tokens, form=wm.form)
+        return cls(client, temperature=0.0 if greedy else wm.temperature, max_tokens=wm.max_tokens, form=wm.form,
+                   thought=thinks(wm), constrained=wm.constrained)
 
     async def predict(self, objective: str, start_url: str, past_actions: Sequence[str],
                       last_observation: str | None, action: str | None, *, seed: int | None = None) -> WMPrediction:
@@ -216,9 +247,11 @@ class WorldModel:
         form only), and whether the episode ends there."""
         if self.form == "delta" and last_observation is None:
             raise ValueError("the delta form predicts the page after an action on a real or predicted page")
-        messages = build_wm_messages(objective, start_url, past_actions, last_observation, action, form=self.form)
+        messages = build_wm_messages(objective, start_url, past_actions, last_observation, action, form=self.form,
+                                     thought=self.thought)
         completion = await self.client.chat(messages, temperature=self.temperature, max_tokens=self.max_tokens,
-                                            seed=seed)
+                                            seed=seed,
+                                            regex=reply_regex(self.form, self.thought) if self.constrained else None)
         prediction = parse_wm_output(completion.text, form=self.form, current=last_observation,
                                      cut=completion.finish_reasons[:1] == ["length"])
         return replace(prediction, prompt_tokens=completion.prompt_tokens,
@@ -312,11 +345,19 @@ def rationale_messages(t: Transition) -> list[dict]:
 RATIONALE_MAX_TOKENS = WorldModelConfig.rationale_max_tokens
 
 
+def thinks(wm: WorldModelConfig) -> bool:
+    """M_w writes a rationale line first: the preset distills rationales (module docstring)."""
+    return wm.rationale_max_tokens > 0
+
+
 async def distill_rationales(client: LLMClient, transitions: Sequence[Transition], *, concurrency: int = 4,
                              max_tokens: int = RATIONALE_MAX_TOKENS,
-                             on_done: Callable[[int, int], None] | None = None) -> list[str]:
+                             on_done: Callable[[int, int], None] | None = None) -> list[str | None]:
     """One rationale per transition, in order: the fixed one for first steps, else the base
-    model's explanation at temperature 0. `on_done(done, total)` after each one (progress)."""
+    model's explanation at temperature 0; all None when `max_tokens` is 0 (no rationales).
+    `on_done(done, total)` after each one (progress)."""
+    if max_tokens == 0:
+        return [None] * len(transitions)
     semaphore = asyncio.Semaphore(concurrency)
     done = 0
 
@@ -339,12 +380,17 @@ async def distill_rationales(client: LLMClient, transitions: Sequence[Transition
 
 # -- SFT examples --------------------------------------------------------------------------
 
-def wm_sft_examples(transitions: Sequence[Transition], rationales: Sequence[str], form: str = "tree") -> list[Example]:
-    """Prompt-completion examples (the policy SFT format, `sft.to_sft_examples`) in M_w's form."""
+def wm_sft_examples(transitions: Sequence[Transition], rationales: Sequence[str | None],
+                    form: str = "tree") -> list[Example]:
+    """Prompt-completion examples (the policy SFT format, `sft.to_sft_examples`) in M_w's form;
+    rationales are all None (no rationale line) or all text."""
     if len(transitions) != len(rationales):
         raise ValueError(f"{len(transitions)} transitions but {len(rationales)} rationales")
+    if len({r is None for r in rationales}) > 1:
+        raise ValueError("rationales are all None or all text")
+    thought = bool(rationales) and rationales[0] is not None
     return [{"prompt": build_wm_messages(t.objective, t.start_url, t.past_actions, t.last_observation, t.action,
-                                         form=form),
+                                         form=form, thought=thought),
              "completion": [{"role": "assistant", "content": format_wm_target(r, t, form)}],
              "trajectory_id": t.trajectory_id, "step": t.step, "source": t.source}
             for t, r in zip(transitions, rationales, strict=True)]
@@ -355,7 +401,7 @@ def wm_sft_examples(transitions: Sequence[Transition], rationales: Sequence[str]
 _TRANSITION_FIELDS = tuple(Transition.__dataclass_fields__)
 
 
-def transitions_to_table(transitions: Sequence[Transition], rationales: Sequence[str], run_id: str, round: int,
+def transitions_to_table(transitions: Sequence[Transition], rationales: Sequence[str | None], run_id: str, round: int,
                          stage: str) -> pa.Table:
     if len(transitions) != len(rationales):
         raise ValueError(f"{len(transitions)} transitions but {len(rationales)} rationales")
@@ -368,7 +414,7 @@ def transitions_to_table(transitions: Sequence[Transition], rationales: Sequence
     return table
 
 
-def transitions_from_table(table: pa.Table) -> tuple[list[Transition], list[str]]:
+def transitions_from_table(table: pa.Table) -> tuple[list[Transition], list[str | None]]:
     """(transitions, rationales) back from a table with the `WM_TRANSITION_SCHEMA` columns."""
     rows = table.select([*_TRANSITION_FIELDS, "rationale"]).to_pylist()
     transitions = [Transition(**{name: r[name] for name in _TRANSITION_FIELDS}
