@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from test_synthesis import page_number, servers  # noqa: F401  (the ChatServer fixture)
 
-from evolver_core.agents.lookahead import (LookaheadAgent, SimStep, dedupe_candidates, parse_score, select_best,
-                                           world_model_score)
+from evolver_core.agents.lookahead import (SCORE_REGEX, LookaheadAgent, SimStep, dedupe_candidates, parse_score,
+                                           select_best, world_model_score)
 from evolver_core.agents.policy import PolicyAgent
 from evolver_core.contracts.observation import Element, Observation, Tab
 from evolver_core.contracts.task import Task
@@ -32,6 +33,9 @@ def test_parse_score():
     assert [parse_score(f"Thought: x\nScore: {s}") for s in ("0", "0.5", "1", "1.0", ".5")] == [0, 0.5, 1, 1, 0.5]
     assert parse_score("Thought: a score: 0 would be harsh.\n**Score:** 1") == 1.0  # the last one counts
     assert parse_score("garbage") is None and parse_score("Score: 7") is None and parse_score("") is None
+    for grade in ("0", "0.5", "1"):  # every reply the constrained scorer can write parses to its grade
+        assert re.fullmatch(SCORE_REGEX, f"Thought: on track.\nScore: {grade}")
+        assert parse_score(f"Thought: on track.\nScore: {grade}") == float(grade)
 
 
 def test_select_best_ties_go_to_the_greedy_candidate():

@@ -53,6 +53,10 @@ NO_PREDICTION = "(The world model could not predict the page.)"
 
 # The last "Score:" of the reply counts: the thought before it may mention scores too.
 _SCORE = re.compile(r"score[ \t*]*:[ \t*]*(\d+(?:\.\d+)?|\.\d+)", re.IGNORECASE)
+# The scorer's reply as its prompt asks for it, for servers with structured outputs (always
+# sent: the format is ours). The thought is bounded (~100 tokens) so a looping small model
+# still reaches its grade within `scorer_max_tokens`.
+SCORE_REGEX = r"Thought: [^\n]{1,400}\nScore: (0|0\.5|1)"
 
 
 def _try_parse(text: str) -> Action | None:
@@ -231,7 +235,8 @@ class LookaheadAgent:
                                                             observation=render_observation(obs.text, obs.error),
                                                             response=candidate.response or "",
                                                             simulation=simulation)}]
-        completion = await self.scorer.chat(messages, temperature=0.0, max_tokens=self.scorer_max_tokens)
+        completion = await self.scorer.chat(messages, temperature=0.0, max_tokens=self.scorer_max_tokens,
+                                            regex=SCORE_REGEX)
         ev.scorer_reply, ev.score_parsed = completion.text, parse_score(completion.text)
         ev.score = ev.score_parsed or 0.0
         return [*tokens, (completion.prompt_tokens, completion.completion_tokens)]
