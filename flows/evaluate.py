@@ -36,6 +36,7 @@ from evolver_core.settings import storage_root
 from evolver_core.stages.sample import sample_identity
 from evolver_core.training.identity import model_identity
 from infra.serving import serving_session
+from flows.holding import holding_run
 from tasks.common import artifact_key, results_storage
 from tasks.judge import judge
 from tasks.sample import sample
@@ -84,18 +85,20 @@ def _evaluate(split: str, policy: str, tasks: Optional[int], repeats: int, run_i
                                         for r in range(repeats)],
                             "judge": model_identity(spec(judge_model)) if judge_model else None})
     run_id = run_id or f"eval-{safe_key(policy.rstrip('/').rsplit('/', 1)[-1])[:40]}-{identity[:10]}"
-    runs = [sample_t(root, run_id, 0, repeat_stage(r), split, tasks, policy_spec, episodes, lookahead=lookahead,
-                     screenshots=screenshots)
-            for r in range(repeats)]
-    solved, rated = sum(r["solved"] for r in runs), sum(r["with_gold"] for r in runs)
-    judged_successes = judged_rated = 0
-    if judge_model is not None:
-        for r, run in enumerate(runs):
-            if run["with_gold"] < run["trajectories"]:
-                verdicts = judge_t(root, run_id, 0, spec(judge_model), JudgeConfig(), source_stage=repeat_stage(r),
-                                   stage=judge_stage_for(repeat_stage(r)), wait_for=[run])
-                judged_rated += verdicts["without_gold"]
-                judged_successes += verdicts["successes_without_gold"]
+    with holding_run(run_id, storage):
+        runs = [sample_t(root, run_id, 0, repeat_stage(r), split, tasks, policy_spec, episodes, lookahead=lookahead,
+                         screenshots=screenshots)
+                for r in range(repeats)]
+        solved, rated = sum(r["solved"] for r in runs), sum(r["with_gold"] for r in runs)
+        judged_successes = judged_rated = 0
+        if judge_model is not None:
+            for r, run in enumerate(runs):
+                if run["with_gold"] < run["trajectories"]:
+                    verdicts = judge_t(root, run_id, 0, spec(judge_model), JudgeConfig(),
+                                       source_stage=repeat_stage(r), stage=judge_stage_for(repeat_stage(r)),
+                                       wait_for=[run])
+                    judged_rated += verdicts["without_gold"]
+                    judged_successes += verdicts["successes_without_gold"]
     n, wins = rated + judged_rated, solved + judged_successes
     low, high = wilson_interval(wins, n)
     episodes = sum(r["trajectories"] for r in runs)

@@ -12,6 +12,7 @@ from prefect.runtime import flow_run
 from prefect.states import Crashed
 
 from evolver_core.data.lock import Holder, RunLock, hold_run
+from evolver_core.data.run_layout import discard_unstarted_stages
 from evolver_core.data.storage import Storage
 from evolver_core.settings import storage_root
 
@@ -19,11 +20,17 @@ from evolver_core.settings import storage_root
 @contextmanager
 def holding_run(run_id: str, storage: Optional[str]) -> Iterator[RunLock]:
     """Hold `run_id` in its storage for the block (`RunLocked` at once if a live process has
-    it). A dead holder's flow run, still `Running` on this server, is marked `Crashed`."""
-    with hold_run(Storage(storage_root(storage)), run_id, flow_run_id=flow_run.id) as lock:
+    it). A dead holder's flow run, still `Running` on this server, is marked `Crashed`. A
+    block that fails leaves no stage folder that holds only its manifest."""
+    store = Storage(storage_root(storage))
+    with hold_run(store, run_id, flow_run_id=flow_run.id) as lock:
         if lock.took_over is not None and lock.took_over.flow_run_id:
             crash_dead_flow_run(lock.took_over)
-        yield lock
+        try:
+            yield lock
+        except BaseException:
+            discard_unstarted_stages(store, run_id)
+            raise
 
 
 def crash_dead_flow_run(holder: Holder) -> None:

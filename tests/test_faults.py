@@ -658,6 +658,8 @@ def test_a_corrupt_adapter_is_named_in_one_line(prefect_server, tmp_path, tiny_m
     assert done.returncode == 1
     assert f"webevolver: the adapter {adapter} cannot be loaded (SafetensorError" in done.stderr, done.stderr
     assert "remove that folder" in done.stderr and traceback_lines(done.stderr + done.stdout) == 0
+    bare = [m for m in (tmp_path / "store").rglob("identity.json") if len(list(m.parent.iterdir())) == 1]
+    assert not bare, bare  # the eval stage that failed before storing anything left no manifest
 
 
 def test_a_lost_prefect_server_is_noticed_within_seconds():

@@ -334,3 +334,17 @@ def test_a_reader_never_sees_no_adapter_or_half_of_one(tmp_path: Path) -> None:
     stop.set()
     reader.join()
     assert len(seen) > 30 and set(seen) == {"whole"}, [s for s in seen if s != "whole"][:3]
+
+
+def test_a_failed_run_leaves_no_stage_folder_with_only_its_manifest(backend: Backend) -> None:
+    from evolver_core.data.identity import StageIdentity
+    from evolver_core.data.run_layout import discard_unstarted_stages, open_stage, read_identity
+
+    store = backend.storage
+    for stage in ("sample", "eval"):
+        open_stage(store, "run-a", 0, stage, StageIdentity(stage=stage, code="c", params={}))
+    write_episode(store, 0, "sample", "login-user", 0)
+    removed = discard_unstarted_stages(store, "run-a")
+    assert [p.rsplit("/", 1)[-1] for p in removed] == ["eval"]
+    assert read_identity(store, "run-a", 0, "eval") is None and read_identity(store, "run-a", 0, "sample")
+    assert discard_unstarted_stages(store, "run-a") == []

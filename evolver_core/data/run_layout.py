@@ -117,6 +117,22 @@ def read_identity(store: Storage, run_id: str, round_: int, stage: str) -> Stage
     return StageIdentity.from_json(json.loads(store.fs.cat_file(path)))
 
 
+def discard_unstarted_stages(store: Storage, run_id: str) -> list[str]:
+    """Remove the stage folders of `run_id` that hold their manifest and nothing else (a stage
+    that failed before it stored anything: nothing to resume, and no sign of a result); returns
+    their paths. Called when a run's hold ends in an error (`flows.holding`)."""
+    removed = []
+    for manifest in store.fs.glob(f"{store.path(run_id)}/round=*/*/{MANIFEST}"):
+        folder = manifest.rsplit("/", 1)[0]
+        if store.fs.find(folder) == [manifest]:
+            store.fs.rm(folder, recursive=True)
+            removed.append(folder)
+    if removed:
+        log.info("removed %d stage folder(s) of run %s that failed before storing anything: %s", len(removed),
+                 run_id, ", ".join(removed))
+    return removed
+
+
 def stage_digest(store: Storage, run_id: str, round_: int, stage: str) -> str | None:
     """The identity digest of a stage as stored (what downstream identities name)."""
     found = read_identity(store, run_id, round_, stage)
