@@ -295,6 +295,28 @@ async def test_a_page_that_loops_forever_costs_the_step_deadline_not_the_episode
     assert "Went" in ep.steps[1].observation
 
 
+async def test_a_replay_on_a_page_that_hangs_ends_at_the_step_deadline(sites, tmp_path):
+    """The replay filter plays a synthetic trajectory's actions on the real page: a page whose
+    click never returns costs it the step deadline, then `PageHung`."""
+    from dataclasses import replace
+
+    from evolver_core.browser.env import PageHung
+    from evolver_core.world_model.replay import replay_reward
+
+    a, _ = sites
+    a.pages.update({"/hang-on-click": html("Hangs on click", '<button onclick="while (true) {}">Go</button>'),
+                    "/calm": html("Calm", "<button onclick=\"this.textContent = 'Went'\">Go</button>")})
+    with use_limits(CallLimits(step_deadline_s=5, episode_deadline_s=120)):
+        async with launch_browser() as browser:
+            env = await browser.new_env(SiteSuite())
+            played = await run_episode(env, task_at(a.url + "calm", tmp_path), ClickThenStop("Go"))
+            assert [s.action.name for s in played.steps] == ["click", "stop"]
+            t0 = time.monotonic()
+            with pytest.raises(PageHung):
+                await replay_reward(env, replace(played, task=task_at(a.url + "hang-on-click", tmp_path)))
+            assert time.monotonic() - t0 < 60
+
+
 # ---- a dying browser -------------------------------------------------------------------------
 
 

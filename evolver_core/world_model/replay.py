@@ -18,14 +18,17 @@ from collections.abc import Awaitable, Callable
 
 from evolver_core.browser.env import BrowserEnv
 from evolver_core.contracts.episode import Episode
+from evolver_core.llm import current_limits
 from evolver_core.sampling.rollout import task_over
 
 
 async def replay_reward(env: BrowserEnv, ep: Episode) -> float | None:
     """The suite's reward for `ep`'s actions on the real page of its task (None: the suite has
     no programmatic reward). Replay stops where the episode stopped, at an action that did not
-    parse, or where the real page says the task is over."""
-    await env.reset(ep.task)
+    parse, or where the real page says the task is over. Every call on the page is cut at the
+    step deadline, as in a rollout (`PageHung`: synthesis records that trajectory's error)."""
+    step_s = current_limits().step_deadline_s
+    await env.within(step_s, env.reset(ep.task))
     answer = None
     for step in ep.steps:
         if step.action is None:
@@ -33,10 +36,10 @@ async def replay_reward(env: BrowserEnv, ep: Episode) -> float | None:
         if step.action.name == "stop":
             answer = step.action.text
             break
-        await env.step(step.action)
-        if await task_over(env):
+        await env.within(step_s, env.step(step.action))
+        if await env.within(step_s, task_over(env)):
             break
-    return await env.suite.evaluate(env.episode_state(answer))
+    return await env.within(step_s, env.suite.evaluate(env.episode_state(answer)))
 
 
 def one_at_a_time(env: BrowserEnv) -> Callable[[Episode], Awaitable[float | None]]:
