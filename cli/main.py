@@ -64,6 +64,9 @@ RequestTimeoutOpt = typer.Option(CallLimits.request_timeout_s, "--request-timeou
                                  help="Seconds one model request may take (then retried).")
 StepDeadlineOpt = typer.Option(CallLimits.step_deadline_s, "--step-deadline",
                                help="Seconds one model call may take with its retries, and one step of a page.")
+ConstrainedOpt = typer.Option(SamplingConfig.constrained, "--constrained/--free",
+                              help="Decode the policy within the action grammar where the server has structured "
+                              "outputs (vLLM), or freely (to measure what the grammar gives).")
 EpisodeDeadlineOpt = typer.Option(CallLimits.episode_deadline_s, "--episode-deadline",
                                   help="Seconds one episode may take; past it, it is "
                                   "an error episode (not scored, replayed on resume).")
@@ -108,6 +111,7 @@ def sample(
     round_: int = typer.Option(0, "--round", help="Evolution round the trajectories belong to."),
     concurrency: int = typer.Option(SamplingConfig.concurrency, help="Concurrent browser contexts."),
     max_steps: int = typer.Option(SamplingConfig.max_steps, help="Step limit per episode."),
+    constrained: bool = ConstrainedOpt,
     screenshots: bool = typer.Option(False, "--screenshots", help="Store a PNG of each step's page beside the "
                                      "trajectories (shown by `webevolver view`)."),
     request_timeout: float = RequestTimeoutOpt,
@@ -127,7 +131,8 @@ def sample(
     run_id = run or f"{suite}-{policy}-{datetime.now():%Y%m%d-%H%M%S}"
     temp = temperature if temperature is not None else (0.0 if samples == 1 else SamplingConfig.temperature)
     sampling = checked(lambda: SamplingConfig(suite=suite, miniwob_tasks=miniwob_tasks, max_steps=max_steps,
-                                              concurrency=concurrency, samples=samples, temperature=temp),
+                                              concurrency=concurrency, samples=samples, temperature=temp,
+                                              constrained=constrained),
                        "--suite / --miniwob-tasks / --max-steps / --concurrency / --samples / --temperature")
 
     from cli.sampling import run_sampling
@@ -255,6 +260,7 @@ def eval_cmd(
     base_url: Optional[str] = BaseUrlOpt,
     miniwob_tasks: str = typer.Option(SamplingConfig.miniwob_tasks, help="MiniWoB tasks: easy, all, or a comma list."),
     max_steps: int = typer.Option(SamplingConfig.max_steps, help="Step limit per episode."),
+    constrained: bool = ConstrainedOpt,
     lookahead_depth: int = typer.Option(0, "--lookahead-depth", min=0, max=3,
                                         help="World-model look-ahead: simulate each candidate action this many "
                                              "steps (1-3) and take the best; 0 = off. Needs --world-model."),
@@ -279,7 +285,8 @@ def eval_cmd(
     if lookahead_depth and not world_model:
         raise typer.BadParameter("look-ahead needs --world-model (e.g. runs/<run>/round=<i>/finetune_wm/adapter)",
                                  param_hint="--lookahead-depth")
-    sampling = checked(lambda: SamplingConfig(suite=suite, miniwob_tasks=miniwob_tasks, max_steps=max_steps),
+    sampling = checked(lambda: SamplingConfig(suite=suite, miniwob_tasks=miniwob_tasks, max_steps=max_steps,
+                                              constrained=constrained),
                        "--suite / --miniwob-tasks / --max-steps")
     limits = call_limits(request_timeout, step_deadline, episode_deadline)
     use_prefect_server()
