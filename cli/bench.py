@@ -84,6 +84,21 @@ def bench_serve_cmd(model: str = typer.Option("smollm2", help="Model served (tin
     emit_json(result)
 
 
+@bench_app.command("train")
+def bench_train_cmd(steps: int = typer.Option(4, min=1, help="Timed LoRA steps per case (after a warm-up step)."),
+                    model: str = typer.Option("smollm2", help="Base model trained (tiny, smollm2, or a model "
+                                              "folder).")) -> None:
+    """Seconds per LoRA step (the real `finetune`, batch 2 of ~470-token policy examples) with
+    torch's default threads and with the training's choice (only the cores other processes
+    leave idle, re-read every 2 steps), each on a quiet machine and beside one process that
+    keeps a core busy; every case in a fresh process. `ratio` = chosen shared / chosen quiet
+    (target <= 2), `quiet_cost` = chosen quiet / default quiet (target <= 1.1),
+    `default_ratio` = default shared / default quiet. Takes ~5 min on 2 cores with smollm2."""
+    from evolver_core.benchmarks import bench_train
+
+    emit_json(bench_train(steps=steps, model=model))
+
+
 def _versions() -> dict:
     import importlib.metadata as md
     import os

@@ -4,14 +4,24 @@
   node's box with its own CDP round trips (`DOM.resolveNode` + `Runtime.callFunctionOn`).
 - env: observe+act steps per second with 1, 2, 4 concurrent contexts vs a sequential
   harness that sleeps 3 s after each action, as the reference did.
+- serve: replies per second of each CPU serving backend vs today's default.
+- train: seconds per LoRA step with the training's thread choice vs torch's default, on a
+  quiet machine and beside one busy process (each case in a fresh process).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 from evolver_core.agents.oracle import OracleAgent
@@ -256,3 +266,109 @@ async def time_requests(client: Any, requests: list[ServeRequest], concurrency: 
             "completion_tokens": sum(r.completion_tokens for r in replies),
             "completion_tokens_per_s": round(sum(r.completion_tokens for r in replies) / elapsed, 2),
             "texts": [r.text for r in replies]}
+
+
+# -- train: LoRA steps on a machine shared with one busy process -----------------------------
+
+TRAIN_WARMUP_STEPS = 1  # the first step also pays for setup; the clock starts at its end
+SPIN = "while True: pass"  # the busy neighbour: one process keeping one core busy
+# What would set torch's threading before it starts: every case runs without them.
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+_TRAIN_FIELDS = ("email", "password", "first name", "last name", "city", "phone", "company", "notes")
+
+
+def synthetic_sft_examples(n: int, fields_per_page: int = 8) -> list[dict[str, Any]]:
+    """`n` policy SFT examples built as `sft.to_sft_examples` builds them (`build_messages`,
+    `format_reply`): a MiniWoB-like form of `fields_per_page` labelled textboxes, one past
+    step, a typing action; ~450 SmolLM2 tokens each, like the cpu preset's examples."""
+    from evolver_core.contracts.observation import Element, Observation, Tab
+    from evolver_core.contracts.prompt import PastStep, build_messages
+    from evolver_core.contracts.reply import format_reply
+
+    examples = []
+    for i in range(n):
+        elements = [Element(id=1, role="RootWebArea", name=f"Form {i}", depth=0),
+                    Element(id=2, role="StaticText", name=f"Fill in the form of customer {i} and submit it.", depth=1)]
+        for j in range(fields_per_page):
+            label = _TRAIN_FIELDS[(i + j) % len(_TRAIN_FIELDS)]
+            elements += [Element(id=len(elements) + 1, role="StaticText", name=label.title(), depth=1),
+                         Element(id=len(elements) + 2, role="textbox", name=label, depth=1,
+                                 props={"value": f"{label} {i * j}"} if j % 2 else {})]
+        elements.append(Element(id=len(elements) + 1, role="button", name="Submit", depth=1))
+        page = Observation(url=f"http://localhost/form-{i}.html", tabs=[Tab(1, f"Form {i}", True)],
+                           elements=elements).text
+        field_id = 4 + 2 * (i % fields_per_page)
+        history = [PastStep(observation=page, thought="The form is empty; I start with the first field.",
+                            action="click [4]")]
+        messages = build_messages(f"Enter customer {i}'s details and submit the form.", page, history, k=1)
+        reply = format_reply(f"The next empty field is {_TRAIN_FIELDS[i % len(_TRAIN_FIELDS)]}.",
+                             f"type [{field_id}] [value {i}] [press_enter_after=0]")
+        examples.append({"prompt": messages, "completion": [{"role": "assistant", "content": reply}]})
+    return examples
+
+
+def train_step_times(base_model_dir: str, steps: int, warmup: int, share_cpu: bool) -> list[float]:
+    """Seconds of each of `steps` LoRA steps after `warmup` (>= 1: a step's time runs from the
+    previous step's log) ones, through `finetune` with the default `TrainingConfig` (batch 2).
+    Runs in the process the bench starts for one case."""
+    from evolver_core.config import TrainingConfig
+    from evolver_core.training.finetune import finetune
+
+    total = warmup + steps
+    ends: list[float] = []
+    training = TrainingConfig(max_steps=total, logging_steps=1)
+
+    def step_ended(step: int, logs: dict[str, float]) -> None:
+        if "loss" in logs:  # logging_steps=1: a loss log ends every step (the summary log has none)
+            ends.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as out:
+        finetune(synthetic_sft_examples(total * training.per_device_train_batch_size), training, base_model_dir,
+                 str(Path(out) / "adapter"), on_log=step_ended, share_cpu=share_cpu)
+    return [b - a for a, b in zip(ends[warmup - 1:], ends[warmup:])]
+
+
+def _train_case(base_model_dir: str, steps: int, warmup: int, share_cpu: bool, env: dict[str, str]) -> list[float]:
+    """`train_step_times` in a fresh Python, so OpenMP starts from `env`'s settings."""
+    code = ("import json, sys; from evolver_core.benchmarks import train_step_times; "
+            "print(json.dumps(train_step_times(*json.loads(sys.argv[1]))))")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps([base_model_dir, steps, warmup, share_cpu])],
+                          env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"training case failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _case_env() -> dict[str, str]:
+    """Our environment without threading settings (so torch starts with its defaults; the
+    choice acts at run time), offline, importing this very copy of the project."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV} | {"HF_HUB_OFFLINE": "1"}
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def bench_train(steps: int = 4, model: str = "smollm2", warmup: int = TRAIN_WARMUP_STEPS) -> dict:
+    """Median seconds per LoRA step of torch's default threading and of the training's choice
+    (`training.threads`), quiet and beside one busy process; `ratio` = chosen shared / quiet."""
+    from evolver_core.training.models import resolve_model
+    from evolver_core.training.threads import usable_cores
+
+    base = resolve_model(model).base
+    env = _case_env()
+    runs: dict[str, list[float]] = {}
+    for load in ("quiet", "shared"):
+        busy = subprocess.Popen([sys.executable, "-c", SPIN]) if load == "shared" else None
+        try:
+            for name, share_cpu in (("default", False), ("chosen", True)):
+                runs[f"{name}_{load}"] = _train_case(base, steps, warmup, share_cpu, env)
+        finally:
+            if busy is not None:
+                busy.kill()
+                busy.wait()
+    step_s = {case: round(statistics.median(times), 2) for case, times in runs.items()}
+    return {"bench": "train", "model": model, "cores": usable_cores(), "steps": steps, "warmup": warmup,
+            "step_s": step_s, "runs": {case: [round(t, 2) for t in times] for case, times in runs.items()},
+            "ratio": round(step_s["chosen_shared"] / step_s["chosen_quiet"], 2), "target": 2,
+            "quiet_cost": round(step_s["chosen_quiet"] / step_s["default_quiet"], 3), "quiet_target": 1.1,
+            "default_ratio": round(step_s["default_shared"] / step_s["default_quiet"], 2)}

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from evolver_core.config import TrainingConfig
+from evolver_core.training.threads import thread_governor
 
 METRICS_FILE = "finetune.json"
 
@@ -136,16 +137,19 @@ def build_trainer(examples: Sequence[dict[str, Any]], training: TrainingConfig, 
 
 
 def finetune(examples: Sequence[dict[str, Any]], training: TrainingConfig, base_model_dir: str, output_dir: str, *,
-             on_log: LogFn | None = None) -> FinetuneResult:
+             on_log: LogFn | None = None, share_cpu: bool = True) -> FinetuneResult:
     """Train a LoRA adapter of `base_model_dir` on `examples` into `output_dir`; returns where it is and metrics.
 
     `on_log(step, logs)` gets every Trainer log (loss, learning rate, ...); an exception it
-    raises stops the training, and no adapter is written.
+    raises stops the training, and no adapter is written. `share_cpu` trains on CPU with
+    only the cores other processes leave idle (`threads.thread_governor`); False keeps
+    torch's threads (`webevolver bench train`'s baseline).
     """
     out = Path(output_dir).resolve()
     partial = out.parent / f".{out.name}.partial"
     history: list[tuple[int, float]] = []
-    trainer = build_trainer(examples, training, base_model_dir, partial, [_callback(on_log, history)])
+    callbacks = [_callback(on_log, history)] + ([thread_governor()] if share_cpu else [])
+    trainer = build_trainer(examples, training, base_model_dir, partial, callbacks)
     if not trainer.train_dataset or len(trainer.train_dataset) == 0:
         raise ValueError(f"none of the {len(examples)} examples fits max_length={training.max_length} tokens with its "
                          "reply; raise max_length")
