@@ -27,6 +27,8 @@ from typing import Any
 from evolver_core.agents.oracle import OracleAgent
 from evolver_core.browser.env import EnvConfig, launch_browser
 from evolver_core.browser.observe import observe
+from evolver_core.config import SamplingConfig
+from evolver_core.llm import current_limits
 from evolver_core.suites.httpserver import LocalHTTPServer
 
 REFERENCE_SLEEP_S = 3.0
@@ -113,17 +115,18 @@ async def bench_observe(repeats: int = 10, rows: int = 250) -> dict:
 async def _run_steps(browser: Any, suite: Any, tasks: list, *, sleep_s: float = 0.0) -> int:
     """Play oracle episodes on one context; returns env steps taken."""
     env = await browser.new_env(suite, EnvConfig())
+    step_s = current_limits().step_deadline_s  # every page call bounded, as in a rollout
     steps = 0
     try:
         for task in tasks:
-            obs = await env.reset(task)
+            obs = await env.within(step_s, env.reset(task))
             agent = OracleAgent(suite)
             agent.start(env.task)
-            while True:
+            for _ in range(SamplingConfig.max_steps):
                 turn = await agent.act(env.task, obs, [])
                 if turn.action.startswith("stop"):
                     break
-                obs = await env.step(turn.action)
+                obs = await env.within(step_s, env.step(turn.action))
                 steps += 1
                 if sleep_s:
                     await asyncio.sleep(sleep_s)
@@ -194,9 +197,10 @@ async def capture_pages(tasks: tuple[str, ...] = SERVE_TASKS, seeds: int = 2, st
     try:
         async with launch_browser() as browser:
             env = await browser.new_env(suite, EnvConfig())
+            step_s = current_limits().step_deadline_s
             try:
                 for task in suite.tasks("train"):
-                    obs = await env.reset(task)
+                    obs = await env.within(step_s, env.reset(task))
                     agent = OracleAgent(suite)
                     agent.start(env.task)
                     pages: list[PageSample] = []
@@ -205,7 +209,7 @@ async def capture_pages(tasks: tuple[str, ...] = SERVE_TASKS, seeds: int = 2, st
                         pages.append(PageSample(env.task.query, obs.url, obs.text, turn.thought, turn.action))
                         if turn.action.startswith("stop"):
                             break
-                        obs = await env.step(turn.action)
+                        obs = await env.within(step_s, env.step(turn.action))
                     episodes.append(pages)
             finally:
                 await env.close()
