@@ -243,6 +243,11 @@ class WorldModelConfig(Checked):
     fidelity_transitions: int = setting(4, "Held-out real transitions scored for STR / Sim. / O/A.",
                                         allowed=POSITIVE)
 
+    @property
+    def thought(self) -> bool:
+        """M_w writes a rationale line first: rationales are distilled for it."""
+        return self.rationale_max_tokens > 0
+
 
 @dataclass(frozen=True)
 class LookaheadConfig(Checked):
@@ -329,7 +334,7 @@ class LookaheadSpec:
            wm: WorldModelConfig = WorldModelConfig(), judge: JudgeConfig = JudgeConfig()) -> "LookaheadSpec":
         return cls(world_model=world_model, scorer=scorer, depth=depth, candidates=lookahead.candidates,
                    wm_max_tokens=wm.max_tokens, wm_temperature=wm.temperature, wm_form=wm.form,
-                   wm_thought=wm.rationale_max_tokens > 0, wm_constrained=wm.constrained,
+                   wm_thought=wm.thought, wm_constrained=wm.constrained,
                    score_by=lookahead.scorer,
                    scorer_max_tokens=judge.scorer_max_tokens, candidate_temperature=lookahead.temperature,
                    rollout_temperature=lookahead.rollout_temperature)

@@ -31,7 +31,7 @@ from evolver_core.sampling.sampler import SampleConfig
 from evolver_core.stages.sample import open_suite, sample_result
 from evolver_core.stages.sft import verdict_stage_for
 from evolver_core.training.identity import model_identity
-from evolver_core.world_model.model import WorldModel, thinks
+from evolver_core.world_model.model import WorldModel
 from evolver_core.world_model.replay import one_at_a_time
 from evolver_core.world_model.synthesis import Replay, RealStart, failed_task_ids, real_starts, synthesize
 
@@ -53,7 +53,7 @@ def synthesize_identity(root: str, run_id: str, round_: int, split: str, policy:
         "policy": model_identity(policy), "world_model": model_identity(world_model),
         "judge": model_identity(judge_model), "max_queries": wm.synth_queries, "max_actions": wm.synth_max_actions,
         "synth_samples": wm.synth_samples, "wm_max_tokens": wm.max_tokens, "judge_max_tokens": judge_config.max_tokens,
-        "form": wm.form, "filter": wm.synth_filter, "wm_temperature": wm.temperature, "wm_thought": thinks(wm),
+        "form": wm.form, "filter": wm.synth_filter, "wm_temperature": wm.temperature, "wm_thought": wm.thought,
         "wm_constrained": wm.constrained})
 
 

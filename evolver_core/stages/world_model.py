@@ -19,7 +19,7 @@ from evolver_core.data.storage import Storage
 from evolver_core.training.identity import model_identity
 from evolver_core.training.sft import write_sft_parquet
 from evolver_core.world_model.fidelity import measure_fidelity
-from evolver_core.world_model.model import (WorldModel, cap_transitions, distill_rationales, predictable, thinks,
+from evolver_core.world_model.model import (WorldModel, cap_transitions, distill_rationales, predictable,
                                             transitions_from_records, transitions_to_table, wm_sft_examples)
 
 WM_DATA_CODE = ("evolver_core.world_model.model", "evolver_core.stages.world_model")
@@ -52,7 +52,7 @@ def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldM
     everything = predictable(transitions_from_records(trajs, steps), wm.form)
     kept = cap_transitions(everything, first_per_site=wm.first_per_site, per_action_key=wm.per_action_key,
                            limit=wm.transitions)
-    if thinks(wm):
+    if wm.thought:
         with serve_without_browser(base) as server:
             rationales = asyncio.run(distill_rationales(server.client(), kept, max_tokens=wm.rationale_max_tokens,
                                                         on_done=on_done))
@@ -72,7 +72,7 @@ def fidelity_identity(root: str, run_id: str, round_: int, world_model: ModelSpe
     return StageIdentity(stage=FIDELITY, code=code_digest(*FIDELITY_CODE), params={
         "source": stage_digest(Storage(root), run_id, round_, source_stage), "world_model": model_identity(world_model),
         "judge": model_identity(judge_model), "max_transitions": wm.fidelity_transitions,
-        "wm_max_tokens": wm.max_tokens, "form": wm.form, "thought": thinks(wm), "constrained": wm.constrained})
+        "wm_max_tokens": wm.max_tokens, "form": wm.form, "thought": wm.thought, "constrained": wm.constrained})
 
 
 def run_fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, judge_model: Optional[ModelSpec],

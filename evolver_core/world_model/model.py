@@ -239,7 +239,7 @@ class WorldModel:
     def of(cls, client: LLMClient, wm: WorldModelConfig, *, greedy: bool = False) -> "WorldModel":
         """M_w as the world-model section says (`greedy`: temperature 0, as fidelity decodes)."""
         return cls(client, temperature=0.0 if greedy else wm.temperature, max_tokens=wm.max_tokens, form=wm.form,
-                   thought=thinks(wm), constrained=wm.constrained)
+                   thought=wm.thought, constrained=wm.constrained)
 
     async def predict(self, objective: str, start_url: str, past_actions: Sequence[str],
                       last_observation: str | None, action: str | None, *, seed: int | None = None) -> WMPrediction:
@@ -343,11 +343,6 @@ def rationale_messages(t: Transition) -> list[dict]:
 
 
 RATIONALE_MAX_TOKENS = WorldModelConfig.rationale_max_tokens
-
-
-def thinks(wm: WorldModelConfig) -> bool:
-    """M_w writes a rationale line first: the preset distills rationales (module docstring)."""
-    return wm.rationale_max_tokens > 0
 
 
 async def distill_rationales(client: LLMClient, transitions: Sequence[Transition], *, concurrency: int = 4,
