@@ -133,19 +133,33 @@ class SamplingConfig(Checked):
                           "and r-hat judges).", allowed=Allowed(choices=("demos", "self")))
     demo_tasks: int = setting(4, "Round 0 with demos: scripted-solver demonstrations (imitation learning).",
                               allowed=POSITIVE)
+    demo_explore: int = setting(0, "Round 0 with demos: exploring episodes per demonstration task, beside it: the "
+                                "scripted solver with half its actions a random click (seeded). The world model "
+                                "learns from them how wrong actions end; the policy never trains on them.",
+                                allowed=NOT_NEGATIVE)
     train_tasks: int = setting(4, "Training tasks the policy samples from round 1 on (and round 0 with self).",
                                allowed=POSITIVE)
 
     def greedy_once(self, **changes: Any) -> "SamplingConfig":
-        """The same episodes decoded greedily, one per task, in one shard (evaluations; the
-        scripted demonstrations)."""
-        return replace(self, samples=1, temperature=0.0, shards=1, **changes)
+        """The same episodes decoded greedily, one per task, in one shard, none exploring
+        (evaluations)."""
+        return replace(self, samples=1, temperature=0.0, shards=1, demo_explore=0, **changes)
+
+    def demonstrations(self) -> "SamplingConfig":
+        """Round 0's scripted episodes: each task's demonstration (sample 0) and its
+        `demo_explore` explorations (samples 1..), greedy, in one shard."""
+        return replace(self.greedy_once(), samples=1 + self.demo_explore, demo_explore=self.demo_explore)
+
+    def explores(self, sample: int) -> bool:
+        """Whether scripted episode `sample` of a task explores (the last `demo_explore`)."""
+        return sample >= self.samples - self.demo_explore
 
     def trajectory_params(self, with_policy: bool) -> dict:
         """What of this section the trajectories depend on (a stage identity's part): not the
         concurrency, nor the task counts (the stage names the count it samples)."""
         return {"suite": self.suite, "miniwob_tasks": self.miniwob_tasks, "samples": self.samples,
                 "max_steps": self.max_steps, "shards": self.shards,
+                "explore": None if with_policy else self.demo_explore,
                 "sampling": {"temperature": self.temperature, "max_tokens": self.policy_max_tokens,
                              "constrained": self.constrained} if with_policy else None}
 

@@ -139,14 +139,14 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
     base = ModelSpec(model=p.model, backend=p.backend)
     judge_spec = ModelSpec(model=p.judge.model or p.model, backend=p.backend)
     use_gold = p.judge.filter == "gold"
-    greedy = p.sampling.greedy_once()  # demonstrations and evaluations: one greedy episode per task
+    greedy = p.sampling.greedy_once()  # evaluations: one greedy episode per task
     clock = StageClock()
 
     # Real trajectories: demonstrations or the base model (round 0), else the previous policy M_{i-1}.
     with clock(SAMPLE):
         if round == 0 and p.sampling.round0 == "demos":
             sampler, n_tasks = None, p.sampling.demo_tasks
-            sampled = [sample_t(root, run_id, 0, SAMPLE, "train", n_tasks, None, greedy)]
+            sampled = [sample_t(root, run_id, 0, SAMPLE, "train", n_tasks, None, p.sampling.demonstrations())]
         else:
             sampler = base if round == 0 else adapter_spec(p, root, adapter or previous_adapter(store, run_id, round))
             n_tasks = p.sampling.train_tasks

@@ -156,8 +156,10 @@ def test_evolve_flow_reports_rounds_and_writes_the_success_plot(prefect_server, 
     from flows.evolve import evolve
 
     result = evolve(rounds=1, preset="smoke", run_id="evo", storage=str(tmp_path),
-                    overrides={**TINY_ROUND, "lookahead.depths": [1]})
+                    overrides={**TINY_ROUND, "lookahead.depths": [1], "demo_explore": 1})
     assert [r["round"] for r in result["rounds"]] == [0, 1]
+    zero = result["rounds"][0]  # each demonstration task explored once: the policy trains on neither exploration
+    assert zero["real_trajectories"] == 8 and zero["kept_trajectories"] == 4
     one = result["rounds"][1]
     # The tiny policy fails its train queries, so the world model synthesizes for them.
     store = Storage(str(tmp_path))

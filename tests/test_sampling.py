@@ -7,11 +7,17 @@ import sys
 import pytest
 
 from evolver_core.agents.oracle import OracleAgent
-from evolver_core.data.storage import Storage
 from evolver_core.config import SamplingConfig
+from evolver_core.contracts.agent import EXPLORER
+from evolver_core.data.episodes import read_episodes
+from evolver_core.data.run_layout import SAMPLE
+from evolver_core.data.storage import Storage
 from evolver_core.sampling.sampler import SampleConfig, SamplingError, sample_trajectories
 from evolver_core.suites.miniwob import MiniWoBSuite
+from evolver_core.stages.sample import run_sample
 from evolver_core.suites.registry import select_tasks
+from evolver_core.training.sft import EXPLORATION, convert_trajectories
+from evolver_core.world_model.model import transitions_from_records
 
 
 class FlakyAgent(OracleAgent):
@@ -72,3 +78,23 @@ def test_cli_sample_then_show(tmp_path):
     assert "Thought:" in shown.stdout and "Action: click [" in shown.stdout and "[press_enter_after=0]" in shown.stdout and "gold reward 1" in shown.stdout
     missing = subprocess.run(cmd + ["show", "nope", "--storage", str(tmp_path)], capture_output=True, text=True)
     assert missing.returncode != 0 and "no run 'nope'" in missing.stderr + missing.stdout
+
+
+async def test_round0_explorations_give_the_world_model_failed_ends_and_the_policy_nothing(tmp_path):
+    """Real scripted episodes of real MiniWoB tasks: each task's demonstration, then one
+    exploration; the explorations' failed ends reach the world model's transitions, and the
+    policy's SFT filter keeps the demonstrations alone."""
+    sampling = SamplingConfig(miniwob_tasks="click-button,click-link", demo_explore=1, max_steps=5).demonstrations()
+    assert sampling.samples == 2 and [sampling.explores(k) for k in (0, 1)] == [False, True]
+    assert not sampling.greedy_once().explores(0)  # evaluations never explore
+    await run_sample(str(tmp_path), "r", 0, SAMPLE, "train", 8, policy=None, sampling=sampling)
+    trajs, steps = read_episodes(Storage(str(tmp_path)), "r", 0, SAMPLE)
+    demos = [t for t in trajs if t.sample == 0]
+    explored = [t for t in trajs if t.sample == 1]
+    assert len(demos) == len(explored) == 8
+    assert {t.model for t in demos} == {"oracle"} and all(t.gold_reward == 1 for t in demos)
+    assert {t.model for t in explored} == {EXPLORER}
+    failed_ends = [t for t in transitions_from_records(trajs, steps) if t.ends and t.success is False]
+    assert failed_ends and {t.trajectory_id for t in failed_ends} <= {t.trajectory_id for t in explored}
+    conv = convert_trajectories(trajs, steps, use_gold=True)
+    assert conv.kept == 8 and conv.reasons[EXPLORATION] == 8

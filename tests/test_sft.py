@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from evolver_core.contracts.agent import EXPLORER
 from evolver_core.contracts.prompt import PastStep, build_messages, user_turn
 from evolver_core.contracts.reply import format_reply
 from evolver_core.data.records import StepRecord, TrajectoryRecord
@@ -54,6 +55,7 @@ def current_user_turn(example: dict) -> str:
     ({"final_answer": None}, False, sft.NO_ANSWER),
     ({"final_answer": " n/a "}, False, sft.NO_ANSWER),
     ({"n_steps": 3}, False, sft.MISSING_STEPS),
+    ({"model": EXPLORER, "gold_reward": 1.0}, True, sft.EXPLORATION),
 ])
 def test_keep_trajectory_reasons(overrides: dict, use_gold: bool, reason: str) -> None:
     traj, steps = trajectory([(PAGE_A, "type [2] [alice] [press_enter_after=1]"), (PAGE_C, "stop [alice]")],

@@ -15,6 +15,9 @@ from evolver_core.contracts.observation import Observation
 from evolver_core.contracts.task import Task
 
 
+EXPLORER = "explorer"  # the model name of exploring episodes (`agents.oracle.ExploringAgent`)
+
+
 @dataclass
 class Turn:
     thought: str

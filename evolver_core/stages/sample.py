@@ -7,9 +7,10 @@ from contextlib import ExitStack
 from dataclasses import asdict
 from typing import Callable, Optional
 
-from evolver_core.agents.oracle import OracleAgent
+from evolver_core.agents.oracle import ExploringAgent, OracleAgent
 from evolver_core.agents.policy import PolicyAgent
 from evolver_core.config import LookaheadSpec, ModelSpec, SamplingConfig
+from evolver_core.contracts.episode import episode_seed
 from evolver_core.contracts.task import Suite, Task
 from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest
 from evolver_core.data.run_layout import open_stage
@@ -81,14 +82,16 @@ async def run_sample(root: str, run_id: str, round_: int, stage: str, split: str
 
 def agent_factory(stack: ExitStack, suite: Suite, policy: Optional[ModelSpec], sampling: SamplingConfig,
                   lookahead: Optional[LookaheadSpec]) -> Callable:
-    """`make_agent(task, sample)` for sampling: the scripted solver (`policy` None), the
-    policy, or the policy with look-ahead; the servers it needs are entered on `stack`."""
+    """`make_agent(task, sample)` for sampling: the scripted solver (`policy` None; the
+    samples `sampling.explores` explore around it), the policy, or the policy with
+    look-ahead; the servers it needs are entered on `stack`."""
     from infra.serving import serve
 
     if policy is None:
         if lookahead is not None:
             raise ValueError("look-ahead needs a model policy, not the scripted solver")
-        return lambda task, k: OracleAgent(suite)
+        return lambda task, k: (ExploringAgent(suite, episode_seed(task, k)) if sampling.explores(k)
+                                else OracleAgent(suite))
     client = stack.enter_context(serve(policy)).client()
 
     policy_agent = PolicyAgent.for_episodes(client, sampling)

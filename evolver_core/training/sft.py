@@ -49,6 +49,7 @@ from typing import Any
 import pyarrow as pa
 
 from evolver_core.contracts.actions import parse_action
+from evolver_core.contracts.agent import EXPLORER
 from evolver_core.contracts.prompt import PastStep, build_messages
 from evolver_core.contracts.reply import format_reply
 from evolver_core.data.records import SFT_SCHEMA, SFT_TABLE, StepRecord, TrajectoryRecord, canonical_json
@@ -65,6 +66,7 @@ NO_STOP = "no_stop"
 NO_ANSWER = "no_answer"
 MISSING_STEPS = "missing_steps"
 INVALID_ACTION = "invalid_action"
+EXPLORATION = "exploration"  # the world model's data, never the policy's
 
 NO_ANSWERS = ("", "n/a")  # compared case-insensitively, after stripping
 
@@ -76,6 +78,8 @@ NO_ANSWERS = ("", "n/a")  # compared case-insensitively, after stripping
 def keep_trajectory(traj: TrajectoryRecord, steps: Sequence[StepRecord], *,
                     use_gold: bool = False) -> tuple[bool, str]:
     """(kept?, reason): reason is `KEPT` or the first rule the trajectory breaks."""
+    if traj.model == EXPLORER:
+        return False, EXPLORATION
     if use_gold:
         if traj.gold_reward is None:
             return False, NO_GOLD
