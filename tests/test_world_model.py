@@ -15,8 +15,8 @@ from evolver_core.data.storage import Storage
 from evolver_core.llm import LLMClient
 from evolver_core.training.sft import examples_from_table, examples_to_table
 from evolver_core.world_model.model import (
-    FIRST, OUTCOMES, Transition, WorldModel, action_key, build_wm_messages, cap_transitions, distill_rationales,
-    format_wm_target, outcome, parse_wm_output, predictable, rationale_messages, transitions_from_records,
+    FIRST, Transition, WorldModel, action_key, build_wm_messages, cap_transitions, distill_rationales,
+    format_wm_target, parse_wm_output, predictable, rationale_messages, transitions_from_records,
     reply_regex, transitions_from_table,
     transitions_to_table, wm_sft_examples,
 )
@@ -255,14 +255,3 @@ async def test_without_rationales_the_world_model_writes_the_changes_alone(
     with pytest.raises(ValueError, match="all None or all text"):
         wm_sft_examples(transitions[:2], [None, "r"], "delta")
 
-
-def test_cap_transitions_by_outcome_takes_pages_and_both_ends_in_turn() -> None:
-    pages = [transition(i) for i in range(20)]
-    wins = [replace(transition(i, nxt=f"won {i}"), ends=True, success=True) for i in range(20, 30)]
-    losses = [replace(transition(i, nxt=f"lost {i}"), ends=True, success=False) for i in range(30, 32)]
-    ts = pages + wins + losses
-    capped = cap_transitions(ts, per_action_key=99, limit=9, by_outcome=True)
-    assert [sum(outcome(t) == kind for t in capped) for kind in OUTCOMES] == [4, 3, 2]  # both failures, rest shared
-    assert capped == [t for t in ts if t in capped]
-    plain = cap_transitions(ts, per_action_key=99, limit=9)
-    assert sum(outcome(t) == "failure" for t in plain) < 2  # at random, failures are crowded out

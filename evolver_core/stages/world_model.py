@@ -37,8 +37,7 @@ def wm_data_identity(root: str, run_id: str, round_: int, base: ModelSpec, wm: W
 def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModelConfig,
                 source_stage: str = SAMPLE, on_done: Optional[Callable[[int, int], None]] = None) -> dict:
     """Every trajectory of `source_stage`, successful or failed, gives transitions (at most
-    `wm.transitions` a round, chosen at random, seeded, taking pages, successful ends and
-    failed ends in turn); `on_done(done, total)` reports the
+    `wm.transitions` a round, chosen at random, seeded); `on_done(done, total)` reports the
     rationale distillation's progress (the slow part on CPU)."""
     from infra.serving import serve_without_browser  # no browser in this stage: every core
 
@@ -52,7 +51,7 @@ def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldM
     trajs = [t for t in trajs if t.stop_reason != "error"]  # an error episode shows a fault, not the site
     everything = predictable(transitions_from_records(trajs, steps), wm.form)
     kept = cap_transitions(everything, first_per_site=wm.first_per_site, per_action_key=wm.per_action_key,
-                           limit=wm.transitions, by_outcome=True)
+                           limit=wm.transitions)
     if wm.thought:
         with serve_without_browser(base) as server:
             rationales = asyncio.run(distill_rationales(server.client(), kept, max_tokens=wm.rationale_max_tokens,
