@@ -111,6 +111,14 @@ def test_apply_rejects_ids_the_pages_do_not_have() -> None:
     assert apply_delta(FORM, parse_delta("+ \t[5] button 'x'")).endswith("\n\t[5] button 'x'")
 
 
+def test_an_update_past_the_page_end_adds_the_element() -> None:
+    """The world model's slip at a MiniWoB episode end: `~` for the appended 'START'."""
+    added = apply_delta(FORM, parse_delta("+ \t[5] StaticText 'START'\n~ \t[4] button 'Submit' focused: true"))
+    assert apply_delta(FORM, parse_delta("~ \t[5] StaticText 'START'\n~ \t[4] button 'Submit' focused: true")) == added
+    with pytest.raises(DeltaError):  # past the end by more than the new elements: still no page
+        apply_delta(FORM, parse_delta("~ \t[6] StaticText 'START'"))
+
+
 def test_change_items_are_one_per_element() -> None:
     delta = parse_delta("~ Tab 1 (current): B\n- [2-3]\n~ [1] RootWebArea 'B'")
     assert change_items(delta) == ["~ Tab 1 (current): B", "- [2]", "- [3]", "~ [1] RootWebArea 'B'"]

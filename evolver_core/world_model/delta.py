@@ -20,7 +20,8 @@ the next page's id), as in a unified diff, where `-` lines speak of the old text
 the new. Ids shift when an element appears or goes away in the middle; the delta needs no
 renumbering: the kept elements of the current page, in order, fill the next page's ids that
 no `+` line takes, and a `~` line replaces the kept element at its id. Without insertions or
-removals before an element, its id is the same in both pages (the common case).
+removals before an element, its id is the same in both pages (the common case). A `~` line
+past the next page's end is read as a `+` (the one thing it can mean).
 
 `diff` writes "page replaced" when fewer than half of the next page's elements (same role and
 name, properties aside) were on the current page: a navigation (WMA, Chae et al. 2025, also
@@ -246,7 +247,8 @@ def parse_delta(text: str) -> Delta:
 
 def apply_delta(current: str, delta: Delta) -> str:
     """The complete next page: `current` with the delta applied, ids renumbered 1..n in
-    document order. Raises `DeltaError` when the delta names ids the pages do not have."""
+    document order (a `~` past the next page's end adds the element). Raises `DeltaError`
+    when the delta names ids the pages do not have."""
     if delta.page is not None:
         return delta.page
     page = _split(current)
@@ -257,7 +259,11 @@ def apply_delta(current: str, delta: Delta) -> str:
     gone = set(delta.removed)
     kept = iter(line for i, line in enumerate(page.lines, 1) if i not in gone)
     size = len(page.lines) - len(gone) + sum(c.op == ADDED for c in delta.changes)
-    by_id = {c.id: c for c in delta.changes}
+    # An update past the next page's last element can only mean a new element there: the
+    # small world model's usual slip for an appended one (MiniWoB's 'START' at an episode end).
+    changes = [replace(c, op=ADDED) if c.op == UPDATED and c.id > size else c for c in delta.changes]
+    size += sum(c.op == ADDED for c in changes) - sum(c.op == ADDED for c in delta.changes)
+    by_id = {c.id: c for c in changes}
     if any(not 1 <= i <= size for i in by_id):
         raise DeltaError(f"changes an id the next page does not have (1..{size})")
     lines = []

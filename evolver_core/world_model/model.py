@@ -44,12 +44,10 @@ Training data:
    The past actions are ``Thought: ...\\nAction: ...`` of the earlier valid steps; callers
    at inference pass the policy's turns in the same form (`policy.format_reply`).
 2. `cap_transitions`: dedupe, then cap first steps per site and transitions per action key
-   (as the reference: 20 and 50), seeded. Failed ends come mostly from round 0's
-   explorations (`SamplingConfig.demo_explore`): without them M_w saw almost none and
-   predicted every end a success, so the world-model scorer tied every candidate. They stay
-   in their natural share: a third of the data each for pages, successful and failed ends
-   (measured, cpu preset round 0) made M_w predict a failed end for all 50 held-out
-   transitions, 32 of them no end.
+   (as the reference: 20 and 50), seeded. Failed ends are in their natural share: they come
+   from failed samples and, with `SamplingConfig.demo_explore`, round 0's explorations. A
+   third of the data each for pages, successful and failed ends made the cpu preset's M_w
+   predict a failed end for all 50 held-out transitions, 32 of them no end (measured; DESIGN.md).
 3. `distill_rationales`: the base model explains each transition (temperature 0); first
    steps get a fixed rationale; with `max_tokens` 0, none (all None, no model call).
 4. `wm_sft_examples`: prompt-completion examples, the policy SFT format, so
