@@ -41,16 +41,17 @@ class OracleAgent:
 
 class ExploringAgent(OracleAgent):
     """The solver, but its first action, and each later one with probability `EXPLORE_RATE`
-    (seeded), is a click on a random element of the page (the solver's own choice included). Its episodes carry the model name `EXPLORER`: the
-    policy's SFT filter leaves them out (`training.sft.keep_trajectory`), the world model
-    learns from them (how a wrong action ends an episode)."""
+    (seeded), is a click on a random element of the page (the solver's own choice included).
+    Its episodes carry the model name `EXPLORER`: the policy's SFT filter leaves them out
+    (`training.sft.keep_trajectory`), the world model learns from them (how a wrong action
+    ends an episode)."""
 
     name = EXPLORER
 
     def __init__(self, suite: Suite, seed: int):
         super().__init__(suite)
         self._rng = random.Random(seed)
-        self._first = True
+        self._first = True  # set again by `start`: the next action is an episode's first
 
     def start(self, task: Task) -> None:
         super().start(task)

@@ -258,11 +258,11 @@ def apply_delta(current: str, delta: Delta) -> str:
         raise DeltaError(f"removes an id the current page does not have (1..{len(page.lines)})")
     gone = set(delta.removed)
     kept = iter(line for i, line in enumerate(page.lines, 1) if i not in gone)
-    size = len(page.lines) - len(gone) + sum(c.op == ADDED for c in delta.changes)
+    end = len(page.lines) - len(gone) + sum(c.op == ADDED for c in delta.changes)
     # An update past the next page's last element can only mean a new element there: the
     # small world model's usual slip for an appended one (MiniWoB's 'START' at an episode end).
-    changes = [replace(c, op=ADDED) if c.op == UPDATED and c.id > size else c for c in delta.changes]
-    size += sum(c.op == ADDED for c in changes) - sum(c.op == ADDED for c in delta.changes)
+    changes = [replace(c, op=ADDED) if c.op == UPDATED and c.id > end else c for c in delta.changes]
+    size = len(page.lines) - len(gone) + sum(c.op == ADDED for c in changes)
     by_id = {c.id: c for c in changes}
     if any(not 1 <= i <= size for i in by_id):
         raise DeltaError(f"changes an id the next page does not have (1..{size})")
