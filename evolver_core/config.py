@@ -281,8 +281,9 @@ class LookaheadConfig(Checked):
     rollout_temperature: float = setting(0.7, "The policy's temperature inside a simulation of depth > 1.",
                                          allowed=TEMPERATURE)
     scorer: str = setting("llm", "What scores a simulation: llm (the judge model rates it 0 / 0.5 / 1, the "
-                          "paper's) or world_model (M_w's own prediction that the episode ends in success: 1, "
-                          "in failure: 0, not yet: 0.5; works with small models).",
+                          "paper's) or world_model (a predicted end scores M_w's probability that it is a "
+                          "success, read from the server's token log-probabilities, else 1 / 0 by the outcome "
+                          "it wrote; not yet ended: 0.5; works with small models).",
                           allowed=Allowed(choices=("llm", "world_model")))
 
 

@@ -30,6 +30,10 @@ endpoint failed.
   servers that constrain decoding to it (vLLM's ``structured_outputs``; the client is made
   with ``structured=True``); other servers get the request without it, and the caller's
   parser still checks the reply.
+- `top_logprobs`: the first choice's tokens with their log-probabilities and the k likeliest
+  alternatives at each (`Completion.token_logprobs`), from servers that return them (vLLM,
+  OpenAI; the client is made with ``logprobs=True``); others get the request without and the
+  completion has none. The world model's outcome probability is read from them.
 """
 
 from __future__ import annotations
@@ -94,6 +98,16 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token, its log-probability and the likeliest alternatives at its place
+    (token text -> log-probability; the token itself among them)."""
+
+    token: str
+    logprob: float
+    top: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Completion:
     texts: list[str]
     finish_reasons: list[str]
@@ -103,6 +117,7 @@ class Completion:
     model: str
     latency_s: float
     sampling: dict = field(default_factory=dict)  # temperature, top_p, max_tokens, stop, seed, n
+    token_logprobs: tuple[TokenLogprob, ...] = ()  # of the first choice, when asked for and served
 
     @property
     def text(self) -> str:
@@ -126,6 +141,13 @@ def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
     """`text` up to (not including) the first occurrence of any stop string."""
     cut = min((i for s in stop or () if s and (i := text.find(s)) >= 0), default=len(text))
     return text[:cut]
+
+
+def _token_logprobs(choice: Any) -> tuple[TokenLogprob, ...]:
+    """The tokens of a choice with their log-probabilities; () when the reply has none."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None) or ()
+    return tuple(TokenLogprob(token=t.token, logprob=t.logprob,
+                              top={a.token: a.logprob for a in (t.top_logprobs or ())}) for t in content)
 
 
 def _chat_completion(raw: Any) -> ChatCompletion:
@@ -163,13 +185,14 @@ async def _close_at_loop_end(client: AsyncOpenAI) -> AsyncIterator[None]:
 class LLMClient:
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *,
                  limits: CallLimits | None = None, concurrency: int = 4, supports_n: bool = True,
-                 structured: bool = False, diagnose: Callable[[], str | None] | None = None):
+                 structured: bool = False, logprobs: bool = False, diagnose: Callable[[], str | None] | None = None):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.limits = limits or current_limits()
         self.concurrency = concurrency
         self.supports_n = supports_n
         self.structured = structured
+        self.logprobs = logprobs  # the server returns token log-probabilities
         self.usage = Usage()
         self._api_key = api_key or NO_KEY
         self._diagnose = diagnose
@@ -182,14 +205,17 @@ class LLMClient:
 
     async def chat(self, messages: Sequence[dict], *, temperature: float = 0.0, top_p: float = 1.0,
                    max_tokens: int = 256, stop: Sequence[str] | None = None, seed: int | None = None, n: int = 1,
-                   extra_body: dict | None = None, regex: str | None = None) -> Completion:
-        """One chat completion (`n` choices), decoded within `regex` where the server can
-        (module docstring). Raises `LLMError` when it cannot be had."""
+                   extra_body: dict | None = None, regex: str | None = None, top_logprobs: int = 0) -> Completion:
+        """One chat completion (`n` choices), decoded within `regex` where the server can,
+        with the `top_logprobs` likeliest alternatives of each token where the server gives
+        them (module docstring). Raises `LLMError` when it cannot be had."""
         messages = [dict(m) for m in messages]
         if regex is not None and self.structured:
             extra_body = (extra_body or {}) | {"structured_outputs": {"regex": regex}}
         sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
                     "stop": list(stop) if stop else None, "seed": seed, "n": n}
+        if top_logprobs and self.logprobs:
+            sampling |= {"logprobs": True, "top_logprobs": top_logprobs}
         t0 = time.monotonic()
         if n > 1 and not self.supports_n:  # one after another: the server's seed is process-global
             seeds = [None if seed is None else seed + i for i in range(n)]
@@ -202,7 +228,8 @@ class LLMClient:
                           finish_reasons=[c.finish_reason or "" for p in parts for c in p.choices],
                           prompt_tokens=sum(p.usage.prompt_tokens if p.usage else 0 for p in parts),
                           completion_tokens=sum(p.usage.completion_tokens if p.usage else 0 for p in parts),
-                          messages=messages, model=self.model, latency_s=time.monotonic() - t0, sampling=sampling)
+                          messages=messages, model=self.model, latency_s=time.monotonic() - t0, sampling=sampling,
+                          token_logprobs=_token_logprobs(parts[0].choices[0]))
 
     async def aclose(self) -> None:
         """Close the HTTP connections of the running event loop's client."""

@@ -110,6 +110,7 @@ class ModelServer(ABC):
     backend: ClassVar[str]
     supports_n: ClassVar[bool] = True
     structured_outputs: ClassVar[bool] = False  # decodes within a request's regex (`LLMClient.chat`)
+    logprobs: ClassVar[bool] = False  # returns token log-probabilities (`LLMClient.chat`'s top_logprobs)
     # Requests a client keeps in flight. A server that generates one request at a time
     # gains nothing from more, and queued requests would spend their timeout waiting.
     concurrency: ClassVar[int] = 4
@@ -151,7 +152,7 @@ class ModelServer(ABC):
     def client(self, **opts: Any) -> LLMClient:
         """An `LLMClient` for this server (`opts`: LLMClient keyword arguments, e.g. model=...)."""
         opts = {"model": self.model, "api_key": self.api_key, "supports_n": self.supports_n,
-                "structured": self.structured_outputs, "concurrency": self.concurrency,
+                "structured": self.structured_outputs, "logprobs": self.logprobs, "concurrency": self.concurrency,
                 "diagnose": self.failure} | opts
         return LLMClient(self.base_url, **opts)
 
@@ -361,6 +362,7 @@ class VLLMServer(ProcessServer):
     backend = "vllm"
     concurrency = 8  # it batches concurrent requests
     structured_outputs = True
+    logprobs = True
 
     def __init__(self, ref: ModelRef, *, max_lora_rank: int = 64, max_loras: int = 4, extra_args: tuple[str, ...] = (),
                  python: str | None = None, device: str = "auto", dtype: str | None = None,
@@ -480,6 +482,7 @@ class OpenAIEndpoint(ModelServer):
     """An external OpenAI-compatible endpoint; the key comes from `api_key_env` (None: no key)."""
 
     backend = "openai"
+    logprobs = True  # the OpenAI API's chat completions return them, as vLLM's do
 
     def __init__(self, ref: ModelRef, *, base_url: str = "https://api.openai.com/v1",
                  api_key_env: str | None = "OPENAI_API_KEY", startup_timeout_s: float = 30.0):

@@ -138,6 +138,7 @@ class Lease(ModelServer):
             self.shared, self._model, self._server_key = self.session.acquire(self.spec, self.ref)
             self.supports_n = self.shared.supports_n  # type: ignore[misc]
             self.structured_outputs = self.shared.structured_outputs  # type: ignore[misc]
+            self.logprobs = self.shared.logprobs  # type: ignore[misc]
             self.concurrency = self.shared.concurrency  # type: ignore[misc]
             self.start_s = self.shared.start_s
         return self

@@ -6,7 +6,8 @@ import re
 import pytest
 
 from evolver_core.contracts.actions import (
-    ACTION_REGEX, Action, ActionParseError, action_from_json, action_to_json, format_action, parse_action,
+    ACTION_REGEX, Action, ActionParseError, action_from_json, action_to_json, action_regex, format_action,
+    parse_action, reply_regex,
 )
 
 text = st.text(st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)), max_size=40).filter(
@@ -34,6 +35,16 @@ def test_json_form_round_trips(action):
 @given(actions)
 def test_formatted_actions_match_the_constrained_decoding_regex(action):
     assert re.fullmatch(ACTION_REGEX, format_action(action))
+
+
+def test_a_grammar_can_limit_clicks_to_some_elements():
+    """Look-ahead's sampled candidates click none of the earlier candidates' elements."""
+    some = action_regex([2, 12, 3])
+    assert [bool(re.fullmatch(some, f"click [{i}]")) for i in (2, 3, 12, 1, 4, 21, 123)] == [True] * 3 + [False] * 4
+    assert re.fullmatch(some, "type [1] [x] [press_enter_after=0]") and re.fullmatch(some, "stop [done]")
+    assert not re.fullmatch(action_regex([]), "click [1]") and re.fullmatch(action_regex([]), "wait")
+    assert re.fullmatch(reply_regex([5]), "Thought: the fifth.\nAction: click [5]")
+    assert not re.fullmatch(reply_regex([5]), "Thought: the fourth.\nAction: click [4]")
 
 
 @pytest.mark.parametrize("raw, expected", [

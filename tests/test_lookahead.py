@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -12,9 +13,11 @@ from test_synthesis import page_number, servers  # noqa: F401  (the ChatServer f
 from evolver_core.agents.lookahead import (SCORE_REGEX, LookaheadAgent, SimStep, dedupe_candidates, parse_score,
                                            select_best, world_model_score)
 from evolver_core.agents.policy import PolicyAgent
+from evolver_core.contracts.actions import REPLY_REGEX
 from evolver_core.contracts.observation import Element, Observation, Tab
 from evolver_core.contracts.task import Task
-from evolver_core.world_model.model import WorldModel
+from evolver_core.llm import LLMClient
+from evolver_core.world_model.model import OUTCOME_TOP_LOGPROBS, WorldModel
 
 TASK = Task(id="la/t1", suite="la", site="example.org", start_url="http://example.org/", query="open the target")
 OBS = Observation(url="http://example.org/", tabs=[Tab(0, "Home", True)],
@@ -155,3 +158,64 @@ async def test_the_world_models_own_verdict_can_pick_another_candidate_than_the_
     assert "focused: true" in la["candidates"][0]["simulation"][0]["page"]  # the delta applied to the real page
     with pytest.raises(ValueError, match="scorer"):
         LookaheadAgent(PolicyAgent(policy.client), WorldModel(wm.client), None, score_by="llm")
+
+
+def vllm_tokens(text: str, p_success: float) -> dict:
+    """`text` as vLLM's chat logprobs give it: a word (with its leading space) a token, each
+    with its top alternatives; at the outcome word, " success" and " failure" share the mass
+    as `p_success` says."""
+    content = []
+    for token in re.findall(r"\s*\S+|\s+", text):
+        top = {token: -0.01}
+        if token.strip() in ("success", "failure"):
+            top = {" success": math.log(p_success), " failure": math.log(1 - p_success)}
+        content.append({"token": token, "logprob": top.get(token, -0.01), "bytes": None,
+                        "top_logprobs": [{"token": t, "logprob": v, "bytes": None} for t, v in top.items()]})
+    return {"content": content}
+
+
+async def test_the_world_models_probability_of_success_ranks_ends_it_writes_alike(servers):  # noqa: F811
+    """The cpu preset's world models write "success" at every end they predict; the
+    probability of the outcome word decides between two such ends. A server without
+    log-probabilities falls back to the written outcome: a tie, kept by the greedy candidate."""
+    def wm_ending(messages: list[dict]) -> dict:
+        reply = "CHANGES:\n= episode ends: success"
+        p = 0.9 if messages[-1]["content"].rstrip().endswith("click [2]") else 0.3
+        return {"content": reply, "logprobs": vllm_tokens(reply, p)}
+
+    policy = servers(scripted_policy(["click [3]", "click [2]", "click [3]"]), "policy-model")
+    wm = servers(wm_ending, "wm-model")
+    with_logprobs = LLMClient(wm.client.base_url, "wm-model", logprobs=True)
+    agent = LookaheadAgent(PolicyAgent(policy.client), WorldModel(with_logprobs, form="delta", outcome_probability=True),
+                           None, score_by="world_model")
+    la = (await agent.act(TASK, OBS, [])).sampling["lookahead"]
+    assert la["chosen"] == 1
+    assert [c["score_parsed"] for c in la["candidates"]] == pytest.approx([0.3, 0.9])
+    assert wm.bodies[-1]["top_logprobs"] == OUTCOME_TOP_LOGPROBS
+
+    written_only = LookaheadAgent(PolicyAgent(policy.client), WorldModel(wm.client, form="delta",
+                                                                         outcome_probability=True),
+                                  None, score_by="world_model")
+    la = (await written_only.act(TASK, OBS, [])).sampling["lookahead"]
+    assert la["chosen"] == 0 and [c["score_parsed"] for c in la["candidates"]] == [1.0, 1.0]
+    assert "logprobs" not in wm.bodies[-1]  # never sent to a server that does not return them
+
+
+def test_world_model_score_prefers_the_probability_of_success():
+    assert world_model_score([SimStep("click [2]", "[1] a 'b'", ends=True, success=True, p_success=0.25)]) == 0.25
+    assert world_model_score([SimStep("click [2]", "[1] a 'b'", p_success=None)]) == 0.5
+
+
+async def test_a_constrained_policys_sampled_candidates_click_none_of_the_earlier_candidates_elements(servers):  # noqa: F811
+    """Where the server decodes within the grammar, it holds the "different from" request: the
+    second candidate may click no element the greedy one clicked, the third neither of theirs."""
+    policy = servers(scripted_policy(["click [3]", "click [2]", "type [2] [x] [press_enter_after=1]"]), "policy-model")
+    wm = servers(wm_predicting, "wm-model")
+    structured = LLMClient(policy.client.base_url, "policy-model", structured=True)
+    agent = LookaheadAgent(PolicyAgent(structured, constrained=True), WorldModel(wm.client, form="tree"), None,
+                           score_by="world_model")
+    await agent.act(TASK, OBS, [])
+    grammars = [b.get("structured_outputs", {}).get("regex") for b in policy.bodies]
+    assert grammars[0] == REPLY_REGEX
+    clickable = [[i for i in (1, 2, 3) if re.fullmatch(g, f"Thought: t\nAction: click [{i}]")] for g in grammars]
+    assert clickable == [[1, 2, 3], [1, 2], [1]]

@@ -34,6 +34,8 @@ from evolver_core.world_model.synthesis import (WM_UNPARSABLE, failed_task_ids, 
 from test_records import make_step, make_trajectory
 
 Responder = Callable[[list[dict]], str]
+# A responder may also give the log-probabilities of the reply's tokens, as vLLM returns them
+# when asked (`logprobs`/`top_logprobs`): {"content": str, "logprobs": {"content": [...]}}.
 
 
 class ChatServer:
@@ -58,10 +60,12 @@ class ChatServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 server.bodies.append(body)
-                content = respond(body["messages"])
+                reply = respond(body["messages"])
+                content, logprobs = (reply["content"], reply["logprobs"]) if isinstance(reply, dict) else (reply, None)
                 self._send({"id": "x", "object": "chat.completion", "created": 0, "model": model,
                             "choices": [{"index": 0, "finish_reason": "stop",
-                                         "message": {"role": "assistant", "content": content}}],
+                                         "message": {"role": "assistant", "content": content},
+                                         "logprobs": logprobs if body.get("logprobs") else None}],
                             "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}})
 
             def log_message(self, *args: object) -> None:

@@ -25,6 +25,8 @@ import pytest
 from evolver_core.config import ModelSpec
 from evolver_core.training.models import ModelRef
 from fixtures_models import FakeEndpoint, chat_response, gone
+from evolver_core.world_model.delta import ENDS
+from evolver_core.world_model.model import OUTCOME_TOP_LOGPROBS, outcome_probability
 from infra.model_server import VLLMServer, vllm_python
 from infra.serving import Lease, adapter_name, current_session, serve, serving_session
 
@@ -273,7 +275,7 @@ def test_vllm_on_cpu_serves_merged_adapters_across_stages(tiny_model: Path, tmp_
     assert want_a != want_b
 
     async def ask(server, **kw):
-        return await server.client().chat(messages, max_tokens=8, **kw)
+        return await server.client().chat(messages, **{"max_tokens": 8} | kw)
 
     with serving_session(log_dir=server_logs, max_servers=2) as session:
         with serve(ModelSpec(model=str(tiny_model), backend="vllm", adapter=str(adapter_a))) as stage1:
@@ -289,6 +291,12 @@ def test_vllm_on_cpu_serves_merged_adapters_across_stages(tiny_model: Path, tmp_
             assert asyncio.run(ask(policy)).text == want_b
             several = asyncio.run(ask(judge, n=2, temperature=1.0, seed=3))
             assert len(several.texts) == 2  # vLLM honours n
+            ends = asyncio.run(ask(judge, regex=f"{ENDS}: (success|failure)", top_logprobs=OUTCOME_TOP_LOGPROBS,
+                                   max_tokens=32))
+            assert "".join(t.token for t in ends.token_logprobs).startswith(ends.text)  # its tokens (and EOS)
+            p_success = outcome_probability(ends.token_logprobs)  # the look-ahead scorer's reading
+            assert p_success is not None and 0.0 <= p_success <= 1.0
+            assert (p_success > 0.5) == ends.text.endswith("success")  # greedy within the grammar: the likelier word
             pids = [policy.shared.pid, judge.shared.pid]
         starts = session.start_times()
         assert [(s["backend"], s["adapter"], s["shared"]) for s in starts] == [

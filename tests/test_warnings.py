@@ -40,3 +40,16 @@ def test_the_cpu_presets_old_round_one_would_have_said_everything_it_did_not_do(
     ]
     nothing = summary(synthetic={"failed_queries": 3, "tried": 0, "terminal": 0, "kept": 0, "filter": "replay"})
     assert round_warnings(nothing) == ["synthesis made no trajectory (3 failed queries)"]
+
+
+def test_ends_scored_without_the_world_models_probability_are_named():
+    """A transformers server gives no log-probabilities: the world-model scorer falls back to
+    the outcome M_w wrote, which on the cpu preset is "success" at every end (a tie)."""
+    fallback = summary(lookahead={"1": {"steps": 10, "scored": 20, "parse_rate": 1.0, "ends": 12,
+                                        "by_probability": 0, "not_greedy": 3}})
+    assert round_warnings(fallback) == [
+        "look-ahead d=1: the world model's server gave no probability of success at its 12 predicted ends, "
+        "so they were scored by the outcome it wrote"]
+    scored = summary(lookahead={"1": {"steps": 10, "scored": 20, "parse_rate": 1.0, "ends": 12,
+                                      "by_probability": 12, "not_greedy": 3}})
+    assert round_warnings(scored) == []

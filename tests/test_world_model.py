@@ -5,6 +5,7 @@ parsing and the Parquet round trip."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -12,9 +13,9 @@ import pytest
 from evolver_core.config import WorldModelConfig
 from evolver_core.data.records import WM_TRANSITION_TABLE, StepRecord, TrajectoryRecord
 from evolver_core.data.storage import Storage
-from evolver_core.llm import LLMClient
+from evolver_core.llm import LLMClient, TokenLogprob
 from evolver_core.training.sft import examples_from_table, examples_to_table
-from evolver_core.world_model.model import (
+from evolver_core.world_model.model import (outcome_probability, 
     FIRST, Transition, WorldModel, action_key, build_wm_messages, cap_transitions, distill_rationales,
     format_wm_target, parse_wm_output, predictable, rationale_messages, transitions_from_records,
     reply_regex, transitions_from_table,
@@ -255,3 +256,21 @@ async def test_without_rationales_the_world_model_writes_the_changes_alone(
     with pytest.raises(ValueError, match="all None or all text"):
         wm_sft_examples(transitions[:2], [None, "r"], "delta")
 
+
+
+def test_outcome_probability_is_read_at_the_word_after_episode_ends() -> None:
+    """P(success) / (P(success) + P(failure)) at the outcome token of a reply split as
+    SmolLM2's tokenizer splits it (":" and " success" apart), from its alternatives."""
+    def tok(text: str, top: dict[str, float] | None = None) -> TokenLogprob:
+        return TokenLogprob(token=text, logprob=-0.1, top=top or {text: -0.1})
+
+    head = [tok("CHANGES"), tok(":\n"), tok("="), tok(" episode"), tok(" ends"), tok(":")]
+    outcome = tok(" success", {" success": math.log(0.6), " failure": math.log(0.2), " Success": math.log(0.1)})
+    assert outcome_probability([*head, outcome, tok("\n")]) == pytest.approx(0.7 / 0.9)
+    assert outcome_probability([*head, tok(" failure", {" failure": -0.01})]) == 0.0
+    assert outcome_probability([*head, tok(" maybe", {" maybe": -0.01})]) is None  # neither word
+    split = tok(" f", {" f": math.log(0.3), " success": math.log(0.6), " ": math.log(0.1)})  # " failure" in pieces
+    assert outcome_probability([*head, split, tok("ail"), tok("ure")]) == pytest.approx(0.6 / 0.9)
+    assert outcome_probability([*head, tok(" "), outcome]) == pytest.approx(0.7 / 0.9)  # a space token first
+    assert outcome_probability(head[:-1]) is None  # the reply never names an outcome
+    assert outcome_probability([]) is None

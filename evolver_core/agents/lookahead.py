@@ -4,9 +4,16 @@ At each step (reference notes section 9, with its faults fixed, notes 11.3):
 
 1. Candidates: the policy's greedy reply (temperature 0), then `candidates - 1` replies
    sampled at `candidate_temperature` (the paper's 0.7; the reference used 1.0), each asked (an instruction appended to the observation,
-   prompt ``lookahead_different``) for an action different from the earlier ones. They are
-   de-duplicated by PARSED action (the reference compared raw strings); unparsable ones are
-   dropped unless none parse. If one remains it is taken without simulation.
+   prompt ``lookahead_different``) for an action different from the earlier ones. Where the
+   policy decodes within the action grammar (`SamplingConfig.constrained`, a server with
+   structured outputs), that grammar also holds the request: a sampled candidate clicks none
+   of the elements earlier candidates clicked, only elements of the page
+   (`contracts.actions.reply_regex`). Measured on the cpu preset's round-0 policy (the first
+   pages of 40 click-button / click-link episodes, vLLM's CPU build): asked in words alone, 3
+   candidates held 1.03 distinct actions at temperature 0.7 (1.23 at 1.0), since the
+   fine-tuned 135M policy repeats its greedy action; held by the grammar, 3.0.
+   They are de-duplicated by PARSED action (the reference compared raw strings); unparsable
+   ones are dropped unless none parse. If one remains it is taken without simulation.
 2. Simulation, concurrently for all candidates: the world model predicts the page after the
    candidate's action; for depth d > 1 the policy acts on the predicted page (at
    `rollout_temperature`) and the WM predicts again, d pages at most. A simulation ends early on a `stop` or an
@@ -17,10 +24,15 @@ At each step (reference notes section 9, with its faults fixed, notes 11.3):
    the candidate's reply and the simulated steps ("Step k: ..."); for a `stop` candidate it
    judges whether stopping now is right. An unparsable score counts 0. ``world_model``: the
    world model's own prediction decides, learned from real transitions with their gold
-   outcome (`world_model_score`): the episode ends in success 1, in failure 0, goes on 0.5;
-   a prediction that did not parse counts 0 and is not "parsed"; a `stop` candidate 0.5.
-   A 135M scorer LLM cannot rate (its scores never parsed on the cpu preset); the world
-   model's terminal prediction is what a small model can give.
+   outcome (`world_model_score`): a predicted end scores the world model's probability that
+   it is a success (`world_model.model.outcome_probability`, read from the server's token
+   log-probabilities), or 1 / 0 by the outcome it wrote where the server gives none; going
+   on scores 0.5; a prediction that did not parse counts 0 and is not "parsed"; a `stop`
+   candidate 0.5. A 135M scorer LLM cannot rate (its scores never parsed on the cpu preset);
+   the world model's prediction of the end is what a small model can give. The probability,
+   not the written outcome: the cpu preset's world models write "success" at every predicted
+   end, so the written outcome tied every candidate, while the probability ranks real
+   successful ends above failed ones (DESIGN.md).
 4. Selection: the highest score; ties go to the earliest candidate, i.e. the greedy one.
 
 The returned `Turn` is the chosen candidate's (its thought, action, prompt and reply), with
@@ -37,7 +49,8 @@ from dataclasses import asdict, dataclass, field
 
 from evolver_core.agents.policy import PolicyAgent
 from evolver_core.config import JudgeConfig, LookaheadConfig
-from evolver_core.contracts.actions import Action, ActionParseError, format_action, parse_action
+from evolver_core.contracts.actions import (REPLY_REGEX, Action, ActionParseError, format_action, parse_action,
+                                           reply_regex)
 from evolver_core.contracts.agent import Turn
 from evolver_core.contracts.episode import StepResult
 from evolver_core.contracts.observation import Observation
@@ -99,12 +112,13 @@ def select_best(scores: Sequence[float]) -> int:
 class SimStep:
     """One simulated step: the action taken and the page the WM predicted after it
     (None: the agent stopped, or the WM's output did not parse), and whether the WM said the
-    episode ends there (and how)."""
+    episode ends there (and how, with its probability of success where the server gave it)."""
 
     action: str
     page: str | None
     ends: bool = False
     success: bool | None = None
+    p_success: float | None = None  # the world model's probability that the end is a success
 
 
 def world_model_score(simulation: Sequence[SimStep]) -> float | None:
@@ -116,7 +130,7 @@ def world_model_score(simulation: Sequence[SimStep]) -> float | None:
     if last.page is None and not last.action.startswith("stop"):
         return None
     if last.ends:
-        return {True: 1.0, False: 0.0, None: 0.5}[last.success]
+        return last.p_success if last.p_success is not None else {True: 1.0, False: 0.0, None: 0.5}[last.success]
     return 0.5
 
 
@@ -179,7 +193,8 @@ class LookaheadAgent:
 
     async def act(self, task: Task, obs: Observation, history: list) -> Turn:
         observation = render_observation(obs.text, obs.error)
-        turns = await self._candidates(task.query, observation, [PastStep.from_step(s) for s in history])
+        turns = await self._candidates(task.query, observation, [PastStep.from_step(s) for s in history],
+                                       [e.id for e in obs.elements])
         kept = dedupe_candidates([t.action for t in turns])
         evaluations = [_Evaluation(response=turns[i].response or "", action=_canonical(turns[i].action),
                                    temperature=turns[i].sampling.get("temperature", 0.0)) for i in kept]
@@ -200,17 +215,21 @@ class LookaheadAgent:
         return None if self.policy.seed is None else self.policy.seed + offset
 
     async def _policy_turn(self, objective: str, observation: str, past: Sequence[PastStep], temperature: float,
-                           seed: int | None) -> Turn:
-        return await self.policy.reply(objective, observation, past, temperature=temperature, seed=seed)
+                           seed: int | None, grammar: str = REPLY_REGEX) -> Turn:
+        return await self.policy.reply(objective, observation, past, temperature=temperature, seed=seed,
+                                       grammar=grammar)
 
-    async def _candidates(self, objective: str, observation: str, past: Sequence[PastStep]) -> list[Turn]:
+    async def _candidates(self, objective: str, observation: str, past: Sequence[PastStep],
+                          element_ids: Sequence[int]) -> list[Turn]:
         """The greedy reply, then sampled ones each asked to differ from those before it
-        (one after another: each instruction names the earlier actions)."""
+        (one after another: each instruction, and the grammar, names the earlier actions)."""
         turns = [await self._policy_turn(objective, observation, past, 0.0, self._seed(0))]
         for i in range(1, self.candidates):
             previous = "; ".join(_canonical(t.action) for t in turns)
+            clicked = {a.element_id for t in turns if (a := _try_parse(t.action)) is not None and a.name == "click"}
             asked = f"{observation}\n\n{load_prompt('lookahead_different', previous=previous)}"
-            turns.append(await self._policy_turn(objective, asked, past, self.candidate_temperature, self._seed(i)))
+            turns.append(await self._policy_turn(objective, asked, past, self.candidate_temperature, self._seed(i),
+                                                 reply_regex(set(element_ids) - clicked)))
         return turns
 
     async def _evaluate(self, task: Task, obs: Observation, history: Sequence[StepResult], candidate: Turn,
@@ -252,13 +271,15 @@ class LookaheadAgent:
         error, thought, written, tokens = obs.error, candidate.thought, candidate.action, []
         for level in range(self.depth):
             if action.name == "restart":
-                nxt, ends, success = first_page, False, None
+                step = SimStep(action=format_action(action), page=first_page)
             else:
                 prediction = await self.world_model.predict(task.query, task.start_url, wm_past, page,
                                                             format_action(action), seed=self._seed(100 * index + level))
-                nxt, ends, success = prediction.observation, prediction.ends, prediction.success
+                step = SimStep(action=format_action(action), page=prediction.observation, ends=prediction.ends,
+                               success=prediction.success, p_success=prediction.p_success)
                 tokens.append((prediction.prompt_tokens, prediction.completion_tokens))
-            out.append(SimStep(action=format_action(action), page=nxt, ends=ends, success=success))
+            out.append(step)
+            nxt, ends = step.page, step.ends
             if nxt is None or ends or level == self.depth - 1:
                 break
             wm_past.append(wm_past_action(thought, action))

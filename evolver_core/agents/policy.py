@@ -56,11 +56,12 @@ class PolicyAgent:
                                 error=obs.error, temperature=self.temperature, seed=self.seed)
 
     async def reply(self, objective: str, page: str, past: Sequence[PastStep], *, error: str | None = None,
-                    temperature: float, seed: int | None) -> Turn:
-        """One reply to the prompt of real rollouts (look-ahead also asks on predicted pages)."""
+                    temperature: float, seed: int | None, grammar: str = REPLY_REGEX) -> Turn:
+        """One reply to the prompt of real rollouts (look-ahead also asks on predicted pages),
+        within `grammar` when the policy decodes constrained."""
         messages = build_messages(objective, page, past, self.history_k, self.few_shot, error=error)
         completion = await self.client.chat(messages, temperature=temperature, max_tokens=self.max_tokens, seed=seed,
-                                            regex=REPLY_REGEX if self.constrained else None)
+                                            regex=grammar if self.constrained else None)
         reply = parse_reply(completion.text)
         return Turn(thought=reply.thought, action=reply.action, model=self.client.model, response=completion.text,
                     prompt=messages, sampling=completion.sampling, prompt_tokens=completion.prompt_tokens,

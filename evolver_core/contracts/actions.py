@@ -18,6 +18,7 @@ Newlines are not allowed inside an action; the formatter refuses them.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -121,17 +122,26 @@ def format_action(action: Action) -> str:
     return action.name
 
 
-# The same grammar for constrained decoding (vLLM `structured_outputs` regex / guided_regex).
-ACTION_REGEX = (
-    r"(click \[[1-9][0-9]*\]"
-    r"|type \[[1-9][0-9]*\] \[[^\n]*\] \[press_enter_after=[01]\]"
-    r"|scroll \[(up|down)\]"
-    r"|goback|restart|wait"
-    r"|stop( \[[^\n]*\])?)"
-)
+_ELEMENT_ID_REGEX = r"[1-9][0-9]*"
 
-# A reply is "Thought: ... Action: <action>"; this regex constrains the whole reply.
-REPLY_REGEX = r"Thought: [^\n]+\nAction: " + ACTION_REGEX
+
+def action_regex(click_ids: Iterable[int] | None = None) -> str:
+    """The action grammar for constrained decoding (vLLM `structured_outputs` regex), clicks
+    limited to `click_ids` when given (none: no click)."""
+    others = [rf"type \[{_ELEMENT_ID_REGEX}\] \[[^\n]*\] \[press_enter_after=[01]\]", r"scroll \[(up|down)\]",
+              "goback|restart|wait", r"stop( \[[^\n]*\])?"]
+    ids = _ELEMENT_ID_REGEX if click_ids is None else "|".join(map(str, sorted(set(click_ids))))
+    clicks = [rf"click \[({ids})\]"] if ids else []
+    return "(" + "|".join(clicks + others) + ")"
+
+
+def reply_regex(click_ids: Iterable[int] | None = None) -> str:
+    """A whole reply, "Thought: ... Action: <action>", as a grammar (`action_regex`)."""
+    return r"Thought: [^\n]+\nAction: " + action_regex(click_ids)
+
+
+ACTION_REGEX = action_regex()
+REPLY_REGEX = reply_regex()
 
 ACTION_JSON_SCHEMA: dict = {
     "title": "WebAction",

@@ -68,16 +68,21 @@ def paired_stages(store: Storage, run_id: str, round_: int, stage: str, baseline
 def lookahead_stats(store: Storage, run_id: str, round_: int, stage: str) -> dict:
     """What look-ahead did in an evaluation stage, from the records of its steps
     (`Turn.sampling["lookahead"]`): steps, distinct candidates per step, how many candidates
-    were scored and how many of those scores parsed (`parse_rate`), how often a candidate other
-    than the greedy one was chosen."""
+    were scored and how many of those scores parsed (`parse_rate`), how many the world-model
+    scorer scored at a predicted end (`ends`) and how many of those by its probability of
+    success (`by_probability`: 0 where the server gave no log-probabilities), how often a
+    candidate other than the greedy one was chosen."""
     column = store.read_table(run_id, round_, stage, table_name="steps").column("sampling").to_pylist()
     records = [r["lookahead"] for r in map(json.loads, column) if "lookahead" in r]
     scored_candidates = [c for r in records if len(r["candidates"]) > 1 for c in r["candidates"]]
     parsed = sum(c["score_parsed"] is not None for c in scored_candidates)
+    ends = [c["simulation"][-1] for c in scored_candidates
+            if c["scorer_reply"] is None and c["simulation"] and c["simulation"][-1]["ends"]]
     return {"steps": len(records),
             "distinct_candidates": sum(len(r["candidates"]) for r in records) / len(records) if records else None,
             "scored": len(scored_candidates),
             "parse_rate": parsed / len(scored_candidates) if scored_candidates else None,
+            "ends": len(ends), "by_probability": sum(e.get("p_success") is not None for e in ends),
             "not_greedy": sum(r["chosen"] != 0 for r in records)}
 
 

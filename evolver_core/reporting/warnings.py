@@ -34,6 +34,9 @@ def _lookahead(s: Mapping[str, Any]) -> list[str]:
             continue
         if stats["scored"] and not stats["parse_rate"]:
             out.append(f"look-ahead d={d}: no score parsed in {stats['scored']} scored candidates")
+        if stats.get("ends") and not stats.get("by_probability"):
+            out.append(f"look-ahead d={d}: the world model's server gave no probability of success at its "
+                       f"{stats['ends']} predicted ends, so they were scored by the outcome it wrote")
         if not stats["not_greedy"]:
             out.append(f"look-ahead d={d} chose the greedy action at all {stats['steps']} steps")
     return out

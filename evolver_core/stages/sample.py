@@ -104,7 +104,8 @@ def agent_factory(stack: ExitStack, suite: Suite, policy: Optional[ModelSpec], s
     world_model = WorldModel(stack.enter_context(serve(lookahead.world_model)).client(),
                              temperature=lookahead.wm_temperature, max_tokens=lookahead.wm_max_tokens,
                              form=lookahead.wm_form, thought=lookahead.wm_thought,
-                             constrained=lookahead.wm_constrained)
+                             constrained=lookahead.wm_constrained,
+                             outcome_probability=lookahead.score_by == "world_model")
     scorer = stack.enter_context(serve(lookahead.scorer)).client() if lookahead.score_by == "llm" else None
     return lambda task, k: LookaheadAgent(
         policy_agent(task, k), world_model, scorer, depth=lookahead.depth, candidates=lookahead.candidates,

@@ -45,7 +45,7 @@ ENDS = "= episode ends"
 REPLACED = "= page replaced"
 NO_CHANGE = "= no change"
 ADDED, UPDATED = "+", "~"
-_OUTCOMES = {"success": True, "failure": False}
+OUTCOMES = {"success": True, "failure": False}  # the words of `ends_line`
 _TAB = "Tab "
 _ENDS_LINE = re.compile(r"^= episode ends(?:: (success|failure))?$")
 _REMOVED_LINE = re.compile(r"^- \[(\d+)(?:-(\d+))?\]$")
@@ -193,7 +193,7 @@ def ends_line(success: bool | None) -> str:
 def read_ends_line(line: str) -> tuple[bool, bool | None]:
     """(ends, success) of a line that may be `ends_line`'s."""
     m = _ENDS_LINE.match(line.rstrip())
-    return (False, None) if m is None else (True, None if m.group(1) is None else _OUTCOMES[m.group(1)])
+    return (False, None) if m is None else (True, None if m.group(1) is None else OUTCOMES[m.group(1)])
 
 
 def format_delta(delta: Delta) -> str:
@@ -215,7 +215,7 @@ def parse_delta(text: str) -> Delta:
     lines = text.split("\n")
     ends, success = False, None
     if (m := _ENDS_LINE.match(lines[0])) is not None:
-        ends, success = True, None if m.group(1) is None else _OUTCOMES[m.group(1)]
+        ends, success = True, None if m.group(1) is None else OUTCOMES[m.group(1)]
         lines = lines[1:]
     if lines and lines[0] == REPLACED:
         return Delta(page="\n".join(lines[1:]), ends=ends, success=success)
