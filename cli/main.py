@@ -130,6 +130,10 @@ def sample(
                                                              api_key_env=api_key_env)
     run_id = run or f"{suite}-{policy}-{datetime.now():%Y%m%d-%H%M%S}"
     temp = temperature if temperature is not None else (0.0 if samples == 1 else SamplingConfig.temperature)
+    if preset is not None:
+        from evolver_core.presets import get_preset
+
+        checked(lambda: get_preset(preset), "--preset")
     sampling = checked(lambda: SamplingConfig(suite=suite, miniwob_tasks=miniwob_tasks, max_steps=max_steps,
                                               concurrency=concurrency, samples=samples, temperature=temp,
                                               constrained=constrained),
@@ -267,7 +271,11 @@ def eval_cmd(
     world_model: Optional[str] = typer.Option(None, "--world-model", help="World model for look-ahead: a model or "
                                               "adapter folder, e.g. runs/<run>/round=<i>/finetune_wm/adapter."),
     scorer: Optional[str] = typer.Option(None, "--scorer", help="Model rating look-ahead simulations "
-                                         "(default: --judge, else smollm2)."),
+                                         "(default: --judge, else smollm2; unused where --preset's scorer is "
+                                         "the world model)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Take look-ahead's settings (world-model reply "
+                                         "form, temperatures, candidates, scorer) from this preset: the one "
+                                         "the world model was trained with. Default: the sections' defaults."),
     judge: Optional[str] = typer.Option(None, "--judge", help="Judge model r̂ for episodes the suite cannot score "
                                         "(WebVoyager has no gold answers); without it they stay unrated."),
     screenshots: bool = typer.Option(False, "--screenshots", help="Keep a screenshot of every step (for `view`)."),
@@ -285,6 +293,10 @@ def eval_cmd(
     if lookahead_depth and not world_model:
         raise typer.BadParameter("look-ahead needs --world-model (e.g. runs/<run>/round=<i>/finetune_wm/adapter)",
                                  param_hint="--lookahead-depth")
+    if preset is not None:
+        from evolver_core.presets import get_preset
+
+        checked(lambda: get_preset(preset), "--preset")
     sampling = checked(lambda: SamplingConfig(suite=suite, miniwob_tasks=miniwob_tasks, max_steps=max_steps,
                                               constrained=constrained),
                        "--suite / --miniwob-tasks / --max-steps")
@@ -295,7 +307,7 @@ def eval_cmd(
     result = evaluate(split=split, policy=policy, tasks=tasks or None, repeats=repeats, run_id=run,
                       storage=storage_root(storage), backend=model_backend, base_url=base_url, sampling=sampling,
                       lookahead_depth=lookahead_depth, world_model=world_model, scorer=scorer, judge_model=judge,
-                      screenshots=screenshots, limits=limits)
+                      screenshots=screenshots, limits=limits, preset=preset)
     how = f" with look-ahead d={lookahead_depth}" if lookahead_depth else ""
     console.print(f"{policy}{how} on {suite}/{split}: success {pct(result['success_rate'])} "
                   f"(95% CI {pct(result['ci_low'])}-{pct(result['ci_high'])}) over {result['episodes']} episodes "

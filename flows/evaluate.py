@@ -8,7 +8,10 @@ episodes it cannot rate (WebVoyager has no gold answers) are rated by the judge 
 them). `lookahead_depth` d > 0 picks every action by world-model look-ahead: `world_model`
 simulates d steps per candidate and `scorer` (default: `judge`, else `ModelSpec`'s default
 model, the embedded SmolLM2) rates the simulations, with the look-ahead, world-model and
-judge sections' defaults (`LookaheadSpec.of`). All models are served by the policy's backend.
+judge sections' defaults (`LookaheadSpec.of`), or those of `preset`: a world model must be
+asked in the reply form it was trained on (the cpu preset's writes changes without a
+rationale), and that preset's scorer may be the world model itself (then `scorer` is not
+asked). All models are served by the policy's backend.
 
 Without `run_id`, the trajectories go to a run named after what is evaluated:
 ``eval-<policy>-<digest>``, the digest of the evaluation's identity (policy and world-model
@@ -31,6 +34,7 @@ from evolver_core.data.identity import fingerprint
 from evolver_core.data.run_layout import judge_stage_for, repeat_stage
 from evolver_core.data.storage import safe_key
 from evolver_core.llm import use_limits
+from evolver_core.presets import PresetName, get_preset
 from evolver_core.reporting.metrics import wilson_interval
 from evolver_core.settings import storage_root
 from evolver_core.stages.sample import sample_identity
@@ -48,22 +52,30 @@ def evaluate(split: str = "test", policy: str = "oracle", tasks: Optional[int] =
              backend: str = ModelSpec.backend,
              base_url: Optional[str] = None, sampling: Optional[SamplingConfig] = None, lookahead_depth: int = 0,
              world_model: Optional[str] = None, scorer: Optional[str] = None, judge_model: Optional[str] = None,
-             screenshots: bool = False, limits: Optional[CallLimits] = None) -> dict:
+             screenshots: bool = False, limits: Optional[CallLimits] = None, preset: Optional[PresetName] = None) -> dict:
     """`policy`: "oracle" (the suites' scripted solvers), or a model as `webevolver sample --model` takes it;
     `world_model`, `scorer`, `judge_model` likewise (see the module docstring). `sampling`
     (default: the section's defaults) names the suite and plays the episodes: greedily with
     one repeat, at its temperature with several; `limits` bound what a model call and an
-    episode may cost."""
+    episode may cost; `preset` names the sections look-ahead takes (module docstring)."""
     # vLLM servers shared by policy, world model, scorer and judge (one per base model where adapters hot-load).
     with serving_session(), use_limits(limits or CallLimits()):
         return _evaluate(split, policy, tasks, repeats, run_id, storage, backend, base_url, sampling or SamplingConfig(),
-                         lookahead_depth, world_model, scorer, judge_model, screenshots)
+                         lookahead_depth, world_model, scorer, judge_model, screenshots, preset)
+
+
+def lookahead_spec(world_model: ModelSpec, scorer: ModelSpec, depth: int, preset: Optional[str]) -> LookaheadSpec:
+    """Look-ahead with `preset`'s look-ahead, world-model and judge sections (none: their
+    defaults)."""
+    chosen = get_preset(preset) if preset else None
+    return LookaheadSpec.of(world_model, scorer, depth,
+                            *((chosen.lookahead, chosen.world_model, chosen.judge) if chosen else ()))
 
 
 def _evaluate(split: str, policy: str, tasks: Optional[int], repeats: int, run_id: Optional[str],
               storage: Optional[str], backend: str, base_url: Optional[str], sampling: SamplingConfig,
               lookahead_depth: int, world_model: Optional[str], scorer: Optional[str], judge_model: Optional[str],
-              screenshots: bool) -> dict:
+              screenshots: bool, preset: Optional[str]) -> dict:
     root = storage_root(storage)
     rs = results_storage(root)
     sample_t, judge_t = sample.with_options(result_storage=rs), judge.with_options(result_storage=rs)
@@ -76,8 +88,8 @@ def _evaluate(split: str, policy: str, tasks: Optional[int], repeats: int, run_i
     if lookahead_depth:
         if world_model is None:
             raise ValueError("look-ahead needs a world model: give --world-model (e.g. a run's finetune_wm adapter)")
-        lookahead = LookaheadSpec.of(spec(world_model), spec(scorer or judge_model or ModelSpec.model),
-                                     lookahead_depth)
+        lookahead = lookahead_spec(spec(world_model), spec(scorer or judge_model or ModelSpec.model), lookahead_depth,
+                                   preset)
     policy_spec = None if policy == "oracle" else spec(policy)
     episodes = sampling.greedy_once() if repeats == 1 else replace(sampling, samples=1, shards=1)
     identity = fingerprint({"repeats": [sample_identity(repeat_stage(r), split, tasks, policy=policy_spec,

@@ -66,3 +66,23 @@ def test_eval_look_ahead_needs_a_world_model(tmp_path):
     out = subprocess.run(CLI + ["eval", "--suite", "miniwob", "--policy", "tiny", "--lookahead-depth", "2",
                                 "--storage", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "--world-model" in out.stdout + out.stderr
+
+
+def test_eval_look_ahead_takes_the_sections_of_the_preset_its_world_model_was_trained_with(tmp_path):
+    """The cpu preset's world model writes changes without a rationale and scores its own
+    ends; the sections' defaults would ask it for a rationale and rate by an LLM."""
+    from evolver_core.config import ModelSpec
+    from evolver_core.presets import get_preset
+    from flows.evaluate import lookahead_spec
+
+    wm, scorer = ModelSpec(model="wm"), ModelSpec(model="scorer")
+    cpu = get_preset("cpu")
+    spec = lookahead_spec(wm, scorer, 1, "cpu")
+    assert (spec.score_by, spec.wm_thought, spec.wm_form, spec.wm_max_tokens) == (
+        "world_model", False, cpu.world_model.form, cpu.world_model.max_tokens)
+    defaults = lookahead_spec(wm, scorer, 1, None)
+    assert (defaults.score_by, defaults.wm_thought) == ("llm", True)
+    out = subprocess.run(CLI + ["eval", "--suite", "miniwob", "--policy", "tiny", "--lookahead-depth", "1",
+                                "--world-model", "tiny", "--preset", "nope", "--storage", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "--preset" in out.stdout + out.stderr and "unknown preset" in out.stdout + out.stderr
