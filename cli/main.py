@@ -130,10 +130,6 @@ def sample(
                                                              api_key_env=api_key_env)
     run_id = run or f"{suite}-{policy}-{datetime.now():%Y%m%d-%H%M%S}"
     temp = temperature if temperature is not None else (0.0 if samples == 1 else SamplingConfig.temperature)
-    if preset is not None:
-        from evolver_core.presets import get_preset
-
-        checked(lambda: get_preset(preset), "--preset")
     sampling = checked(lambda: SamplingConfig(suite=suite, miniwob_tasks=miniwob_tasks, max_steps=max_steps,
                                               concurrency=concurrency, samples=samples, temperature=temp,
                                               constrained=constrained),

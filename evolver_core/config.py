@@ -278,6 +278,9 @@ class LookaheadConfig(Checked):
     candidates: int = setting(3, "Candidate actions per step: the greedy one, the rest sampled.", allowed=POSITIVE)
     temperature: float = setting(0.7, "Temperature of the non-greedy candidates (the paper's 0.7).",
                                  allowed=TEMPERATURE)
+    margin: float = setting(0.0, "How much higher than the greedy candidate's score another candidate's must be "
+                            "to replace it (0: the highest wins, ties to the greedy one, the paper's).",
+                            allowed=Allowed(low=0, high=1))
     rollout_temperature: float = setting(0.7, "The policy's temperature inside a simulation of depth > 1.",
                                          allowed=TEMPERATURE)
     scorer: str = setting("llm", "What scores a simulation: llm (the judge model rates it 0 / 0.5 / 1, the "
@@ -343,6 +346,7 @@ class LookaheadSpec:
     scorer_max_tokens: int = setting(help="JudgeConfig.scorer_max_tokens.")
     candidate_temperature: float = setting(help="LookaheadConfig.temperature.")
     rollout_temperature: float = setting(help="LookaheadConfig.rollout_temperature.")
+    margin: float = setting(0.0, "LookaheadConfig.margin.")
 
     @classmethod
     def of(cls, world_model: ModelSpec, scorer: ModelSpec, depth: int, lookahead: LookaheadConfig = LookaheadConfig(),
@@ -352,4 +356,4 @@ class LookaheadSpec:
                    wm_thought=wm.thought, wm_constrained=wm.constrained,
                    score_by=lookahead.scorer,
                    scorer_max_tokens=judge.scorer_max_tokens, candidate_temperature=lookahead.temperature,
-                   rollout_temperature=lookahead.rollout_temperature)
+                   rollout_temperature=lookahead.rollout_temperature, margin=lookahead.margin)

@@ -209,7 +209,7 @@ PRESETS: dict[str, Preset] = {
         world_model=WorldModelConfig(training=TrainingConfig(max_steps=48, max_length=768), max_tokens=256,
                                      rationale_max_tokens=0, transitions=96, synth_queries=None, synth_samples=8,
                                      synth_max_actions=4, synth_filter="replay", fidelity_transitions=50),
-        lookahead=LookaheadConfig(depths=(1,), tasks=4, scorer="world_model"),
+        lookahead=LookaheadConfig(depths=(1,), tasks=4, scorer="world_model", margin=0.1),
         limits=CallLimits(request_timeout_s=300, step_deadline_s=600, episode_deadline_s=3600)),
     # A model FOLDER (no hub at run time): infra/k8s/ mounts the weights at /models.
     "gpu": Preset(

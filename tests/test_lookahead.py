@@ -41,6 +41,14 @@ def test_parse_score():
         assert parse_score(f"Thought: on track.\nScore: {grade}") == float(grade)
 
 
+def test_a_margin_keeps_the_greedy_candidate_against_scores_barely_higher():
+    """The cpu preset's world model: ends at P(success) 0.99 to 0.99998 whatever the action."""
+    assert select_best([0.9999, 0.99998, 0.9990], margin=0.1) == 0
+    assert select_best([0.5, 0.9999, 0.99], margin=0.1) == 1  # the greedy action goes on, this one ends
+    assert select_best([0.5, 0.55], margin=0.1) == 0 and select_best([0.5, 0.6], margin=0.1) == 1
+    assert select_best([0.9999, 0.99998], margin=0.0) == 1  # the paper's argmax
+
+
 def test_select_best_ties_go_to_the_greedy_candidate():
     assert select_best([0.5, 0.5, 0.0]) == 0
     assert select_best([0.0, 1.0, 1.0]) == 1

@@ -33,7 +33,14 @@ At each step (reference notes section 9, with its faults fixed, notes 11.3):
    not the written outcome: the cpu preset's world models write "success" at every predicted
    end, so the written outcome tied every candidate, while the probability ranks real
    successful ends above failed ones (DESIGN.md).
-4. Selection: the highest score; ties go to the earliest candidate, i.e. the greedy one.
+4. Selection: the highest score; ties go to the earliest candidate, i.e. the greedy one, and
+   so does a higher score by less than `margin` (`LookaheadConfig.margin`: 0, the paper's
+   argmax, by default). Why a margin: a scorer whose scores barely depend on the action
+   (the cpu preset's world model: P(success) 0.99 to 0.99998 at every end it predicts,
+   candidates of a step within 0.01) otherwise overrides the policy's greedy choice on
+   noise; measured on round 1 of the cpu preset (DESIGN.md), those overrides lost more
+   episodes than they won, while overrides of a greedy action the world model said goes on
+   by one it said ends won.
 
 The returned `Turn` is the chosen candidate's (its thought, action, prompt and reply), with
 the tokens of all policy, world-model and scorer calls summed, and `Turn.sampling["lookahead"]`
@@ -101,11 +108,13 @@ def parse_score(text: str) -> float | None:
     return score if 0.0 <= score <= 1.0 else None
 
 
-def select_best(scores: Sequence[float]) -> int:
-    """Index of the highest score; the earliest wins a tie (the greedy candidate comes first)."""
+def select_best(scores: Sequence[float], margin: float = 0.0) -> int:
+    """Index of the highest score; the earliest wins a tie (the greedy candidate comes first),
+    and the first one also wins unless another beats it by `margin` or more."""
     if not scores:
         raise ValueError("no scores to select from")
-    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    return best if round(scores[best] - scores[0], 9) >= margin else 0  # 0.6 - 0.5 is 0.0999...
 
 
 @dataclass(frozen=True)
@@ -170,7 +179,8 @@ class LookaheadAgent:
                  candidates: int = LookaheadConfig.candidates, scorer_max_tokens: int = JudgeConfig.scorer_max_tokens,
                  candidate_temperature: float = LookaheadConfig.temperature,
                  rollout_temperature: float = LookaheadConfig.rollout_temperature,
-                 score_by: str = LookaheadConfig.scorer, name: str | None = None):
+                 score_by: str = LookaheadConfig.scorer, margin: float = LookaheadConfig.margin,
+                 name: str | None = None):
         if depth not in (1, 2, 3):
             raise ValueError(f"depth must be 1, 2 or 3, not {depth}")
         if candidates < 1:
@@ -186,6 +196,7 @@ class LookaheadAgent:
         self.scorer_max_tokens = scorer_max_tokens
         self.candidate_temperature = candidate_temperature
         self.rollout_temperature = rollout_temperature
+        self.margin = margin
         self.name = name or f"wmla{depth}:{policy.client.model}"
 
     def start(self, task: Task) -> None:
@@ -203,7 +214,7 @@ class LookaheadAgent:
             for spent in await asyncio.gather(*(self._evaluate(task, obs, history, turns[i], ev, i)
                                                 for i, ev in zip(kept, evaluations))):
                 tokens += spent
-        best = select_best([ev.score for ev in evaluations])
+        best = select_best([ev.score for ev in evaluations], self.margin)
         chosen = turns[kept[best]]
         record = {"depth": self.depth, "chosen": best, "candidates": [asdict(ev) for ev in evaluations]}
         return Turn(thought=chosen.thought, action=chosen.action, model=chosen.model, response=chosen.response,

@@ -110,7 +110,7 @@ def agent_factory(stack: ExitStack, suite: Suite, policy: Optional[ModelSpec], s
     return lambda task, k: LookaheadAgent(
         policy_agent(task, k), world_model, scorer, depth=lookahead.depth, candidates=lookahead.candidates,
         scorer_max_tokens=lookahead.scorer_max_tokens, candidate_temperature=lookahead.candidate_temperature,
-        rollout_temperature=lookahead.rollout_temperature, score_by=lookahead.score_by)
+        rollout_temperature=lookahead.rollout_temperature, score_by=lookahead.score_by, margin=lookahead.margin)
 
 
 def sample_result(summary: SampleSummary) -> dict:
