@@ -70,6 +70,13 @@ def test_metrics_and_logs(trained) -> None:
     assert [(s, e["loss"]) for s, e in logs if "loss" in e] == m.loss_history
 
 
+def test_logs_stay_off_stdout(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    logs: list[dict] = []
+    tiny_finetune(tmp_path / "a", tiny_training(max_steps=2), on_log=lambda step, entry: logs.append(entry))
+    assert any("loss" in entry for entry in logs)
+    assert "'loss'" not in capfd.readouterr().out  # the round's results are printed there
+
+
 def test_adapter_folder_and_effect(trained) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer

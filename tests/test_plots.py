@@ -40,6 +40,16 @@ def test_rows_pair_look_ahead_with_plain_on_its_episodes() -> None:
     assert low == pytest.approx(0.490, abs=1e-3) and high == pytest.approx(0.943, abs=1e-3)
 
 
+def test_plain_decoding_on_the_headroom_tasks_is_the_pair_not_a_bar() -> None:
+    """With `lookahead.headroom_tasks`, `eval-plain` decodes plainly on look-ahead's own tasks."""
+    headroom = [*[trajectory("eval-wmla1", 0, "click-link", s, s < 2) for s in range(4)],
+                *[trajectory("eval-plain", 0, "click-link", s, s < 1) for s in range(4)]]
+    rows = {(r["arm"], r["task"]): r for r in success_rows([*TRAJECTORIES, *headroom]) if r["round"] == 0}
+    assert {arm for arm, _ in rows} == {"eval", "eval-wmla1", "plain-eval-wmla1"}
+    plain = rows[("plain-eval-wmla1", None)]
+    assert (plain["episodes"], plain["success_rate"]) == (4, 0.25)  # eval-plain's, not eval's click-button seeds
+
+
 def test_plot_names_every_bar_in_words_with_n() -> None:
     rows = success_rows(TRAJECTORIES)
     svg = success_by_round_svg(rows, "run: test success by round")

@@ -11,7 +11,8 @@ Input: rows like `compare.evaluation_table`'s: ``round``, ``arm`` (the evaluatio
 the episodes of ``eval-wmla<d>``), ``episodes`` (scored), ``success_rate``, ``ci_low``,
 ``ci_high``, optionally ``run`` (several runs: a group per run and round) and ``task`` (a
 per-task row). `success_rows` builds them, per task and with the plain pairs, from stored
-evaluation trajectories.
+evaluation trajectories; ``eval-plain`` (plain decoding on look-ahead's own headroom tasks)
+appears only as that pair's plain half.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def success_rows(trajectories: Iterable[TrajectoryRecord]) -> list[dict]:
             episodes = {t.task_id for t in trajs}
             plain = cells.get((round_, "eval-plain")) or cells.get((round_, "eval"), [])  # eval-plain: its own tasks
             cells[(round_, PLAIN_PREFIX + arm)] = [t for t in plain if t.task_id in episodes]
+    for key in [k for k in cells if k[1] == "eval-plain"]:
+        del cells[key]  # drawn as the plain half of its look-ahead pair, not a bar of its own
     out = []
     for (round_, arm), trajs in sorted(cells.items()):
         by_task: dict[str, list[TrajectoryRecord]] = defaultdict(list)

@@ -131,9 +131,28 @@ def build_trainer(examples: Sequence[dict[str, Any]], training: TrainingConfig, 
         raise ValueError("no examples to train on")
     # The adapter records its base; a relative path would only hold from this directory.
     base = str(Path(base_model_dir).resolve()) if Path(base_model_dir).is_dir() else base_model_dir
-    return SFTTrainer(model=base, args=sft_config(training, output_dir), train_dataset=_dataset(examples),
-                      processing_class=AutoTokenizer.from_pretrained(base), peft_config=lora_config(training),
-                      callbacks=list(callbacks))
+    trainer = SFTTrainer(model=base, args=sft_config(training, output_dir), train_dataset=_dataset(examples),
+                         processing_class=AutoTokenizer.from_pretrained(base), peft_config=lora_config(training),
+                         callbacks=list(callbacks))
+    _logs_off_stdout(trainer)
+    return trainer
+
+
+def _logs_off_stdout(trainer) -> None:
+    """Keep transformers' progress bar, drop the dict of logs it prints to stdout at every step.
+
+    Those dicts (about 400 lines a cpu-preset round) buried the round's printed results; the
+    logs still reach `on_log` (the Prefect progress) and the adapter's metrics file.
+    """
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class _Bar(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+            pass
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(_Bar())
+    trainer.pop_callback(PrinterCallback)  # what transformers prints with instead when tqdm is off
 
 
 def finetune(examples: Sequence[dict[str, Any]], training: TrainingConfig, base_model_dir: str, output_dir: str, *,
