@@ -14,7 +14,7 @@ setup-vllm: .venv-vllm/.installed
 .venv-vllm/.installed: scripts/setup-vllm.sh
 	bash scripts/setup-vllm.sh
 
-# The cpu preset's `auto` backend is vLLM's CPU build (measured: 76 min for rounds 0 and 1 on
+# The cpu preset's `auto` backend is vLLM's CPU build (measured: 78 min for rounds 0 and 1 on
 # 2 cores); where it cannot be installed the run goes on with transformers-cb, slower.
 run: setup
 	@$(MAKE) --no-print-directory setup-vllm || echo "make run: vLLM's CPU build could not be installed; the cpu preset falls back to transformers-cb (slower)"
