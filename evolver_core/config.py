@@ -346,7 +346,7 @@ class LookaheadSpec:
     scorer_max_tokens: int = setting(help="JudgeConfig.scorer_max_tokens.")
     candidate_temperature: float = setting(help="LookaheadConfig.temperature.")
     rollout_temperature: float = setting(help="LookaheadConfig.rollout_temperature.")
-    margin: float = setting(0.0, "LookaheadConfig.margin.")
+    margin: float = setting(help="LookaheadConfig.margin.")
 
     @classmethod
     def of(cls, world_model: ModelSpec, scorer: ModelSpec, depth: int, lookahead: LookaheadConfig = LookaheadConfig(),

@@ -67,13 +67,13 @@ def success_rows(trajectories: Iterable[TrajectoryRecord]) -> list[dict]:
     for t in trajectories:
         if t.stage.startswith("eval") and not t.stage.endswith("-judge"):
             cells[(t.round, stage_arm(t.stage))].append(t)
+    # eval-plain decodes plainly on look-ahead's own tasks: drawn as that pair's plain half, not a bar of its own
+    own_plain = {round_: cells.pop((round_, arm)) for round_, arm in list(cells) if arm == "eval-plain"}
     for (round_, arm), trajs in list(cells.items()):
         if arm.startswith("eval-wmla"):
             episodes = {t.task_id for t in trajs}
-            plain = cells.get((round_, "eval-plain")) or cells.get((round_, "eval"), [])  # eval-plain: its own tasks
+            plain = own_plain.get(round_) or cells.get((round_, "eval"), [])
             cells[(round_, PLAIN_PREFIX + arm)] = [t for t in plain if t.task_id in episodes]
-    for key in [k for k in cells if k[1] == "eval-plain"]:
-        del cells[key]  # drawn as the plain half of its look-ahead pair, not a bar of its own
     out = []
     for (round_, arm), trajs in sorted(cells.items()):
         by_task: dict[str, list[TrajectoryRecord]] = defaultdict(list)
