@@ -196,9 +196,9 @@ LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 @dataclass(frozen=True)
 class TrainingConfig(Checked):
     """A LoRA fine-tune from the base model (TRL `SFTConfig` / PEFT `LoraConfig` names where
-    they exist; `training.finetune` builds both from it). The defaults are the settings
-    measured on a 2-core CPU (DESIGN.md): rank 16, alpha 32, lr 2e-4 constant after 5 warm-up
-    steps, batch 2, fp32, gradient checkpointing off (on that CPU it made a step ~2.4x slower)."""
+    they exist; `training.finetune` builds both from it). The defaults are the recipe that made
+    SmolLM2 learn on a 2-core CPU (RESULTS.md R1): rank 16, alpha 32, lr 2e-4 constant after 5
+    warm-up steps, batch 2, fp32, gradient checkpointing off (it made a step over 2x slower)."""
 
     max_steps: Optional[int] = setting(None, "Optimizer steps to train (none: num_train_epochs decides).",
                                        allowed=POSITIVE)

@@ -3,7 +3,7 @@
 | preset | model | backend | sizes | time |
 | --- | --- | --- | --- | --- |
 | smoke | tiny (random, built in seconds) | transformers on CPU | 4 demo tasks, 4 train, 4 test, 4 steps; synthesis for 2 failed queries | minutes on 2 cores |
-| cpu | smollm2 (SmolLM2-135M-Instruct, embedded) | auto: vLLM's CPU build when `make setup-vllm` ran (servers kept across a round's stages, adapters merged: LoRA modules are 2-9x slower on CPU), else transformers with continuous batching | 140 demo (245 steps), 20 train x 2 samples, 40 test (10 seeds per task), 112 LoRA steps; world model: 48 LoRA steps on 96 transitions a round, delta form, no rationale; synthesis: 8 per failed query, up to 4 actions, kept by replay; look-ahead d=1 on 4 test tasks, scored by the world model; 20 episodes on 2 never-trained tasks; fidelity on 50 transitions | DESIGN.md |
+| cpu | smollm2 (SmolLM2-135M-Instruct, embedded) | auto: vLLM's CPU build when `make setup-vllm` ran (servers kept across a round's stages, adapters merged: LoRA modules are 2-9x slower on CPU), else transformers with continuous batching | 140 demo (245 steps), 20 train x 2 samples, 40 test (10 seeds per task), 112 LoRA steps; world model: 48 LoRA steps on 96 transitions a round, delta form, no rationale; synthesis: 8 per failed query, up to 4 actions, kept by replay; look-ahead d=1 on 4 test tasks, scored by the world model; 20 episodes on 2 never-trained tasks; fidelity on 50 transitions | ~78 min on 2 cores (RESULTS.md) |
 | gpu | a large instruct model (a folder: no hub at run time) | vllm, adapters hot-loaded, tensor parallel | 200 demo, 500 train x 4, full test split; synthesis for all failed queries | GPU hours |
 
 A preset is a base model, its backend and one object per section of `evolver_core.config`
@@ -194,9 +194,9 @@ PRESETS: dict[str, Preset] = {
         training=TrainingConfig(max_steps=4, max_length=384),
         world_model=WorldModelConfig(max_tokens=48, synth_max_actions=2, synth_filter="replay"),
         lookahead=LookaheadConfig(scorer="world_model")),
-    # No explorations (`demo_explore`): measured, they cost round 0's world model fidelity
-    # (DESIGN.md) and did not teach it to predict failed ends.
-    # Sized from the measured recipe (DESIGN.md): ~240 demonstration steps and 112 LoRA steps
+    # No explorations (`demo_explore`): they cost round 0's world model fidelity and did not
+    # teach it to predict failed ends (RESULTS.md R14).
+    # Sized from the training recipe (RESULTS.md R1): ~240 demonstration steps and 112 LoRA steps
     # make SmolLM2 solve enter-text and login-user and sometimes click-button / click-link, which
     # leaves round 1 something to learn; 10 test seeds per task; two never-trained tasks.
     "cpu": Preset(

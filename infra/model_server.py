@@ -12,8 +12,8 @@ hosted endpoint); only the backend changes. Backends (`ModelServer.for_backend(n
   naming anything else are refused), it ignores the request field ``n`` (the client it hands
   out fans such requests out) and it only samples when the model's generation config says
   ``do_sample: true`` (the folders `evolver_core.training.models` writes do; temperature 0 is greedy).
-  Its torch threads default to half the cores (`default_threads`): on a busy 2-core machine
-  one thread generated ~3x faster than two fighting over the cores. Without
+  Its torch threads default to half the cores (`default_threads`): on a busy machine threads
+  fighting over the cores generate slower than fewer ones (RESULTS.md R3). Without
   ``continuous_batching`` it generates one request at a time (its clients keep one in
   flight).
 - ``transformers-cb``: the same server with ``--continuous-batching`` (paged attention:
@@ -24,10 +24,9 @@ hosted endpoint); only the backend changes. Backends (`ModelServer.for_backend(n
   updating on, so `VLLMServer.load_adapter` serves a new round's adapter without a restart;
   requests name the adapter. On a machine without GPUs it runs vLLM's CPU build with CPU
   flags (`CPU_DEFAULTS`) and serves an adapter MERGED into its base, like the transformers
-  backends (`runtime_lora` False): measured with SmolLM2 on 2 cores, a policy reply took
-  1.9 s from the merged model, 4.6 s through a rank-16 LoRA module and 17 s with
-  ``--max-lora-rank 64`` (vLLM's CPU LoRA kernels run at the padded rank). It also runs
-  eager there: compiling took ~100 s per new model folder, eager decoding ~15% slower.
+  backends (`runtime_lora` False), because vLLM's CPU LoRA kernels run at the padded rank and
+  answer 2-9x slower than the merged model. It also runs eager there: compiling each new
+  model folder costs far more than eager decoding loses (RESULTS.md R8).
   Like every process backend it runs with the Hub offline: give it local model folders.
 - ``openai``: an external endpoint (``base_url``) with its key read from an environment
   variable when a client is made; start only checks health, stop does nothing.
@@ -96,7 +95,7 @@ def default_threads(*, browser: bool = True) -> int:
     """CPU threads for a CPU model server: half the cores when a browser (and its page
     servers) shares the machine, the rest for them; all cores for stages without a browser
     (judging, rationale distillation, fidelity). (Oversubscribed OpenMP threads spin against
-    each other: on 2 busy cores one thread generated 3x faster than two.)
+    each other: RESULTS.md R3.)
     ``$WEBEVOLVER_SERVER_THREADS`` overrides both."""
     if (forced := settings().server_threads):
         return max(1, forced)

@@ -3,8 +3,8 @@
 Why: Prefect's default SQLite database serialises every write; the issue reported ~160 ms
 of orchestration overhead per submitted task on SQLite against ~30 ms on PostgreSQL, and a
 round submits thousands of tasks from many processes. So the Prefect server can run on
-PostgreSQL instead (`infra.prefect_server.PrefectServer(database="postgres")`). (On one
-2-core machine we measured no consistent difference: there the server's CPU is the limit.)
+PostgreSQL instead (`infra.prefect_server.PrefectServer(database="postgres")`). (On a 2-core
+machine the two measured alike, RESULTS.md R3: there the server's CPU is the limit.)
 
 `PostgresServer` uses Debian's ``postgresql`` binaries: ``initdb`` into a fresh temporary
 directory (trust authentication, one superuser), ``pg_ctl start`` listening on a free port

@@ -18,8 +18,7 @@ after the run. So we run a real ``prefect server start`` on 127.0.0.1:
 Database: SQLite in the home by default. ``database="postgres"`` starts an ephemeral
 PostgreSQL (`infra.postgres`) for many concurrent writers; any SQLAlchemy URL
 (``postgresql+asyncpg://...``) uses that database instead. Start-up is dominated by
-importing the server and migrating a fresh database: ~23 s on SQLite, ~15-18 s on
-PostgreSQL (initdb included), ~13 s restarting on an existing SQLite home (2 busy cores).
+importing the server and migrating a fresh database: tens of seconds on 2 cores (RESULTS.md R3).
 
 The server inherits the caller's environment except ``PREFECT_*`` client and profile
 settings (``PREFECT_SERVER_*`` tuning passes through), so a user's own Prefect profile can

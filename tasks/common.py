@@ -8,7 +8,7 @@ reran), and not otherwise, across flow runs, so rerunning a finished round is al
 hits. Upstream stages reach the key only through the identity: the flows order a task after
 them with Prefect's `wait_for=`, never by passing their results as inputs, because those
 results change when a stage merely resumes (`new` 0, `skipped` N), which must not rerun what
-follows (measured: a resumed round re-distilled every world-model rationale). The inputs
+follows (a resumed round once re-distilled every world-model rationale, RESULTS.md R7). The inputs
 that remain are the task's real parameters, so a change the identity leaves out on purpose
 (the sampling concurrency) reruns that task, which resumes, and nothing after it.
 

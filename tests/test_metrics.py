@@ -15,7 +15,7 @@ def arms(both: int, a_only: int, b_only: int, neither: int) -> tuple[dict[str, b
 
 
 def test_wilson_interval() -> None:
-    assert wilson_interval(30, 40) == pytest.approx((0.598, 0.858), abs=1e-3)  # DESIGN.md: 75% (59.8-85.8)
+    assert wilson_interval(30, 40) == pytest.approx((0.598, 0.858), abs=1e-3)  # RESULTS.md R9: 75% (59.8-85.8)
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 

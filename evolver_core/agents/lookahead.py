@@ -3,44 +3,33 @@
 At each step (reference notes section 9, with its faults fixed, notes 11.3):
 
 1. Candidates: the policy's greedy reply (temperature 0), then `candidates - 1` replies
-   sampled at `candidate_temperature` (the paper's 0.7; the reference used 1.0), each asked (an instruction appended to the observation,
-   prompt ``lookahead_different``) for an action different from the earlier ones. Where the
-   policy decodes within the action grammar (`SamplingConfig.constrained`, a server with
-   structured outputs), that grammar also holds the request: a sampled candidate clicks none
-   of the elements earlier candidates clicked, only elements of the page
-   (`contracts.actions.reply_regex`). Measured on the cpu preset's round-0 policy (the first
-   pages of 40 click-button / click-link episodes, vLLM's CPU build): asked in words alone, 3
-   candidates held 1.03 distinct actions at temperature 0.7 (1.23 at 1.0), since the
-   fine-tuned 135M policy repeats its greedy action; held by the grammar, 3.0.
-   They are de-duplicated by PARSED action (the reference compared raw strings); unparsable
-   ones are dropped unless none parse. If one remains it is taken without simulation.
+   sampled at `candidate_temperature` (the paper's 0.7), each asked (prompt
+   ``lookahead_different``) for an action different from the earlier ones. Where the policy
+   decodes within the action grammar, the grammar holds that request too: a sampled candidate
+   clicks only elements of the page no earlier candidate clicked
+   (`contracts.actions.reply_regex`), because a small fine-tuned policy asked in words alone
+   repeats its greedy action (RESULTS.md R17). Candidates are de-duplicated by PARSED action
+   (the reference compared raw strings); unparsable ones are dropped unless none parse. If one
+   remains it is taken without simulation.
 2. Simulation, concurrently for all candidates: the world model predicts the page after the
    candidate's action; for depth d > 1 the policy acts on the predicted page (at
-   `rollout_temperature`) and the WM predicts again, d pages at most. A simulation ends early on a `stop` or an
-   unparsable policy action or WM output. `restart` leads to the episode's first page
-   without asking the WM. A `stop` candidate is not simulated.
+   `rollout_temperature`) and the WM predicts again, d pages at most. A simulation ends early
+   on a `stop` or an unparsable policy action or WM output. `restart` leads to the episode's
+   first page without asking the WM. A `stop` candidate is not simulated.
 3. Scoring (`score_by`): ``llm`` (the paper's): the scorer LLM rates each candidate 0
    (wrong), 0.5 (on track) or 1 (completes the task) from the objective, the current page,
    the candidate's reply and the simulated steps ("Step k: ..."); for a `stop` candidate it
    judges whether stopping now is right. An unparsable score counts 0. ``world_model``: the
-   world model's own prediction decides, learned from real transitions with their gold
-   outcome (`world_model_score`): a predicted end scores the world model's probability that
-   it is a success (`world_model.model.outcome_probability`, read from the server's token
-   log-probabilities), or 1 / 0 by the outcome it wrote where the server gives none; going
-   on scores 0.5; a prediction that did not parse counts 0 and is not "parsed"; a `stop`
-   candidate 0.5. A 135M scorer LLM cannot rate (its scores never parsed on the cpu preset);
-   the world model's prediction of the end is what a small model can give. The probability,
-   not the written outcome: the cpu preset's world models write "success" at every predicted
-   end, so the written outcome tied every candidate, while the probability ranks real
-   successful ends above failed ones (DESIGN.md).
+   world model's own prediction decides (`world_model_score`): a predicted end scores its
+   probability of success (`world_model.model.outcome_probability`, from the server's token
+   log-probabilities), or 1 / 0 by the outcome it wrote where the server gives none; going on
+   scores 0.5; a prediction that did not parse counts 0 and is not "parsed"; a `stop`
+   candidate 0.5. Why: a small scorer LLM cannot rate, and a small world model writes
+   "success" at every end while its probability still ranks ends (DESIGN.md, "Look-ahead").
 4. Selection: the highest score; ties go to the earliest candidate, i.e. the greedy one, and
-   so does a higher score by less than `margin` (`LookaheadConfig.margin`: 0, the paper's
-   argmax, by default). Why a margin: a scorer whose scores barely depend on the action
-   (the cpu preset's world model: P(success) 0.99 to 0.99998 at every end it predicts,
-   candidates of a step within 0.01) otherwise overrides the policy's greedy choice on
-   noise; measured on round 1 of the cpu preset (DESIGN.md), those overrides lost more
-   episodes than they won, while overrides of a greedy action the world model said goes on
-   by one it said ends won.
+   so does a higher score by less than `margin` (`LookaheadConfig.margin`; 0, the paper's
+   argmax, by default), so a scorer that barely sees the action does not override the
+   policy on noise (RESULTS.md R19, R20).
 
 The returned `Turn` is the chosen candidate's (its thought, action, prompt and reply), with
 the tokens of all policy, world-model and scorer calls summed, and `Turn.sampling["lookahead"]`

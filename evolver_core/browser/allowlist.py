@@ -8,7 +8,7 @@ allows every host: open-web tasks that start on a search engine. Only http(s) UR
 allowed (never file://, chrome://, javascript:...); `about:blank` is allowed as the empty page.
 
 The browser applies the list to every request a page makes (`request_allowed`), not only to
-navigations: see DESIGN.md, "Decisions taken while building".
+navigations: see DESIGN.md, "The browser and the suites".
 """
 
 from __future__ import annotations

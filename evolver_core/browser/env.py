@@ -15,8 +15,8 @@ call on it waits forever. A caller bounds its calls with `within(seconds, call)`
 deadline the context is closed (the hung renderer with it) and `PageHung` raised, and the next
 `reset()` opens a fresh context.
 
-The task's allowlist applies to every request the page makes (DESIGN.md, "Decisions taken
-while building"): the context's route sees the first request of every page, frame, tab and
+The task's allowlist applies to every request the page makes (DESIGN.md, "The browser and
+the suites"): the context's route sees the first request of every page, frame, tab and
 worker; a `Fetch` interception on the page's own CDP session sees each redirect hop as well
 (Playwright passes hops on without asking its route). Refused requests, new tabs closed and
 `javascript:` links not followed are reported in the next observation's error.
@@ -347,9 +347,8 @@ class BrowserEnv:
         agent sees); None on failure, logged, since a missing picture must not end an episode.
 
         PNG, not JPEG: pages are mostly flat colour and text, which PNG keeps sharp at about a
-        JPEG's size (measured at 1280x720: sandbox pages 40-90 KB, JPEG q75 10-25% less; MiniWoB
-        8 KB, JPEG more). The viewport only, as the observation covers the viewport too. The
-        caret is left as it is (hiding it would inject a style into the page).
+        JPEG's size (RESULTS.md R4). The viewport only, as the observation covers the viewport
+        too. The caret is left as it is (hiding it would inject a style into the page).
         """
         try:
             return await self.page.screenshot(type="png", full_page=False, caret="initial",

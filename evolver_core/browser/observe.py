@@ -2,7 +2,7 @@
 
 `Accessibility.getFullAXTree` gives the tree; ONE `DOMSnapshot.captureSnapshot` gives every
 layout box, so the viewport filter costs no per-node round trips (the reference measured each
-node separately: 3-4 s on a 700-element page instead of ~0.3 s).
+node separately, about 10x slower: RESULTS.md R2).
 
 Rules (after the reference implementation, with its bugs left out):
 - a node without a layout box, or with less than half of its area inside the viewport, is

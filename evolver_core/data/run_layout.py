@@ -21,7 +21,7 @@ from evolver_core.data.storage import Storage
 
 log = logging.getLogger(__name__)
 
-# Stages of a round, in the order they run (DESIGN.md "Decisions": stages of a round).
+# Stages of a round, in the order they run (DESIGN.md "The loop").
 SAMPLE = "sample"  # real trajectories: scripted demonstrations (round 0) or the previous policy
 JUDGE = "judge"  # r̂'s verdicts on `sample` (judged copies of its trajectory rows)
 SFT = "sft"  # rejection-sampled real trajectories as chat examples

@@ -1,8 +1,8 @@
 """What a round did not do: the stages that produced nothing useful, named in words.
 
-A zero here is easy to miss in a table (the cpu preset's round 1 once synthesized 4
-trajectories, kept none, trained both policy arms on the same data and chose the greedy
-action at every look-ahead step, and nothing said so); `round_warnings` turns each into a
+A zero here is easy to miss in a table (a round once kept no synthetic trajectory and
+trained both policy arms on the same data, and nothing said so: RESULTS.md R9);
+`round_warnings` turns each into a
 line that the printed results, the round's report artifact and its JSON carry.
 """
 

@@ -1,7 +1,7 @@
 """LoRA fine-tuning of a base model on SFT examples, with TRL's `SFTTrainer` and PEFT.
 
 The hyperparameters are the preset's training section (`evolver_core.config.TrainingConfig`,
-where the defaults measured on a 2-core CPU are declared and explained); `lora_config` and
+where the defaults are declared and explained); `lora_config` and
 `sft_config` are the one place PEFT's and TRL's configs are built from it. Every round
 trains from the base model, not from the previous adapter. The examples are
 `evolver_core.training.sft` prompt-completion examples, so the loss is on the target reply only.

@@ -2,13 +2,11 @@
 
 Why: torch runs every operator on one OpenMP thread per core. When another process keeps a
 core busy, the training thread on that core gets a fraction of it and every parallel region
-waits for it (the others spin meanwhile): a step went from ~7 s to 18-48 s beside ONE busy
-process on 2 cores. So training uses only the cores other processes leave idle: the number
-is re-read every few steps (`ThreadGovernor`, a Trainer callback) from the CPU time the
-machine spent beside our own since the last reading (no extra work; before the first step, a
-0.2 s look).
-`webevolver bench train` measures this against torch's default (DESIGN.md, "Measured on a
-2-core CPU machine").
+waits for it (the others spin meanwhile), so one busy process can more than double a step.
+So training uses only the cores other processes leave idle: the number is re-read every few
+steps (`ThreadGovernor`, a Trainer callback) from the CPU time the machine spent beside our
+own since the last reading (no extra work; before the first step, a 0.2 s look).
+`webevolver bench train` measures this against torch's default (RESULTS.md R11).
 """
 
 from __future__ import annotations

@@ -14,17 +14,15 @@ Target (`format_wm_target`), in the preset's form (`WorldModelConfig.form`):
 - ``tree`` (the paper's): ``THOUGHT: <rationale>\\nOBSERVATION:\\n<next tree>``;
 - ``delta``: ``THOUGHT: <rationale>\\nCHANGES:\\n<delta>`` (`world_model.delta`: new, removed and
   updated elements by id, or the whole page when it is replaced), applied to the current page
-  in code, so every prediction is still a complete tree with stable ids. Decided as the
-  default because a 135M model copies a 100-300 token tree badly (it loops to the token cap;
-  the cpu preset's STR was 0.33-0.5) while most actions change a line or two; WMA (Chae et
-  al., 2025) found change descriptions beat whole pages too.
+  in code, so every prediction is still a complete tree with stable ids. The default because
+  a small model copies a 100-300 token tree badly (it loops to the token cap) while most
+  actions change a line or two (DESIGN.md, "The world model").
 
 The rationale line (``THOUGHT: ...``) comes first when the preset distills rationales
 (`WorldModelConfig.rationale_max_tokens` > 0, the paper's); with 0 the target is the marker
-and the body alone. The cpu preset drops it: measured on its round 0 (DESIGN.md), SmolLM2-135M's
-distilled rationales repeat themselves ("The next page is the next page after ..."), the
-world model trained on them looped inside the THOUGHT line to its 256-token cap on 28 of 50
-held-out transitions and never wrote the changes. The system prompt says which reply to write
+and the body alone. The cpu preset drops it: a 135M model's distilled rationales repeat
+themselves, and a world model trained on them loops inside the THOUGHT line to its token cap
+and never writes the changes (RESULTS.md R10). The system prompt says which reply to write
 (``world_model_reply`` / ``world_model_reply_thought``), and `reply_regex` is the same reply
 as a grammar: servers with structured outputs decode within it (`WorldModelConfig.constrained`).
 
@@ -36,10 +34,9 @@ policy never sees THOUGHT text (the reference leaked it into synthetic observati
 
 The outcome's probability (`outcome_probability`, asked for with ``outcome_probability=True``
 where the server returns token log-probabilities): P(success) / (P(success) + P(failure)) of
-the token after ``episode ends:`` in the reply. Measured on the cpu preset's world models, the
-greedy outcome is "success" at every predicted end while this probability ranks real
-successful ends above failed ones (AUC 0.80 over 71 held-out real ends; DESIGN.md), so
-look-ahead's world-model scorer ranks ends by it.
+the token after ``episode ends:`` in the reply. Look-ahead's world-model scorer ranks ends
+by it: a small world model writes "success" at every predicted end, while this probability
+still ranks real successful ends above failed ones (RESULTS.md R16).
 
 Training data:
 
@@ -52,9 +49,9 @@ Training data:
    at inference pass the policy's turns in the same form (`policy.format_reply`).
 2. `cap_transitions`: dedupe, then cap first steps per site and transitions per action key
    (as the reference: 20 and 50), seeded. Failed ends are in their natural share: they come
-   from failed samples and, with `SamplingConfig.demo_explore`, round 0's explorations. A
-   third of the data each for pages, successful and failed ends made the cpu preset's M_w
-   predict a failed end for all 50 held-out transitions, 32 of them no end (measured; DESIGN.md).
+   from failed samples and, with `SamplingConfig.demo_explore`, round 0's explorations (a
+   third each of pages, successful and failed ends made M_w predict failed ends everywhere,
+   RESULTS.md R14).
 3. `distill_rationales`: the base model explains each transition (temperature 0); first
    steps get a fixed rationale; with `max_tokens` 0, none (all None, no model call).
 4. `wm_sft_examples`: prompt-completion examples, the policy SFT format, so
@@ -200,9 +197,8 @@ def parse_wm_output(text: str, *, form: str = "tree", current: str | None = None
     The body is what follows the first ``OBSERVATION:`` (tree) or ``CHANGES:`` (delta) line
     marker; without one, it starts at the first line that looks like the form (``[1] `` or
     ``Tab ``; a delta line). `cut`: the token limit stopped the reply mid-line, so its last
-    line is dropped (measured on the cpu preset's round 0: small world models loop over
-    repeated elements until the limit, and the cut last line alone made every page
-    unparsable).
+    line is dropped: small world models loop over repeated elements until the limit, and the
+    cut last line alone would make the page unparsable (RESULTS.md R7).
     """
     text = text or ""
     marker, start = (_CHANGES_MARKER, _DELTA_START) if form == "delta" else (_OBSERVATION_MARKER, TREE_START)

@@ -1,8 +1,8 @@
 """The replay filter for synthetic trajectories: their actions played on the real page.
 
 Our departure from the paper. The paper keeps a synthetic trajectory when r̂ (a large LLM
-judge) says it succeeded. A 135M judge cannot judge (25 of 40 verdicts unparsable on the cpu
-preset's measured round), so for suites with a programmatic reward (MiniWoB, the sandbox
+judge) says it succeeded. A 135M judge cannot judge (most of its verdicts do not parse,
+RESULTS.md R7), so for suites with a programmatic reward (MiniWoB, the sandbox
 sites) the `replay` filter (`WorldModelConfig.synth_filter`) plays the trajectory's actions on
 the real page of the same task and seed and keeps it when the suite rewards it. The kept
 example still trains on the world model's pages (the paper's point: data from the virtual
