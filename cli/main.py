@@ -149,9 +149,9 @@ def sample(
             progress.console.print(_episode_line(ep))
             progress.advance(bar)
 
-        result = asyncio.run(run_sampling(
+        result = run_sampling(
             storage_root(storage), run_id, round_, split, tasks, policy=policy_spec if policy == "model" else None,
-            sampling=sampling, judge=judge_spec, log=log, screenshots=screenshots))
+            sampling=sampling, judge=judge_spec, log=log, screenshots=screenshots)
     summary, judged = result
     console.print(f"stored {summary.trajectories} trajectories ({summary.new} new, {summary.skipped} already there) "
                   f"at {summary.uri}")

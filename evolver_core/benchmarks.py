@@ -355,7 +355,7 @@ def _case_env() -> dict[str, str]:
 def bench_train(steps: int = 4, model: str = "smollm2", warmup: int = TRAIN_WARMUP_STEPS) -> dict:
     """Median seconds per LoRA step of torch's default threading and of the training's choice
     (`training.threads`), quiet and beside one busy process; `ratio` = chosen shared / quiet."""
-    from evolver_core.training.models import resolve_model
+    from evolver_core.models.refs import resolve_model
     from evolver_core.training.threads import usable_cores
 
     base = resolve_model(model).base

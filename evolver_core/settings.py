@@ -53,6 +53,11 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
+def webevolver_home() -> Path:
+    """Root of everything WebEvolver caches locally (models, server logs, the local Prefect server)."""
+    return settings().home.expanduser()
+
+
 def storage_root(storage: Optional[str] = None) -> str:
     """The storage root: `storage`, else $WEBEVOLVER_STORAGE, else the working directory."""
     return storage or settings().storage or os.getcwd()

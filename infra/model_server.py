@@ -8,10 +8,10 @@ hosted endpoint); only the backend changes. Backends (`ModelServer.for_backend(n
 - ``transformers`` (the embedded default): ``transformers serve <folder>`` on CPU, pinned to
   one local model folder, fully offline (``HF_HUB_OFFLINE=1``). It cannot load PEFT adapters,
   so an adapter is merged into its base first (cached by content hash,
-  `evolver_core.training.models.merge_adapter`). It serves the model under the folder path (requests
+  `evolver_core.models.merge.merge_adapter`). It serves the model under the folder path (requests
   naming anything else are refused), it ignores the request field ``n`` (the client it hands
   out fans such requests out) and it only samples when the model's generation config says
-  ``do_sample: true`` (the folders `evolver_core.training.models` writes do; temperature 0 is greedy).
+  ``do_sample: true`` (the folders `evolver_core.models` writes do; temperature 0 is greedy).
   Its torch threads default to half the cores (`default_threads`): on a busy machine threads
   fighting over the cores generate slower than fewer ones (RESULTS.md R3). Without
   ``continuous_batching`` it generates one request at a time (its clients keep one in
@@ -48,7 +48,7 @@ import subprocess
 import sys
 import threading
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -57,9 +57,10 @@ from typing import Any, ClassVar
 
 import httpx
 
-from evolver_core.llm import LLMClient
-from evolver_core.settings import VARIABLES, settings
-from evolver_core.training.models import ModelRef, merge_adapter, webevolver_home
+from evolver_core.models.merge import merge_adapter
+from evolver_core.models.refs import ModelRef
+from evolver_core.models.serving import Served
+from evolver_core.settings import VARIABLES, settings, webevolver_home
 from infra.process import ServerError, await_health, free_port, service_env, start_service, stop_group, wait_healthy
 
 LOG_TAIL_LINES = 40
@@ -103,16 +104,11 @@ def default_threads(*, browser: bool = True) -> int:
     return cores if not browser else max(1, cores // 2)
 
 
-class ModelServer(ABC):
-    """An OpenAI-compatible endpoint for one model; a context manager (start/stop)."""
+class ModelServer(Served):
+    """An OpenAI-compatible endpoint for one model; a context manager (start/stop). What a
+    client needs of it (`client()`, the abilities it advertises) is `Served`'s."""
 
     backend: ClassVar[str]
-    supports_n: ClassVar[bool] = True
-    structured_outputs: ClassVar[bool] = False  # decodes within a request's regex (`LLMClient.chat`)
-    logprobs: ClassVar[bool] = False  # returns token log-probabilities (`LLMClient.chat`'s top_logprobs)
-    # Requests a client keeps in flight. A server that generates one request at a time
-    # gains nothing from more, and queued requests would spend their timeout waiting.
-    concurrency: ClassVar[int] = 4
 
     def __init__(self, ref: ModelRef, *, host: str = "127.0.0.1", port: int | None = None,
                  startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S):
@@ -124,36 +120,15 @@ class ModelServer(ABC):
 
     @property
     def base_url(self) -> str:
-        """The OpenAI base URL, ending in ``/v1``."""
         if self.port is None:
             raise ServerError(f"{self.backend} server is not started")
         return f"http://{self.host}:{self.port}/v1"
-
-    @property
-    @abstractmethod
-    def model(self) -> str:
-        """The model name requests must carry."""
-
-    @property
-    def api_key(self) -> str | None:
-        return None
 
     @abstractmethod
     def start(self) -> ModelServer: ...
 
     @abstractmethod
     def stop(self) -> None: ...
-
-    def failure(self) -> str | None:
-        """Why the server is not serving (e.g. its process exited, with the log's tail), or None."""
-        return None
-
-    def client(self, **opts: Any) -> LLMClient:
-        """An `LLMClient` for this server (`opts`: LLMClient keyword arguments, e.g. model=...)."""
-        opts = {"model": self.model, "api_key": self.api_key, "supports_n": self.supports_n,
-                "structured": self.structured_outputs, "logprobs": self.logprobs, "concurrency": self.concurrency,
-                "diagnose": self.failure} | opts
-        return LLMClient(self.base_url, **opts)
 
     def __enter__(self) -> ModelServer:
         return self.start()

@@ -46,7 +46,7 @@ from types import FrameType, TracebackType
 import httpx
 
 from evolver_core.pids import pid_alive
-from evolver_core.training.models import webevolver_home
+from evolver_core.settings import webevolver_home
 from infra.postgres import PostgresServer
 from infra.process import await_health, free_port, get_json, signal_group, stop_group
 

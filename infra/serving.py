@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from evolver_core.config import ModelSpec
-from evolver_core.training.models import ModelRef, folder_digest, resolve_model
+from evolver_core.models.folders import folder_digest
+from evolver_core.models.refs import ModelRef, resolve_model
 from infra.model_server import (ModelServer, ServerError, add_start_listener, default_threads, remove_start_listener,
                                 vllm_python)
 
@@ -64,25 +65,23 @@ def _server(spec: ModelSpec, ref: ModelRef, **opts: Any) -> ModelServer:
     return ModelServer.for_backend(spec.backend, ref, **opts)
 
 
-def serve(spec: ModelSpec, **opts: Any) -> ModelServer:
+def serve(spec: ModelSpec, *, browser: bool = True, **opts: Any) -> ModelServer:
     """A not-yet-started server for `spec` (use it as a context manager); inside a
     `serving_session`, a lease on the session's shared server when the backend hot-loads
-    adapters. `opts`: server options for a per-stage server (e.g. ``threads=
-    default_threads(browser=False)`` in a stage without a browser); a lease ignores them
-    (the session's `server_opts` made its server)."""
+    adapters. The `evolver_core.models.serving.ServeModel` the stages are handed.
+    `browser=False`: a stage with no browser on the machine (judging, rationales, synthesis,
+    fidelity), whose per-stage server takes every core. `opts`: server options for a
+    per-stage server (e.g. ``threads``); a lease ignores them (the session's `server_opts`
+    made its server)."""
     if spec.backend == AUTO:
         spec = replace(spec, backend=resolve_backend(AUTO))
     ref = resolve_model(spec.model, adapter=spec.adapter)
     session = current_session()
     if session is not None and spec.backend in session.shared_backends:
         return session.lease(spec, ref)
+    if not browser:
+        opts = {"threads": default_threads(browser=False)} | opts
     return _server(spec, ref, **opts)
-
-
-def serve_without_browser(spec: ModelSpec) -> ModelServer:
-    """`serve` for a stage with no browser on the machine (judging, rationales, synthesis,
-    fidelity): its per-stage server takes every core."""
-    return serve(spec, threads=default_threads(browser=False))
 
 
 def adapter_name(adapter: str | Path) -> str:

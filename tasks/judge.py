@@ -9,6 +9,7 @@ from prefect.artifacts import create_table_artifact
 from evolver_core.config import JudgeConfig, ModelSpec
 from evolver_core.data.run_layout import SAMPLE
 from evolver_core.stages.judge import judge_identity, run_judge
+from infra.serving import serve
 from tasks.common import artifact_key, stage_task
 
 
@@ -16,7 +17,7 @@ from tasks.common import artifact_key, stage_task
 def judge(root: str, run_id: str, round_: int, judge_model: ModelSpec, judge_config: JudgeConfig = JudgeConfig(),
           source_stage: str = SAMPLE, stage: Optional[str] = None) -> dict:
     """Verdicts on `source_stage`, stored as stage `stage` (default `judge_stage_for(source_stage)`)."""
-    result = run_judge(root, run_id, round_, judge_model, judge_config, source_stage, stage)
+    result = run_judge(root, run_id, round_, judge_model, judge_config, source_stage, stage, serve=serve)
     flat = ({k: v for k, v in result.items() if k != "agreement"}
             | {f"agreement_{k}": v for k, v in result["agreement"].items()})
     create_table_artifact([flat], key=artifact_key(run_id, f"r{round_}", result["stage"]),

@@ -12,6 +12,7 @@ from prefect.artifacts import aupdate_progress_artifact, create_progress_artifac
 from evolver_core.config import LookaheadSpec, ModelSpec, SamplingConfig
 from evolver_core.sampling.sampler import SampleSummary
 from evolver_core.stages.sample import run_sample, sample_identity, sample_result
+from infra.serving import serve
 from tasks.common import artifact_key, stage_task
 
 
@@ -37,7 +38,7 @@ def sample(root: str, run_id: str, round_: int, stage: str, split: str, n_tasks:
                     aupdate_progress_artifact(progress, min(100.0, 100.0 * (len(updates) + 1) / total))))
 
         summary = await run_sample(root, run_id, round_, stage, split, n_tasks, policy=policy, sampling=sampling,
-                                   shard=shard, lookahead=lookahead, screenshots=screenshots, on_done=tick)
+                                   serve=serve, shard=shard, lookahead=lookahead, screenshots=screenshots, on_done=tick)
         await asyncio.gather(*updates)
         return summary
 

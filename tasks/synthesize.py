@@ -9,6 +9,7 @@ from prefect.artifacts import create_table_artifact
 
 from evolver_core.config import JudgeConfig, ModelSpec, SamplingConfig, WorldModelConfig
 from evolver_core.stages.synthesize import run_synthesize, synthesize_identity
+from infra.serving import serve
 from tasks.common import artifact_key, stage_task
 
 
@@ -18,7 +19,7 @@ def synthesize(root: str, run_id: str, round_: int, split: str, policy: ModelSpe
                n_tasks: Optional[int] = None) -> dict:
     """Synthetic trajectories for this round's failed queries; a retry or rerun resumes."""
     result = run_synthesize(root, run_id, round_, split, policy, world_model, judge_model, sampling, wm, judge_config,
-                            n_tasks)
+                            n_tasks, serve=serve)
     get_run_logger().info(f"synthesized {result['trajectories']} trajectories for {result['failed_queries']} "
                           "failed queries")
     create_table_artifact([{k: v for k, v in result.items() if k != "stop_reasons"}

@@ -11,6 +11,7 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 from evolver_core.config import ModelSpec, WorldModelConfig
 from evolver_core.data.run_layout import EVAL, SAMPLE
 from evolver_core.stages.world_model import fidelity_identity, run_fidelity, run_wm_data, wm_data_identity
+from infra.serving import serve
 from tasks.common import artifact_key, stage_task
 
 
@@ -24,7 +25,7 @@ def wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModel
         asyncio.get_running_loop().run_in_executor(None, update_progress_artifact, progress,
                                                    100.0 * done / max(total, 1))
 
-    result = run_wm_data(root, run_id, round_, base, wm, source_stage, on_done=on_done)
+    result = run_wm_data(root, run_id, round_, base, wm, source_stage, on_done=on_done, serve=serve)
     create_table_artifact([{k: v for k, v in result.items() if not k.endswith("uri")}],
                           key=artifact_key(run_id, f"r{round_}", "wm-data"),
                           description=f"world-model data, round {round_}")
@@ -35,7 +36,7 @@ def wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModel
 def fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, judge_model: Optional[ModelSpec],
              wm: WorldModelConfig, source_stage: str = EVAL) -> dict:
     """Paper Table 2 for this round's world model (`run_fidelity`)."""
-    report = run_fidelity(root, run_id, round_, world_model, judge_model, wm, source_stage)
+    report = run_fidelity(root, run_id, round_, world_model, judge_model, wm, source_stage, serve=serve)
     create_table_artifact([{"round": round_, **{k: v for k, v in report.items() if k != "uri"}}],
                           key=artifact_key(run_id, f"r{round_}", "wm-fidelity"),
                           description=f"world-model fidelity (STR / Sim. / O/A), round {round_}")

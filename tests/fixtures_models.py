@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from evolver_core.training.models import ModelRef, tiny_model_dir
+from evolver_core.models.embedded import tiny_model_dir
+from evolver_core.models.refs import ModelRef
 from infra.model_server import ModelServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

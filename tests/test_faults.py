@@ -38,7 +38,7 @@ from evolver_core.data.storage import Storage
 from evolver_core.sampling.rollout import run_episode
 from evolver_core.suites.httpserver import LocalHTTPServer
 from evolver_core.suites.taskfile import load_task_file
-from evolver_core.training.models import ModelRef
+from evolver_core.models.refs import ModelRef
 from fixtures_models import chat_response, gone
 from infra.model_server import TransformersServer, VLLMServer
 from infra.prefect_server import PrefectServer, watch_server

@@ -16,7 +16,7 @@ from evolver_core.contracts.prompt import build_messages
 from evolver_core.contracts.reply import format_reply
 from evolver_core.config import TrainingConfig
 from evolver_core.training.finetune import METRICS_FILE, FinetuneResult, build_trainer, finetune, main
-from evolver_core.training.models import smollm2_model_dir, tiny_model_dir
+from evolver_core.models.embedded import smollm2_model_dir, tiny_model_dir
 from evolver_core.training.sft import examples_to_table
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,26 +40,77 @@ def imports(path: Path, module: str, *, top_level_only: bool = False) -> set[str
     return {m for m in found if m in known and m != module} | {m for m in found if m.split(".")[0] == "prefect"}
 
 
-def test_evolver_core_never_imports_prefect_and_reaches_infra_only_for_serving():
-    for module, path in modules().items():
-        if not module.startswith("evolver_core"):
+# -- the top-level folders, as DESIGN.md's first layer table names them ------------------------
+
+def design_rows(header: str) -> list[list[str]]:
+    """The cells of each row of the DESIGN.md table whose header row starts with `header`."""
+    text = (ROOT / "DESIGN.md").read_text()
+    table = text[text.index(header):]
+    table = table[:table.index("\n\n")]
+    return [[c.strip() for c in row.strip("|").split("|")] for row in table.splitlines()[2:]]
+
+
+def top_layer_table() -> dict[str, set[str] | None]:
+    """Top-level folder -> the modules and packages it may import besides its own (the
+    backquoted names of its "may import" cell: project modules, or `prefect`); None for
+    "everything" (the tests)."""
+    known = set(modules()) | {"prefect"}
+    allowed: dict[str, set[str] | None] = {}
+    for cells in design_rows("| folder |"):
+        folder, may = cells[0].strip("`/"), cells[2]
+        names = {n.replace("/", ".").strip(".") for n in re.findall(r"`([^`]+)`", may)}
+        assert names <= known, f"DESIGN.md's row of {folder}/ names what is no module: {sorted(names - known)}"
+        allowed[folder] = None if may == "everything" else names
+    return allowed
+
+
+def layer_violations(found: dict[str, set[str]], table: dict[str, set[str] | None]) -> list[str]:
+    """Every import in `found` (module -> the modules it imports) that its folder's row does
+    not allow. A package above an allowed module counts as that module (`from evolver_core
+    import config` names both)."""
+    bad = []
+    for module, imported in sorted(found.items()):
+        folder = module.split(".")[0]
+        allowed = table[folder]
+        if allowed is None:
             continue
-        found = imports(path, module)
-        assert not {m for m in found if m.startswith("prefect")}, f"{module} imports prefect"
-        into_infra = {m for m in found if m.startswith("infra")}
-        if module.startswith("evolver_core.stages"):
-            assert into_infra <= {"infra.serving"}, f"{module} imports {into_infra}"
-        else:
-            assert not into_infra, f"{module} imports {into_infra}"
-        assert not {m for m in found if m.split(".")[0] in ("tasks", "flows", "cli")}, f"{module} imports upward"
+        for m in sorted(imported):
+            if m.split(".")[0] == folder or any(m == a or m.startswith(a + ".") or a.startswith(m + ".")
+                                                for a in allowed):
+                continue
+            bad.append(f"{module} imports {m}; DESIGN.md lets {folder}/ import {sorted(allowed)}")
+    return bad
 
 
-def test_lower_layers_never_import_upper_ones():
-    upper = {"infra": ("tasks", "flows", "cli"), "tasks": ("flows", "cli"), "flows": ("cli",)}
-    for module, path in modules().items():
-        banned = upper.get(module.split(".")[0], ())
-        bad = {m for m in imports(path, module) if m.split(".")[0] in banned}
-        assert not bad, f"{module} imports {bad}"
+def test_every_top_level_folder_has_a_row():
+    assert set(top_layer_table()) == set(PACKAGES) | {"tests"}
+
+
+def test_every_import_keeps_to_its_folders_row():
+    found = {module: imports(path, module) for module, path in modules().items()}
+    assert layer_violations(found, top_layer_table()) == []
+
+
+def test_the_check_refuses_imports_outside_a_row():
+    """The check itself, on imports made up for it, against DESIGN.md's table."""
+    outside = {
+        "evolver_core.stages.sample": {"infra.serving"}, "evolver_core.judge.stored": {"infra.model_server"},
+        "evolver_core.agents.policy": {"tasks.sample"}, "evolver_core.reporting.plots": {"flows.evolve"},
+        "evolver_core.llm": {"cli.main"}, "evolver_core.data.storage": {"prefect.artifacts"},
+        "infra.serving": {"evolver_core.llm"}, "infra.model_server": {"evolver_core.training.identity"},
+        "infra.prefect_server": {"tasks.common"}, "infra.postgres": {"prefect"},
+        "tasks.sample": {"flows.evolve"}, "tasks.judge": {"infra.model_server"}, "flows.evolve": {"cli.main"},
+    }
+    bad = layer_violations(outside, top_layer_table())
+    assert [line.split(" imports ")[0] for line in bad] == sorted(outside)
+    inside = {
+        "infra.serving": {"evolver_core", "evolver_core.config", "evolver_core.models.refs", "infra.model_server"},
+        "infra.prefect_server": {"evolver_core.settings", "evolver_core.pids"},
+        "tasks.sample": {"evolver_core.stages.sample", "infra.serving", "prefect"},
+        "cli.main": {"flows.evolve", "infra.serving", "evolver_core.presets"},
+        "evolver_core.stages.judge": {"evolver_core.models.serving"},
+    }
+    assert layer_violations(inside, top_layer_table()) == []
 
 
 def test_no_import_cycles():
@@ -99,12 +151,8 @@ def folder_of(module: str) -> str | None:
 
 def design_layer_table() -> dict[str, set[str]]:
     """DESIGN.md's `evolver_core` layer table: folder (or module) -> what it may import."""
-    text = (ROOT / "DESIGN.md").read_text()
-    table = text[text.index("| `evolver_core` folder |"):]
-    table = table[:table.index("\n\n")]
     allowed: dict[str, set[str]] = {}
-    for row in table.splitlines()[2:]:
-        cells = [c.strip() for c in row.strip("|").split("|")]
+    for cells in design_rows("| `evolver_core` folder |"):
         names = [n.strip("`/").removesuffix(".py") for n in cells[0].split(", ")]
         may = cells[2]
         named = {w.strip("`,") for w in may.split() if w.startswith("`")}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from evolver_core.llm import CallLimits, LLMClient, LLMError, cut_at_stop
-from evolver_core.training.models import ModelRef
+from evolver_core.models.refs import ModelRef
 from fixtures_models import (  # noqa: F401  (fixtures)
     FakeEndpoint, fake_endpoint, gone,
 )

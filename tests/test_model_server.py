@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from evolver_core.training.models import ModelRef, folder_digest, merge_adapter, resolve_model, tiny_model_dir
+from evolver_core.models.embedded import tiny_model_dir
+from evolver_core.models.folders import folder_digest
+from evolver_core.models.merge import merge_adapter
+from evolver_core.models.refs import ModelRef, resolve_model
 from fixtures_models import (  # noqa: F401  (fixtures)
     FakeEndpoint, fake_endpoint, gone,
 )
@@ -346,7 +349,7 @@ def test_free_port_is_bindable() -> None:
 async def test_smollm2_converts_and_serves_offline(tmp_path: Path) -> None:
     from evolver_core.contracts.prompt import build_messages
     from evolver_core.contracts.reply import parse_reply
-    from evolver_core.training.models import smollm2_model_dir
+    from evolver_core.models.embedded import smollm2_model_dir
 
     t0 = time.monotonic()
     folder = smollm2_model_dir()  # under $WEBEVOLVER_HOME/models; built once

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from evolver_core.config import ModelSpec
-from evolver_core.training.models import ModelRef
+from evolver_core.models.refs import ModelRef
 from fixtures_models import FakeEndpoint, chat_response, gone
 from evolver_core.world_model.delta import ENDS
 from evolver_core.world_model.model import OUTCOME_TOP_LOGPROBS, outcome_probability
@@ -314,7 +314,7 @@ def test_sample_miniwob_episodes_through_vllm(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     from evolver_core.training.finetune import LORA_TARGETS
-    from evolver_core.training.models import resolve_model
+    from evolver_core.models.refs import resolve_model
 
     adapter = make_adapter(resolve_model("smollm2").base, tmp_path / "policy", seed=0, targets=LORA_TARGETS)
     env = os.environ | {"WEBEVOLVER_HOME": os.environ.get("WEBEVOLVER_HOME", str(Path.home() / ".cache/webevolver"))}

@@ -5,6 +5,7 @@ a `StageIdentity`): the Prefect tasks (`tasks/`) put it in their cache keys, and
 writes it beside its data (`run_layout.open_stage`), so results of another identity are
 never resumed, mixed or reported as these.
 
-Model servers come from `infra.serving.serve` (imported where a stage starts one): this is
-the one place the domain reaches into `infra/`, and only for the default server factory.
+A stage that uses models is handed its server factory (`serve`, an
+`evolver_core.models.serving.ServeModel`): the tasks, flows and CLI pass `infra.serving.serve`,
+so the domain never imports `infra/`.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
+from functools import partial
 
 from evolver_core.config import JudgeConfig, ModelSpec
 from evolver_core.data.identity import StageIdentity, code_digest
@@ -11,6 +12,7 @@ from evolver_core.data.run_layout import SAMPLE, judge_stage_for, open_stage, st
 from evolver_core.data.storage import Storage
 from evolver_core.judge.judge import DEFAULT_LAST_N
 from evolver_core.judge.stored import judge_trajectories
+from evolver_core.models.serving import ServeModel
 from evolver_core.training.identity import model_identity
 
 CODE = ("evolver_core.judge.stored", "evolver_core.stages.judge")
@@ -25,10 +27,10 @@ def judge_identity(root: str, run_id: str, round_: int, judge_model: ModelSpec,
 
 
 def run_judge(root: str, run_id: str, round_: int, judge_model: ModelSpec, judge_config: JudgeConfig = JudgeConfig(),
-              source_stage: str = SAMPLE, stage: str | None = None) -> dict:
-    """Judge every trajectory of `source_stage` (resumable) with `judge_model`, its replies
-    capped by the judge section; returns the `JudgeSummary` as a dict."""
-    from infra.serving import serve_without_browser  # no browser in this stage: every core
+              source_stage: str = SAMPLE, stage: str | None = None, *, serve: ServeModel) -> dict:
+    """Judge every trajectory of `source_stage` (resumable) with `judge_model` (served by
+    `serve`), its replies capped by the judge section; returns the `JudgeSummary` as a dict."""
+    serve_without_browser = partial(serve, browser=False)  # no browser in this stage: every core
 
     stage = stage or judge_stage_for(source_stage)
     identity = judge_identity(root, run_id, round_, judge_model, judge_config, source_stage, stage)

@@ -15,6 +15,7 @@ from evolver_core.contracts.task import Suite, Task
 from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest
 from evolver_core.data.run_layout import open_stage
 from evolver_core.data.storage import Storage
+from evolver_core.models.serving import ServeModel
 from evolver_core.sampling.sampler import SampleConfig, SampleSummary, sample_trajectories
 from evolver_core.suites.registry import LIVE_SUITES, get_suite, select_tasks
 from evolver_core.suites.taskfile import data_dir
@@ -54,13 +55,14 @@ def sample_identity(stage: str, split: str, n_tasks: Optional[int], *, policy: O
 
 
 async def run_sample(root: str, run_id: str, round_: int, stage: str, split: str, n_tasks: Optional[int], *,
-                     policy: Optional[ModelSpec], sampling: SamplingConfig, shard: int = 0,
+                     policy: Optional[ModelSpec], sampling: SamplingConfig, serve: ServeModel, shard: int = 0,
                      lookahead: Optional[LookaheadSpec] = None, screenshots: bool = False,
                      on_done: Optional[Callable] = None) -> SampleSummary:
     """Serve the policy (None: the suite's scripted solver) and sample shard `shard` of
     `sampling.shards` of the tasks, played as the sampling section says; with `lookahead`,
-    the policy picks each action by WMLA with the world model and scorer it names. The stage
-    folder is opened with this identity first (another identity's results move aside)."""
+    the policy picks each action by WMLA with the world model and scorer it names; `serve`
+    starts the models' servers. The stage folder is opened with this identity first (another
+    identity's results move aside)."""
     the_suite = open_suite(sampling.suite, sampling.miniwob_tasks, n_tasks)
     await the_suite.start()
     try:
@@ -71,7 +73,7 @@ async def run_sample(root: str, run_id: str, round_: int, stage: str, split: str
         cfg = SampleConfig(run_id=run_id, round=round_, stage=stage, sampling=sampling, screenshots=screenshots,
                            identity=identity.digest)
         with ExitStack() as stack:
-            make_agent = agent_factory(stack, the_suite, policy, sampling, lookahead)
+            make_agent = agent_factory(stack, the_suite, policy, sampling, lookahead, serve)
             summary = await sample_trajectories(the_suite, everything[shard::sampling.shards], make_agent, store, cfg,
                                                 on_done=on_done)
         summary.identity = identity.digest
@@ -81,12 +83,10 @@ async def run_sample(root: str, run_id: str, round_: int, stage: str, split: str
 
 
 def agent_factory(stack: ExitStack, suite: Suite, policy: Optional[ModelSpec], sampling: SamplingConfig,
-                  lookahead: Optional[LookaheadSpec]) -> Callable:
+                  lookahead: Optional[LookaheadSpec], serve: ServeModel) -> Callable:
     """`make_agent(task, sample)` for sampling: the scripted solver (`policy` None; the
     samples `sampling.explores` explore around it), the policy, or the policy with
-    look-ahead; the servers it needs are entered on `stack`."""
-    from infra.serving import serve
-
+    look-ahead; the servers it needs (from `serve`) are entered on `stack`."""
     if policy is None:
         if lookahead is not None:
             raise ValueError("look-ahead needs a model policy, not the scripted solver")

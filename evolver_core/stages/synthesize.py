@@ -16,6 +16,7 @@ import asyncio
 from collections import Counter
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import replace
+from functools import partial
 from typing import Optional
 
 from evolver_core.agents.policy import PolicyAgent
@@ -27,6 +28,7 @@ from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.run_layout import SAMPLE, SYNTHESIZE, open_stage, stage_digest
 from evolver_core.data.storage import Storage
 from evolver_core.judge.judge import agreement
+from evolver_core.models.serving import ServeModel
 from evolver_core.sampling.sampler import SampleConfig
 from evolver_core.stages.sample import open_suite, sample_result
 from evolver_core.stages.sft import verdict_stage_for
@@ -59,11 +61,11 @@ def synthesize_identity(root: str, run_id: str, round_: int, split: str, policy:
 
 def run_synthesize(root: str, run_id: str, round_: int, split: str, policy: ModelSpec, world_model: ModelSpec,
                    judge_model: ModelSpec, sampling: SamplingConfig, wm: WorldModelConfig, judge_config: JudgeConfig,
-                   n_tasks: Optional[int] = None) -> dict:
+                   n_tasks: Optional[int] = None, *, serve: ServeModel) -> dict:
     """Synthetic trajectories for this round's failed queries (resumable): how many and how
     long from the world-model section, the episodes as the sampling section plays them, the
     failed queries read as the judge section filters; `n_tasks`: how many tasks real sampling
-    chose (so the suite holds them all)."""
+    chose (so the suite holds them all); `serve` serves the three models."""
     store = Storage(root)
     use_gold = judge_config.filter == "gold"
     identity = synthesize_identity(root, run_id, round_, split, policy, world_model, judge_model, sampling, wm,
@@ -78,7 +80,8 @@ def run_synthesize(root: str, run_id: str, round_: int, split: str, policy: Mode
     if not failed:
         return result
     summary = asyncio.run(_synthesize(store, run_id, round_, split, {i: starts[i] for i in failed}, policy,
-                                      world_model, judge_model, sampling, wm, judge_config, n_tasks, identity.digest))
+                                      world_model, judge_model, sampling, wm, judge_config, n_tasks, identity.digest,
+                                      serve))
     rows = store.read_table(run_id, round_, SYNTHESIZE, table_name="trajectories").to_pylist()
     reasons = dict(Counter(r["stop_reason"] for r in rows))
     result |= {k: v for k, v in sample_result(summary).items() if k in ("trajectories", "new", "steps",
@@ -95,8 +98,9 @@ def run_synthesize(root: str, run_id: str, round_: int, split: str, policy: Mode
 
 async def _synthesize(store: Storage, run_id: str, round_: int, split: str, starts: dict[str, RealStart],
                       policy: ModelSpec, world_model: ModelSpec, judge_model: ModelSpec, sampling: SamplingConfig,
-                      wm: WorldModelConfig, judge_config: JudgeConfig, n_tasks: Optional[int], identity: str):
-    from infra.serving import serve_without_browser  # no browser for the models: every core
+                      wm: WorldModelConfig, judge_config: JudgeConfig, n_tasks: Optional[int], identity: str,
+                      serve: ServeModel):
+    serve_without_browser = partial(serve, browser=False)  # no browser for the models: every core
 
     the_suite = open_suite(sampling.suite, sampling.miniwob_tasks, n_tasks)
     await the_suite.start()  # for the tasks' start URLs (and pages to replay on)

@@ -18,7 +18,7 @@ from evolver_core.data.storage import Storage
 from evolver_core.settings import download_cache
 from evolver_core.training.finetune import METRICS_FILE, finetune
 from evolver_core.training.identity import model_identity
-from evolver_core.training.models import resolve_model
+from evolver_core.models.refs import resolve_model
 from evolver_core.training.sft import read_sft_parquet
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import ExitStack
+from functools import partial
 from typing import Callable, Optional
 
 import pyarrow as pa
@@ -16,6 +17,7 @@ from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.records import FIDELITY_SCHEMA, FIDELITY_TABLE, WM_TRANSITION_TABLE
 from evolver_core.data.run_layout import EVAL, FIDELITY, SAMPLE, WM_DATA, WM_SFT, open_stage, stage_digest
 from evolver_core.data.storage import Storage
+from evolver_core.models.serving import ServeModel
 from evolver_core.training.identity import model_identity
 from evolver_core.training.sft import write_sft_parquet
 from evolver_core.world_model.fidelity import measure_fidelity
@@ -35,11 +37,13 @@ def wm_data_identity(root: str, run_id: str, round_: int, base: ModelSpec, wm: W
 
 
 def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModelConfig,
-                source_stage: str = SAMPLE, on_done: Optional[Callable[[int, int], None]] = None) -> dict:
+                source_stage: str = SAMPLE, on_done: Optional[Callable[[int, int], None]] = None, *,
+                serve: ServeModel) -> dict:
     """Every trajectory of `source_stage`, successful or failed, gives transitions (at most
-    `wm.transitions` a round, chosen at random, seeded); `on_done(done, total)` reports the
-    rationale distillation's progress (the slow part on CPU)."""
-    from infra.serving import serve_without_browser  # no browser in this stage: every core
+    `wm.transitions` a round, chosen at random, seeded), with rationales by `base` (served by
+    `serve`); `on_done(done, total)` reports the rationale distillation's progress (the slow
+    part on CPU)."""
+    serve_without_browser = partial(serve, browser=False)  # no browser in this stage: every core
 
     store = Storage(root)
     identity = wm_data_identity(root, run_id, round_, base, wm, source_stage)
@@ -76,11 +80,11 @@ def fidelity_identity(root: str, run_id: str, round_: int, world_model: ModelSpe
 
 
 def run_fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, judge_model: Optional[ModelSpec],
-                 wm: WorldModelConfig, source_stage: str = EVAL) -> dict:
+                 wm: WorldModelConfig, source_stage: str = EVAL, *, serve: ServeModel) -> dict:
     """Paper Table 2 for this round's world model: its predictions (temperature 0) of the real
     transitions of `source_stage` (the test split's evaluation: tasks M_w never trained on),
-    at most `wm.fidelity_transitions` (seeded). O/A needs `judge_model`."""
-    from infra.serving import serve_without_browser  # no browser in this stage: every core
+    at most `wm.fidelity_transitions` (seeded). O/A needs `judge_model`. `serve` serves both."""
+    serve_without_browser = partial(serve, browser=False)  # no browser in this stage: every core
 
     store = Storage(root)
     identity = fidelity_identity(root, run_id, round_, world_model, judge_model, wm, source_stage)

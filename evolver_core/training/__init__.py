@@ -1,3 +1,3 @@
-"""Training: trajectories to SFT examples (`sft`), LoRA fine-tuning (`finetune`), model folders
-(`models`: built-in models, adapters, merging).
+"""Training: trajectories to SFT examples (`sft`), LoRA fine-tuning (`finetune`), the models a
+stage's identity records (`identity`).
 """

@@ -1,7 +1,7 @@
 """What a stage's identity records of a model: its name and the digest of its contents
 (base folder and adapter, resolved as the serving layer resolves them). Here, not in
-`data.identity`, because resolving a model name is the model folders' business
-(`training.models`) and `data/` sits below `training/`."""
+`data.identity`, because resolving a model name is `models/`' business and `data/` sits
+below `models/`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 
 from evolver_core.config import ModelSpec
 from evolver_core.data.identity import fingerprint, folder_content_digest
-from evolver_core.training.models import resolve_model
+from evolver_core.models.refs import resolve_model
 
 
 def model_digest(spec: ModelSpec | None) -> str | None:
