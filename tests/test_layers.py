@@ -64,7 +64,8 @@ def test_lower_layers_never_import_upper_ones():
 def test_no_import_cycles():
     graph = {m: imports(p, m) for m, p in modules().items()}
     # A package's __init__ importing its own modules is not a cycle of concepts.
-    graph = {m: {d for d in deps if not m.startswith(d + ".") and not d.startswith(m + ".")} for m, deps in graph.items()}
+    graph = {m: {d for d in deps if not m.startswith(d + ".") and not d.startswith(m + ".")}
+             for m, deps in graph.items()}
     state: dict[str, int] = {}
     stack: list[str] = []
 
