@@ -46,6 +46,7 @@ from types import FrameType, TracebackType
 
 import httpx
 
+from evolver_core.contracts.errors import WebEvolverError
 from evolver_core.pids import pid_alive
 from evolver_core.training.models import webevolver_home
 from infra.postgres import PostgresServer
@@ -61,7 +62,7 @@ HEARTBEAT_S = 30  # a flow run's heartbeat (Prefect's minimum)
 LOST_AFTER_S = 5.0  # a server that has not answered its health check for this long is gone
 
 
-class PrefectServerError(RuntimeError):
+class PrefectServerError(WebEvolverError, RuntimeError):
     """The Prefect server failed to start, died, or its state could not be read."""
 
 

@@ -20,6 +20,7 @@ from evolver_core.contracts.agent import Agent
 from evolver_core.contracts.actions import format_action
 from evolver_core.browser.env import EnvConfig, launch_browser
 from evolver_core.config import SamplingConfig
+from evolver_core.contracts.errors import WebEvolverError
 from evolver_core.contracts.episode import episode_seed, trajectory_id
 from evolver_core.data.records import StepRecord, TrajectoryRecord, canonical_json, from_table, scored, solved, to_table
 from evolver_core.data.storage import Storage
@@ -70,7 +71,7 @@ class SampleSummary:
         return self.valid_actions / self.steps if self.steps else None
 
 
-class SamplingError(RuntimeError):
+class SamplingError(WebEvolverError, RuntimeError):
     """Some episodes failed; the finished ones are stored and a rerun resumes."""
 
 
