@@ -27,8 +27,6 @@ from typing import Any, ClassVar, Iterable, Literal, get_args, get_origin, get_t
 
 import pyarrow as pa
 
-from evolver_core.contracts.episode import trajectory_id
-
 TableName = Literal["steps", "trajectories", "examples", "wm_transitions", "wm_fidelity"]
 Source = Literal["real", "synthetic"]
 # "done": the page ended the task; "invalid": a synthetic step whose action or predicted page did
