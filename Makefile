@@ -1,6 +1,6 @@
 # `make run`: set up, then run the main job on the embedded default (SmolLM2 on CPU):
 #   the warm-start round and one self-evolution round, on a local Prefect server.
-# `make test`: set up, then run the test suite (what CI runs).
+# `make test`: set up, then lint (ruff, settings in pyproject.toml) and run the test suite (what CI runs).
 .PHONY: setup setup-vllm run smoke test test-slow bench
 
 setup: .venv/.installed
@@ -21,6 +21,7 @@ run: setup
 	.venv/bin/webevolver evolve --rounds 1 --preset cpu --run main
 
 test: setup
+	.venv/bin/ruff check .
 	.venv/bin/pytest -q
 
 test-slow: setup

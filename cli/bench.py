@@ -33,7 +33,8 @@ def bench_env_cmd(episodes: int = typer.Option(6, help="Episodes per context."),
 
 @bench_app.command("cache")
 def bench_cache_cmd(preset: str = typer.Option("smoke", help="Preset of the round to run twice."),
-                    storage: Optional[str] = typer.Option(None, help="Storage root (default: a fresh temporary folder).")) -> None:
+                    storage: Optional[str] = typer.Option(
+                        None, help="Storage root (default: a fresh temporary folder).")) -> None:
     """A round run twice with the same inputs: `ratio` = rerun time / first run time (target <= 0.1)."""
     import tempfile
     import time
@@ -174,7 +175,8 @@ def run_bench_serve(*, model: str = "smollm2", backends: list[str], levels: list
                 entry["adapter_load_s"] = round(time.monotonic() - t0, 3)
             servers[name] = server
             result["backends"][name] = entry
-            asyncio.run(time_requests(server.client(**_patient()), work[:1], 1))  # warm-up: the first request pays for setup
+            # warm-up: the first request pays for setup
+            asyncio.run(time_requests(server.client(**_patient()), work[:1], 1))
         for _ in range(repeats):
             for name, server in servers.items():
                 for level in ([1] if name == baseline else levels):

@@ -42,7 +42,8 @@ def _storage(root: str) -> Callable[[], tuple[bool, str]]:
             store = Storage(root)
             runs = store.list_runs()
         except Exception as exc:
-            hint = " (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and WEBEVOLVER_S3_ENDPOINT)" if root.startswith("s3://") else ""
+            hint = (" (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and WEBEVOLVER_S3_ENDPOINT)"
+                    if root.startswith("s3://") else "")
             return False, f"storage {root} is not usable: {type(exc).__name__}: {exc}{hint}"
         return True, f"storage {store.uri()} ({len(runs)} runs)"
     return check

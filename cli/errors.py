@@ -5,8 +5,8 @@ Why: a malformed task file's clear `TaskFileError` used to come after 183 lines 
 Now:
 
 - the command prints what failed, with the file or URI and what to do (the error's own
-  message for the project's errors, `KNOWN`; the type and first line for any other), then
-  where the traceback is, and exits 1;
+  message for the errors a person sees, `WebEvolverError`s; the type and first line for any
+  other), then where the traceback is, and exits 1;
 - every log record of the command, tracebacks included, goes to its log file,
   ``$WEBEVOLVER_HOME/logs/webevolver-<time>-<pid>.log`` (created on the first record);
 - on the console, log records keep their one-line message and lose their traceback, unless
@@ -25,17 +25,11 @@ from typing import Any, Iterator
 
 import typer
 
-from evolver_core.browser.launch import ChromiumNotFound, PageTimeout
+from evolver_core.contracts.errors import WebEvolverError
 from evolver_core.contracts.task import TaskFileError
-from evolver_core.data.lock import RunLocked
-from evolver_core.data.storage import DamagedFolder, StorageURIError, UnreadableShard
+from evolver_core.data.storage import DamagedFolder
 from evolver_core.settings import settings
-from evolver_core.suites.registry import NotEnoughTasks
-from infra.prefect_server import PrefectServerError
 
-# The project's errors whose message already says what failed, where, and what to do.
-KNOWN: tuple[type[BaseException], ...] = (TaskFileError, StorageURIError, DamagedFolder, RunLocked, UnreadableShard,
-                                          NotEnoughTasks, PrefectServerError, PageTimeout, ChromiumNotFound)
 HINTS: dict[type[BaseException], str] = {
     TaskFileError: "fix the file, then rerun the same command",
     DamagedFolder: "replace or remove that folder, then rerun the same command (a run's own adapter is "
@@ -111,12 +105,12 @@ def log_to_file() -> None:
                 handler.setFormatter(_WithoutTraceback(handler.formatter))
 
 
-def _known(exc: BaseException) -> BaseException | None:
-    """The first of the project's known errors in `exc`'s chain (Prefect re-raises task errors
-    wrapped or as the cause of its own)."""
+def _known(exc: BaseException) -> WebEvolverError | None:
+    """The first `WebEvolverError` in `exc`'s chain (Prefect re-raises task errors wrapped or as
+    the cause of its own)."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KNOWN):
+        if isinstance(exc, WebEvolverError):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
@@ -124,7 +118,7 @@ def _known(exc: BaseException) -> BaseException | None:
 
 
 def summary(exc: BaseException) -> str:
-    """The line that says what failed (and, for known errors, what to do)."""
+    """The line that says what failed (and, for a `WebEvolverError`, what to do)."""
     known = _known(exc)
     if known is None:
         first = (str(exc).strip().splitlines() or [""])[0]

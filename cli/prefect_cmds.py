@@ -28,6 +28,7 @@ from typing import Optional
 import typer
 
 from cli.output import console, emit_json
+from evolver_core.contracts.errors import WebEvolverError
 from infra.postgres import PostgresError
 from infra.prefect_server import (
     HEARTBEAT_S,
@@ -54,7 +55,7 @@ DatabaseOpt = typer.Option("sqlite", help="Database of a server that has to be s
 JsonOpt = typer.Option(False, "--json", help="End with a JSON summary line.")
 
 
-class PrefectCommandError(RuntimeError):
+class PrefectCommandError(WebEvolverError, RuntimeError):
     """A ``prefect`` CLI call failed."""
 
 

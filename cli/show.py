@@ -43,8 +43,8 @@ def render_run(root: str, run: str, *, trajectory: Optional[str], round_: Option
             console.print(f"[bold cyan]Step {s['step']}[/bold cyan]  {escape(s['url'])}", markup=True)
             console.print(s["observation"], markup=False)
             console.print(f"[green]Thought:[/green] {escape(s['thought'] or '')}", markup=True)
-            console.print(f"[green]Action:[/green] {escape(s['action_raw'])}" + ("" if s["action_valid"] else "  (invalid)"),
-                          markup=True)
+            invalid = "" if s["action_valid"] else "  (invalid)"
+            console.print(f"[green]Action:[/green] {escape(s['action_raw'])}{invalid}", markup=True)
             if s["error"]:
                 console.print(f"[red]Error:[/red] {escape(s['error'])}", markup=True)
         judged = verdict_row(t, verdicts)

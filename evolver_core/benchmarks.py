@@ -40,7 +40,8 @@ def catalogue_html(rows: int = 250) -> str:
         f"<tr><td><a href='#r{i}'>Item {i}</a></td><td>{i * 3} units in stock</td>"
         f"<td><button>Buy {i}</button></td><td><input aria-label='quantity {i}' value='{i % 7}'></td></tr>"
         for i in range(rows))
-    return f"<!doctype html><html><head><title>Catalogue</title></head><body><h1>Catalogue</h1><table>{body}</table></body></html>"
+    return ("<!doctype html><html><head><title>Catalogue</title></head><body><h1>Catalogue</h1>"
+            f"<table>{body}</table></body></html>")
 
 
 class _CatalogueHandler(BaseHTTPRequestHandler):
@@ -57,7 +58,9 @@ class _CatalogueHandler(BaseHTTPRequestHandler):
         pass
 
 
-_BOX_JS = "function() { const r = (this.nodeType === 3 ? (() => { const g = document.createRange(); g.selectNode(this); return g; })() : this).getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; }"
+_BOX_JS = ("function() { const r = (this.nodeType === 3 ? (() => { const g = document.createRange(); "
+           "g.selectNode(this); return g; })() : this).getBoundingClientRect(); "
+           "return [r.x, r.y, r.width, r.height]; }")
 
 
 async def reference_observe(cdp: Any) -> int:

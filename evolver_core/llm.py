@@ -52,6 +52,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 
 from evolver_core.config import CallLimits
+from evolver_core.contracts.errors import WebEvolverError
 from evolver_core.contracts.text import cap_text
 
 NO_KEY = "EMPTY"  # the openai package insists on a key; local servers ignore it
@@ -78,7 +79,7 @@ def use_limits(limits: CallLimits) -> Iterator[CallLimits]:
         _limits = previous
 
 
-class LLMError(RuntimeError):
+class LLMError(WebEvolverError, RuntimeError):
     """A chat request failed for good (after retries, past its deadline, or a non-retryable 4xx)."""
 
 

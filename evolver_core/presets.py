@@ -1,10 +1,17 @@
 """Presets: the sizes of an evolution round, from a CI smoke run to GPUs.
 
-| preset | model | backend | sizes | time |
-| --- | --- | --- | --- | --- |
-| smoke | tiny (random, built in seconds) | transformers on CPU | 4 demo tasks, 4 train, 4 test, 4 steps; synthesis for 2 failed queries | minutes on 2 cores |
-| cpu | smollm2 (SmolLM2-135M-Instruct, embedded) | auto: vLLM's CPU build when `make setup-vllm` ran (servers kept across a round's stages, adapters merged: LoRA modules are 2-9x slower on CPU), else transformers with continuous batching | 140 demo (245 steps), 20 train x 2 samples, 40 test (10 seeds per task), 112 LoRA steps; world model: 48 LoRA steps on 96 transitions a round, delta form, no rationale; synthesis: 8 per failed query, up to 4 actions, kept by replay; look-ahead d=1 on 4 test tasks, scored by the world model; 20 episodes on 2 never-trained tasks; fidelity on 50 transitions | ~78 min on 2 cores (RESULTS.md) |
-| gpu | a large instruct model (a folder: no hub at run time) | vllm, adapters hot-loaded, tensor parallel | 200 demo, 500 train x 4, full test split; synthesis for all failed queries | GPU hours |
+- smoke: the tiny model (random, built in seconds), transformers on CPU; 4 demo tasks, 4 train,
+  4 test, 4 steps; synthesis for 2 failed queries. Minutes on 2 cores.
+- cpu: smollm2 (SmolLM2-135M-Instruct, embedded); backend auto: vLLM's CPU build when `make
+  setup-vllm` ran (servers kept across a round's stages, adapters merged: LoRA modules are
+  2-9x slower on CPU), else transformers with continuous batching; 140 demo (245 steps), 20
+  train x 2 samples, 40 test (10 seeds per task), 112 LoRA steps; world model: 48 LoRA steps on
+  96 transitions a round, delta form, no rationale; synthesis: 8 per failed query, up to 4
+  actions, kept by replay; look-ahead d=1 on 4 test tasks, scored by the world model; 20
+  episodes on 2 never-trained tasks; fidelity on 50 transitions. ~78 min on 2 cores (RESULTS.md).
+- gpu: a large instruct model (a folder: no hub at run time), vllm with adapters hot-loaded and
+  tensor parallel; 200 demo, 500 train x 4, the full test split; synthesis for all failed
+  queries. GPU hours.
 
 A preset is a base model, its backend and one object per section of `evolver_core.config`
 (sampling, evaluation, judge, training, world_model, lookahead, limits); the defaults are the

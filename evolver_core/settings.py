@@ -14,8 +14,9 @@ from typing import Mapping, Optional
 
 # The variable behind each setting (error messages name them).
 VARIABLES = {"storage": "WEBEVOLVER_STORAGE", "home": "WEBEVOLVER_HOME", "data_dir": "WEBEVOLVER_DATA_DIR",
-             "chromium": "WEBEVOLVER_CHROMIUM", "offline": "WEBEVOLVER_OFFLINE", "s3_endpoint": "WEBEVOLVER_S3_ENDPOINT",
-             "server_threads": "WEBEVOLVER_SERVER_THREADS", "vllm_python": "WEBEVOLVER_VLLM_PYTHON"}
+             "chromium": "WEBEVOLVER_CHROMIUM", "offline": "WEBEVOLVER_OFFLINE",
+             "s3_endpoint": "WEBEVOLVER_S3_ENDPOINT", "server_threads": "WEBEVOLVER_SERVER_THREADS",
+             "vllm_python": "WEBEVOLVER_VLLM_PYTHON"}
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
+from evolver_core.contracts.errors import WebEvolverError
 from infra.process import free_port
 
 DEBIAN_BIN_DIRS = Path("/usr/lib/postgresql")  # <version>/bin, off PATH on Debian
@@ -34,7 +35,7 @@ START_TIMEOUT_S = 60
 INSTALL_HINT = "install Debian's package: `apt-get install -y postgresql`"
 
 
-class PostgresError(RuntimeError):
+class PostgresError(WebEvolverError, RuntimeError):
     """PostgreSQL is missing, or failed to initialise, start or create the database."""
 
 

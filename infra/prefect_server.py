@@ -45,6 +45,7 @@ from types import FrameType, TracebackType
 
 import httpx
 
+from evolver_core.contracts.errors import WebEvolverError
 from evolver_core.pids import pid_alive
 from evolver_core.settings import webevolver_home
 from infra.postgres import PostgresServer
@@ -60,7 +61,7 @@ HEARTBEAT_S = 30  # a flow run's heartbeat (Prefect's minimum)
 LOST_AFTER_S = 5.0  # a server that has not answered its health check for this long is gone
 
 
-class PrefectServerError(RuntimeError):
+class PrefectServerError(WebEvolverError, RuntimeError):
     """The Prefect server failed to start, died, or its state could not be read."""
 
 

@@ -27,6 +27,8 @@ from typing import IO, Any
 
 import httpx
 
+from evolver_core.contracts.errors import WebEvolverError
+
 SERVICE_OWNER_ENV = "WEBEVOLVER_SERVICE_OWNER"  # "<pid>:<start time>" of the process that started it
 # What a local service may see of our environment: the basics, offline and threading settings
 # of the ML libraries, GPU selection, and our own non-secret settings.
@@ -43,7 +45,7 @@ _LIBC = ctypes.CDLL(None, use_errno=True) if _LINUX else None
 _spawner: tuple[int, ThreadPoolExecutor] | None = None  # (pid it belongs to, executor)
 
 
-class ServerError(RuntimeError):
+class ServerError(WebEvolverError, RuntimeError):
     """A service failed to start, died, or refused a management request."""
 
 

@@ -1,9 +1,9 @@
 """Model fixtures shared by the model-layer tests: the tiny model, one real server on it,
-and a scripted fake OpenAI-compatible endpoint for protocol-level tests.
+a scripted fake OpenAI-compatible endpoint for protocol-level tests, and random LoRA adapters.
 
-Import the fixtures by name into a test module. Pytest makes one fixture per importing
-module, so the expensive ones memoise in `_SHARED`: the tiny model is built once and one
-tiny server runs per session however many modules use it.
+`conftest.py` imports the fixtures, so a test module names them as arguments (and imports
+only the helpers: `FakeEndpoint`, `chat_response`, `gone`, `make_adapter`). The expensive ones
+memoise in `_SHARED`: the tiny model is built once and one tiny server runs per session.
 """
 
 from __future__ import annotations
@@ -150,3 +150,18 @@ def fake_endpoint() -> Iterator[FakeEndpoint]:
     endpoint = FakeEndpoint(default=(200, chat_response()))
     yield endpoint
     endpoint.close()
+
+
+def make_adapter(base: Path | str, out: Path, seed: int, targets: tuple[str, ...] = ("q_proj", "v_proj")) -> Path:
+    """A random (non-zero) LoRA adapter on `base`, saved like `evolver_core.training.finetune` saves one."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=list(targets), init_lora_weights=False,
+                                      task_type="CAUSAL_LM"))
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    return out

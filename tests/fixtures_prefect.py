@@ -1,8 +1,5 @@
-"""Session fixture: one real Prefect server (SQLite, UI on) that every test's flows report to.
-
-Use it from any test module::
-
-    from fixtures_prefect import prefect_server  # noqa: F401  (pytest finds it by name)
+"""Session fixture: one real Prefect server (SQLite, UI on) that every test's flows report to
+(`conftest.py` imports it, so any test module names it as an argument)::
 
     def test_my_flow(prefect_server):
         my_flow()  # runs against prefect_server.api_url; subprocesses inherit it too
@@ -16,9 +13,12 @@ them). The user's own ``~/.prefect`` and profile are never used or touched.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.context import refresh_global_settings_context
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
@@ -45,3 +45,17 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         finally:
             drain_prefect_workers()
     refresh_global_settings_context()  # back to the environment as it was
+
+
+def task_states(flow_run_id, expected: str | set[str], count: int, timeout_s: float = 120) -> dict[str, str]:
+    """Task run states of a flow run once `count` of them are in `expected` (a state name or a set
+    of them): they reach the server as events, so they are eventually consistent."""
+    expected = {expected} if isinstance(expected, str) else expected
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            states = {r.name: r.state.name for r in runs}
+            if (len(states) == count and set(states.values()) <= expected) or time.monotonic() > deadline:
+                return states
+            time.sleep(0.5)

@@ -50,7 +50,8 @@ def test_a_grammar_can_limit_clicks_to_some_elements():
 @pytest.mark.parametrize("raw, expected", [
     ("click [12]", Action("click", element_id=12)),
     ("  click[3] ", Action("click", element_id=3)),
-    ("```type [5] [hello world] [press_enter_after=0]```", Action("type", element_id=5, text="hello world", press_enter_after=False)),
+    ("```type [5] [hello world] [press_enter_after=0]```",
+     Action("type", element_id=5, text="hello world", press_enter_after=False)),
     ("type [5] [hello]", Action("type", element_id=5, text="hello", press_enter_after=True)),
     ("type [5] [a [b] c] [press_enter_after=1]", Action("type", element_id=5, text="a [b] c")),
     ("scroll [direction=down]", Action("scroll", direction="down")),

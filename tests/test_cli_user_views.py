@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -17,9 +18,14 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from evolver_core.agents.oracle import OracleAgent
 from evolver_core.browser.launch import CHROMIUM_ARGS, chromium_path
+from evolver_core.contracts.episode import trajectory_id
+from evolver_core.data.records import to_table
 from evolver_core.data.storage import Storage
+from evolver_core.judge.stored import split_judged
+from evolver_core.reporting.viewer import render_report
 from evolver_core.sampling.sampler import SampleConfig, sample_trajectories
 from evolver_core.suites.miniwob import MiniWoBSuite
+from helpers import make_trajectory
 
 CLI = [sys.executable, "-m", "cli.main"]
 
@@ -40,6 +46,12 @@ async def test_view_writes_a_static_report_with_working_filters(tmp_path):
         page = await browser.new_page()
         await page.goto((tmp_path / "report" / "index.html").as_uri())
         assert await page.text_content("#count") == "5 of 5 trajectories"
+        # Gold rated every episode and no judge ran: the gold reward shows, nothing says "unjudged".
+        summaries = await page.locator("details.traj summary").all_text_contents()
+        assert all(s.endswith("· gold 1") for s in summaries) and await page.locator("summary .bad").count() == 0
+        await page.select_option("select[name=verdict]", "success")
+        assert await page.text_content("#count") == "5 of 5 trajectories"
+        await page.select_option("select[name=verdict]", "")
         assert await page.locator("#plot svg").count() == 1  # the success figure, with its n
         assert "n=1" in await page.text_content("#plot")
         await page.select_option("select[name=stage]", "eval")
@@ -50,6 +62,34 @@ async def test_view_writes_a_static_report_with_working_filters(tmp_path):
         await first.locator("summary").click()
         assert "Thought:" in await first.inner_text() and "RootWebArea" in await first.inner_text()
         await browser.close()
+
+
+def test_the_report_shows_the_ratings_that_exist_and_unrated_only_where_none_does():
+    """Rows as a run stores them: sampled episodes carry their gold reward and no verdict (the
+    judge stage writes judged copies), synthetic ones their verdict and no gold."""
+    def episode(task: str, **fields):
+        return make_trajectory(**{"task_id": task, "trajectory_id": trajectory_id(task, 0), "judge_verdict": None,
+                                  "judge_reasoning": None, **fields})
+
+    def judged(row, verdict: int | None):
+        return dataclasses.replace(row, stage="judge", judge_verdict=verdict, judge_reasoning="because")
+
+    gold_only, gold_and_judge = episode("gold-only", gold_reward=1.0), episode("both", gold_reward=0.0)
+    unparsable, crashed = episode("live", suite="webvoyager", gold_reward=None), episode(
+        "crashed", gold_reward=None, stop_reason="error", error="chromium died")
+    synthetic = episode("synthetic", stage="synthesize", source="synthetic", gold_reward=None, judge_verdict=0)
+    rows = to_table([gold_only, gold_and_judge, unparsable, crashed, synthetic, judged(gold_and_judge, 1),
+                     judged(unparsable, None)]).to_pylist()
+    trajectories, verdicts = split_judged(rows)
+    html = render_report("r", trajectories, [], verdicts)
+    shown = {re.search(r"<b>(\S+)#0</b>", summary).group(1): (verdict, re.sub("<[^>]+>", "", summary).split(" · ")[6:])
+             for verdict, summary in re.findall(r"data-verdict=\"([^\"]+)\".*?<summary>(.*?)</summary>", html)}
+    assert shown == {"gold-only": ("success", ["gold 1"]),
+                     "both": ("not-success", ["judge success", "gold 0"]),  # the filter goes by gold where it exists
+                     "live": ("unparsable", ["judge unparsable"]),
+                     "crashed": ("unrated", ["unrated"]),
+                     "synthetic": ("not-success", ["judge not-success"])}
+    assert "unjudged" not in html and html.count("class='unrated'") == 1
 
 
 def test_eval_prints_success_with_an_interval(prefect_server, tmp_path):

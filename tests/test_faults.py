@@ -32,7 +32,7 @@ from evolver_core.browser.env import MAX_ERROR_CHARS, BrowserCrashed, BrowserSes
 from evolver_core.llm import CallLimits, LLMClient, LLMError, use_limits
 from evolver_core.contracts.agent import Turn
 from evolver_core.contracts.observation import Observation
-from evolver_core.contracts.task import EpisodeState, Task
+from evolver_core.contracts.task import EpisodeState, Task, TaskFileError
 from evolver_core.data.lock import RunLock, RunLocked, hold_run
 from evolver_core.data.storage import Storage
 from evolver_core.sampling.rollout import run_episode
@@ -662,6 +662,24 @@ def test_a_malformed_task_file_is_one_line_and_the_traceback_is_logged(tmp_path,
     log = Path(lines[1].split("traceback: ")[1].split(" ")[0])
     assert log.parent == tmp_path / "home" / "logs" and "TaskFileError" in log.read_text()
     assert debug.returncode == 1 and traceback_lines(debug.stderr) > 0 and "TaskFileError" in debug.stderr
+
+
+def test_an_error_a_person_sees_is_printed_as_its_message_wherever_it_is_in_the_chain():
+    from cli.errors import summary
+    from evolver_core.browser.launch import PageTimeout
+    from evolver_core.contracts.errors import WebEvolverError
+    from evolver_core.data.storage import StorageURIError
+    from infra.prefect_server import PrefectServerError
+
+    wrapped = RuntimeError("Task run 'sample-r0' failed")  # as Prefect re-raises a task's error
+    wrapped.__cause__ = PrefectServerError("the Prefect server is not running")
+    assert summary(wrapped) == "the Prefect server is not running"
+    bad_file = TaskFileError("tasks.jsonl", 3, "query", "is missing")
+    assert summary(bad_file) == "tasks.jsonl:3: field 'query' is missing; fix the file, then rerun the same command"
+    assert summary(ValueError("no such thing\nsecond line")) == "failed: ValueError: no such thing"
+    # Each keeps the built-in class that code catches it by.
+    assert isinstance(bad_file, ValueError) and isinstance(PageTimeout("slow"), TimeoutError)
+    assert all(issubclass(e, WebEvolverError) for e in (TaskFileError, StorageURIError, RunLocked, LLMError))
 
 
 def test_a_corrupt_adapter_is_named_in_one_line(prefect_server, tmp_path, tiny_model):

@@ -12,8 +12,7 @@ from evolver_core.world_model.fidelity import (
     next_page_report, next_page_score, parse_equivalence, parse_tree, similarity,
 )
 from evolver_core.world_model.model import Transition, WorldModel
-from fixtures_models import FakeEndpoint, chat_response, fake_endpoint  # noqa: F401  (fixtures)
-from test_synthesis import servers  # noqa: F401  (the ChatServer fixture)
+from fixtures_models import FakeEndpoint, chat_response
 
 
 def observation(*elements: tuple[str, str, int], props: dict[str, str] | None = None) -> str:
@@ -85,7 +84,7 @@ def test_equivalence_messages() -> None:
     assert "start URL" in first and "PRED" in first
 
 
-async def test_fidelity_report(fake_endpoint: FakeEndpoint) -> None:  # noqa: F811
+async def test_fidelity_report(fake_endpoint: FakeEndpoint) -> None:
     predictions, reals = [SHOP, "garbage", SHOP], [SHOP, SHOP, SHOP]
     without_judge = await fidelity_report(predictions, reals)
     assert without_judge["n"] == 3 and without_judge["str"] == pytest.approx(2 / 3)
@@ -100,7 +99,7 @@ async def test_fidelity_report(fake_endpoint: FakeEndpoint) -> None:  # noqa: F8
         await fidelity_report(predictions, reals, judge=LLMClient(fake_endpoint.base_url, "judge"))
 
 
-async def test_measure_fidelity_predicts_each_transition_and_scores_it(servers) -> None:  # noqa: F811
+async def test_measure_fidelity_predicts_each_transition_and_scores_it(servers) -> None:
     """A world model that gets the page after `click [4]` right and answers prose otherwise."""
     def world_model(messages: list[dict]) -> str:
         return f"THOUGHT: the deals open\nOBSERVATION:\n{SHOP}" if "click [4]" in messages[-1]["content"] else "A page."

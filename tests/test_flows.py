@@ -12,34 +12,19 @@ from pathlib import Path
 
 import pytest
 from prefect import flow
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from evolver_core.config import SamplingConfig
 from evolver_core.data.storage import Storage
 from flows.evaluate import evaluate
 from flows.evolve_round import evolve_round
 from flows.runners import make_runner
+from fixtures_prefect import task_states
+from helpers import TINY_ROUND
 from tasks.sample import sample
 
-TINY_ROUND = {"training.max_steps": 2, "test_tasks": 2}
 ROUND_ZERO_TASKS = ["sample-sample-r0-shard0", "to_sft-r0-sample", "finetune-r0", "wm_data-r0", "finetune_wm-r0",
                     "sample-eval-r0-shard0", "sample-eval-wmla1-r0-shard0", "sample-eval-wmla2-r0-shard0",
                     "fidelity-r0"]
-
-
-def task_states(flow_run_id, expected: str | set[str], count: int, timeout_s: float = 120) -> dict[str, str]:
-    """Task run states of a flow run once `count` of them are in `expected` (a state name or a set
-    of them): they reach the server as events, so they are eventually consistent."""
-    expected = {expected} if isinstance(expected, str) else expected
-    deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            states = {r.name: r.state.name for r in runs}
-            if (len(states) == count and set(states.values()) <= expected) or time.monotonic() > deadline:
-                return states
-            time.sleep(0.5)
 
 
 def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path):

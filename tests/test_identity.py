@@ -27,8 +27,9 @@ from evolver_core.stages.sft import to_sft_identity
 from evolver_core.suites.miniwob import MiniWoBSuite
 from flows.evaluate import evaluate
 from flows.evolve_round import evolve_round
+from fixtures_prefect import task_states
+from helpers import TINY_ROUND
 from tasks.sample import sample
-from test_flows import TINY_ROUND, task_states
 
 
 @pytest.fixture

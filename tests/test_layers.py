@@ -116,7 +116,8 @@ def test_the_check_refuses_imports_outside_a_row():
 def test_no_import_cycles():
     graph = {m: imports(p, m) for m, p in modules().items()}
     # A package's __init__ importing its own modules is not a cycle of concepts.
-    graph = {m: {d for d in deps if not m.startswith(d + ".") and not d.startswith(m + ".")} for m, deps in graph.items()}
+    graph = {m: {d for d in deps if not m.startswith(d + ".") and not d.startswith(m + ".")}
+             for m, deps in graph.items()}
     state: dict[str, int] = {}
     stack: list[str] = []
 

@@ -13,9 +13,7 @@ import pytest
 
 from evolver_core.llm import CallLimits, LLMClient, LLMError, cut_at_stop
 from evolver_core.models.refs import ModelRef
-from fixtures_models import (  # noqa: F401  (fixtures)
-    FakeEndpoint, fake_endpoint, gone,
-)
+from fixtures_models import FakeEndpoint, gone
 from infra.model_server import ModelServer, TransformersServer, free_port
 
 HELLO = [{"role": "user", "content": "hello"}]

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from test_synthesis import page_number, servers  # noqa: F401  (the ChatServer fixture)
+from helpers import page_number
 
 from evolver_core.agents.lookahead import (SCORE_REGEX, LookaheadAgent, SimStep, dedupe_candidates, parse_score,
                                            select_best, world_model_score)
@@ -82,7 +82,7 @@ def scorer_rating(ratings: dict[str, str]):
     return respond
 
 
-def make_agent(servers, candidates, ratings, depth=1, rollout="click [9]"):  # noqa: F811
+def make_agent(servers, candidates, ratings, depth=1, rollout="click [9]"):
     policy = servers(scripted_policy(candidates, rollout), "policy-model")
     wm = servers(wm_predicting, "wm-model")
     scorer = servers(scorer_rating(ratings), "scorer-model")
@@ -91,7 +91,7 @@ def make_agent(servers, candidates, ratings, depth=1, rollout="click [9]"):  # n
     return agent, policy, wm, scorer
 
 
-async def test_act_picks_the_highest_scored_candidate(servers):  # noqa: F811
+async def test_act_picks_the_highest_scored_candidate(servers):
     agent, policy, wm, scorer = make_agent(servers, ["click [3]", "click [2]", "```click [3]```"],
                                            {"click [3]": "0.5", "click [2]": "1"})
     turn = await agent.act(TASK, OBS, [])
@@ -108,7 +108,7 @@ async def test_act_picks_the_highest_scored_candidate(servers):  # noqa: F811
     assert turn.prompt_tokens == 10 * 7 and turn.completion_tokens == 3 * 7  # 3 policy, 2 world-model, 2 scorer calls
 
 
-async def test_ties_go_to_greedy_and_stop_is_not_simulated(servers):  # noqa: F811
+async def test_ties_go_to_greedy_and_stop_is_not_simulated(servers):
     agent, policy, wm, scorer = make_agent(servers, ["click [3]", "stop [x]", "click [2]"],
                                            {"click [3]": "0.5", "stop [x]": "0.5", "click [2]": "0"})
     turn = await agent.act(TASK, OBS, [])
@@ -119,13 +119,13 @@ async def test_ties_go_to_greedy_and_stop_is_not_simulated(servers):  # noqa: F8
     assert sum("Not simulated" in b["messages"][-1]["content"] for b in scorer.bodies) == 1
 
 
-async def test_single_candidate_is_taken_without_simulation(servers):  # noqa: F811
+async def test_single_candidate_is_taken_without_simulation(servers):
     agent, policy, wm, scorer = make_agent(servers, ["click [3]"] * 3, {})
     turn = await agent.act(TASK, OBS, [])
     assert turn.action == "click [3]" and wm.bodies == [] and scorer.bodies == []
 
 
-async def test_depth_two_lets_the_policy_act_on_the_predicted_page(servers):  # noqa: F811
+async def test_depth_two_lets_the_policy_act_on_the_predicted_page(servers):
     agent, policy, wm, scorer = make_agent(servers, ["click [3]", "click [2]", "click [2]"],
                                            {"click [3]": "0", "click [2]": "garbage"}, depth=2)
     turn = await agent.act(TASK, OBS, [])
@@ -146,7 +146,7 @@ def test_world_model_score():
     assert world_model_score([]) == 0.5  # a stop candidate is not simulated
 
 
-async def test_the_world_models_own_verdict_can_pick_another_candidate_than_the_greedy_one(servers):  # noqa: F811
+async def test_the_world_models_own_verdict_can_pick_another_candidate_than_the_greedy_one(servers):
     """The cpu preset's scorer: M_w's prediction that the episode ends in success; no scorer
     LLM is asked. The greedy candidate's page goes on, the second candidate's ends in success."""
     def wm_ending(messages: list[dict]) -> str:
@@ -182,7 +182,7 @@ def vllm_tokens(text: str, p_success: float) -> dict:
     return {"content": content}
 
 
-async def test_the_world_models_probability_of_success_ranks_ends_it_writes_alike(servers):  # noqa: F811
+async def test_the_world_models_probability_of_success_ranks_ends_it_writes_alike(servers):
     """The cpu preset's world models write "success" at every end they predict; the
     probability of the outcome word decides between two such ends. A server without
     log-probabilities falls back to the written outcome: a tie, kept by the greedy candidate."""
@@ -194,7 +194,8 @@ async def test_the_world_models_probability_of_success_ranks_ends_it_writes_alik
     policy = servers(scripted_policy(["click [3]", "click [2]", "click [3]"]), "policy-model")
     wm = servers(wm_ending, "wm-model")
     with_logprobs = LLMClient(wm.client.base_url, "wm-model", logprobs=True)
-    agent = LookaheadAgent(PolicyAgent(policy.client), WorldModel(with_logprobs, form="delta", outcome_probability=True),
+    agent = LookaheadAgent(PolicyAgent(policy.client), WorldModel(with_logprobs, form="delta",
+                                                                  outcome_probability=True),
                            None, score_by="world_model")
     la = (await agent.act(TASK, OBS, [])).sampling["lookahead"]
     assert la["chosen"] == 1
@@ -214,7 +215,7 @@ def test_world_model_score_prefers_the_probability_of_success():
     assert world_model_score([SimStep("click [2]", "[1] a 'b'", p_success=None)]) == 0.5
 
 
-async def test_a_constrained_policys_sampled_candidates_click_none_of_the_earlier_candidates_elements(servers):  # noqa: F811
+async def test_a_constrained_policys_sampled_candidates_click_none_of_the_earlier_candidates_elements(servers):
     """Where the server decodes within the grammar, it holds the "different from" request: the
     second candidate may click no element the greedy one clicked, the third neither of theirs."""
     policy = servers(scripted_policy(["click [3]", "click [2]", "type [2] [x] [press_enter_after=1]"]), "policy-model")

@@ -17,12 +17,10 @@ from evolver_core.models.embedded import tiny_model_dir
 from evolver_core.models.folders import folder_digest
 from evolver_core.models.merge import merge_adapter
 from evolver_core.models.refs import ModelRef, resolve_model
-from fixtures_models import (  # noqa: F401  (fixtures)
-    FakeEndpoint, fake_endpoint, gone,
-)
+from fixtures_models import FakeEndpoint, gone, make_adapter
 from infra.model_server import (
-    CB_CONCURRENCY, CB_MAX_BATCH_TOKENS, CB_NUM_BLOCKS, ModelServer, OpenAIEndpoint, ProcessServer, ServerError, TransformersServer, VLLMServer,
-    default_threads, free_port,
+    CB_CONCURRENCY, CB_MAX_BATCH_TOKENS, CB_NUM_BLOCKS, ModelServer, OpenAIEndpoint, ProcessServer, ServerError,
+    TransformersServer, VLLMServer, default_threads, free_port,
 )
 
 
@@ -232,7 +230,8 @@ def test_vllm_command_line_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert server.model == "policy-r2"  # requests name the adapter
     env = server.env()
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True" and env["HF_HUB_OFFLINE"] == "1"
-    assert (env["VLLM_CPU_KVCACHE_SPACE"], env["VLLM_CPU_OMP_THREADS_BIND"], env["OMP_NUM_THREADS"]) == ("1", "nobind", "2")
+    assert (env["VLLM_CPU_KVCACHE_SPACE"], env["VLLM_CPU_OMP_THREADS_BIND"], env["OMP_NUM_THREADS"]) == \
+        ("1", "nobind", "2")
     assert server.startup_timeout_s >= 600  # minutes on a busy CPU
     plain = VLLMServer(ModelRef(base="/models/smollm2", served_name="smollm2"), port=8123, device="cpu")
     assert not plain.hot_loads_adapters and "--enable-lora" not in plain.command()  # CPU: merged models
@@ -250,8 +249,6 @@ def test_vllm_command_line_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_vllm_on_cpu_serves_the_adapter_merged(tiny_model: Path, tmp_path: Path) -> None:
-    from test_vllm import make_adapter
-
     adapter = make_adapter(tiny_model, tmp_path / "round=1" / "adapter", seed=1)
     ref = ModelRef(base=str(tiny_model), adapter=str(adapter), served_name="policy-r1")
     server = VLLMServer(ref, port=8123, device="cpu", python="/opt/vllm/bin/python", cache_dir=tmp_path / "cache")

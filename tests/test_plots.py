@@ -3,16 +3,24 @@ plain decoding on its episodes, per task), drawn with matplotlib as SVG and PNG.
 
 from __future__ import annotations
 
-import pytest
+import itertools
 
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+from evolver_core.contracts.episode import trajectory_id
 from evolver_core.data.records import TrajectoryRecord
-from evolver_core.reporting.plots import arm_words, success_by_round_png, success_by_round_svg, success_rows
-from test_records import make_trajectory
+from evolver_core.reporting.plots import (arm_words, success_by_round_png, success_by_round_svg, success_figure,
+                                          success_rows)
+from helpers import make_trajectory
 
 
 def trajectory(stage: str, round_: int, task: str, seed: int, solved: bool, stop: str = "done") -> TrajectoryRecord:
-    return make_trajectory(stage=stage, round=round_, task_id=f"miniwob/{task}/{seed}", site=task, stop_reason=stop,
-                           gold_reward=float(solved))
+    """An evaluation episode as sampling stores it: rated by its gold reward, not (yet) judged."""
+    task_id = f"miniwob/{task}/{seed}"
+    return make_trajectory(stage=stage, round=round_, task_id=task_id, trajectory_id=trajectory_id(task_id, 0),
+                           site=task, stop_reason=stop, gold_reward=float(solved), judge_verdict=None,
+                           judge_reasoning=None)
 
 
 TRAJECTORIES = [
@@ -70,3 +78,21 @@ def test_plot_of_compare_rows_and_of_nothing() -> None:
     svg = success_by_round_svg([*rows, {"round": 1, "arm": "eval", "episodes": 0, "success_rate": None}])
     assert "a round 0" in svg and "b round 0" in svg and "per task" not in svg
     assert "<svg" in success_by_round_svg([])
+
+
+def test_the_per_task_chart_keeps_twelve_tasks_apart() -> None:
+    """A 12-task evaluation (MiniWoB's long task names, the two policies on each): no task name
+    and no bar's label overlaps another."""
+    tasks = ["click-button-sequence", "click-checkboxes-large", "click-tab-2-hard", "choose-date-easy",
+             "email-inbox-forward-nl", "enter-text-dynamic", "focus-text-2", "login-user", "navigate-tree",
+             "search-engine", "social-media-all", "use-autocomplete"]
+    trajs = [trajectory(stage, 1, task, s, s < i % 4) for stage in ("eval", "eval-self") for i, task in enumerate(tasks)
+             for s in range(4)]
+    figure = success_figure(success_rows(trajs))
+    FigureCanvasAgg(figure).draw()
+    per_task = figure.axes[1]
+    labels = [t for t in [*per_task.get_xticklabels(), *per_task.get_yticklabels(), *per_task.texts] if t.get_text()]
+    assert {t.get_text() for t in labels} >= set(tasks)
+    boxes = [(t.get_text(), t.get_window_extent()) for t in labels]
+    overlapping = [(a, b) for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2) if box_a.overlaps(box_b)]
+    assert not overlapping, overlapping[:3]

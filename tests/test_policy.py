@@ -121,6 +121,7 @@ async def test_policy_agent_acts_through_a_real_server(tiny_server: ModelServer)
     assert turn.model == tiny_server.model and agent.name == f"policy:{tiny_server.model}"
     assert turn.prompt is not None and turn.prompt[-1]["content"] == \
         f"OBSERVATION:\nERROR: click [9] failed: no element 9\n\n{obs.text}\nOBJECTIVE: Click OK."
-    assert turn.response is not None and (turn.thought, turn.action) == (lambda r: (r.thought, r.action))(parse_reply(turn.response))
+    assert turn.response is not None
+    assert (turn.thought, turn.action) == (lambda r: (r.thought, r.action))(parse_reply(turn.response))
     assert turn.sampling["max_tokens"] == 16 and turn.sampling["seed"] == 1 and turn.sampling["temperature"] == 0.0
     assert turn.prompt_tokens > 0 and 0 < turn.completion_tokens <= 16

@@ -15,79 +15,10 @@ from evolver_core.data.records import (
     TRAJECTORY_SCHEMA,
     StepRecord,
     TrajectoryRecord,
-    canonical_json,
     from_table,
     to_table,
 )
-from evolver_core.contracts.episode import trajectory_id
-
-T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
-SAMPLING = canonical_json({"temperature": 0.7, "top_p": 0.95, "seed": 3, "max_tokens": 256})
-
-
-def make_step(**overrides: object) -> StepRecord:
-    """A step record with every kind of value: unicode, newlines, nulls, non-UTC times."""
-    fields = dict(
-        run_id="run-1",
-        round=0,
-        stage="sample",
-        task_id="login-user",
-        suite="miniwob",
-        site="miniwob",
-        query="Log in as «ünïcode» user\nthen stop",
-        trajectory_id=trajectory_id("login-user", 0),
-        sample=0,
-        step=0,
-        url="http://127.0.0.1:8000/miniwob/login-user.html",
-        observation="[1] RootWebArea 'Login'\n\t[2] textbox 'Username'",
-        thought="I type the user name.",
-        action_raw="type [2] [alice] [press_enter_after=0]",
-        action="type [2] [alice] [press_enter_after=0]",
-        action_valid=True,
-        error=None,
-        model="smollm2-135m",
-        sampling=SAMPLING,
-        prompt_tokens=312,
-        completion_tokens=29,
-        started_at=T0,
-        ended_at=T0.astimezone(timezone(timedelta(hours=2))) + timedelta(seconds=3),
-        prompt=canonical_json([{"role": "user", "content": "..."}]),
-        response="Thought: I type the user name.\nAction: type [2] [alice] [press_enter_after=0]",
-        screenshot="file:///data/runs/run-1/round=0/sample/screenshots/login-user_0-abc/0.png",
-    )
-    fields.update(overrides)
-    return StepRecord(**fields)  # type: ignore[arg-type]
-
-
-def make_trajectory(**overrides: object) -> TrajectoryRecord:
-    fields = dict(
-        run_id="run-1",
-        round=0,
-        stage="sample",
-        trajectory_id=trajectory_id("login-user", 0),
-        task_id="login-user",
-        suite="miniwob",
-        site="miniwob",
-        split="train",
-        query="Log in as «ünïcode» user",
-        sample=0,
-        seed=2**40,
-        source="real",
-        model="smollm2-135m",
-        n_steps=2,
-        final_answer=None,
-        stop_reason="stop",
-        judge_verdict=1,
-        judge_reasoning="The user is logged in.",
-        gold_reward=1.0,
-        started_at=T0,
-        ended_at=T0 + timedelta(seconds=9),
-        prompt_tokens=700,
-        completion_tokens=60,
-    )
-    fields.update(overrides)
-    return TrajectoryRecord(**fields)  # type: ignore[arg-type]
-
+from helpers import T0, make_step, make_trajectory
 
 STEPS = [
     make_step(),

@@ -76,7 +76,8 @@ def test_cli_sample_then_show(tmp_path):
     assert summary["action_validity"] == 1.0 and summary["judge_agreement"] is None
     shown = subprocess.run(cmd + ["show", "c1", "--storage", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
-    assert "Thought:" in shown.stdout and "Action: click [" in shown.stdout and "[press_enter_after=0]" in shown.stdout and "gold reward 1" in shown.stdout
+    for text in ("Thought:", "Action: click [", "[press_enter_after=0]", "gold reward 1"):
+        assert text in shown.stdout, text
     missing = subprocess.run(cmd + ["show", "nope", "--storage", str(tmp_path)], capture_output=True, text=True)
     assert missing.returncode != 0 and "no run 'nope'" in missing.stderr + missing.stdout
 

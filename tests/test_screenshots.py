@@ -26,7 +26,7 @@ from evolver_core.reporting.viewer import copy_screenshots, render_report
 from evolver_core.sampling.sampler import SampleConfig, sample_trajectories
 from evolver_core.suites.miniwob import MiniWoBSuite
 from s3_server import LocalS3Server
-from test_records import make_step, make_trajectory
+from helpers import make_step, make_trajectory
 
 CLI = [sys.executable, "-m", "cli.main"]
 VIEWPORT = (EnvConfig().viewport_width, EnvConfig().viewport_height)  # a screenshot's size: the viewport only

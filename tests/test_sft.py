@@ -16,7 +16,7 @@ from evolver_core.data.records import StepRecord, TrajectoryRecord
 from evolver_core.data.storage import Storage
 from evolver_core.prompts import load_prompt
 from evolver_core.training import sft
-from test_records import make_step, make_trajectory
+from helpers import make_step, make_trajectory
 
 QUERY = "Log in as alice"
 TID = "login-user#0"

@@ -23,7 +23,7 @@ from evolver_core.data.records import StepRecord, TrajectoryRecord, from_table, 
 from evolver_core.data.storage import (DamagedFolder, Storage, StorageURIError, check_root, relative_path,
                                        shard_filename)
 from s3_server import LocalS3Server
-from test_records import make_step, make_trajectory
+from helpers import make_step, make_trajectory
 
 REPO = Path(__file__).resolve().parents[1]
 

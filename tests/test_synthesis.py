@@ -1,17 +1,9 @@
-"""Synthetic trajectories against local OpenAI-protocol servers, one per role (policy, world model).
-
-`ChatServer` is a protocol-level fake of a remote endpoint: it answers POST
-/v1/chat/completions with a reply computed from the request (so concurrent requests get
-role-appropriate answers in any order) and records every request body.
-"""
+"""Synthetic trajectories against local OpenAI-protocol servers, one per role (policy, world
+model): the `servers` fixture's `ChatServer`s."""
 
 from __future__ import annotations
 
 import json
-import re
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -22,7 +14,6 @@ from evolver_core.contracts.task import Task
 from evolver_core.data.episodes import read_episodes
 from evolver_core.data.records import from_table
 from evolver_core.data.storage import Storage
-from evolver_core.llm import CallLimits, LLMClient
 from evolver_core.config import SamplingConfig
 from evolver_core.sampling.sampler import SampleConfig, episode_records, sample_trajectories
 from evolver_core.suites.miniwob import MiniWoBSuite
@@ -31,80 +22,10 @@ from evolver_core.world_model.model import WorldModel, format_wm_target, transit
 from evolver_core.world_model.replay import one_at_a_time
 from evolver_core.world_model.synthesis import (WM_UNPARSABLE, failed_task_ids, real_starts, synthesize,
                                                 synthesize_episode)
-from test_records import make_step, make_trajectory
-
-Responder = Callable[[list[dict]], str]
-# A responder may also give the log-probabilities of the reply's tokens, as vLLM returns them
-# when asked (`logprobs`/`top_logprobs`): {"content": str, "logprobs": {"content": [...]}}.
-
-
-class ChatServer:
-    """An OpenAI chat-completions server on 127.0.0.1 whose replies come from `respond(messages)`."""
-
-    def __init__(self, respond: Responder, model: str):
-        self.bodies: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _send(self, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:  # /v1/models
-                self._send({"object": "list", "data": [{"id": model, "object": "model", "owned_by": "test"}]})
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                server.bodies.append(body)
-                reply = respond(body["messages"])
-                content, logprobs = (reply["content"], reply["logprobs"]) if isinstance(reply, dict) else (reply, None)
-                self._send({"id": "x", "object": "chat.completion", "created": 0, "model": model,
-                            "choices": [{"index": 0, "finish_reason": "stop",
-                                         "message": {"role": "assistant", "content": content},
-                                         "logprobs": logprobs if body.get("logprobs") else None}],
-                            "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}})
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.client = LLMClient(f"http://127.0.0.1:{self.httpd.server_address[1]}/v1", model, limits=CallLimits(max_retries=0))
-
-    def texts(self) -> str:
-        """Everything the server was sent, as one string."""
-        return json.dumps(self.bodies)
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def servers() -> Iterator[Callable[[Responder, str], ChatServer]]:
-    made: list[ChatServer] = []
-
-    def make(respond: Responder, model: str) -> ChatServer:
-        made.append(ChatServer(respond, model))
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.close()
-
+from helpers import Responder, make_step, make_trajectory, page_number
 
 def last_user(messages: list[dict]) -> str:
     return messages[-1]["content"]
-
-
-def page_number(text: str) -> int:
-    """The number of the (last) page shown in `text`, 0 when none is."""
-    found = re.findall(r"RootWebArea 'Page (\d+)'", text)
-    return int(found[-1]) if found else 0
 
 
 def tree(n: int) -> str:
@@ -112,7 +33,8 @@ def tree(n: int) -> str:
 
 
 def wm_page(n: int, ends: bool = False) -> str:
-    return f"THOUGHT: the click opens page {n}\nOBSERVATION:\n" + ("= episode ends: success\n" if ends else "") + tree(n)
+    ending = "= episode ends: success\n" if ends else ""
+    return f"THOUGHT: the click opens page {n}\nOBSERVATION:\n{ending}{tree(n)}"
 
 
 def counting_wm(unparsable_at: int | None = None, ends_at: int | None = None) -> Responder:

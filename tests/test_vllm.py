@@ -24,7 +24,7 @@ import pytest
 
 from evolver_core.config import ModelSpec
 from evolver_core.models.refs import ModelRef
-from fixtures_models import FakeEndpoint, chat_response, gone
+from fixtures_models import FakeEndpoint, chat_response, gone, make_adapter
 from evolver_core.world_model.delta import ENDS
 from evolver_core.world_model.model import OUTCOME_TOP_LOGPROBS, outcome_probability
 from infra.model_server import VLLMServer, vllm_python
@@ -45,21 +45,6 @@ def gone_soon(pid: int, within_s: float = 10.0) -> bool:
     return True
 needs_vllm = pytest.mark.skipif(vllm_python() is None,
                                 reason="vLLM is not installed: `make setup-vllm` creates .venv-vllm (CI has none)")
-
-
-def make_adapter(base: Path | str, out: Path, seed: int, targets: tuple[str, ...] = ("q_proj", "v_proj")) -> Path:
-    """A random (non-zero) LoRA adapter on `base`, saved like `evolver_core.training.finetune` saves one."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                           LoraConfig(r=8, lora_alpha=16, target_modules=list(targets), init_lora_weights=False,
-                                      task_type="CAUSAL_LM"))
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(base).save_pretrained(out)
-    return out
 
 
 def greedy_with_adapter(base: Path, adapter: Path, messages: list[dict], max_tokens: int) -> str:

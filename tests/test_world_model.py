@@ -15,14 +15,14 @@ from evolver_core.data.records import WM_TRANSITION_TABLE, StepRecord, Trajector
 from evolver_core.data.storage import Storage
 from evolver_core.llm import LLMClient, TokenLogprob
 from evolver_core.training.sft import examples_from_table, examples_to_table
-from evolver_core.world_model.model import (outcome_probability, 
+from evolver_core.world_model.model import (outcome_probability,
     FIRST, Transition, WorldModel, action_key, build_wm_messages, cap_transitions, distill_rationales,
     format_wm_target, parse_wm_output, predictable, rationale_messages, transitions_from_records,
     reply_regex, transitions_from_table,
     transitions_to_table, wm_sft_examples,
 )
-from fixtures_models import FakeEndpoint, chat_response, fake_endpoint  # noqa: F401  (fixtures)
-from test_records import make_step, make_trajectory
+from fixtures_models import FakeEndpoint, chat_response
+from helpers import make_step, make_trajectory
 
 
 def page(title: str, *names: str) -> str:
@@ -137,7 +137,7 @@ def test_build_wm_messages_layout() -> None:
         build_wm_messages("q", "u", [], HOME, None)
 
 
-async def test_training_and_inference_use_the_same_layout(rows, fake_endpoint: FakeEndpoint) -> None:  # noqa: F811
+async def test_training_and_inference_use_the_same_layout(rows, fake_endpoint: FakeEndpoint) -> None:
     transitions = transitions_from_records(*rows)
     examples = wm_sft_examples(transitions, ["r"] * len(transitions))
     fake_endpoint.default = (200, chat_response(f"THOUGHT: opens\nOBSERVATION:\n{ITEM}"))
@@ -155,7 +155,7 @@ async def test_training_and_inference_use_the_same_layout(rows, fake_endpoint: F
     assert examples_from_table(examples_to_table(examples, "run", 0, "wm_sft", "sample")) == examples
 
 
-async def test_distill_rationales(rows, fake_endpoint: FakeEndpoint) -> None:  # noqa: F811
+async def test_distill_rationales(rows, fake_endpoint: FakeEndpoint) -> None:
     transitions = transitions_from_records(*rows)
     fake_endpoint.default = (200, chat_response("THOUGHT: The click\n opens the results."))
     rationales = await distill_rationales(LLMClient(fake_endpoint.base_url, "base"), transitions, concurrency=2)
@@ -184,7 +184,7 @@ def test_parquet_round_trip(rows, tmp_path) -> None:
 
 
 async def test_a_prediction_stopped_by_the_token_limit_ends_at_its_last_complete_line(
-        fake_endpoint: FakeEndpoint) -> None:  # noqa: F811
+        fake_endpoint: FakeEndpoint) -> None:
     from evolver_core.world_model.fidelity import parse_tree
 
     page = "[1] RootWebArea 'Form'\n\t[2] textbox ''\n\t[3] button 'ok'\n\t[4] Stat"
@@ -234,7 +234,7 @@ def test_the_last_transition_of_an_episode_the_page_ended_carries_the_end_and_it
 
 
 async def test_without_rationales_the_world_model_writes_the_changes_alone(
-        rows, fake_endpoint: FakeEndpoint) -> None:  # noqa: F811
+        rows, fake_endpoint: FakeEndpoint) -> None:
     """rationale_max_tokens 0 (the cpu preset): no distillation call, no THOUGHT line in the
     target, a prompt that asks for the changes alone, the same prompt at inference, and a
     constrained request where the server has structured outputs."""

@@ -418,7 +418,8 @@ class BrowserEnv:
         elif action.name == "scroll":
             await with_timeout(scroll(self.page, action.direction or "down"), t, "scroll")
         elif action.name == "goback":
-            if await with_timeout(self.page.go_back(wait_until="commit"), self.config.settle_timeout_s, "goback") is None:
+            back = self.page.go_back(wait_until="commit")
+            if await with_timeout(back, self.config.settle_timeout_s, "goback") is None:
                 raise ActionError("there is no previous page to go back to")
         elif action.name == "restart":
             assert self.task is not None

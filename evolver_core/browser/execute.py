@@ -42,7 +42,8 @@ function(mode) {
     }
     return parts.join(' > ');
   })(el);
-  const text = (el.value !== undefined && el.value !== '' ? String(el.value) : (el.innerText || el.textContent || '')).trim().slice(0, 200);
+  const text = (el.value !== undefined && el.value !== '' ? String(el.value) : (el.innerText || el.textContent || ''))
+    .trim().slice(0, 200);
   const select = el.localName === 'option' ? el.closest('select') : null;
   return {kind: select ? 'option' : (el.localName === 'select' ? 'select' : 'element'), path, text};
 }
@@ -57,7 +58,8 @@ function(label) {
   if (!select) return null;
   if (!option) {
     const want = String(label).trim().toLowerCase();
-    option = Array.from(select.options).find(o => o.text.trim().toLowerCase() === want || o.value.toLowerCase() === want)
+    option = Array.from(select.options).find(o => o.text.trim().toLowerCase() === want
+                                                  || o.value.toLowerCase() === want)
           || Array.from(select.options).find(o => o.text.trim().toLowerCase().includes(want));
   }
   if (!option) return null;
@@ -154,7 +156,8 @@ async def act_on_element(page: Any, cdp: Any, action: Action, backend_node_id: i
     try:
         await cdp.send("DOM.focus", {"backendNodeId": backend_node_id})
     except Exception:
-        await _call(cdp, object_id, "function(){ (this.querySelector && this.querySelector('input,textarea') || this).focus(); }")
+        await _call(cdp, object_id,
+                    "function(){ (this.querySelector && this.querySelector('input,textarea') || this).focus(); }")
     await page.evaluate(f"({_SELECT_TEXT_JS})()")
     await page.keyboard.press("Backspace")
     await page.keyboard.type(action.text or "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from evolver_core.contracts.errors import WebEvolverError
 from evolver_core.settings import VARIABLES, settings
 
 CHROMIUM_ENV = VARIABLES["chromium"]
@@ -25,11 +26,11 @@ CHROMIUM_ARGS = [
 ]
 
 
-class ChromiumNotFound(RuntimeError):
+class ChromiumNotFound(WebEvolverError, RuntimeError):
     pass
 
 
-class PageTimeout(TimeoutError):
+class PageTimeout(WebEvolverError, TimeoutError):
     """A page that did not load or could not be observed within its deadline."""
 
 

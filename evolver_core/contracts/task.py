@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from evolver_core.contracts.errors import WebEvolverError
+
 if TYPE_CHECKING:
     from playwright.async_api import Page
 
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from evolver_core.contracts.observation import Observation
 
 
-class TaskFileError(ValueError):
+class TaskFileError(WebEvolverError, ValueError):
     """A task file is malformed; the message names the file, line and field."""
 
     def __init__(self, path: str, line: int | None, field_name: str | None, problem: str):
@@ -28,7 +30,7 @@ class TaskFileError(ValueError):
         self.path, self.line, self.field, self.problem = path, line, field_name, problem
 
 
-class SuiteUnavailable(RuntimeError):
+class SuiteUnavailable(WebEvolverError, RuntimeError):
     """The suite cannot run here (e.g. a live-website suite on a machine without internet)."""
 
 

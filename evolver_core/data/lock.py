@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Optional
 
+from evolver_core.contracts.errors import WebEvolverError
 from evolver_core.data.storage import Storage
 from evolver_core.pids import pid_alive, start_ticks
 
@@ -65,7 +66,7 @@ class Holder:
         return f"pid {self.pid} on host {self.host}{flow}, since {self.since} (last heartbeat {beat} s ago)"
 
 
-class RunLocked(RuntimeError):
+class RunLocked(WebEvolverError, RuntimeError):
     """The run is held by another live process."""
 
     def __init__(self, run_id: str, holder: Holder, uri: str):

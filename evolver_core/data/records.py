@@ -27,8 +27,6 @@ from typing import Any, ClassVar, Iterable, Literal, get_args, get_origin, get_t
 
 import pyarrow as pa
 
-from evolver_core.contracts.episode import trajectory_id
-
 TableName = Literal["steps", "trajectories", "examples", "wm_transitions", "wm_fidelity"]
 Source = Literal["real", "synthetic"]
 # "done": the page ended the task; "invalid": a synthetic step whose action or predicted page did
@@ -66,8 +64,13 @@ def scored(t: TrajectoryRecord) -> bool:
     return t.stop_reason != "error" and t.gold_reward is not None
 
 
+def rewarded(gold_reward: float) -> bool:
+    """Whether a gold reward says the task was solved (reward 1, as the paper counts success)."""
+    return gold_reward >= 1.0
+
+
 def solved(t: TrajectoryRecord) -> bool:
-    return scored(t) and t.gold_reward >= 1.0  # type: ignore[operator]
+    return scored(t) and rewarded(t.gold_reward)  # type: ignore[arg-type]
 
 
 def canonical_json(value: Any) -> str:

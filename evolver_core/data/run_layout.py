@@ -2,9 +2,9 @@
 training reads, and each stage's identity manifest.
 
 ``<root>/runs/<run>/round=<i>/<stage>/`` holds a stage's tables (`storage.Storage`), its
-adapter (``finetune*/adapter``, committed whole by `Storage.put_dir`) and ``identity.json``: the `StageIdentity` that produced
-everything in the folder. `open_stage` is how a stage starts writing: same identity, it
-resumes; another identity, the old folder is moved whole to
+adapter (``finetune*/adapter``, committed whole by `Storage.put_dir`) and ``identity.json``:
+the `StageIdentity` that produced everything in the folder. `open_stage` is how a stage
+starts writing: same identity, it resumes; another identity, the old folder is moved whole to
 ``<root>/superseded/<run>/round=<i>/<stage>-<old digest>-<n>/`` (kept for inspection, read by
 nothing) and the stage starts empty. So a stage folder never mixes identities, and every
 reader may take all of it.

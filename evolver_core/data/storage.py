@@ -58,6 +58,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec.utils import get_protocol
 
+from evolver_core.contracts.errors import WebEvolverError
 from evolver_core.data.records import SCHEMAS, TableName, validate_table
 from evolver_core.settings import settings
 
@@ -75,7 +76,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _ROUND_PARTITIONING = ds.partitioning(pa.schema([("round", pa.int32())]), flavor="hive")
 
 
-class UnreadableShard(OSError):
+class UnreadableShard(WebEvolverError, OSError):
     """Stored shards that cannot be read (truncated by a full disk, a killed copy)."""
 
     def __init__(self, uris: list[str]):
@@ -84,11 +85,11 @@ class UnreadableShard(OSError):
         self.uris = uris
 
 
-class StorageURIError(ValueError):
+class StorageURIError(WebEvolverError, ValueError):
     """A storage root that names no storage this project can use (unknown scheme, bad shape)."""
 
 
-class DamagedFolder(OSError):
+class DamagedFolder(WebEvolverError, OSError):
     """A stored folder (an adapter) that is missing, uncommitted, or whose files no longer
     match its commit record (truncated, deleted)."""
 

@@ -17,6 +17,7 @@ import csv
 import io
 from collections import defaultdict
 
+from evolver_core.contracts.errors import WebEvolverError
 from evolver_core.data.records import from_table, scored
 from evolver_core.data.storage import Storage, UnreadableShard, safe_key
 from evolver_core.reporting.metrics import wilson_interval
@@ -27,7 +28,7 @@ CHART_TITLE = "Success by run, round and suite"
 TABLE_COLUMNS = ("run", "round", "suite", "arm", "episodes", "success_rate", "ci_low", "ci_high")
 
 
-class NoEvaluations(ValueError):
+class NoEvaluations(WebEvolverError, ValueError):
     """None of the runs has evaluation trajectories (stages eval*) with a gold reward."""
 
 

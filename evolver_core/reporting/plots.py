@@ -4,7 +4,8 @@ Left: bars grouped by round; within a round each comparison sits side by side on
 episodes: the WebEvolver policy beside the self-improve policy (the same test tasks and
 seeds), and each look-ahead evaluation beside plain decoding on exactly its episodes. Every
 bar has its 95% Wilson interval and its number of episodes, and the legend says in words what
-each colour is. Right: the last round per task. Written as SVG (text kept as text) and PNG.
+each colour is. Right: the last round per task, a row per bar (the task names stay apart
+however many there are). Written as SVG (text kept as text) and PNG.
 
 Input: rows like `compare.evaluation_table`'s: ``round``, ``arm`` (the evaluation stage:
 ``eval``, ``eval-self``, ``eval-wmla<d>``, ``eval-gen``; ``plain-wmla<d>`` is plain decoding on
@@ -87,9 +88,11 @@ def success_rows(trajectories: Iterable[TrajectoryRecord]) -> list[dict]:
     return out
 
 
-def _bars(ax, groups: Sequence[tuple[str, list[Mapping]]], seen: dict[str, object], fontsize: float) -> None:
+def _bars(ax, groups: Sequence[tuple[str, list[Mapping]]], seen: dict[str, object], fontsize: float,
+          horizontal: bool = False) -> None:
     """Grouped bars with whiskers and n, a gap between comparisons; `seen` collects one legend
-    handle per arm."""
+    handle per arm. `horizontal`: a group per row, top to bottom, so that many groups' labels
+    (the per-task chart's task names) stay apart."""
     ticks, x = [], 0.0
     for _, rows in groups:
         rows = sorted(rows, key=lambda r: _slot(r["arm"]))
@@ -98,18 +101,34 @@ def _bars(ax, groups: Sequence[tuple[str, list[Mapping]]], seen: dict[str, objec
             if i and _slot(r["arm"])[:2] != _slot(rows[i - 1]["arm"])[:2]:
                 x += 0.4
             rate = r["success_rate"]
-            bar = ax.bar(x, rate, 0.9, color=_colour(r["arm"]), edgecolor="#111", linewidth=0.4)
+            whisker = [[max(0.0, rate - r["ci_low"])], [max(0.0, r["ci_high"] - rate)]]
+            style = dict(color=_colour(r["arm"]), edgecolor="#111", linewidth=0.4)
+            whiskers = dict(fmt="none", ecolor="#111", linewidth=0.8)
+            if horizontal:
+                bar = ax.barh(x, rate, 0.9, **style)
+                ax.errorbar(rate, x, xerr=whisker, capsize=2, **whiskers)
+                ax.text(r["ci_high"] + 0.02, x, f"{100 * rate:.0f}% n={r['episodes']}", ha="left", va="center",
+                        fontsize=fontsize)
+            else:
+                bar = ax.bar(x, rate, 0.9, **style)
+                ax.errorbar(x, rate, yerr=whisker, capsize=3, **whiskers)
+                ax.text(x, r["ci_high"] + 0.02, f"{100 * rate:.0f}%\nn={r['episodes']}", ha="center", va="bottom",
+                        fontsize=fontsize)
             seen.setdefault(r["arm"], bar)
-            ax.errorbar(x, rate, yerr=[[max(0.0, rate - r["ci_low"])], [max(0.0, r["ci_high"] - rate)]], fmt="none",
-                        ecolor="#111", capsize=3, linewidth=0.8)
-            ax.text(x, r["ci_high"] + 0.02, f"{100 * rate:.0f}%\nn={r['episodes']}", ha="center", va="bottom",
-                    fontsize=fontsize)
             x += 1
         ticks.append((start + x - 1) / 2)
         x += 1
-    ax.set_xticks(ticks, [label for label, _ in groups])
-    ax.set_ylim(0, 1.22)
-    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0], ["0%", "25%", "50%", "75%", "100%"])
+    labels = [label for label, _ in groups]
+    percent = ([0, 0.25, 0.5, 0.75, 1.0], ["0%", "25%", "50%", "75%", "100%"])
+    if horizontal:
+        ax.set_yticks(ticks, labels)
+        ax.set_ylim(x - 1.5, -1)  # the first group on top
+        ax.set_xlim(0, 1.35)
+        ax.set_xticks(*percent)
+    else:
+        ax.set_xticks(ticks, labels)
+        ax.set_ylim(0, 1.22)
+        ax.set_yticks(*percent)
     ax.spines[["top", "right"]].set_visible(False)
 
 
@@ -126,8 +145,10 @@ def success_figure(rows: Sequence[Mapping], title: str = "Test success by round"
     for r in rows:
         if r.get("task") is not None and r["round"] == last and not r["arm"].startswith((PLAIN_PREFIX, "eval-wmla")):
             by_task[r["task"]].append(r)
+    # The per-task chart is a row per bar: the figure grows with them (at least the by-round chart's height).
+    height = max(4.6, 1.6 + 0.2 * sum(len(group) + 1 for group in by_task.values()))
     with matplotlib.rc_context(_RC):
-        figure = Figure(figsize=(11, 4.6) if by_task else (7, 4.6), layout="constrained")
+        figure = Figure(figsize=(11, height) if by_task else (7, 4.6), layout="constrained")
         axes = figure.subplots(1, 2 if by_task else 1, width_ratios=[3, 2] if by_task else None, squeeze=False)[0]
         seen: dict[str, object] = {}
         _bars(axes[0], [(f"{run} round {round_}" if len(runs) > 1 else f"round {round_}", group)
@@ -135,9 +156,8 @@ def success_figure(rows: Sequence[Mapping], title: str = "Test success by round"
         axes[0].set_title("by round (95% Wilson intervals)")
         axes[0].set_ylabel("test success")
         if by_task:
-            _bars(axes[1], sorted(by_task.items()), seen, 5.5)
+            _bars(axes[1], sorted(by_task.items()), seen, 5.5, horizontal=True)
             axes[1].set_title(f"per task, round {last}")
-            axes[1].tick_params(axis="x", labelrotation=25)
         arms = sorted(seen, key=_slot)
         figure.legend([seen[a] for a in arms], [arm_words(a) for a in arms], loc="outside lower center",
                       ncols=min(3, len(arms) or 1), frameon=False)

@@ -1,8 +1,9 @@
 """A static HTML trajectory viewer: one self-contained `index.html` (no server, no CDN).
 
 Lists a run's trajectories with filters (round, stage, suite, verdict, source) and shows
-each step's observation, thought, action and error side by side, with the judge's
-reasoning and the gold reward. Synthetic trajectories' observations are the world model's
+each step's observation, thought, action and error side by side, with the ratings that
+exist (the judge's verdict and reasoning, the gold reward); a trajectory neither rated is
+shown as unrated. Synthetic trajectories' observations are the world model's
 predicted pages (what the policy saw). Steps sampled with screenshots show the page as the
 agent saw it; `copy_screenshots` copies those images into the report's folder, so the report
 opens from disk with no access to the storage root. The page is the Jinja2 template
@@ -20,6 +21,7 @@ from typing import Iterable, Mapping
 from markupsafe import Markup
 
 from evolver_core.contracts.text import html_templates
+from evolver_core.data.records import rewarded
 from evolver_core.data.storage import Storage
 from evolver_core.judge.stored import verdict_row
 
@@ -31,19 +33,46 @@ _PAGES = html_templates("evolver_core.reporting")
 
 
 @dataclass(frozen=True)
+class _Rating:
+    """One rating of a trajectory as its summary line shows it: who rated (`judge`, `gold`),
+    what they said, and whether it says success."""
+
+    by: str
+    said: str
+    success: bool
+
+
+@dataclass(frozen=True)
 class _Shown:
     """One trajectory as the report shows it: its row, the row holding its verdict, its filter
-    values (`data-*` attributes), its gold reward as text and its steps in order."""
+    values (`data-*` attributes), the ratings that exist (none: unrated) and its steps in order."""
 
     row: Mapping
     judged: Mapping
     data: dict[str, str]
-    gold: str
+    ratings: list[_Rating]
     steps: list[Mapping]
 
 
-def _verdict(v: int | None) -> str:
-    return {None: "unjudged", 0: "not-success", 1: "success"}[v]
+def _ratings(t: Mapping, judged: Mapping) -> list[_Rating]:
+    """The judge's verdict where the judge rated `t` (a judged copy, or a verdict in `t`'s own
+    row), then the gold reward where the suite gave one."""
+    out = []
+    if judged is not t or judged["judge_verdict"] is not None:
+        verdict = judged["judge_verdict"]
+        out.append(_Rating("judge", {None: "unparsable", 0: "not-success", 1: "success"}[verdict], verdict == 1))
+    if t["gold_reward"] is not None:
+        out.append(_Rating("gold", f"{t['gold_reward']:g}", rewarded(t["gold_reward"])))
+    return out
+
+
+def _verdict(ratings: list[_Rating]) -> str:
+    """The verdict filter's value: the gold reward's where there is one (the ground truth),
+    else the judge's, else `unrated`."""
+    by = {r.by: r for r in ratings}
+    if "gold" in by:
+        return "success" if by["gold"].success else "not-success"
+    return by["judge"].said if "judge" in by else "unrated"
 
 
 def copy_screenshots(storage: Storage, steps: Iterable[Mapping], target: Path) -> dict[str, str]:
@@ -106,8 +135,8 @@ def render_report(run_id: str, trajectories: Iterable[Mapping], steps: Iterable[
 def _shown(t: Mapping, verdicts: Mapping[tuple[int, str, str], Mapping],
            by_traj: Mapping[tuple, list[Mapping]]) -> _Shown:
     judged = verdict_row(t, verdicts)
-    data = {"round": str(t["round"]), "stage": t["stage"], "suite": t["suite"],
-            "verdict": _verdict(judged["judge_verdict"]), "source": t["source"]}
+    ratings = _ratings(t, judged)
+    data = {"round": str(t["round"]), "stage": t["stage"], "suite": t["suite"], "verdict": _verdict(ratings),
+            "source": t["source"]}
     steps = sorted(by_traj.get((t["round"], t["stage"], t["trajectory_id"]), []), key=lambda s: s["step"])
-    gold = "n/a" if t["gold_reward"] is None else f"{t['gold_reward']:g}"
-    return _Shown(t, judged, data, gold, steps)
+    return _Shown(t, judged, data, ratings, steps)

@@ -20,6 +20,7 @@ from evolver_core.contracts.agent import Agent
 from evolver_core.contracts.actions import format_action
 from evolver_core.browser.env import EnvConfig, launch_browser
 from evolver_core.config import SamplingConfig
+from evolver_core.contracts.errors import WebEvolverError
 from evolver_core.contracts.episode import episode_seed, trajectory_id
 from evolver_core.data.records import StepRecord, TrajectoryRecord, canonical_json, from_table, scored, solved, to_table
 from evolver_core.data.storage import Storage
@@ -70,7 +71,7 @@ class SampleSummary:
         return self.valid_actions / self.steps if self.steps else None
 
 
-class SamplingError(RuntimeError):
+class SamplingError(WebEvolverError, RuntimeError):
     """Some episodes failed; the finished ones are stored and a rerun resumes."""
 
 
@@ -109,7 +110,8 @@ def episode_records(
     return steps, traj
 
 
-def pending_work(tasks: list[Task], storage: Storage, cfg: SampleConfig) -> tuple[list[tuple[Task, int]], SampleSummary]:
+def pending_work(tasks: list[Task], storage: Storage,
+                 cfg: SampleConfig) -> tuple[list[tuple[Task, int]], SampleSummary]:
     """The (task, sample) pairs to run (a rerun resumes), and a summary to fill. A stored
     trajectory is done when its trajectory shard is readable, its steps shard holds its
     `n_steps` rows, and it is not an error episode; broken shards are removed (and named in
@@ -196,8 +198,8 @@ async def sample_trajectories(
                 while not queue.empty():
                     task, k = queue.get_nowait()
                     try:
-                        ep = await run_episode(env, task, make_agent(task, k), sample=k, max_steps=cfg.sampling.max_steps,
-                                               screenshots=cfg.screenshots)
+                        ep = await run_episode(env, task, make_agent(task, k), sample=k,
+                                               max_steps=cfg.sampling.max_steps, screenshots=cfg.screenshots)
                         verdict, reasoning = await judge(ep) if judge and ep.stop_reason != "error" else (None, None)
                         store_episode(storage, cfg, ep, verdict, reasoning)
                     except Exception as exc:  # storing failed: one bad episode must not lose the others

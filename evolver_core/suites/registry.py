@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from evolver_core.contracts.errors import WebEvolverError
 from evolver_core.contracts.task import Suite, Task
 
 OFFLINE_SUITES = ("miniwob", "sandbox")
@@ -36,7 +37,7 @@ def get_suite(name: str, *, miniwob_tasks: str = "easy", min_tasks: int | None =
     raise ValueError(f"unknown suite {name!r}; choose one of {', '.join(SUITES)}")
 
 
-class NotEnoughTasks(ValueError):
+class NotEnoughTasks(WebEvolverError, ValueError):
     """A run asked for more tasks than a suite's split holds."""
 
 

@@ -183,9 +183,8 @@ def finetune(examples: Sequence[dict[str, Any]], training: TrainingConfig, base_
             trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
             examples=len(examples), examples_trained=len(trainer.train_dataset), loss_history=history)
         if writer:
-            (partial / METRICS_FILE).write_text(json.dumps({"config": asdict(training), "base_model_dir": base_model_dir,
-                                                            "metrics": asdict(metrics)},
-                                                           indent=2))
+            (partial / METRICS_FILE).write_text(json.dumps(
+                {"config": asdict(training), "base_model_dir": base_model_dir, "metrics": asdict(metrics)}, indent=2))
             _commit(partial, out)
     finally:
         if writer:
@@ -229,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> FinetuneResult:
     except ValueError as exc:  # a value no run can use (TrainingConfig's check): one line, exit 2
         parser.error(str(exc))
     examples = examples_from_table(pq.read_table(script.examples))
-    result = finetune(examples, training, script.base_model_dir, script.output_dir)  # the Trainer prints its own progress and logs
+    # The Trainer prints its own progress and logs.
+    result = finetune(examples, training, script.base_model_dir, script.output_dir)
     print(json.dumps({"adapter_dir": str(result.adapter_dir), **asdict(result.metrics)}))
     return result
 

@@ -1,7 +1,8 @@
 """Hearth & Herb: a recipe site, the sandbox's stand-in for WebVoyager's Allrecipes tasks.
 
-Search, cuisine/course/diet filters, a "Sort by" <select> (it submits on change), recipe pages (times, servings, calories,
-ingredients, method) and a recipe box kept on the server (`/__state` -> {"saved": [slug]}).
+Search, cuisine/course/diet filters, a "Sort by" <select> (it submits on change), recipe pages
+(times, servings, calories, ingredients, method) and a recipe box kept on the server
+(`/__state` -> {"saved": [slug]}).
 Recipes are generated from a fixed seed; each recipe is its own entity (`recipes:recipe:<slug>`).
 Pages: `templates/recipes/`.
 """
