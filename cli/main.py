@@ -14,6 +14,7 @@ import typer
 
 from cli.bench import bench_app
 from cli.errors import ReportingTyper, set_debug
+from cli.options import config_option
 from cli.output import console, emit_json
 from cli.prefect_cmds import deploy, server_app, use_prefect_server, worker
 from evolver_core.config import CallLimits, EvaluationConfig, ModelSpec, SamplingConfig
@@ -52,24 +53,17 @@ StorageOpt = typer.Option(None, "--storage", callback=_checked_storage, help="St
                           "Default: $WEBEVOLVER_STORAGE, else the current directory.")
 
 
-ModelOpt = typer.Option(ModelSpec.model, "--model", help="Policy model: tiny (test fixture, built on demand), smollm2 "
-                        "(the embedded default), a model or adapter folder, or a remote model name.")
-BackendOpt = typer.Option(ModelSpec.backend, "--model-backend", help="transformers (CPU default), transformers-cb "
-                          "(continuous batching), vllm (GPUs, or its CPU build after `make setup-vllm`; adapters "
-                          "loaded at run time), auto (vllm when installed, else transformers-cb), or openai (any "
-                          "OpenAI-compatible endpoint; give --base-url).")
-BaseUrlOpt = typer.Option(None, "--base-url", help="Endpoint for --model-backend openai, e.g. https://api.openai.com/v1.")
-KeyEnvOpt = typer.Option(ModelSpec.api_key_env, "--api-key-env", help="Environment variable holding the endpoint's API key.")
-RequestTimeoutOpt = typer.Option(CallLimits.request_timeout_s, "--request-timeout",
-                                 help="Seconds one model request may take (then retried).")
-StepDeadlineOpt = typer.Option(CallLimits.step_deadline_s, "--step-deadline",
-                               help="Seconds one model call may take with its retries, and one step of a page.")
-ConstrainedOpt = typer.Option(SamplingConfig.constrained, "--constrained/--free",
-                              help="Decode the policy within the action grammar where the server has structured "
-                              "outputs (vLLM), or freely (to measure what the grammar gives).")
-EpisodeDeadlineOpt = typer.Option(CallLimits.episode_deadline_s, "--episode-deadline",
-                                  help="Seconds one episode may take; past it, it is "
-                                  "an error episode (not scored, replayed on resume).")
+ModelOpt = config_option(ModelSpec, "model", "--model")
+BackendOpt = config_option(ModelSpec, "backend", "--model-backend")
+BaseUrlOpt = config_option(ModelSpec, "base_url", "--base-url")
+KeyEnvOpt = config_option(ModelSpec, "api_key_env", "--api-key-env")
+RequestTimeoutOpt = config_option(CallLimits, "request_timeout_s", "--request-timeout")
+StepDeadlineOpt = config_option(CallLimits, "step_deadline_s", "--step-deadline")
+EpisodeDeadlineOpt = config_option(CallLimits, "episode_deadline_s", "--episode-deadline")
+ConstrainedOpt = config_option(SamplingConfig, "constrained", "--constrained/--free")
+SuiteOpt = config_option(SamplingConfig, "suite")
+MiniwobTasksOpt = config_option(SamplingConfig, "miniwob_tasks")
+MaxStepsOpt = config_option(SamplingConfig, "max_steps")
 
 
 T = TypeVar("T")
@@ -91,9 +85,9 @@ def call_limits(request_timeout: float, step_deadline: float, episode_deadline: 
 
 @app.command()
 def sample(
-    suite: str = typer.Option(SamplingConfig.suite, help="Task suite: miniwob, sandbox, webvoyager, mind2web-live, gaia-web, openwebvoyager."),
+    suite: str = SuiteOpt,
     tasks: Optional[int] = typer.Option(10, "--tasks", help="Number of tasks (taken round-robin over sites)."),
-    samples: int = typer.Option(SamplingConfig.samples, help="Trajectories per task (k, for rejection sampling)."),
+    samples: int = config_option(SamplingConfig, "samples"),
     split: str = typer.Option("train", help="Task split: train or test."),
     policy: str = typer.Option("oracle", help="oracle: the suite's scripted solver (demonstrations); model: the LLM policy."),
     model: str = ModelOpt,
@@ -104,13 +98,12 @@ def sample(
                               "oracle), none, or a model name as for --model (same backend)."),
     temperature: Optional[float] = typer.Option(None, help="Policy sampling temperature (default: 0 for one sample, "
                                                 f"{SamplingConfig.temperature:g} for several)."),
-    miniwob_tasks: str = typer.Option(SamplingConfig.miniwob_tasks, help="MiniWoB tasks: easy (the solver-backed "
-                                      "subset), all, or a comma list."),
+    miniwob_tasks: str = MiniwobTasksOpt,
     run: Optional[str] = typer.Option(None, help="Run id; reuse one to resume it. Default: <suite>-<policy>-<time>."),
     storage: Optional[str] = StorageOpt,
     round_: int = typer.Option(0, "--round", help="Evolution round the trajectories belong to."),
-    concurrency: int = typer.Option(SamplingConfig.concurrency, help="Concurrent browser contexts."),
-    max_steps: int = typer.Option(SamplingConfig.max_steps, help="Step limit per episode."),
+    concurrency: int = config_option(SamplingConfig, "concurrency"),
+    max_steps: int = MaxStepsOpt,
     constrained: bool = ConstrainedOpt,
     screenshots: bool = typer.Option(False, "--screenshots", help="Store a PNG of each step's page beside the "
                                      "trajectories (shown by `webevolver view`)."),
@@ -134,6 +127,11 @@ def sample(
                                               concurrency=concurrency, samples=samples, temperature=temp,
                                               constrained=constrained),
                        "--suite / --miniwob-tasks / --max-steps / --concurrency / --samples / --temperature")
+    from evolver_core.data.run_layout import SAMPLE
+    from evolver_core.stages.sample import SampleInputs
+
+    inputs = SampleInputs(storage_root(storage), run_id, round_, SAMPLE, split, tasks,
+                          policy_spec if policy == "model" else None, sampling, screenshots=screenshots)
 
     from cli.sampling import run_sampling
 
@@ -149,9 +147,7 @@ def sample(
             progress.console.print(_episode_line(ep))
             progress.advance(bar)
 
-        result = run_sampling(
-            storage_root(storage), run_id, round_, split, tasks, policy=policy_spec if policy == "model" else None,
-            sampling=sampling, judge=judge_spec, log=log, screenshots=screenshots)
+        result = run_sampling(inputs, judge=judge_spec, log=log)
     summary, judged = result
     console.print(f"stored {summary.trajectories} trajectories ({summary.new} new, {summary.skipped} already there) "
                   f"at {summary.uri}")
@@ -250,7 +246,7 @@ def presets(as_json: bool = typer.Option(False, "--json", help="End with a JSON 
 
 @app.command("eval")
 def eval_cmd(
-    suite: str = typer.Option(SamplingConfig.suite, help="Suite: miniwob, sandbox, or a live one (needs internet)."),
+    suite: str = SuiteOpt,
     split: str = typer.Option("test", help="Split: test or train."),
     policy: str = typer.Option("oracle", help="oracle, tiny, smollm2, a model/adapter folder, or a remote model name."),
     tasks: Optional[int] = typer.Option(EvaluationConfig.test_tasks, help="Number of tasks (round-robin over "
@@ -258,8 +254,8 @@ def eval_cmd(
     repeats: int = typer.Option(1, help="Runs per task (the paper averages two)."),
     model_backend: str = BackendOpt,
     base_url: Optional[str] = BaseUrlOpt,
-    miniwob_tasks: str = typer.Option(SamplingConfig.miniwob_tasks, help="MiniWoB tasks: easy, all, or a comma list."),
-    max_steps: int = typer.Option(SamplingConfig.max_steps, help="Step limit per episode."),
+    miniwob_tasks: str = MiniwobTasksOpt,
+    max_steps: int = MaxStepsOpt,
     constrained: bool = ConstrainedOpt,
     lookahead_depth: int = typer.Option(0, "--lookahead-depth", min=0, max=3,
                                         help="World-model look-ahead: simulate each candidate action this many "

@@ -22,9 +22,9 @@ code, `--set` or a flow run's JSON, so a bad value is refused before anything ru
 line that names the field and its range.
 
 `ModelSpec` says which model serves a role and through which backend (`infra.serving.serve`
-turns it into an OpenAI-compatible endpoint); `LookaheadSpec` is one look-ahead evaluation's
-models and depth, built by `LookaheadSpec.of` from the sections. Keys are never stored here:
-only the name of the variable that holds one.
+turns it into an OpenAI-compatible endpoint); `evolver_core.agents.lookahead.LookaheadSpec`
+is one look-ahead evaluation: its models, its depth and the sections it reads, whole. Keys
+are never stored here: only the name of the variable that holds one.
 """
 
 from __future__ import annotations
@@ -86,12 +86,19 @@ SECONDS = Allowed(low=0, low_open=True)
 
 
 def setting(default: Any = MISSING, help: str = "", *, allowed: Allowed | None = None,
-            factory: Callable[[], Any] | None = None) -> Any:
-    """A config field: its default (or `factory`), what it means, and the values a run can use."""
-    metadata = {"help": help} | ({"allowed": allowed} if allowed else {})
+            factory: Callable[[], Any] | None = None, identity: bool = True) -> Any:
+    """A config field: its default (or `factory`), what it means, and the values a run can use;
+    `identity` False: it only chooses which stages run (their own parameters say what it
+    changes), so `identity_params` leaves it out."""
+    metadata = {"help": help, "identity": identity} | ({"allowed": allowed} if allowed else {})
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def identity_params(section: Any) -> dict:
+    """The fields of `section` that change what a stage computes (a stage identity's part)."""
+    return {f.name: getattr(section, f.name) for f in fields(section) if f.metadata["identity"]}
 
 
 def field_problem(f: Any, value: Any) -> str | None:
@@ -115,7 +122,9 @@ class SamplingConfig(Checked):
     """How episodes are played: real sampling of training tasks, and (`greedy_once`) the
     scripted demonstrations and every evaluation."""
 
-    suite: str = setting("miniwob", "Task suite the episodes come from.", allowed=Allowed(names="suite"))
+    suite: str = setting("miniwob", "Task suite the episodes come from: miniwob, sandbox, or a live one "
+                         "(webvoyager, mind2web-live, gaia-web, openwebvoyager; needs internet).",
+                         allowed=Allowed(names="suite"))
     miniwob_tasks: str = setting("easy", "MiniWoB tasks: easy (the solver-backed subset), all, or a comma list.",
                                  allowed=Allowed(names="miniwob_tasks"))
     max_steps: int = setting(12, "Step limit per episode (the reference's MAX_STEPS).", allowed=POSITIVE)
@@ -262,19 +271,25 @@ class WorldModelConfig(Checked):
         """M_w writes a rationale line first: rationales are distilled for it."""
         return self.rationale_max_tokens > 0
 
+    def prediction_params(self, greedy: bool = False) -> dict:
+        """What of this section M_w's predictions depend on (a stage identity's part;
+        `greedy`: decoded at temperature 0, as fidelity does)."""
+        return {"form": self.form, "max_tokens": self.max_tokens, "thought": self.thought,
+                "constrained": self.constrained} | ({} if greedy else {"temperature": self.temperature})
+
 
 @dataclass(frozen=True)
 class LookaheadConfig(Checked):
     """World-model look-ahead (WMLA) evaluations of each round's policy."""
 
     depths: tuple[int, ...] = setting((1, 2), "One evaluation per depth d, each 1 to 3 (the paper: 1, 2, 3); "
-                                      "empty: none.", allowed=Allowed(low=1, high=3))
+                                      "empty: none.", allowed=Allowed(low=1, high=3), identity=False)
     tasks: Optional[int] = setting(None, "Test tasks of the look-ahead evaluations (none: the evaluation's "
-                                   "test_tasks).", allowed=POSITIVE)
+                                   "test_tasks).", allowed=POSITIVE, identity=False)
     headroom_tasks: Optional[str] = setting(None, "MiniWoB tasks the look-ahead evaluations run on, e.g. those with "
                                            "headroom (none: the evaluation's); plain decoding runs on the same "
                                            "episodes beside them (eval-plain) for the paired difference.",
-                                           allowed=Allowed(names="miniwob_tasks"))
+                                           allowed=Allowed(names="miniwob_tasks"), identity=False)
     candidates: int = setting(3, "Candidate actions per step: the greedy one, the rest sampled.", allowed=POSITIVE)
     temperature: float = setting(0.7, "Temperature of the non-greedy candidates (the paper's 0.7).",
                                  allowed=TEMPERATURE)
@@ -315,45 +330,16 @@ class CallLimits(Checked):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    model: str = setting("smollm2", "tiny, smollm2 (the embedded default), a model folder, an adapter folder, "
-                         "or a remote model name.")
-    backend: str = setting("transformers", "transformers (CPU default) | transformers-cb | vllm (GPUs) | auto | "
-                           "openai (any external endpoint).")
+    model: str = setting("smollm2", "tiny (test fixture, built on demand), smollm2 (the embedded default), a model "
+                         "folder, an adapter folder, or a remote model name.")
+    backend: str = setting("transformers", "transformers (CPU default), transformers-cb (continuous batching), vllm "
+                           "(GPUs, or its CPU build after `make setup-vllm`; adapters loaded at run time), auto (vllm "
+                           "when installed, else transformers-cb), or openai (any OpenAI-compatible endpoint; give "
+                           "its base URL).")
     adapter: str | None = setting(None, "A LoRA adapter folder to serve on top of `model`.")
-    base_url: str | None = setting(None, "Endpoint for backend openai.")
-    api_key_env: str | None = setting("OPENAI_API_KEY", "Variable holding the endpoint's key (backend openai); "
-                                      "none: no key.")
+    base_url: str | None = setting(None, "Endpoint for backend openai, e.g. https://api.openai.com/v1.")
+    api_key_env: str | None = setting("OPENAI_API_KEY", "Environment variable holding the endpoint's API key "
+                                      "(backend openai); none: no key.")
 
     def same_server(self, other: "ModelSpec") -> bool:
         return self == other
-
-
-@dataclass(frozen=True)
-class LookaheadSpec:
-    """One look-ahead evaluation: `depth` simulated steps per candidate, with these models;
-    the rest comes from the sections (`of`, the one way to build it)."""
-
-    world_model: ModelSpec = setting(help="The world model that simulates.")
-    scorer: ModelSpec = setting(help="The model that rates each simulation 0 / 0.5 / 1.")
-    depth: int = setting(help="Simulated steps per candidate.")
-    candidates: int = setting(help="LookaheadConfig.candidates.")
-    wm_max_tokens: int = setting(help="WorldModelConfig.max_tokens: one predicted page.")
-    wm_temperature: float = setting(help="WorldModelConfig.temperature.")
-    wm_form: str = setting(help="WorldModelConfig.form.")
-    wm_thought: bool = setting(help="M_w writes a rationale line first (WorldModelConfig.rationale_max_tokens > 0).")
-    wm_constrained: bool = setting(help="WorldModelConfig.constrained.")
-    score_by: str = setting(help="LookaheadConfig.scorer.")
-    scorer_max_tokens: int = setting(help="JudgeConfig.scorer_max_tokens.")
-    candidate_temperature: float = setting(help="LookaheadConfig.temperature.")
-    rollout_temperature: float = setting(help="LookaheadConfig.rollout_temperature.")
-    margin: float = setting(help="LookaheadConfig.margin.")
-
-    @classmethod
-    def of(cls, world_model: ModelSpec, scorer: ModelSpec, depth: int, lookahead: LookaheadConfig = LookaheadConfig(),
-           wm: WorldModelConfig = WorldModelConfig(), judge: JudgeConfig = JudgeConfig()) -> "LookaheadSpec":
-        return cls(world_model=world_model, scorer=scorer, depth=depth, candidates=lookahead.candidates,
-                   wm_max_tokens=wm.max_tokens, wm_temperature=wm.temperature, wm_form=wm.form,
-                   wm_thought=wm.thought, wm_constrained=wm.constrained,
-                   score_by=lookahead.scorer,
-                   scorer_max_tokens=judge.scorer_max_tokens, candidate_temperature=lookahead.temperature,
-                   rollout_temperature=lookahead.rollout_temperature, margin=lookahead.margin)

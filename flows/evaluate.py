@@ -8,7 +8,7 @@ episodes it cannot rate (WebVoyager has no gold answers) are rated by the judge 
 them). `lookahead_depth` d > 0 picks every action by world-model look-ahead: `world_model`
 simulates d steps per candidate and `scorer` (default: `judge`, else `ModelSpec`'s default
 model, the embedded SmolLM2) rates the simulations, with the look-ahead, world-model and
-judge sections' defaults (`LookaheadSpec.of`), or those of `preset`: a world model must be
+judge sections' defaults (`LookaheadSpec`), or those of `preset`: a world model must be
 asked in the reply form it was trained on (the cpu preset's writes changes without a
 rationale), and that preset's scorer may be the world model itself (then `scorer` is not
 asked). All models are served by the policy's backend.
@@ -29,7 +29,8 @@ from typing import Optional
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from evolver_core.config import CallLimits, EvaluationConfig, JudgeConfig, LookaheadSpec, ModelSpec, SamplingConfig
+from evolver_core.agents.lookahead import LookaheadSpec
+from evolver_core.config import CallLimits, EvaluationConfig, ModelSpec, SamplingConfig
 from evolver_core.data.identity import fingerprint
 from evolver_core.data.run_layout import judge_stage_for, repeat_stage
 from evolver_core.data.storage import safe_key
@@ -37,7 +38,8 @@ from evolver_core.llm import use_limits
 from evolver_core.presets import PresetName, get_preset
 from evolver_core.reporting.metrics import wilson_interval
 from evolver_core.settings import storage_root
-from evolver_core.stages.sample import sample_identity
+from evolver_core.stages.judge import JudgeInputs
+from evolver_core.stages.sample import SampleInputs, sample_identity
 from evolver_core.training.identity import model_identity
 from infra.serving import serving_session
 from flows.holding import holding_run
@@ -67,9 +69,10 @@ def evaluate(split: str = "test", policy: str = "oracle", tasks: Optional[int] =
 def lookahead_spec(world_model: ModelSpec, scorer: ModelSpec, depth: int, preset: Optional[str]) -> LookaheadSpec:
     """Look-ahead with `preset`'s look-ahead, world-model and judge sections (none: their
     defaults)."""
-    chosen = get_preset(preset) if preset else None
-    return LookaheadSpec.of(world_model, scorer, depth,
-                            *((chosen.lookahead, chosen.world_model, chosen.judge) if chosen else ()))
+    if preset is None:
+        return LookaheadSpec(world_model, scorer, depth)
+    chosen = get_preset(preset)
+    return LookaheadSpec(world_model, scorer, depth, chosen.lookahead, chosen.world_model, chosen.judge)
 
 
 def _evaluate(split: str, policy: str, tasks: Optional[int], repeats: int, run_id: Optional[str],
@@ -92,23 +95,24 @@ def _evaluate(split: str, policy: str, tasks: Optional[int], repeats: int, run_i
                                    preset)
     policy_spec = None if policy == "oracle" else spec(policy)
     episodes = sampling.greedy_once() if repeats == 1 else replace(sampling, samples=1, shards=1)
-    identity = fingerprint({"repeats": [sample_identity(repeat_stage(r), split, tasks, policy=policy_spec,
-                                                        sampling=episodes, lookahead=lookahead).to_json()
-                                        for r in range(repeats)],
+
+    def repeat(r: int, run: str) -> SampleInputs:
+        return SampleInputs(root, run, 0, repeat_stage(r), split, tasks, policy_spec, episodes, lookahead=lookahead,
+                            screenshots=screenshots)
+
+    # The run is named after the identities, which do not depend on it.
+    identity = fingerprint({"repeats": [sample_identity(repeat(r, "")).to_json() for r in range(repeats)],
                             "judge": model_identity(spec(judge_model)) if judge_model else None})
     run_id = run_id or f"eval-{safe_key(policy.rstrip('/').rsplit('/', 1)[-1])[:40]}-{identity[:10]}"
     with holding_run(run_id, storage):
-        runs = [sample_t(root, run_id, 0, repeat_stage(r), split, tasks, policy_spec, episodes, lookahead=lookahead,
-                         screenshots=screenshots)
-                for r in range(repeats)]
+        runs = [sample_t(repeat(r, run_id)) for r in range(repeats)]
         solved, rated = sum(r["solved"] for r in runs), sum(r["with_gold"] for r in runs)
         judged_successes = judged_rated = 0
         if judge_model is not None:
             for r, run in enumerate(runs):
                 if run["with_gold"] < run["trajectories"]:
-                    verdicts = judge_t(root, run_id, 0, spec(judge_model), JudgeConfig(),
-                                       source_stage=repeat_stage(r), stage=judge_stage_for(repeat_stage(r)),
-                                       wait_for=[run])
+                    verdicts = judge_t(JudgeInputs(root, run_id, 0, spec(judge_model), source_stage=repeat_stage(r),
+                                                   stage=judge_stage_for(repeat_stage(r))), wait_for=[run])
                     judged_rated += verdicts["without_gold"]
                     judged_successes += verdicts["successes_without_gold"]
     n, wins = rated + judged_rated, solved + judged_successes

@@ -54,7 +54,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 
-from evolver_core.config import LookaheadSpec, ModelSpec
+from evolver_core.agents.lookahead import LookaheadSpec
+from evolver_core.config import ModelSpec
 from evolver_core.data.run_layout import (EVAL, EVAL_GEN, EVAL_PLAIN, EVAL_SELF, FIDELITY, FINETUNE, FINETUNE_SELF, FINETUNE_WM,
                                      SAMPLE, SYNTHESIZE, WM_SFT, lookahead_stage, next_round, policy_sft_stages,
                                      previous_adapter)
@@ -64,6 +65,12 @@ from evolver_core.presets import Preset, PresetChoice, resolve_preset
 from evolver_core.reporting.warnings import round_warnings
 from evolver_core.reporting.results import lookahead_stats, paired_stages, pct, stage_success, stage_task_ids
 from evolver_core.settings import download_cache, storage_root
+from evolver_core.stages.judge import JudgeInputs
+from evolver_core.stages.sample import SampleInputs
+from evolver_core.stages.sft import ToSftInputs
+from evolver_core.stages.synthesize import SynthesizeInputs
+from evolver_core.stages.train import FinetuneInputs
+from evolver_core.stages.world_model import FidelityInputs, WmDataInputs
 from flows.holding import holding_run
 from infra.serving import resolve_backend, serving_session
 from tasks.common import artifact_key, results_storage
@@ -146,60 +153,65 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
     with clock(SAMPLE):
         if round == 0 and p.sampling.round0 == "demos":
             sampler, n_tasks = None, p.sampling.demo_tasks
-            sampled = [sample_t(root, run_id, 0, SAMPLE, "train", n_tasks, None, p.sampling.demonstrations())]
+            sampled = [sample_t(SampleInputs(root, run_id, 0, SAMPLE, "train", n_tasks, None,
+                                             p.sampling.demonstrations()))]
         else:
             sampler = base if round == 0 else adapter_spec(p, root, adapter or previous_adapter(store, run_id, round))
             n_tasks = p.sampling.train_tasks
-            futures = [sample_t.submit(root, run_id, round, SAMPLE, "train", n_tasks, sampler, p.sampling, shard=i)
+            futures = [sample_t.submit(SampleInputs(root, run_id, round, SAMPLE, "train", n_tasks, sampler, p.sampling,
+                                                    shard=i))
                        for i in range(p.sampling.shards)]
             wait(futures)
             sampled = [f.result() for f in futures]
     judged = None
     if sampler is not None:
         with clock("judge"):
-            judged = judge_t(root, run_id, round, judge_spec, p.judge, wait_for=sampled)
+            judged = judge_t(JudgeInputs(root, run_id, round, judge_spec, p.judge), wait_for=sampled)
     with clock("to_sft"):
-        real_sft = to_sft_t(root, run_id, round, SAMPLE, use_gold=use_gold or sampler is None,
+        real_sft = to_sft_t(ToSftInputs(root, run_id, round, SAMPLE, use_gold=use_gold or sampler is None),
                             wait_for=[*sampled, judged] if judged else sampled)
 
     # The world model M_w on the transitions of rounds 0..i, successful or not.
     with clock("wm_data"):
-        wm = wm_data_t(root, run_id, round, base, p.world_model, wait_for=sampled)
+        wm = wm_data_t(WmDataInputs(root, run_id, round, base, p.world_model), wait_for=sampled)
     with clock(FINETUNE_WM):
-        wm_trained = finetune_t(root, run_id, round, p.model, p.world_model.training, sft_stages=(WM_SFT,),
-                                out_stage=FINETUNE_WM, wait_for=[wm])
+        wm_trained = finetune_t(FinetuneInputs(root, run_id, round, p.model, p.world_model.training,
+                                               sft_stages=(WM_SFT,), out_stage=FINETUNE_WM), wait_for=[wm])
     world_model = adapter_spec(p, root, wm_trained["adapter_uri"])
 
     # Synthetic trajectories for the failed queries: M_{i-1} acting on M_w's pages, judged by r̂.
     synth = synth_sft = None
     if sampler is not None and round > 0:
         with clock(SYNTHESIZE):
-            synth = synthesize_t(root, run_id, round, "train", sampler, world_model, judge_spec, p.sampling,
-                                 p.world_model, p.judge, n_tasks=n_tasks, wait_for=[*sampled, judged, wm_trained])
-            synth_sft = to_sft_t(root, run_id, round, SYNTHESIZE, use_gold=p.world_model.synth_filter == "replay",
-                                 wait_for=[synth])
+            synth = synthesize_t(SynthesizeInputs(root, run_id, round, "train", sampler, world_model, judge_spec,
+                                                  p.sampling, p.world_model, p.judge, n_tasks=n_tasks),
+                                 wait_for=[*sampled, judged, wm_trained])
+            synth_sft = to_sft_t(ToSftInputs(root, run_id, round, SYNTHESIZE,
+                                             use_gold=p.world_model.synth_filter == "replay"), wait_for=[synth])
 
     # The policies: WebEvolver (real + synthetic of rounds 0..i) and, from round 1, self-improve (real only).
     with clock(FINETUNE):
-        trained = finetune_t(root, run_id, round, p.model, p.training, sft_stages=policy_sft_stages(with_synthetic=True),
-                             out_stage=FINETUNE, wait_for=[real_sft, synth_sft] if synth_sft else [real_sft])
+        trained = finetune_t(FinetuneInputs(root, run_id, round, p.model, p.training,
+                                            sft_stages=policy_sft_stages(with_synthetic=True), out_stage=FINETUNE),
+                             wait_for=[real_sft, synth_sft] if synth_sft else [real_sft])
     policy = adapter_spec(p, root, trained["adapter_uri"])
     self_trained = None
     if round > 0 and p.self_improve:
         with clock(FINETUNE_SELF):
-            self_trained = finetune_t(root, run_id, round, p.model, p.training,
-                                      sft_stages=policy_sft_stages(with_synthetic=False), out_stage=FINETUNE_SELF,
-                                      wait_for=[real_sft])
+            self_trained = finetune_t(FinetuneInputs(root, run_id, round, p.model, p.training,
+                                                     sft_stages=policy_sft_stages(with_synthetic=False),
+                                                     out_stage=FINETUNE_SELF), wait_for=[real_sft])
 
     # Evaluation: both arms on the same test tasks, look-ahead, generalization, M_w's fidelity.
     test_tasks = p.evaluation.test_tasks
     with clock(EVAL):
-        evaluated = sample_t(root, run_id, round, EVAL, "test", test_tasks, policy, greedy, wait_for=[trained])
+        evaluated = sample_t(SampleInputs(root, run_id, round, EVAL, "test", test_tasks, policy, greedy),
+                             wait_for=[trained])
     evaluated_self = None
     if self_trained is not None:
         with clock(EVAL_SELF):
-            evaluated_self = sample_t(root, run_id, round, EVAL_SELF, "test", test_tasks,
-                                      adapter_spec(p, root, self_trained["adapter_uri"]), greedy,
+            evaluated_self = sample_t(SampleInputs(root, run_id, round, EVAL_SELF, "test", test_tasks,
+                                                   adapter_spec(p, root, self_trained["adapter_uri"]), greedy),
                                       wait_for=[self_trained])
     # Look-ahead, each depth paired with plain decoding on the same episodes: eval's, or its
     # own tasks (`lookahead.headroom_tasks`) with eval-plain beside it.
@@ -210,22 +222,23 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
     if p.lookahead.depths and p.lookahead.headroom_tasks is not None:
         plain_stage = EVAL_PLAIN
         with clock(EVAL_PLAIN):
-            sample_t(root, run_id, round, EVAL_PLAIN, "test", la_tasks, policy, la_sampling, wait_for=[trained])
+            sample_t(SampleInputs(root, run_id, round, EVAL_PLAIN, "test", la_tasks, policy, la_sampling),
+                     wait_for=[trained])
     lookahead = {}
     for d in p.lookahead.depths:
         with clock(lookahead_stage(d)):
             lookahead[str(d)] = sample_t(
-                root, run_id, round, lookahead_stage(d), "test", la_tasks, policy, la_sampling,
-                lookahead=LookaheadSpec.of(world_model, judge_spec, d, p.lookahead, p.world_model, p.judge),
+                SampleInputs(root, run_id, round, lookahead_stage(d), "test", la_tasks, policy, la_sampling,
+                             lookahead=LookaheadSpec(world_model, judge_spec, d, p.lookahead, p.world_model, p.judge)),
                 wait_for=[trained, wm_trained])
     generalization = None
     if p.evaluation.generalization_tasks and p.evaluation.generalization_test_tasks:
         with clock(EVAL_GEN):
-            generalization = sample_t(root, run_id, round, EVAL_GEN, "test", p.evaluation.generalization_test_tasks,
-                                      policy, p.sampling.greedy_once(miniwob_tasks=p.evaluation.generalization_tasks),
-                                      wait_for=[trained])
+            generalization = sample_t(SampleInputs(
+                root, run_id, round, EVAL_GEN, "test", p.evaluation.generalization_test_tasks, policy,
+                p.sampling.greedy_once(miniwob_tasks=p.evaluation.generalization_tasks)), wait_for=[trained])
     with clock(FIDELITY):
-        fid = fidelity_t(root, run_id, round, world_model, judge_spec, p.world_model, source_stage=EVAL,
+        fid = fidelity_t(FidelityInputs(root, run_id, round, world_model, judge_spec, p.world_model, source_stage=EVAL),
                          wait_for=[evaluated, wm_trained])
 
     plain = stage_success(store, run_id, round, EVAL)

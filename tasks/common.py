@@ -33,15 +33,18 @@ from evolver_core.data.storage import Storage
 RESULTS_DIR = "prefect-results"
 
 
-def stage_cache(identity: Callable[..., StageIdentity], repair: Callable[..., str] | None = None) -> CachePolicy:
-    """The inputs, `TASK_SOURCE`, and the identity `identity(**task parameters)` describes; plus `repair(**task parameters)` where given (a stage whose stored
-    output went missing or was damaged must run again, not return its cached result)."""
-    policy = INPUTS + TASK_SOURCE + CachePolicy.from_cache_key_fn(lambda ctx, params: identity(**params).digest)
-    return policy + CachePolicy.from_cache_key_fn(lambda ctx, params: repair(**params)) if repair else policy
+def stage_cache(identity: Callable[[Any], StageIdentity], repair: Callable[[Any], str] | None = None) -> CachePolicy:
+    """The inputs, `TASK_SOURCE`, and the identity `identity(inputs)` describes (`inputs`: the
+    task's one parameter, the stage's inputs record); plus `repair(inputs)` where given (a
+    stage whose stored output went missing or was damaged must run again, not return its
+    cached result)."""
+    policy = INPUTS + TASK_SOURCE + CachePolicy.from_cache_key_fn(lambda ctx, params: identity(params["inputs"]).digest)
+    return policy + CachePolicy.from_cache_key_fn(lambda ctx, params: repair(params["inputs"])) if repair else policy
 
 
-def stage_task(identity: Callable[..., StageIdentity], repair: Callable[..., str] | None = None, **options: Any):
-    """`@task` with the stage defaults (the identity-aware cache policy, persisted results)."""
+def stage_task(identity: Callable[[Any], StageIdentity], repair: Callable[[Any], str] | None = None, **options: Any):
+    """`@task` with the stage defaults (the identity-aware cache policy, persisted results) for
+    a task whose one parameter is its stage's inputs record, named `inputs`."""
     return task(cache_policy=stage_cache(identity, repair), persist_result=True, **options)
 
 

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from prefect.artifacts import create_table_artifact
 
-from evolver_core.config import JudgeConfig, ModelSpec
-from evolver_core.data.run_layout import SAMPLE
-from evolver_core.stages.judge import judge_identity, run_judge
+from evolver_core.stages.judge import JudgeInputs, judge_identity, run_judge
 from infra.serving import serve
 from tasks.common import artifact_key, stage_task
 
 
-@stage_task(judge_identity, task_run_name="judge-{source_stage}-r{round_}", retries=1, retry_delay_seconds=5)
-def judge(root: str, run_id: str, round_: int, judge_model: ModelSpec, judge_config: JudgeConfig = JudgeConfig(),
-          source_stage: str = SAMPLE, stage: Optional[str] = None) -> dict:
-    """Verdicts on `source_stage`, stored as stage `stage` (default `judge_stage_for(source_stage)`)."""
-    result = run_judge(root, run_id, round_, judge_model, judge_config, source_stage, stage, serve=serve)
+@stage_task(judge_identity, task_run_name="judge-{inputs.source_stage}-r{inputs.round}", retries=1,
+            retry_delay_seconds=5)
+def judge(inputs: JudgeInputs) -> dict:
+    """Verdicts on the source stage, stored as `inputs.out_stage`."""
+    result = run_judge(inputs, serve)
     flat = ({k: v for k, v in result.items() if k != "agreement"}
             | {f"agreement_{k}": v for k, v in result["agreement"].items()})
-    create_table_artifact([flat], key=artifact_key(run_id, f"r{round_}", result["stage"]),
-                          description=f"judge r̂ of {source_stage}, round {round_}")
+    create_table_artifact([flat], key=artifact_key(inputs.run_id, f"r{inputs.round}", result["stage"]),
+                          description=f"judge r̂ of {inputs.source_stage}, round {inputs.round}")
     return result

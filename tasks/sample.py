@@ -4,27 +4,24 @@ around `evolver_core.stages.sample.run_sample`."""
 from __future__ import annotations
 
 import asyncio
-from typing import Optional
 
 from prefect import get_run_logger
 from prefect.artifacts import aupdate_progress_artifact, create_progress_artifact, create_table_artifact
 
-from evolver_core.config import LookaheadSpec, ModelSpec, SamplingConfig
 from evolver_core.sampling.sampler import SampleSummary
-from evolver_core.stages.sample import run_sample, sample_identity, sample_result
+from evolver_core.stages.sample import SampleInputs, run_sample, sample_identity, sample_result
 from infra.serving import serve
 from tasks.common import artifact_key, stage_task
 
 
-@stage_task(sample_identity, task_run_name="sample-{stage}-r{round_}-shard{shard}", retries=1,
+@stage_task(sample_identity, task_run_name="sample-{inputs.stage}-r{inputs.round}-shard{inputs.shard}", retries=1,
             retry_delay_seconds=5)
-def sample(root: str, run_id: str, round_: int, stage: str, split: str, n_tasks: Optional[int],
-           policy: Optional[ModelSpec], sampling: SamplingConfig, shard: int = 0,
-           lookahead: Optional[LookaheadSpec] = None, screenshots: bool = False) -> dict:
+def sample(inputs: SampleInputs) -> dict:
     """Sample trajectories into `runs/<run>/round=<i>/<stage>/`; a retry or rerun resumes.
     A retrained policy reruns it: its adapter's content is in the identity."""
     logger = get_run_logger()
-    total = (n_tasks or 0) * sampling.samples // max(sampling.shards, 1) or None
+    stage, round_, sampling = inputs.stage, inputs.round, inputs.sampling
+    total = (inputs.n_tasks or 0) * sampling.samples // max(sampling.shards, 1) or None
     progress = create_progress_artifact(0.0, description=f"{stage} round {round_}: episodes done") if total else None
 
     async def body() -> SampleSummary:
@@ -37,8 +34,7 @@ def sample(root: str, run_id: str, round_: int, stage: str, split: str, n_tasks:
                 updates.append(asyncio.ensure_future(
                     aupdate_progress_artifact(progress, min(100.0, 100.0 * (len(updates) + 1) / total))))
 
-        summary = await run_sample(root, run_id, round_, stage, split, n_tasks, policy=policy, sampling=sampling,
-                                   serve=serve, shard=shard, lookahead=lookahead, screenshots=screenshots, on_done=tick)
+        summary = await run_sample(inputs, serve, on_done=tick)
         await asyncio.gather(*updates)
         return summary
 
@@ -47,6 +43,6 @@ def sample(root: str, run_id: str, round_: int, stage: str, split: str, n_tasks:
         logger.warning(f"repaired {uri}")
     result = sample_result(summary)
     create_table_artifact([{k: v for k, v in result.items() if k != "repaired"}],
-                          key=artifact_key(run_id, f"r{round_}", stage, shard),
+                          key=artifact_key(inputs.run_id, f"r{round_}", stage, inputs.shard),
                           description=f"{stage} stage of round {round_}: counts and success")
     return result

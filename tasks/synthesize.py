@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from evolver_core.config import JudgeConfig, ModelSpec, SamplingConfig, WorldModelConfig
-from evolver_core.stages.synthesize import run_synthesize, synthesize_identity
+from evolver_core.stages.synthesize import SynthesizeInputs, run_synthesize, synthesize_identity
 from infra.serving import serve
 from tasks.common import artifact_key, stage_task
 
 
-@stage_task(synthesize_identity, task_run_name="synthesize-r{round_}", retries=1, retry_delay_seconds=5)
-def synthesize(root: str, run_id: str, round_: int, split: str, policy: ModelSpec, world_model: ModelSpec,
-               judge_model: ModelSpec, sampling: SamplingConfig, wm: WorldModelConfig, judge_config: JudgeConfig,
-               n_tasks: Optional[int] = None) -> dict:
+@stage_task(synthesize_identity, task_run_name="synthesize-r{inputs.round}", retries=1, retry_delay_seconds=5)
+def synthesize(inputs: SynthesizeInputs) -> dict:
     """Synthetic trajectories for this round's failed queries; a retry or rerun resumes."""
-    result = run_synthesize(root, run_id, round_, split, policy, world_model, judge_model, sampling, wm, judge_config,
-                            n_tasks, serve=serve)
+    result = run_synthesize(inputs, serve)
     get_run_logger().info(f"synthesized {result['trajectories']} trajectories for {result['failed_queries']} "
                           "failed queries")
     create_table_artifact([{k: v for k, v in result.items() if k != "stop_reasons"}
                            | {f"stop_{k}": v for k, v in result["stop_reasons"].items()}],
-                          key=artifact_key(run_id, f"r{round_}", "synthesize"),
-                          description=f"synthetic trajectories (world model as web server), round {round_}")
+                          key=artifact_key(inputs.run_id, f"r{inputs.round}", "synthesize"),
+                          description=f"synthetic trajectories (world model as web server), round {inputs.round}")
     return result

@@ -8,35 +8,34 @@ from typing import Optional
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
 
-from evolver_core.config import ModelSpec, WorldModelConfig
-from evolver_core.data.run_layout import EVAL, SAMPLE
-from evolver_core.stages.world_model import fidelity_identity, run_fidelity, run_wm_data, wm_data_identity
+from evolver_core.stages.world_model import (FidelityInputs, WmDataInputs, fidelity_identity, run_fidelity,
+                                             run_wm_data, wm_data_identity)
 from infra.serving import serve
 from tasks.common import artifact_key, stage_task
 
 
-@stage_task(wm_data_identity, task_run_name="wm_data-r{round_}")
-def wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModelConfig,
-            source_stage: str = SAMPLE) -> dict:
-    """Transitions of every trajectory of `source_stage`, successful or failed."""
+@stage_task(wm_data_identity, task_run_name="wm_data-r{inputs.round}")
+def wm_data(inputs: WmDataInputs) -> dict:
+    """Transitions of every trajectory of the source stage, successful or failed."""
+    round_ = inputs.round
     progress = create_progress_artifact(0.0, description=f"wm_data round {round_}: rationales distilled")
 
     def on_done(done: int, total: int) -> None:  # called inside the stage's event loop: update from a thread
         asyncio.get_running_loop().run_in_executor(None, update_progress_artifact, progress,
                                                    100.0 * done / max(total, 1))
 
-    result = run_wm_data(root, run_id, round_, base, wm, source_stage, on_done=on_done, serve=serve)
+    result = run_wm_data(inputs, serve, on_done=on_done)
     create_table_artifact([{k: v for k, v in result.items() if not k.endswith("uri")}],
-                          key=artifact_key(run_id, f"r{round_}", "wm-data"),
+                          key=artifact_key(inputs.run_id, f"r{round_}", "wm-data"),
                           description=f"world-model data, round {round_}")
     return result
 
 
-@stage_task(fidelity_identity, task_run_name="fidelity-r{round_}")
-def fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, judge_model: Optional[ModelSpec],
-             wm: WorldModelConfig, source_stage: str = EVAL) -> dict:
+@stage_task(fidelity_identity, task_run_name="fidelity-r{inputs.round}")
+def fidelity(inputs: FidelityInputs) -> dict:
     """Paper Table 2 for this round's world model (`run_fidelity`)."""
-    report = run_fidelity(root, run_id, round_, world_model, judge_model, wm, source_stage, serve=serve)
+    run_id, round_, source_stage = inputs.run_id, inputs.round, inputs.source_stage
+    report = run_fidelity(inputs, serve)
     create_table_artifact([{"round": round_, **{k: v for k, v in report.items() if k != "uri"}}],
                           key=artifact_key(run_id, f"r{round_}", "wm-fidelity"),
                           description=f"world-model fidelity (STR / Sim. / O/A), round {round_}")

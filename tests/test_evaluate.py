@@ -78,10 +78,10 @@ def test_eval_look_ahead_takes_the_sections_of_the_preset_its_world_model_was_tr
     wm, scorer = ModelSpec(model="wm"), ModelSpec(model="scorer")
     cpu = get_preset("cpu")
     spec = lookahead_spec(wm, scorer, 1, "cpu")
-    assert (spec.score_by, spec.wm_thought, spec.wm_form, spec.wm_max_tokens) == (
-        "world_model", False, cpu.world_model.form, cpu.world_model.max_tokens)
+    assert (spec.lookahead, spec.wm, spec.judge) == (cpu.lookahead, cpu.world_model, cpu.judge)
+    assert (spec.lookahead.scorer, spec.wm.thought) == ("world_model", False)
     defaults = lookahead_spec(wm, scorer, 1, None)
-    assert (defaults.score_by, defaults.wm_thought) == ("llm", True)
+    assert (defaults.lookahead.scorer, defaults.wm.thought) == ("llm", True)
     out = subprocess.run(CLI + ["eval", "--suite", "miniwob", "--policy", "tiny", "--lookahead-depth", "1",
                                 "--world-model", "tiny", "--preset", "nope", "--storage", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)

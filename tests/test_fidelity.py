@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from evolver_core.config import WorldModelConfig
 from evolver_core.contracts.observation import Element, Observation, Tab
 from evolver_core.llm import LLMClient
 from evolver_core.world_model.fidelity import (
@@ -107,7 +108,7 @@ async def test_measure_fidelity_predicts_each_transition_and_scores_it(servers) 
     wm = servers(world_model, "wm")
     judge = servers(lambda messages: "They work alike.\nEQUIVALENT", "judge")
     held_out = [context("click [4]"), context("click [2]"), context(None)]
-    report, rows = await measure_fidelity(WorldModel(wm.client, temperature=0.0, form="tree"), held_out,
+    report, rows = await measure_fidelity(WorldModel(wm.client, WorldModelConfig(form="tree"), greedy=True), held_out,
                                           judge=judge.client)
     assert {k: report[k] for k in ("n", "str", "sim", "oa", "oa_unparsable")} == {
         "n": 3, "str": 1 / 3, "sim": 1 / 3, "oa": 1 / 3, "oa_unparsable": 0}
@@ -120,7 +121,7 @@ async def test_measure_fidelity_predicts_each_transition_and_scores_it(servers) 
     assert rows[1]["predicted"] == "A page." and rows[0]["real"] == SHOP
     assert len(judge.bodies) == 1  # unparsable predictions are not sent to the judge
     assert all(b["temperature"] == 0.0 for b in wm.bodies)
-    without_judge, _ = await measure_fidelity(WorldModel(wm.client, form="tree"), held_out[:1])
+    without_judge, _ = await measure_fidelity(WorldModel(wm.client, WorldModelConfig(form="tree")), held_out[:1])
     assert without_judge["oa"] is None and without_judge["str"] == 1.0
 
 

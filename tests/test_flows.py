@@ -15,6 +15,7 @@ from prefect import flow
 
 from evolver_core.config import SamplingConfig
 from evolver_core.data.storage import Storage
+from evolver_core.stages.sample import SampleInputs
 from flows.evaluate import evaluate
 from flows.evolve_round import evolve_round
 from flows.runners import make_runner
@@ -120,7 +121,7 @@ def test_sampling_shards_run_on_a_local_dask_cluster(prefect_server, tmp_path):
     @flow(task_runner=make_runner("dask"))
     def sharded() -> list[dict]:
         episodes = SamplingConfig(max_steps=5, miniwob_tasks="click-test,focus-text", shards=2)
-        futures = [sample.submit(str(tmp_path), "dask", 0, "sample", "train", 6, None, episodes, shard=i)
+        futures = [sample.submit(SampleInputs(str(tmp_path), "dask", 0, "sample", "train", 6, None, episodes, shard=i))
                    for i in range(2)]
         return [f.result() for f in futures]
 

@@ -21,9 +21,9 @@ from evolver_core.data import identity
 from evolver_core.data.run_layout import open_stage, read_identity
 from evolver_core.data.storage import Storage, UnreadableShard
 from evolver_core.sampling.sampler import SampleConfig, SamplingError, sample_trajectories
-from evolver_core.stages.judge import judge_identity
-from evolver_core.stages.sample import sample_identity
-from evolver_core.stages.sft import to_sft_identity
+from evolver_core.stages.judge import JudgeInputs, judge_identity
+from evolver_core.stages.sample import SampleInputs, sample_identity
+from evolver_core.stages.sft import ToSftInputs, to_sft_identity
 from evolver_core.suites.miniwob import MiniWoBSuite
 from flows.evaluate import evaluate
 from flows.evolve_round import evolve_round
@@ -88,10 +88,11 @@ def test_upstream_identities_chain_into_downstream_ones(tmp_path, tiny_model):
     store = Storage(str(tmp_path))
     judge_spec = ModelSpec(model=str(tiny_model))
     open_stage(store, "r", 1, "sample", identity.StageIdentity(stage="sample", code="c", params={"v": 1}))
-    j1, s1 = judge_identity(str(tmp_path), "r", 1, judge_spec), to_sft_identity(str(tmp_path), "r", 1, "sample", False)
+    judged, kept = JudgeInputs(str(tmp_path), "r", 1, judge_spec), ToSftInputs(str(tmp_path), "r", 1, "sample", False)
+    j1, s1 = judge_identity(judged), to_sft_identity(kept)
     open_stage(store, "r", 1, "sample", identity.StageIdentity(stage="sample", code="c", params={"v": 2}))
-    assert judge_identity(str(tmp_path), "r", 1, judge_spec).digest != j1.digest
-    assert to_sft_identity(str(tmp_path), "r", 1, "sample", False).digest != s1.digest
+    assert judge_identity(judged).digest != j1.digest
+    assert to_sft_identity(kept).digest != s1.digest
 
 
 def _lora(base: Path, out: Path, seed: int) -> Path:
@@ -118,9 +119,9 @@ def test_a_retrained_adapter_at_the_same_path_reruns_sampling(prefect_server, tm
         for seed in (None, 1, None):
             if seed is not None:  # retrain: new weights at the same path
                 _lora(tiny_model, adapter, seed=seed)
-            identities.append(sample_identity("sample", "train", 1, policy=policy, sampling=episodes).digest)
-            states.append(sample(str(tmp_path / "data"), "retrain", 1, "sample", "train", 1, policy, episodes,
-                                 return_state=True))
+            inputs = SampleInputs(str(tmp_path / "data"), "retrain", 1, "sample", "train", 1, policy, episodes)
+            identities.append(sample_identity(inputs).digest)
+            states.append(sample(inputs, return_state=True))
         return [s.name for s in states]
 
     states = sample_twice_then_again()

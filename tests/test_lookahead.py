@@ -10,14 +10,15 @@ import pytest
 
 from helpers import page_number
 
-from evolver_core.agents.lookahead import (SCORE_REGEX, LookaheadAgent, SimStep, dedupe_candidates, parse_score,
+from evolver_core.agents.lookahead import (SCORE_REGEX, LookaheadSpec, SimStep, dedupe_candidates, parse_score,
                                            select_best, world_model_score)
 from evolver_core.agents.policy import PolicyAgent
+from evolver_core.config import LookaheadConfig, ModelSpec, WorldModelConfig
 from evolver_core.contracts.actions import REPLY_REGEX
 from evolver_core.contracts.observation import Element, Observation, Tab
 from evolver_core.contracts.task import Task
 from evolver_core.llm import LLMClient
-from evolver_core.world_model.model import OUTCOME_TOP_LOGPROBS, WorldModel
+from evolver_core.world_model.model import OUTCOME_TOP_LOGPROBS
 
 TASK = Task(id="la/t1", suite="la", site="example.org", start_url="http://example.org/", query="open the target")
 OBS = Observation(url="http://example.org/", tabs=[Tab(0, "Home", True)],
@@ -50,9 +51,19 @@ def test_a_margin_keeps_the_greedy_candidate_against_scores_barely_higher():
 
 
 def test_select_best_ties_go_to_the_greedy_candidate():
-    assert select_best([0.5, 0.5, 0.0]) == 0
-    assert select_best([0.0, 1.0, 1.0]) == 1
-    assert select_best([0.0]) == 0
+    assert select_best([0.5, 0.5, 0.0], margin=0.0) == 0
+    assert select_best([0.0, 1.0, 1.0], margin=0.0) == 1
+    assert select_best([0.0], margin=0.0) == 0
+
+
+def look_ahead(depth: int = 1, form: str = "tree", **lookahead) -> LookaheadSpec:
+    """A look-ahead spec for agents on the test's servers (its model specs are not served here)."""
+    return LookaheadSpec(ModelSpec(), ModelSpec(), depth, LookaheadConfig(**lookahead), WorldModelConfig(form=form))
+
+
+def test_a_look_ahead_spec_refuses_a_depth_it_cannot_simulate():
+    with pytest.raises(ValueError, match="depth"):
+        look_ahead(depth=4)
 
 
 def scripted_policy(candidates: list[str], rollout: str = "click [9]"):
@@ -86,8 +97,7 @@ def make_agent(servers, candidates, ratings, depth=1, rollout="click [9]"):
     policy = servers(scripted_policy(candidates, rollout), "policy-model")
     wm = servers(wm_predicting, "wm-model")
     scorer = servers(scorer_rating(ratings), "scorer-model")
-    agent = LookaheadAgent(PolicyAgent(policy.client), WorldModel(wm.client, form="tree"), scorer.client,
-                           depth=depth)
+    agent = look_ahead(depth).make_agent(PolicyAgent(policy.client), wm.client, scorer.client)
     return agent, policy, wm, scorer
 
 
@@ -156,8 +166,7 @@ async def test_the_world_models_own_verdict_can_pick_another_candidate_than_the_
 
     policy = servers(scripted_policy(["click [3]", "click [2]", "click [3]"]), "policy-model")
     wm = servers(wm_ending, "wm-model")
-    agent = LookaheadAgent(PolicyAgent(policy.client), WorldModel(wm.client, form="delta"), None,
-                           score_by="world_model")
+    agent = look_ahead(form="delta", scorer="world_model").make_agent(PolicyAgent(policy.client), wm.client, None)
     turn = await agent.act(TASK, OBS, [])
     la = turn.sampling["lookahead"]
     assert turn.action == "click [2]" and la["chosen"] == 1
@@ -165,7 +174,7 @@ async def test_the_world_models_own_verdict_can_pick_another_candidate_than_the_
     assert la["candidates"][1]["simulation"][0]["ends"] is True
     assert "focused: true" in la["candidates"][0]["simulation"][0]["page"]  # the delta applied to the real page
     with pytest.raises(ValueError, match="scorer"):
-        LookaheadAgent(PolicyAgent(policy.client), WorldModel(wm.client), None, score_by="llm")
+        look_ahead(scorer="llm").make_agent(PolicyAgent(policy.client), wm.client, None)
 
 
 def vllm_tokens(text: str, p_success: float) -> dict:
@@ -194,17 +203,14 @@ async def test_the_world_models_probability_of_success_ranks_ends_it_writes_alik
     policy = servers(scripted_policy(["click [3]", "click [2]", "click [3]"]), "policy-model")
     wm = servers(wm_ending, "wm-model")
     with_logprobs = LLMClient(wm.client.base_url, "wm-model", logprobs=True)
-    agent = LookaheadAgent(PolicyAgent(policy.client), WorldModel(with_logprobs, form="delta",
-                                                                  outcome_probability=True),
-                           None, score_by="world_model")
+    spec = look_ahead(form="delta", scorer="world_model")
+    agent = spec.make_agent(PolicyAgent(policy.client), with_logprobs, None)
     la = (await agent.act(TASK, OBS, [])).sampling["lookahead"]
     assert la["chosen"] == 1
     assert [c["score_parsed"] for c in la["candidates"]] == pytest.approx([0.3, 0.9])
     assert wm.bodies[-1]["top_logprobs"] == OUTCOME_TOP_LOGPROBS
 
-    written_only = LookaheadAgent(PolicyAgent(policy.client), WorldModel(wm.client, form="delta",
-                                                                         outcome_probability=True),
-                                  None, score_by="world_model")
+    written_only = spec.make_agent(PolicyAgent(policy.client), wm.client, None)
     la = (await written_only.act(TASK, OBS, [])).sampling["lookahead"]
     assert la["chosen"] == 0 and [c["score_parsed"] for c in la["candidates"]] == [1.0, 1.0]
     assert "logprobs" not in wm.bodies[-1]  # never sent to a server that does not return them
@@ -221,8 +227,7 @@ async def test_a_constrained_policys_sampled_candidates_click_none_of_the_earlie
     policy = servers(scripted_policy(["click [3]", "click [2]", "type [2] [x] [press_enter_after=1]"]), "policy-model")
     wm = servers(wm_predicting, "wm-model")
     structured = LLMClient(policy.client.base_url, "policy-model", structured=True)
-    agent = LookaheadAgent(PolicyAgent(structured, constrained=True), WorldModel(wm.client, form="tree"), None,
-                           score_by="world_model")
+    agent = look_ahead(scorer="world_model").make_agent(PolicyAgent(structured, constrained=True), wm.client, None)
     await agent.act(TASK, OBS, [])
     grammars = [b.get("structured_outputs", {}).get("regex") for b in policy.bodies]
     assert grammars[0] == REPLY_REGEX

@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from evolver_core import config
-from evolver_core.config import LookaheadSpec, ModelSpec, SamplingConfig, TrainingConfig
+from evolver_core.agents.lookahead import LookaheadSpec
+from evolver_core.config import (JudgeConfig, LookaheadConfig, ModelSpec, SamplingConfig, TrainingConfig,
+                                 WorldModelConfig)
 from evolver_core.presets import PRESETS, Preset, field_paths, get_preset, parse_setting, resolve_preset
 from flows.evolve_round import evolve_round, run_preset
 
@@ -120,12 +122,14 @@ def test_the_preset_parameter_validates_as_the_prefect_form_sends_it():
         evolve_round.validate_parameters({"preset": "nosuch"})
 
 
-def test_look_ahead_is_specified_from_the_sections_in_one_way():
-    spec = LookaheadSpec.of(ModelSpec(model="tiny"), ModelSpec(), 2)
+def test_look_ahead_holds_its_sections_whole_and_names_what_its_episodes_depend_on():
+    spec = LookaheadSpec(ModelSpec(model="tiny"), ModelSpec(), 2)
+    assert (spec.lookahead, spec.wm, spec.judge) == (LookaheadConfig(), WorldModelConfig(), JudgeConfig())
     p = get_preset("cpu")
-    assert (spec.candidates, spec.candidate_temperature, spec.rollout_temperature, spec.wm_temperature) == (
-        3, 0.7, 0.7, 0.7)
-    assert LookaheadSpec.of(ModelSpec(), ModelSpec(), 1, p.lookahead, p.world_model, p.judge).wm_max_tokens == 256
+    params = LookaheadSpec(ModelSpec(), ModelSpec(), 1, p.lookahead, p.world_model, p.judge).identity_params()
+    assert params["wm"]["max_tokens"] == 256 and params["lookahead"]["margin"] == 0.1
+    # which evaluations run (depths, their tasks) is the flow's choice, named by each stage's own parameters
+    assert not {"depths", "tasks", "headroom_tasks"} & set(params["lookahead"])
 
 
 def test_cli_refuses_a_bad_preset_or_set_before_starting_anything(tmp_path):

@@ -14,7 +14,7 @@ from evolver_core.data.run_layout import SAMPLE
 from evolver_core.data.storage import Storage
 from evolver_core.sampling.sampler import SampleConfig, SamplingError, sample_trajectories
 from evolver_core.suites.miniwob import MiniWoBSuite
-from evolver_core.stages.sample import run_sample
+from evolver_core.stages.sample import SampleInputs, run_sample
 from evolver_core.suites.registry import select_tasks
 from evolver_core.training.sft import EXPLORATION, convert_trajectories
 from evolver_core.world_model.model import transitions_from_records
@@ -89,7 +89,7 @@ async def test_round0_explorations_give_the_world_model_failed_ends_and_the_poli
     sampling = SamplingConfig(miniwob_tasks="click-button,click-link", demo_explore=1, max_steps=5).demonstrations()
     assert sampling.samples == 2 and [sampling.explores(k) for k in (0, 1)] == [False, True]
     assert not sampling.greedy_once().explores(0)  # evaluations never explore
-    await run_sample(str(tmp_path), "r", 0, SAMPLE, "train", 8, policy=None, sampling=sampling, serve=serve)
+    await run_sample(SampleInputs(str(tmp_path), "r", 0, SAMPLE, "train", 8, None, sampling), serve)
     trajs, steps = read_episodes(Storage(str(tmp_path)), "r", 0, SAMPLE)
     demos = [t for t in trajs if t.sample == 0]
     explored = [t for t in trajs if t.sample == 1]

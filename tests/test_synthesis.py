@@ -14,7 +14,7 @@ from evolver_core.contracts.task import Task
 from evolver_core.data.episodes import read_episodes
 from evolver_core.data.records import from_table
 from evolver_core.data.storage import Storage
-from evolver_core.config import SamplingConfig
+from evolver_core.config import SamplingConfig, WorldModelConfig
 from evolver_core.sampling.sampler import SampleConfig, episode_records, sample_trajectories
 from evolver_core.suites.miniwob import MiniWoBSuite
 from evolver_core.training.sft import convert_trajectories, read_sft_parquet, write_sft_parquet
@@ -60,8 +60,8 @@ TASK = Task(id="synth/t1", suite="synth", site="example.org", start_url="http://
 async def run(servers, policy_respond: Responder, wm_respond: Responder, **kw):
     policy = servers(policy_respond, "policy-model")
     wm = servers(wm_respond, "wm-model")
-    ep = await synthesize_episode(TASK, tree(1), PolicyAgent(policy.client), WorldModel(wm.client, form="tree"),
-                                  seed=5, **kw)
+    ep = await synthesize_episode(TASK, tree(1), PolicyAgent(policy.client),
+                                  WorldModel(wm.client, WorldModelConfig(form="tree")), seed=5, **kw)
     return ep, policy, wm
 
 
@@ -127,7 +127,7 @@ async def test_records_round_trip_as_synthetic(servers):
 async def test_synthesize_stores_judges_and_resumes(servers, tmp_path):
     judged = servers(lambda m: "The page shows it.\nSUCCESS", "judge-model")
     policy = servers(policy_acting({2: "stop [done]"}), "policy-model")
-    wm = WorldModel(servers(counting_wm(), "wm-model").client, form="tree")
+    wm = WorldModel(servers(counting_wm(), "wm-model").client, WorldModelConfig(form="tree"))
     storage = Storage(str(tmp_path))
     cfg = SampleConfig(run_id="r", stage="synthesize", source="synthetic",
                        sampling=SamplingConfig(samples=2))
@@ -203,7 +203,7 @@ async def test_synthesis_from_real_first_pages_reaches_the_end_and_is_kept_by_re
     starts = real_starts(trajs, steps)
     tasks = [t.with_(query=starts[t.id].query) for t in suite.tasks("train")]
     assert all(t.query for t in tasks) and all(t.query == "" for t in suite.tasks("train"))
-    wm = WorldModel(servers(world_model, "wm").client, form="delta")
+    wm = WorldModel(servers(world_model, "wm").client, WorldModelConfig(form="delta"))
     cfg = SampleConfig(run_id="r", stage="synthesize", source="synthetic")
     async with launch_browser() as browser:
         env = await browser.new_env(suite)

@@ -141,7 +141,8 @@ async def test_training_and_inference_use_the_same_layout(rows, fake_endpoint: F
     transitions = transitions_from_records(*rows)
     examples = wm_sft_examples(transitions, ["r"] * len(transitions))
     fake_endpoint.default = (200, chat_response(f"THOUGHT: opens\nOBSERVATION:\n{ITEM}"))
-    wm = WorldModel(LLMClient(fake_endpoint.base_url, "wm"), temperature=0.7, max_tokens=64, form="tree")
+    wm = WorldModel(LLMClient(fake_endpoint.base_url, "wm"),
+                    WorldModelConfig(temperature=0.7, max_tokens=64, form="tree"))
     for t, example in zip(transitions, examples):
         prediction = await wm.predict(t.objective, t.start_url, t.past_actions, t.last_observation, t.action, seed=3)
         assert (prediction.rationale, prediction.observation) == ("opens", ITEM)
@@ -191,7 +192,7 @@ async def test_a_prediction_stopped_by_the_token_limit_ends_at_its_last_complete
     looping = chat_response(f"THOUGHT: same page\nOBSERVATION:\n{page}")
     looping["choices"][0]["finish_reason"] = "length"
     fake_endpoint.default = (200, looping)
-    wm = WorldModel(LLMClient(fake_endpoint.base_url, "wm"), temperature=0.0, max_tokens=16, form="tree")
+    wm = WorldModel(LLMClient(fake_endpoint.base_url, "wm"), WorldModelConfig(max_tokens=16, form="tree"), greedy=True)
     cut = await wm.predict("Click ok.", "http://x/", [], page, "click [3]")
     assert cut.cut and cut.observation == page.rsplit("\n", 1)[0] and cut.raw.endswith("[4] Stat")
     assert parse_tree(cut.observation) is not None and parse_tree(page) is None
@@ -246,7 +247,7 @@ async def test_without_rationales_the_world_model_writes_the_changes_alone(
     completion = examples[0]["completion"][0]["content"]
     assert completion.startswith("CHANGES:\n") and "THOUGHT" not in json.dumps(examples)
     fake_endpoint.default = (200, chat_response(completion))
-    wm = WorldModel.of(client, WorldModelConfig(rationale_max_tokens=0))
+    wm = WorldModel(client, WorldModelConfig(rationale_max_tokens=0))
     t = transitions[0]
     prediction = await wm.predict(t.objective, t.start_url, t.past_actions, t.last_observation, t.action)
     assert (prediction.rationale, prediction.observation) == ("", t.next_observation)

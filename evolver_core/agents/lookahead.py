@@ -3,7 +3,7 @@
 At each step (reference notes section 9, with its faults fixed, notes 11.3):
 
 1. Candidates: the policy's greedy reply (temperature 0), then `candidates - 1` replies
-   sampled at `candidate_temperature` (the paper's 0.7), each asked (prompt
+   sampled at `LookaheadConfig.temperature` (the paper's 0.7), each asked (prompt
    ``lookahead_different``) for an action different from the earlier ones. Where the policy
    decodes within the action grammar, the grammar holds that request too: a sampled candidate
    clicks only elements of the page no earlier candidate clicked
@@ -16,7 +16,7 @@ At each step (reference notes section 9, with its faults fixed, notes 11.3):
    `rollout_temperature`) and the WM predicts again, d pages at most. A simulation ends early
    on a `stop` or an unparsable policy action or WM output. `restart` leads to the episode's
    first page without asking the WM. A `stop` candidate is not simulated.
-3. Scoring (`score_by`): ``llm`` (the paper's): the scorer LLM rates each candidate 0
+3. Scoring (`LookaheadConfig.scorer`): ``llm`` (the paper's): the scorer LLM rates each candidate 0
    (wrong), 0.5 (on track) or 1 (completes the task) from the objective, the current page,
    the candidate's reply and the simulated steps ("Step k: ..."); for a `stop` candidate it
    judges whether stopping now is right. An unparsable score counts 0. ``world_model``: the
@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from evolver_core.agents.policy import PolicyAgent
-from evolver_core.config import JudgeConfig, LookaheadConfig
+from evolver_core.config import JudgeConfig, LookaheadConfig, ModelSpec, WorldModelConfig, identity_params
 from evolver_core.contracts.actions import (REPLY_REGEX, Action, ActionParseError, format_action, parse_action,
                                            reply_regex)
 from evolver_core.contracts.agent import Turn
@@ -97,7 +97,7 @@ def parse_score(text: str) -> float | None:
     return score if 0.0 <= score <= 1.0 else None
 
 
-def select_best(scores: Sequence[float], margin: float = 0.0) -> int:
+def select_best(scores: Sequence[float], margin: float) -> int:
     """Index of the highest score; the earliest wins a tie (the greedy candidate comes first),
     and the first one also wins unless another beats it by `margin` or more."""
     if not scores:
@@ -157,36 +157,57 @@ class _Evaluation:
     scorer_reply: str | None = None
 
 
+@dataclass(frozen=True)
+class LookaheadSpec:
+    """One look-ahead evaluation: `depth` simulated steps per candidate, the world model that
+    simulates and the model that scores (served by the stage), and the sections the agent
+    reads, whole; `make_agent` builds its agent for an episode."""
+
+    world_model: ModelSpec
+    scorer: ModelSpec
+    depth: int
+    lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
+    wm: WorldModelConfig = field(default_factory=WorldModelConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+
+    def __post_init__(self) -> None:
+        if self.depth not in (1, 2, 3):
+            raise ValueError(f"depth must be 1, 2 or 3, not {self.depth}")
+
+    @property
+    def scored_by_llm(self) -> bool:
+        """The scorer model rates the simulations (else M_w's own prediction does: no scorer served)."""
+        return self.lookahead.scorer == "llm"
+
+    def identity_params(self) -> dict:
+        """What of this spec the episodes depend on, but the models (the stage names their content)."""
+        return {"depth": self.depth, "lookahead": identity_params(self.lookahead),
+                "wm": self.wm.prediction_params(), "scorer_max_tokens": self.judge.scorer_max_tokens}
+
+    def make_agent(self, policy: PolicyAgent, world_model: LLMClient, scorer: LLMClient | None) -> "LookaheadAgent":
+        """The look-ahead agent of one episode: `policy` with M_w at `world_model` (asked for its
+        outcome's probability where it scores) and `scorer` (None unless `scored_by_llm`)."""
+        model = WorldModel(world_model, self.wm, outcome_probability=not self.scored_by_llm)
+        return LookaheadAgent(self, policy, model, scorer)
+
+
 class LookaheadAgent:
     """Implements `evolver_core.agents.oracle.Agent`: the policy's next step chosen by WMLA (module docstring).
 
     `policy` supplies the client, history length k, few-shot examples, max tokens and seed
-    of the policy prompt; `world_model` simulates; `scorer` rates the simulations.
+    of the policy prompt; `world_model` simulates; `scorer` rates the simulations; `spec`
+    says how (`LookaheadSpec.make_agent` is the one way to build it for an episode).
     """
 
-    def __init__(self, policy: PolicyAgent, world_model: WorldModel, scorer: LLMClient | None, *, depth: int = 1,
-                 candidates: int = LookaheadConfig.candidates, scorer_max_tokens: int = JudgeConfig.scorer_max_tokens,
-                 candidate_temperature: float = LookaheadConfig.temperature,
-                 rollout_temperature: float = LookaheadConfig.rollout_temperature,
-                 score_by: str = LookaheadConfig.scorer, margin: float = LookaheadConfig.margin,
+    def __init__(self, spec: LookaheadSpec, policy: PolicyAgent, world_model: WorldModel, scorer: LLMClient | None,
                  name: str | None = None):
-        if depth not in (1, 2, 3):
-            raise ValueError(f"depth must be 1, 2 or 3, not {depth}")
-        if candidates < 1:
-            raise ValueError("at least one candidate")
-        if score_by == "llm" and scorer is None:
+        if spec.scored_by_llm and scorer is None:
             raise ValueError("the llm scorer needs a scorer client")
+        self.spec = spec
         self.policy = policy
         self.world_model = world_model
         self.scorer = scorer
-        self.score_by = score_by
-        self.depth = depth
-        self.candidates = candidates
-        self.scorer_max_tokens = scorer_max_tokens
-        self.candidate_temperature = candidate_temperature
-        self.rollout_temperature = rollout_temperature
-        self.margin = margin
-        self.name = name or f"wmla{depth}:{policy.client.model}"
+        self.name = name or f"wmla{spec.depth}:{policy.client.model}"
 
     def start(self, task: Task) -> None:
         self.policy.start(task)
@@ -203,9 +224,9 @@ class LookaheadAgent:
             for spent in await asyncio.gather(*(self._evaluate(task, obs, history, turns[i], ev, i)
                                                 for i, ev in zip(kept, evaluations))):
                 tokens += spent
-        best = select_best([ev.score for ev in evaluations], self.margin)
+        best = select_best([ev.score for ev in evaluations], self.spec.lookahead.margin)
         chosen = turns[kept[best]]
-        record = {"depth": self.depth, "chosen": best, "candidates": [asdict(ev) for ev in evaluations]}
+        record = {"depth": self.spec.depth, "chosen": best, "candidates": [asdict(ev) for ev in evaluations]}
         return Turn(thought=chosen.thought, action=chosen.action, model=chosen.model, response=chosen.response,
                     prompt=chosen.prompt, sampling=chosen.sampling | {"lookahead": record},
                     prompt_tokens=sum(p for p, _ in tokens), completion_tokens=sum(c for _, c in tokens))
@@ -224,11 +245,11 @@ class LookaheadAgent:
         """The greedy reply, then sampled ones each asked to differ from those before it
         (one after another: each instruction, and the grammar, names the earlier actions)."""
         turns = [await self._policy_turn(objective, observation, past, 0.0, self._seed(0))]
-        for i in range(1, self.candidates):
+        for i in range(1, self.spec.lookahead.candidates):
             previous = "; ".join(_canonical(t.action) for t in turns)
             clicked = {a.element_id for t in turns if (a := _try_parse(t.action)) is not None and a.name == "click"}
             asked = f"{observation}\n\n{load_prompt('lookahead_different', previous=previous)}"
-            turns.append(await self._policy_turn(objective, asked, past, self.candidate_temperature, self._seed(i),
+            turns.append(await self._policy_turn(objective, asked, past, self.spec.lookahead.temperature, self._seed(i),
                                                  reply_regex(set(element_ids) - clicked)))
         return turns
 
@@ -244,7 +265,7 @@ class LookaheadAgent:
             simulation = render_simulation(ev.simulation)
         else:
             simulation = load_prompt("scorer_stop")
-        if self.score_by == "world_model":
+        if not self.spec.scored_by_llm:
             ev.score_parsed = world_model_score(ev.simulation)
             ev.score = ev.score_parsed or 0.0
             return tokens
@@ -254,7 +275,7 @@ class LookaheadAgent:
                                                             observation=render_observation(obs.text, obs.error),
                                                             response=candidate.response or "",
                                                             simulation=simulation)}]
-        completion = await self.scorer.chat(messages, temperature=0.0, max_tokens=self.scorer_max_tokens,
+        completion = await self.scorer.chat(messages, temperature=0.0, max_tokens=self.spec.judge.scorer_max_tokens,
                                             regex=SCORE_REGEX)
         ev.scorer_reply, ev.score_parsed = completion.text, parse_score(completion.text)
         ev.score = ev.score_parsed or 0.0
@@ -269,7 +290,7 @@ class LookaheadAgent:
         wm_past = [wm_past_action(s.turn.thought, s.action) for s in history if s.action is not None]
         policy_past = [PastStep.from_step(s) for s in history]
         error, thought, written, tokens = obs.error, candidate.thought, candidate.action, []
-        for level in range(self.depth):
+        for level in range(self.spec.depth):
             if action.name == "restart":
                 step = SimStep(action=format_action(action), page=first_page)
             else:
@@ -280,11 +301,11 @@ class LookaheadAgent:
                 tokens.append((prediction.prompt_tokens, prediction.completion_tokens))
             out.append(step)
             nxt, ends = step.page, step.ends
-            if nxt is None or ends or level == self.depth - 1:
+            if nxt is None or ends or level == self.spec.depth - 1:
                 break
             wm_past.append(wm_past_action(thought, action))
             policy_past.append(PastStep(observation=page, thought=thought, action=written, error_shown=error))
-            turn = await self._policy_turn(task.query, nxt, policy_past, self.rollout_temperature,
+            turn = await self._policy_turn(task.query, nxt, policy_past, self.spec.lookahead.rollout_temperature,
                                            self._seed(100 * index + 10 + level))
             tokens.append((turn.prompt_tokens, turn.completion_tokens))
             parsed = _try_parse(turn.action)

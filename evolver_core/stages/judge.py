@@ -3,40 +3,53 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from functools import partial
 
 from evolver_core.config import JudgeConfig, ModelSpec
 from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.run_layout import SAMPLE, judge_stage_for, open_stage, stage_digest
-from evolver_core.data.storage import Storage
 from evolver_core.judge.judge import DEFAULT_LAST_N
 from evolver_core.judge.stored import judge_trajectories
 from evolver_core.models.serving import ServeModel
+from evolver_core.stages.inputs import StageInputs
 from evolver_core.training.identity import model_identity
 
 CODE = ("evolver_core.judge.stored", "evolver_core.stages.judge")
 
 
-def judge_identity(root: str, run_id: str, round_: int, judge_model: ModelSpec,
-                   judge_config: JudgeConfig = JudgeConfig(), source_stage: str = SAMPLE, stage: str | None = None,
-                   **_: object) -> StageIdentity:
-    return StageIdentity(stage=stage or judge_stage_for(source_stage), code=code_digest(*CODE), params={
-        "source": stage_digest(Storage(root), run_id, round_, source_stage), "judge": model_identity(judge_model),
-        "max_tokens": judge_config.max_tokens, "last_n": DEFAULT_LAST_N})
+@dataclass(frozen=True)
+class JudgeInputs(StageInputs):
+    """r̂ (`judge_model`, its replies capped by `judge_config`) on every trajectory of
+    `source_stage`, stored as stage `stage` (default `judge_stage_for(source_stage)`)."""
+
+    judge_model: ModelSpec
+    judge_config: JudgeConfig = field(default_factory=JudgeConfig)
+    source_stage: str = SAMPLE
+    stage: str | None = None
+
+    @property
+    def out_stage(self) -> str:
+        return self.stage or judge_stage_for(self.source_stage)
 
 
-def run_judge(root: str, run_id: str, round_: int, judge_model: ModelSpec, judge_config: JudgeConfig = JudgeConfig(),
-              source_stage: str = SAMPLE, stage: str | None = None, *, serve: ServeModel) -> dict:
-    """Judge every trajectory of `source_stage` (resumable) with `judge_model` (served by
-    `serve`), its replies capped by the judge section; returns the `JudgeSummary` as a dict."""
+def judge_identity(inputs: JudgeInputs) -> StageIdentity:
+    return StageIdentity(stage=inputs.out_stage, code=code_digest(*CODE), params={
+        "source": stage_digest(inputs.store(), inputs.run_id, inputs.round, inputs.source_stage),
+        "judge": model_identity(inputs.judge_model), "max_tokens": inputs.judge_config.max_tokens,
+        "last_n": DEFAULT_LAST_N})
+
+
+def run_judge(inputs: JudgeInputs, serve: ServeModel) -> dict:
+    """Judge every trajectory of the source stage (resumable), as `inputs` says, with the judge
+    `serve` starts; returns the `JudgeSummary` as a dict."""
     serve_without_browser = partial(serve, browser=False)  # no browser in this stage: every core
 
-    stage = stage or judge_stage_for(source_stage)
-    identity = judge_identity(root, run_id, round_, judge_model, judge_config, source_stage, stage)
-    store = Storage(root)
-    open_stage(store, run_id, round_, stage, identity)
-    with serve_without_browser(judge_model) as server:
-        summary = asyncio.run(judge_trajectories(store, run_id, round_, server.client(), source_stage=source_stage,
-                                                 stage=stage, max_tokens=judge_config.max_tokens))
-    return asdict(summary) | {"stage": stage, "identity": identity.digest}
+    identity = judge_identity(inputs)
+    store = inputs.store()
+    open_stage(store, inputs.run_id, inputs.round, inputs.out_stage, identity)
+    with serve_without_browser(inputs.judge_model) as server:
+        summary = asyncio.run(judge_trajectories(store, inputs.run_id, inputs.round, server.client(),
+                                                 source_stage=inputs.source_stage, stage=inputs.out_stage,
+                                                 max_tokens=inputs.judge_config.max_tokens))
+    return asdict(summary) | {"stage": inputs.out_stage, "identity": identity.digest}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from evolver_core.data.episodes import read_episodes
 from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.run_layout import JUDGE, SAMPLE, SFT, SYNTH_SFT, SYNTHESIZE, open_stage, stage_digest
-from evolver_core.data.storage import Storage
+from evolver_core.stages.inputs import StageInputs
 from evolver_core.training.sft import convert_trajectories, write_sft_parquet
 
 CODE = ("evolver_core.training.sft", "evolver_core.stages.sft")
@@ -23,23 +25,30 @@ def verdict_stage_for(source_stage: str, use_gold: bool) -> str:
     return source_stage if use_gold or source_stage != SAMPLE else JUDGE
 
 
-def to_sft_identity(root: str, run_id: str, round_: int, source_stage: str, use_gold: bool,
-                    **_: object) -> StageIdentity:
-    store = Storage(root)
-    verdicts = verdict_stage_for(source_stage, use_gold)
-    return StageIdentity(stage=sft_stage_for(source_stage), code=code_digest(*CODE), params={
-        "source": stage_digest(store, run_id, round_, source_stage), "use_gold": use_gold,
-        "verdicts": stage_digest(store, run_id, round_, verdicts) if verdicts != source_stage else None})
+@dataclass(frozen=True)
+class ToSftInputs(StageInputs):
+    """The successes of `source_stage` (judge verdicts, or gold rewards with `use_gold`)."""
+
+    source_stage: str
+    use_gold: bool
 
 
-def run_to_sft(root: str, run_id: str, round_: int, source_stage: str, use_gold: bool) -> dict:
-    """Keep the successes of `source_stage`, one chat example per step; returns counts and reasons."""
-    store = Storage(root)
-    identity = to_sft_identity(root, run_id, round_, source_stage, use_gold)
+def to_sft_identity(inputs: ToSftInputs) -> StageIdentity:
+    store, run_id, round_ = inputs.store(), inputs.run_id, inputs.round
+    verdicts = verdict_stage_for(inputs.source_stage, inputs.use_gold)
+    return StageIdentity(stage=sft_stage_for(inputs.source_stage), code=code_digest(*CODE), params={
+        "source": stage_digest(store, run_id, round_, inputs.source_stage), "use_gold": inputs.use_gold,
+        "verdicts": stage_digest(store, run_id, round_, verdicts) if verdicts != inputs.source_stage else None})
+
+
+def run_to_sft(inputs: ToSftInputs) -> dict:
+    """Keep the successes of the source stage, one chat example per step; returns counts and reasons."""
+    store, run_id, round_, source_stage = inputs.store(), inputs.run_id, inputs.round, inputs.source_stage
+    identity = to_sft_identity(inputs)
     open_stage(store, run_id, round_, identity.stage, identity)
     trajs, steps = read_episodes(store, run_id, round_, source_stage,
-                                 verdicts=verdict_stage_for(source_stage, use_gold))
-    conv = convert_trajectories(trajs, steps, use_gold=use_gold)
+                                 verdicts=verdict_stage_for(source_stage, inputs.use_gold))
+    conv = convert_trajectories(trajs, steps, use_gold=inputs.use_gold)
     uri = write_sft_parquet(conv.examples, store, run_id, round_, source_stage=source_stage, stage=identity.stage)
     return {"uri": uri, "stage": identity.stage, "source_stage": source_stage, "trajectories": len(trajs),
             "kept": conv.kept, "examples": len(conv.examples), "reasons": dict(conv.reasons),

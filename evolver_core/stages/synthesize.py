@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from contextlib import AsyncExitStack, ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Optional
 
@@ -30,6 +30,7 @@ from evolver_core.data.storage import Storage
 from evolver_core.judge.judge import agreement
 from evolver_core.models.serving import ServeModel
 from evolver_core.sampling.sampler import SampleConfig
+from evolver_core.stages.inputs import StageInputs
 from evolver_core.stages.sample import open_suite, sample_result
 from evolver_core.stages.sft import verdict_stage_for
 from evolver_core.training.identity import model_identity
@@ -43,45 +44,55 @@ SYNTHETIC_SEEDS = 1 << 20
 CODE = ("evolver_core.world_model.synthesis", "evolver_core.world_model.replay", "evolver_core.stages.synthesize")
 
 
-def synthesize_identity(root: str, run_id: str, round_: int, split: str, policy: ModelSpec, world_model: ModelSpec,
-                        judge_model: ModelSpec, sampling: SamplingConfig, wm: WorldModelConfig,
-                        judge_config: JudgeConfig, **_: object) -> StageIdentity:
-    store = Storage(root)
-    use_gold = judge_config.filter == "gold"
+@dataclass(frozen=True)
+class SynthesizeInputs(StageInputs):
+    """Synthetic trajectories for the round's failed queries of `split`: `policy` acting on
+    the pages `world_model` predicts, judged by `judge_model`; how many and how long from the
+    world-model section `wm`, the episodes as `sampling` plays them, the failed queries read
+    as `judge_config` filters; `n_tasks`: how many tasks real sampling chose (so the suite
+    holds them all)."""
+
+    split: str
+    policy: ModelSpec
+    world_model: ModelSpec
+    judge_model: ModelSpec
+    sampling: SamplingConfig
+    wm: WorldModelConfig
+    judge_config: JudgeConfig
+    n_tasks: Optional[int] = None
+
+    @property
+    def use_gold(self) -> bool:
+        return self.judge_config.filter == "gold"
+
+
+def synthesize_identity(inputs: SynthesizeInputs) -> StageIdentity:
+    store, wm = inputs.store(), inputs.wm
     return StageIdentity(stage=SYNTHESIZE, code=code_digest(*CODE), params={
-        "source": stage_digest(store, run_id, round_, SAMPLE),
-        "verdicts": stage_digest(store, run_id, round_, verdict_stage_for(SAMPLE, use_gold)),
-        "split": split, **sampling.trajectory_params(with_policy=True), "use_gold": use_gold,
-        "policy": model_identity(policy), "world_model": model_identity(world_model),
-        "judge": model_identity(judge_model), "max_queries": wm.synth_queries, "max_actions": wm.synth_max_actions,
-        "synth_samples": wm.synth_samples, "wm_max_tokens": wm.max_tokens, "judge_max_tokens": judge_config.max_tokens,
-        "form": wm.form, "filter": wm.synth_filter, "wm_temperature": wm.temperature, "wm_thought": wm.thought,
-        "wm_constrained": wm.constrained})
+        "source": stage_digest(store, inputs.run_id, inputs.round, SAMPLE),
+        "verdicts": stage_digest(store, inputs.run_id, inputs.round, verdict_stage_for(SAMPLE, inputs.use_gold)),
+        "split": inputs.split, **inputs.sampling.trajectory_params(with_policy=True), "use_gold": inputs.use_gold,
+        "policy": model_identity(inputs.policy), "world_model": model_identity(inputs.world_model),
+        "judge": model_identity(inputs.judge_model), "max_queries": wm.synth_queries,
+        "max_actions": wm.synth_max_actions, "synth_samples": wm.synth_samples, "wm": wm.prediction_params(),
+        "judge_max_tokens": inputs.judge_config.max_tokens, "filter": wm.synth_filter})
 
 
-def run_synthesize(root: str, run_id: str, round_: int, split: str, policy: ModelSpec, world_model: ModelSpec,
-                   judge_model: ModelSpec, sampling: SamplingConfig, wm: WorldModelConfig, judge_config: JudgeConfig,
-                   n_tasks: Optional[int] = None, *, serve: ServeModel) -> dict:
-    """Synthetic trajectories for this round's failed queries (resumable): how many and how
-    long from the world-model section, the episodes as the sampling section plays them, the
-    failed queries read as the judge section filters; `n_tasks`: how many tasks real sampling
-    chose (so the suite holds them all); `serve` serves the three models."""
-    store = Storage(root)
-    use_gold = judge_config.filter == "gold"
-    identity = synthesize_identity(root, run_id, round_, split, policy, world_model, judge_model, sampling, wm,
-                                   judge_config)
+def run_synthesize(inputs: SynthesizeInputs, serve: ServeModel) -> dict:
+    """Synthetic trajectories for this round's failed queries (resumable), as `inputs` says;
+    `serve` serves the three models."""
+    store, wm, run_id, round_ = inputs.store(), inputs.wm, inputs.run_id, inputs.round
+    identity = synthesize_identity(inputs)
     open_stage(store, run_id, round_, SYNTHESIZE, identity)
-    trajs, steps = read_episodes(store, run_id, round_, SAMPLE, verdicts=verdict_stage_for(SAMPLE, use_gold))
+    trajs, steps = read_episodes(store, run_id, round_, SAMPLE, verdicts=verdict_stage_for(SAMPLE, inputs.use_gold))
     starts = real_starts(trajs, steps)  # judged copies keep each trajectory's query and task
-    failed = [t for t in failed_task_ids(trajs, steps, use_gold=use_gold) if t in starts][:wm.synth_queries]
+    failed = [t for t in failed_task_ids(trajs, steps, use_gold=inputs.use_gold) if t in starts][:wm.synth_queries]
     result = {"failed_queries": len(failed), "trajectories": 0, "judged_successes": 0, "replay_successes": None,
               "stop_reasons": {}, "terminal": 0, "filter": wm.synth_filter, "judge_agreement": None,
               "uri": store.uri(run_id, round_, SYNTHESIZE), "identity": identity.digest}
     if not failed:
         return result
-    summary = asyncio.run(_synthesize(store, run_id, round_, split, {i: starts[i] for i in failed}, policy,
-                                      world_model, judge_model, sampling, wm, judge_config, n_tasks, identity.digest,
-                                      serve))
+    summary = asyncio.run(_synthesize(inputs, store, {i: starts[i] for i in failed}, identity.digest, serve))
     rows = store.read_table(run_id, round_, SYNTHESIZE, table_name="trajectories").to_pylist()
     reasons = dict(Counter(r["stop_reason"] for r in rows))
     result |= {k: v for k, v in sample_result(summary).items() if k in ("trajectories", "new", "steps",
@@ -96,13 +107,12 @@ def run_synthesize(root: str, run_id: str, round_: int, split: str, policy: Mode
         if replayed else None}
 
 
-async def _synthesize(store: Storage, run_id: str, round_: int, split: str, starts: dict[str, RealStart],
-                      policy: ModelSpec, world_model: ModelSpec, judge_model: ModelSpec, sampling: SamplingConfig,
-                      wm: WorldModelConfig, judge_config: JudgeConfig, n_tasks: Optional[int], identity: str,
+async def _synthesize(inputs: SynthesizeInputs, store: Storage, starts: dict[str, RealStart], identity: str,
                       serve: ServeModel):
     serve_without_browser = partial(serve, browser=False)  # no browser for the models: every core
 
-    the_suite = open_suite(sampling.suite, sampling.miniwob_tasks, n_tasks)
+    sampling, wm, split = inputs.sampling, inputs.wm, inputs.split
+    the_suite = open_suite(sampling.suite, sampling.miniwob_tasks, inputs.n_tasks)
     await the_suite.start()  # for the tasks' start URLs (and pages to replay on)
     try:
         by_id = {t.id: t for t in the_suite.tasks(split)}
@@ -111,19 +121,19 @@ async def _synthesize(store: Storage, run_id: str, round_: int, split: str, star
             raise ValueError(f"failed tasks {missing[:3]} are not in {sampling.suite}/{split}: "
                              "was the suite's task list changed?")
         tasks = [by_id[i].with_(query=start.query) for i, start in starts.items()]
-        cfg = SampleConfig(run_id=run_id, round=round_, stage=SYNTHESIZE,
+        cfg = SampleConfig(run_id=inputs.run_id, round=inputs.round, stage=SYNTHESIZE,
                            sampling=replace(sampling, samples=wm.synth_samples), source="synthetic", identity=identity)
         async with AsyncExitStack() as browsing:
             replay = await _replayer(browsing, the_suite, cfg) if wm.synth_filter == "replay" else None
             with ExitStack() as stack:
-                policy_client = stack.enter_context(serve_without_browser(policy)).client()
-                model = WorldModel.of(stack.enter_context(serve_without_browser(world_model)).client(), wm)
-                judge_client = stack.enter_context(serve_without_browser(judge_model)).client()
+                policy_client = stack.enter_context(serve_without_browser(inputs.policy)).client()
+                model = WorldModel(stack.enter_context(serve_without_browser(inputs.world_model)).client(), wm)
+                judge_client = stack.enter_context(serve_without_browser(inputs.judge_model)).client()
                 return await synthesize(
                     tasks, {i: start.first_page for i, start in starts.items()},
                     PolicyAgent.for_episodes(policy_client, sampling, seed_offset=SYNTHETIC_SEEDS), model, store, cfg,
                     judge_client=judge_client,
-                    judge_max_tokens=judge_config.max_tokens, max_actions=wm.synth_max_actions, replay=replay)
+                    judge_max_tokens=inputs.judge_config.max_tokens, max_actions=wm.synth_max_actions, replay=replay)
     finally:
         await the_suite.stop()
 

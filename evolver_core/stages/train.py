@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 from evolver_core.config import ModelSpec, TrainingConfig
 from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest
@@ -16,6 +16,7 @@ from evolver_core.data.run_layout import (ADAPTER, FINETUNE, adapter_uri, has_ad
                                           stage_digest, training_rounds)
 from evolver_core.data.storage import Storage
 from evolver_core.settings import download_cache
+from evolver_core.stages.inputs import StageInputs
 from evolver_core.training.finetune import METRICS_FILE, finetune
 from evolver_core.training.identity import model_identity
 from evolver_core.models.refs import resolve_model
@@ -25,31 +26,42 @@ log = logging.getLogger(__name__)
 CODE = ("evolver_core.training.finetune", "evolver_core.training.sft", "evolver_core.stages.train")
 
 
-def finetune_identity(root: str, run_id: str, round_: int, base_model: str, training: TrainingConfig,
-                      sft_stages: Sequence[str] = ("sft",), out_stage: str = FINETUNE, **_: object) -> StageIdentity:
-    store = Storage(root)
-    data = {f"{r}/{s}": stage_digest(store, run_id, r, s) for r in training_rounds(round_) for s in sft_stages}
-    return StageIdentity(stage=out_stage, code=code_digest(*CODE), params={
-        "base": model_identity(ModelSpec(model=base_model)), "data": data, "training": asdict(training)})
+@dataclass(frozen=True)
+class FinetuneInputs(StageInputs):
+    """A LoRA from `base_model` with the `training` section on the examples of `sft_stages` of
+    rounds 0..round, stored as stage `out_stage`."""
+
+    base_model: str
+    training: TrainingConfig
+    sft_stages: tuple[str, ...] = ("sft",)
+    out_stage: str = FINETUNE
 
 
-def adapter_repair_key(root: str, run_id: str, round_: int, out_stage: str = FINETUNE, **_: object) -> str:
+def finetune_identity(inputs: FinetuneInputs) -> StageIdentity:
+    store = inputs.store()
+    data = {f"{r}/{s}": stage_digest(store, inputs.run_id, r, s)
+            for r in training_rounds(inputs.round) for s in inputs.sft_stages}
+    return StageIdentity(stage=inputs.out_stage, code=code_digest(*CODE), params={
+        "base": model_identity(ModelSpec(model=inputs.base_model)), "data": data,
+        "training": asdict(inputs.training)})
+
+
+def adapter_repair_key(inputs: FinetuneInputs) -> str:
     """"repair" when the stage was started but holds no whole adapter (removed, truncated), else "":
     a part of the task's cache key, so a rerun trains it again instead of returning the cached
     result that names it."""
-    store = Storage(root)
-    started = read_identity(store, run_id, round_, out_stage) is not None
-    return "repair" if started and not has_adapter(store, run_id, round_, out_stage) else ""
+    store = inputs.store()
+    started = read_identity(store, inputs.run_id, inputs.round, inputs.out_stage) is not None
+    return "repair" if started and not has_adapter(store, inputs.run_id, inputs.round, inputs.out_stage) else ""
 
 
-def run_finetune(root: str, run_id: str, round_: int, base_model: str, training: TrainingConfig,
-                 sft_stages: Sequence[str] = ("sft",), out_stage: str = FINETUNE,
-                 on_log: Optional[Callable[[int, dict], None]] = None) -> dict:
-    """Train (or, same identity and a finished adapter there, reuse) the round's adapter of
-    `out_stage` with the `training` section; returns its URI, content digest, example count
-    and training metrics."""
-    store = Storage(root)
-    identity = finetune_identity(root, run_id, round_, base_model, training, sft_stages, out_stage)
+def run_finetune(inputs: FinetuneInputs, on_log: Optional[Callable[[int, dict], None]] = None) -> dict:
+    """Train (or, same identity and a finished adapter there, reuse) the round's adapter of the
+    out stage as `inputs` says; returns its URI, content digest, example count and training
+    metrics."""
+    store, run_id, round_, out_stage = inputs.store(), inputs.run_id, inputs.round, inputs.out_stage
+    sft_stages, training, base_model = inputs.sft_stages, inputs.training, inputs.base_model
+    identity = finetune_identity(inputs)
     resumed = open_stage(store, run_id, round_, out_stage, identity) == "resumed"
     examples = [e for r in training_rounds(round_) for s in sft_stages
                 if store.exists(run_id, r, s) for e in read_sft_parquet(store, run_id, r, s)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import ExitStack
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional
 
@@ -16,8 +17,8 @@ from evolver_core.data.episodes import read_episodes
 from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.records import FIDELITY_SCHEMA, FIDELITY_TABLE, WM_TRANSITION_TABLE
 from evolver_core.data.run_layout import EVAL, FIDELITY, SAMPLE, WM_DATA, WM_SFT, open_stage, stage_digest
-from evolver_core.data.storage import Storage
 from evolver_core.models.serving import ServeModel
+from evolver_core.stages.inputs import StageInputs
 from evolver_core.training.identity import model_identity
 from evolver_core.training.sft import write_sft_parquet
 from evolver_core.world_model.fidelity import measure_fidelity
@@ -28,25 +29,35 @@ WM_DATA_CODE = ("evolver_core.world_model.model", "evolver_core.stages.world_mod
 FIDELITY_CODE = ("evolver_core.world_model.fidelity", "evolver_core.stages.world_model")
 
 
-def wm_data_identity(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModelConfig,
-                     source_stage: str = SAMPLE, **_: object) -> StageIdentity:
+@dataclass(frozen=True)
+class WmDataInputs(StageInputs):
+    """Transitions of every trajectory of `source_stage`, as the world-model section `wm`
+    caps and forms them, with rationales distilled by `base`."""
+
+    base: ModelSpec
+    wm: WorldModelConfig
+    source_stage: str = SAMPLE
+
+
+def wm_data_identity(inputs: WmDataInputs) -> StageIdentity:
+    wm = inputs.wm
     return StageIdentity(stage=WM_DATA, code=code_digest(*WM_DATA_CODE), params={
-        "source": stage_digest(Storage(root), run_id, round_, source_stage), "distiller": model_identity(base),
-        "first_per_site": wm.first_per_site, "per_action_key": wm.per_action_key,
-        "rationale_max_tokens": wm.rationale_max_tokens, "limit": wm.transitions, "form": wm.form})
+        "source": stage_digest(inputs.store(), inputs.run_id, inputs.round, inputs.source_stage),
+        "distiller": model_identity(inputs.base), "first_per_site": wm.first_per_site,
+        "per_action_key": wm.per_action_key, "rationale_max_tokens": wm.rationale_max_tokens,
+        "limit": wm.transitions, "form": wm.form})
 
 
-def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModelConfig,
-                source_stage: str = SAMPLE, on_done: Optional[Callable[[int, int], None]] = None, *,
-                serve: ServeModel) -> dict:
-    """Every trajectory of `source_stage`, successful or failed, gives transitions (at most
-    `wm.transitions` a round, chosen at random, seeded), with rationales by `base` (served by
-    `serve`); `on_done(done, total)` reports the rationale distillation's progress (the slow
-    part on CPU)."""
+def run_wm_data(inputs: WmDataInputs, serve: ServeModel, on_done: Optional[Callable[[int, int], None]] = None) -> dict:
+    """Every trajectory of the source stage, successful or failed, gives transitions (at most
+    `wm.transitions` a round, chosen at random, seeded), with rationales by the base model
+    (served by `serve`); `on_done(done, total)` reports the rationale distillation's progress
+    (the slow part on CPU)."""
     serve_without_browser = partial(serve, browser=False)  # no browser in this stage: every core
 
-    store = Storage(root)
-    identity = wm_data_identity(root, run_id, round_, base, wm, source_stage)
+    store, wm, run_id, round_ = inputs.store(), inputs.wm, inputs.run_id, inputs.round
+    source_stage = inputs.source_stage
+    identity = wm_data_identity(inputs)
     open_stage(store, run_id, round_, WM_DATA, identity)
     # `wm_sft` is written here too: it is this stage's other output, under the same identity.
     open_stage(store, run_id, round_, WM_SFT, StageIdentity(stage=WM_SFT, code=identity.code,
@@ -57,7 +68,7 @@ def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldM
     kept = cap_transitions(everything, first_per_site=wm.first_per_site, per_action_key=wm.per_action_key,
                            limit=wm.transitions)
     if wm.thought:
-        with serve_without_browser(base) as server:
+        with serve_without_browser(inputs.base) as server:
             rationales = asyncio.run(distill_rationales(server.client(), kept, max_tokens=wm.rationale_max_tokens,
                                                         on_done=on_done))
     else:  # no rationales: no base model to start
@@ -71,34 +82,44 @@ def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldM
             "identity": identity.digest}
 
 
-def fidelity_identity(root: str, run_id: str, round_: int, world_model: ModelSpec, judge_model: Optional[ModelSpec],
-                      wm: WorldModelConfig, source_stage: str = EVAL, **_: object) -> StageIdentity:
+@dataclass(frozen=True)
+class FidelityInputs(StageInputs):
+    """Paper Table 2 for `world_model`, predicting as the section `wm` says, greedily, on the
+    real transitions of `source_stage`; O/A needs `judge_model`."""
+
+    world_model: ModelSpec
+    judge_model: Optional[ModelSpec]
+    wm: WorldModelConfig
+    source_stage: str = EVAL
+
+
+def fidelity_identity(inputs: FidelityInputs) -> StageIdentity:
     return StageIdentity(stage=FIDELITY, code=code_digest(*FIDELITY_CODE), params={
-        "source": stage_digest(Storage(root), run_id, round_, source_stage), "world_model": model_identity(world_model),
-        "judge": model_identity(judge_model), "max_transitions": wm.fidelity_transitions,
-        "wm_max_tokens": wm.max_tokens, "form": wm.form, "thought": wm.thought, "constrained": wm.constrained})
+        "source": stage_digest(inputs.store(), inputs.run_id, inputs.round, inputs.source_stage),
+        "world_model": model_identity(inputs.world_model), "judge": model_identity(inputs.judge_model),
+        "max_transitions": inputs.wm.fidelity_transitions, "wm": inputs.wm.prediction_params(greedy=True)})
 
 
-def run_fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, judge_model: Optional[ModelSpec],
-                 wm: WorldModelConfig, source_stage: str = EVAL, *, serve: ServeModel) -> dict:
+def run_fidelity(inputs: FidelityInputs, serve: ServeModel) -> dict:
     """Paper Table 2 for this round's world model: its predictions (temperature 0) of the real
-    transitions of `source_stage` (the test split's evaluation: tasks M_w never trained on),
-    at most `wm.fidelity_transitions` (seeded). O/A needs `judge_model`. `serve` serves both."""
+    transitions of the source stage (the test split's evaluation: tasks M_w never trained on),
+    at most `wm.fidelity_transitions` (seeded). O/A needs a judge model. `serve` serves both."""
     serve_without_browser = partial(serve, browser=False)  # no browser in this stage: every core
 
-    store = Storage(root)
-    identity = fidelity_identity(root, run_id, round_, world_model, judge_model, wm, source_stage)
+    store, wm, run_id, round_ = inputs.store(), inputs.wm, inputs.run_id, inputs.round
+    identity = fidelity_identity(inputs)
     open_stage(store, run_id, round_, FIDELITY, identity)
-    trajs, steps = read_episodes(store, run_id, round_, source_stage)
+    trajs, steps = read_episodes(store, run_id, round_, inputs.source_stage)
     trajs = [t for t in trajs if t.stop_reason != "error"]
     held_out = cap_transitions(predictable(transitions_from_records(trajs, steps), wm.form),
                                limit=wm.fidelity_transitions)
     with ExitStack() as stack:
-        model = WorldModel.of(stack.enter_context(serve_without_browser(world_model)).client(), wm, greedy=True)
-        judge = stack.enter_context(serve_without_browser(judge_model)).client() if judge_model else None
+        model = WorldModel(stack.enter_context(serve_without_browser(inputs.world_model)).client(), wm, greedy=True)
+        judge = (stack.enter_context(serve_without_browser(inputs.judge_model)).client() if inputs.judge_model
+                 else None)
         report, rows = asyncio.run(measure_fidelity(model, held_out, judge=judge))
     if rows:
         table = pa.Table.from_pylist([{"run_id": run_id, "round": round_, "stage": FIDELITY} | r for r in rows],
                                      schema=FIDELITY_SCHEMA)
-        report["uri"] = store.write_shard(run_id, round_, FIDELITY, FIDELITY_TABLE, table, source_stage)
+        report["uri"] = store.write_shard(run_id, round_, FIDELITY, FIDELITY_TABLE, table, inputs.source_stage)
     return report | {"identity": identity.digest}

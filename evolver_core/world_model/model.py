@@ -74,7 +74,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from evolver_core.config import WM_FORMS, WorldModelConfig
+from evolver_core.config import WorldModelConfig
 from evolver_core.contracts.observation import TREE_START
 from evolver_core.contracts.reply import format_reply
 from evolver_core.data.records import WM_TRANSITION_SCHEMA, StepRecord, TrajectoryRecord, validate_table
@@ -252,40 +252,31 @@ def outcome_probability(tokens: Sequence[TokenLogprob]) -> float | None:
 
 
 class WorldModel:
-    """M_w behind the OpenAI API (`outcome_probability`: ask for the outcome's probability)."""
+    """M_w behind the OpenAI API, predicting as the world-model section says: its reply form,
+    rationale line, token cap, grammar and temperature (`greedy`: 0, as fidelity decodes);
+    `outcome_probability`: ask for the outcome's probability (look-ahead's world-model scorer)."""
 
-    def __init__(self, client: LLMClient, *, temperature: float = WorldModelConfig.temperature,
-                 max_tokens: int = WorldModelConfig.max_tokens, form: str = WorldModelConfig.form,
-                 thought: bool = True, constrained: bool = False, outcome_probability: bool = False):
-        if form not in WM_FORMS:
-            raise ValueError(f"form must be one of {WM_FORMS}, got {form!r}")
+    def __init__(self, client: LLMClient, config: WorldModelConfig, *, greedy: bool = False,
+                 outcome_probability: bool = False):
         self.client = client
-        self.temperature = temperature
-        self.max_tokens = max_tokens
-        self.form = form
-        self.thought = thought  # its replies start with a rationale line (it was trained so)
-        self.constrained = constrained  # decode within `reply_regex` where the server can
+        self.config = config
+        self.temperature = 0.0 if greedy else config.temperature
         self.outcome_probability = outcome_probability
-
-    @classmethod
-    def of(cls, client: LLMClient, wm: WorldModelConfig, *, greedy: bool = False) -> "WorldModel":
-        """M_w as the world-model section says (`greedy`: temperature 0, as fidelity decodes)."""
-        return cls(client, temperature=0.0 if greedy else wm.temperature, max_tokens=wm.max_tokens, form=wm.form,
-                   thought=wm.thought, constrained=wm.constrained)
 
     async def predict(self, objective: str, start_url: str, past_actions: Sequence[str],
                       last_observation: str | None, action: str | None, *, seed: int | None = None) -> WMPrediction:
         """The page after `action` on `last_observation` (None, None: the first page; the tree
         form only), and whether the episode ends there."""
-        if self.form == "delta" and last_observation is None:
+        form, thought = self.config.form, self.config.thought
+        if form == "delta" and last_observation is None:
             raise ValueError("the delta form predicts the page after an action on a real or predicted page")
-        messages = build_wm_messages(objective, start_url, past_actions, last_observation, action, form=self.form,
-                                     thought=self.thought)
-        completion = await self.client.chat(messages, temperature=self.temperature, max_tokens=self.max_tokens,
+        messages = build_wm_messages(objective, start_url, past_actions, last_observation, action, form=form,
+                                     thought=thought)
+        completion = await self.client.chat(messages, temperature=self.temperature, max_tokens=self.config.max_tokens,
                                             seed=seed,
-                                            regex=reply_regex(self.form, self.thought) if self.constrained else None,
+                                            regex=reply_regex(form, thought) if self.config.constrained else None,
                                             top_logprobs=OUTCOME_TOP_LOGPROBS if self.outcome_probability else 0)
-        prediction = parse_wm_output(completion.text, form=self.form, current=last_observation,
+        prediction = parse_wm_output(completion.text, form=form, current=last_observation,
                                      cut=completion.finish_reasons[:1] == ["length"])
         p_success = outcome_probability(completion.token_logprobs) if prediction.ends else None
         return replace(prediction, prompt_tokens=completion.prompt_tokens,
