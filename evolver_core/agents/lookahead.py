@@ -199,15 +199,14 @@ class LookaheadAgent:
     says how (`LookaheadSpec.make_agent` is the one way to build it for an episode).
     """
 
-    def __init__(self, spec: LookaheadSpec, policy: PolicyAgent, world_model: WorldModel, scorer: LLMClient | None,
-                 name: str | None = None):
+    def __init__(self, spec: LookaheadSpec, policy: PolicyAgent, world_model: WorldModel, scorer: LLMClient | None):
         if spec.scored_by_llm and scorer is None:
             raise ValueError("the llm scorer needs a scorer client")
         self.spec = spec
         self.policy = policy
         self.world_model = world_model
         self.scorer = scorer
-        self.name = name or f"wmla{spec.depth}:{policy.client.model}"
+        self.name = f"wmla{spec.depth}:{policy.client.model}"
 
     def start(self, task: Task) -> None:
         self.policy.start(task)
