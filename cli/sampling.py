@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from evolver_core.config import ModelSpec, SamplingConfig
+from evolver_core.data.stage_results import JudgeSummary, SampleSummary
 from evolver_core.data.storage import Storage
-from evolver_core.judge.stored import JudgeSummary, judge_trajectories
-from evolver_core.sampling.sampler import SampleSummary
+from evolver_core.judge.stored import judge_trajectories
 from evolver_core.stages.sample import run_sample
 
 

@@ -10,8 +10,8 @@ from prefect import get_run_logger
 from prefect.artifacts import aupdate_progress_artifact, create_progress_artifact, create_table_artifact
 
 from evolver_core.config import LookaheadSpec, ModelSpec, SamplingConfig
-from evolver_core.sampling.sampler import SampleSummary
-from evolver_core.stages.sample import run_sample, sample_identity, sample_result
+from evolver_core.data.stage_results import SampleSummary
+from evolver_core.stages.sample import run_sample, sample_identity
 from tasks.common import artifact_key, stage_task
 
 
@@ -19,7 +19,7 @@ from tasks.common import artifact_key, stage_task
             retry_delay_seconds=5)
 def sample(root: str, run_id: str, round_: int, stage: str, split: str, n_tasks: Optional[int],
            policy: Optional[ModelSpec], sampling: SamplingConfig, shard: int = 0,
-           lookahead: Optional[LookaheadSpec] = None, screenshots: bool = False) -> dict:
+           lookahead: Optional[LookaheadSpec] = None, screenshots: bool = False) -> SampleSummary:
     """Sample trajectories into `runs/<run>/round=<i>/<stage>/`; a retry or rerun resumes.
     A retrained policy reruns it: its adapter's content is in the identity."""
     logger = get_run_logger()
@@ -44,8 +44,7 @@ def sample(root: str, run_id: str, round_: int, stage: str, split: str, n_tasks:
     summary = asyncio.run(body())
     for uri in summary.repaired:
         logger.warning(f"repaired {uri}")
-    result = sample_result(summary)
-    create_table_artifact([{k: v for k, v in result.items() if k != "repaired"}],
+    create_table_artifact([{k: v for k, v in summary.to_json().items() if k != "repaired"}],
                           key=artifact_key(run_id, f"r{round_}", stage, shard),
                           description=f"{stage} stage of round {round_}: counts and success")
-    return result
+    return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from typing import Optional
 
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
@@ -10,13 +11,15 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 
 from evolver_core.config import ModelSpec, WorldModelConfig
 from evolver_core.data.run_layout import EVAL, SAMPLE
+from evolver_core.data.stage_results import FidelitySummary, WmDataSummary
+from evolver_core.reporting.formats import measure
 from evolver_core.stages.world_model import fidelity_identity, run_fidelity, run_wm_data, wm_data_identity
 from tasks.common import artifact_key, stage_task
 
 
 @stage_task(wm_data_identity, task_run_name="wm_data-r{round_}")
 def wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModelConfig,
-            source_stage: str = SAMPLE) -> dict:
+            source_stage: str = SAMPLE) -> WmDataSummary:
     """Transitions of every trajectory of `source_stage`, successful or failed."""
     progress = create_progress_artifact(0.0, description=f"wm_data round {round_}: rationales distilled")
 
@@ -25,7 +28,7 @@ def wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModel
                                                    100.0 * done / max(total, 1))
 
     result = run_wm_data(root, run_id, round_, base, wm, source_stage, on_done=on_done)
-    create_table_artifact([{k: v for k, v in result.items() if not k.endswith("uri")}],
+    create_table_artifact([{k: v for k, v in asdict(result).items() if not k.endswith("uri")}],
                           key=artifact_key(run_id, f"r{round_}", "wm-data"),
                           description=f"world-model data, round {round_}")
     return result
@@ -33,20 +36,17 @@ def wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModel
 
 @stage_task(fidelity_identity, task_run_name="fidelity-r{round_}")
 def fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, judge_model: Optional[ModelSpec],
-             wm: WorldModelConfig, source_stage: str = EVAL) -> dict:
+             wm: WorldModelConfig, source_stage: str = EVAL) -> FidelitySummary:
     """Paper Table 2 for this round's world model (`run_fidelity`)."""
     report = run_fidelity(root, run_id, round_, world_model, judge_model, wm, source_stage)
-    create_table_artifact([{"round": round_, **{k: v for k, v in report.items() if k != "uri"}}],
+    create_table_artifact([{"round": round_, **{k: v for k, v in asdict(report).items() if k != "uri"}}],
                           key=artifact_key(run_id, f"r{round_}", "wm-fidelity"),
                           description=f"world-model fidelity (STR / Sim. / O/A), round {round_}")
     create_markdown_artifact(
-        f"### World model, round {round_}: fidelity on {report['n']} held-out real transitions ({source_stage})\n\n"
-        f"| STR | Sim. | O/A |\n|---|---|---|\n| {_fmt(report['str'])} | {_fmt(report['sim'])} | {_fmt(report['oa'])} |\n\n"
+        f"### World model, round {round_}: fidelity on {report.n} held-out real transitions ({source_stage})\n\n"
+        f"| STR | Sim. | O/A |\n|---|---|---|\n"
+        f"| {measure(report.str)} | {measure(report.sim)} | {measure(report.oa)} |\n\n"
         "STR: the prediction parses as a page tree; Sim.: element F1 and line similarity to the real page; "
         "O/A: the judge finds it functionally equivalent (`evolver_core/world_model/fidelity.py`).\n",
         key=artifact_key(run_id, f"r{round_}", "wm-fidelity-report"))
     return report
-
-
-def _fmt(x: Optional[float]) -> str:
-    return "n/a" if x is None else f"{x:.3f}"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict
+from dataclasses import replace
 
 from evolver_core.config import JudgeConfig, ModelSpec
 from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.run_layout import SAMPLE, judge_stage_for, open_stage, stage_digest
+from evolver_core.data.stage_results import JudgeSummary
 from evolver_core.data.storage import Storage
 from evolver_core.judge.judge import DEFAULT_LAST_N
 from evolver_core.judge.stored import judge_trajectories
@@ -25,9 +26,9 @@ def judge_identity(root: str, run_id: str, round_: int, judge_model: ModelSpec,
 
 
 def run_judge(root: str, run_id: str, round_: int, judge_model: ModelSpec, judge_config: JudgeConfig = JudgeConfig(),
-              source_stage: str = SAMPLE, stage: str | None = None) -> dict:
+              source_stage: str = SAMPLE, stage: str | None = None) -> JudgeSummary:
     """Judge every trajectory of `source_stage` (resumable) with `judge_model`, its replies
-    capped by the judge section; returns the `JudgeSummary` as a dict."""
+    capped by the judge section."""
     from infra.serving import serve_without_browser  # no browser in this stage: every core
 
     stage = stage or judge_stage_for(source_stage)
@@ -37,4 +38,4 @@ def run_judge(root: str, run_id: str, round_: int, judge_model: ModelSpec, judge
     with serve_without_browser(judge_model) as server:
         summary = asyncio.run(judge_trajectories(store, run_id, round_, server.client(), source_stage=source_stage,
                                                  stage=stage, max_tokens=judge_config.max_tokens))
-    return asdict(summary) | {"stage": stage, "identity": identity.digest}
+    return replace(summary, identity=identity.digest)

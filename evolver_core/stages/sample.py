@@ -14,8 +14,9 @@ from evolver_core.contracts.episode import episode_seed
 from evolver_core.contracts.task import Suite, Task
 from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest
 from evolver_core.data.run_layout import open_stage
+from evolver_core.data.stage_results import SampleSummary
 from evolver_core.data.storage import Storage
-from evolver_core.sampling.sampler import SampleConfig, SampleSummary, sample_trajectories
+from evolver_core.sampling.sampler import SampleConfig, sample_trajectories
 from evolver_core.suites.registry import LIVE_SUITES, get_suite, select_tasks
 from evolver_core.suites.taskfile import data_dir
 from evolver_core.training.identity import model_identity
@@ -111,11 +112,3 @@ def agent_factory(stack: ExitStack, suite: Suite, policy: Optional[ModelSpec], s
         policy_agent(task, k), world_model, scorer, depth=lookahead.depth, candidates=lookahead.candidates,
         scorer_max_tokens=lookahead.scorer_max_tokens, candidate_temperature=lookahead.candidate_temperature,
         rollout_temperature=lookahead.rollout_temperature, score_by=lookahead.score_by, margin=lookahead.margin)
-
-
-def sample_result(summary: SampleSummary) -> dict:
-    """The stage's result as the flows and artifacts take it (counts, rates, identity)."""
-    out = asdict(summary)
-    out.pop("errors")
-    out.update(success_rate=summary.success_rate, action_validity=summary.action_validity)
-    return out

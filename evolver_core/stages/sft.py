@@ -5,6 +5,7 @@ from __future__ import annotations
 from evolver_core.data.episodes import read_episodes
 from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.run_layout import JUDGE, SAMPLE, SFT, SYNTH_SFT, SYNTHESIZE, open_stage, stage_digest
+from evolver_core.data.stage_results import SftSummary
 from evolver_core.data.storage import Storage
 from evolver_core.training.sft import convert_trajectories, write_sft_parquet
 
@@ -32,7 +33,7 @@ def to_sft_identity(root: str, run_id: str, round_: int, source_stage: str, use_
         "verdicts": stage_digest(store, run_id, round_, verdicts) if verdicts != source_stage else None})
 
 
-def run_to_sft(root: str, run_id: str, round_: int, source_stage: str, use_gold: bool) -> dict:
+def run_to_sft(root: str, run_id: str, round_: int, source_stage: str, use_gold: bool) -> SftSummary:
     """Keep the successes of `source_stage`, one chat example per step; returns counts and reasons."""
     store = Storage(root)
     identity = to_sft_identity(root, run_id, round_, source_stage, use_gold)
@@ -41,6 +42,6 @@ def run_to_sft(root: str, run_id: str, round_: int, source_stage: str, use_gold:
                                  verdicts=verdict_stage_for(source_stage, use_gold))
     conv = convert_trajectories(trajs, steps, use_gold=use_gold)
     uri = write_sft_parquet(conv.examples, store, run_id, round_, source_stage=source_stage, stage=identity.stage)
-    return {"uri": uri, "stage": identity.stage, "source_stage": source_stage, "trajectories": len(trajs),
-            "kept": conv.kept, "examples": len(conv.examples), "reasons": dict(conv.reasons),
-            "identity": identity.digest}
+    return SftSummary(uri=uri, stage=identity.stage, source_stage=source_stage, trajectories=len(trajs),
+                      kept=conv.kept, examples=len(conv.examples), reasons=dict(conv.reasons),
+                      identity=identity.digest)

@@ -25,10 +25,11 @@ from evolver_core.contracts.task import Suite
 from evolver_core.data.episodes import read_episodes
 from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.run_layout import SAMPLE, SYNTHESIZE, open_stage, stage_digest
+from evolver_core.data.stage_results import SynthesisSummary
 from evolver_core.data.storage import Storage
 from evolver_core.judge.judge import agreement
 from evolver_core.sampling.sampler import SampleConfig
-from evolver_core.stages.sample import open_suite, sample_result
+from evolver_core.stages.sample import open_suite
 from evolver_core.stages.sft import verdict_stage_for
 from evolver_core.training.identity import model_identity
 from evolver_core.world_model.model import WorldModel
@@ -59,7 +60,7 @@ def synthesize_identity(root: str, run_id: str, round_: int, split: str, policy:
 
 def run_synthesize(root: str, run_id: str, round_: int, split: str, policy: ModelSpec, world_model: ModelSpec,
                    judge_model: ModelSpec, sampling: SamplingConfig, wm: WorldModelConfig, judge_config: JudgeConfig,
-                   n_tasks: Optional[int] = None) -> dict:
+                   n_tasks: Optional[int] = None) -> SynthesisSummary:
     """Synthetic trajectories for this round's failed queries (resumable): how many and how
     long from the world-model section, the episodes as the sampling section plays them, the
     failed queries read as the judge section filters; `n_tasks`: how many tasks real sampling
@@ -72,25 +73,26 @@ def run_synthesize(root: str, run_id: str, round_: int, split: str, policy: Mode
     trajs, steps = read_episodes(store, run_id, round_, SAMPLE, verdicts=verdict_stage_for(SAMPLE, use_gold))
     starts = real_starts(trajs, steps)  # judged copies keep each trajectory's query and task
     failed = [t for t in failed_task_ids(trajs, steps, use_gold=use_gold) if t in starts][:wm.synth_queries]
-    result = {"failed_queries": len(failed), "trajectories": 0, "judged_successes": 0, "replay_successes": None,
-              "stop_reasons": {}, "terminal": 0, "filter": wm.synth_filter, "judge_agreement": None,
-              "uri": store.uri(run_id, round_, SYNTHESIZE), "identity": identity.digest}
+    uri = store.uri(run_id, round_, SYNTHESIZE)
     if not failed:
-        return result
+        return SynthesisSummary(failed_queries=0, trajectories=0, judged_successes=0, replay_successes=None,
+                                stop_reasons={}, terminal=0, filter=wm.synth_filter, judge_agreement=None, uri=uri,
+                                identity=identity.digest)
     summary = asyncio.run(_synthesize(store, run_id, round_, split, {i: starts[i] for i in failed}, policy,
                                       world_model, judge_model, sampling, wm, judge_config, n_tasks, identity.digest))
     rows = store.read_table(run_id, round_, SYNTHESIZE, table_name="trajectories").to_pylist()
     reasons = dict(Counter(r["stop_reason"] for r in rows))
-    result |= {k: v for k, v in sample_result(summary).items() if k in ("trajectories", "new", "steps",
-                                                                         "valid_actions", "uri")}
     replayed = wm.synth_filter == "replay"
-    return result | {
-        "judged_successes": sum(r["judge_verdict"] == 1 for r in rows), "stop_reasons": reasons,
-        "terminal": reasons.get("done", 0),
-        "replay_successes": sum(r["gold_reward"] is not None and r["gold_reward"] >= 1 for r in rows) if replayed
+    return SynthesisSummary(
+        failed_queries=len(failed), trajectories=summary.trajectories,
+        judged_successes=sum(r["judge_verdict"] == 1 for r in rows),
+        replay_successes=sum(r["gold_reward"] is not None and r["gold_reward"] >= 1 for r in rows) if replayed
         else None,
-        "judge_agreement": agreement([r["judge_verdict"] for r in rows], [r["gold_reward"] for r in rows])
-        if replayed else None}
+        stop_reasons=reasons, terminal=reasons.get("done", 0), filter=wm.synth_filter,
+        judge_agreement=agreement([r["judge_verdict"] for r in rows], [r["gold_reward"] for r in rows])
+        if replayed else None,
+        uri=uri, identity=identity.digest, new=summary.new, steps=summary.steps,
+        valid_actions=summary.valid_actions)
 
 
 async def _synthesize(store: Storage, run_id: str, round_: int, split: str, starts: dict[str, RealStart],

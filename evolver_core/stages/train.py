@@ -14,6 +14,7 @@ from evolver_core.config import ModelSpec, TrainingConfig
 from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest
 from evolver_core.data.run_layout import (ADAPTER, FINETUNE, adapter_uri, has_adapter, open_stage, read_identity,
                                           stage_digest, training_rounds)
+from evolver_core.data.stage_results import AdapterSummary
 from evolver_core.data.storage import Storage
 from evolver_core.settings import download_cache
 from evolver_core.training.finetune import METRICS_FILE, finetune
@@ -44,7 +45,7 @@ def adapter_repair_key(root: str, run_id: str, round_: int, out_stage: str = FIN
 
 def run_finetune(root: str, run_id: str, round_: int, base_model: str, training: TrainingConfig,
                  sft_stages: Sequence[str] = ("sft",), out_stage: str = FINETUNE,
-                 on_log: Optional[Callable[[int, dict], None]] = None) -> dict:
+                 on_log: Optional[Callable[[int, dict], None]] = None) -> AdapterSummary:
     """Train (or, same identity and a finished adapter there, reuse) the round's adapter of
     `out_stage` with the `training` section; returns its URI, content digest, example count
     and training metrics."""
@@ -70,8 +71,8 @@ def run_finetune(root: str, run_id: str, round_: int, base_model: str, training:
             uri = store.put_dir(trained.adapter_dir, run_id, round_, out_stage, ADAPTER)
         metrics = asdict(trained.metrics)
     metrics.pop("loss_history", None)
-    return {"adapter_uri": uri, "adapter_digest": _adapter_digest(store, uri), "base_model": base_model,
-            "examples": len(examples), "stage": out_stage, "identity": identity.digest, **metrics}
+    return AdapterSummary(adapter_uri=uri, adapter_digest=_adapter_digest(store, uri), base_model=base_model,
+                          examples=len(examples), stage=out_stage, identity=identity.digest, metrics=metrics)
 
 
 def _adapter_digest(store: Storage, uri: str) -> str:

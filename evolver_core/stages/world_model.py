@@ -15,6 +15,7 @@ from evolver_core.data.episodes import read_episodes
 from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.records import FIDELITY_SCHEMA, FIDELITY_TABLE, WM_TRANSITION_TABLE
 from evolver_core.data.run_layout import EVAL, FIDELITY, SAMPLE, WM_DATA, WM_SFT, open_stage, stage_digest
+from evolver_core.data.stage_results import FidelitySummary, WmDataSummary
 from evolver_core.data.storage import Storage
 from evolver_core.training.identity import model_identity
 from evolver_core.training.sft import write_sft_parquet
@@ -35,7 +36,7 @@ def wm_data_identity(root: str, run_id: str, round_: int, base: ModelSpec, wm: W
 
 
 def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldModelConfig,
-                source_stage: str = SAMPLE, on_done: Optional[Callable[[int, int], None]] = None) -> dict:
+                source_stage: str = SAMPLE, on_done: Optional[Callable[[int, int], None]] = None) -> WmDataSummary:
     """Every trajectory of `source_stage`, successful or failed, gives transitions (at most
     `wm.transitions` a round, chosen at random, seeded); `on_done(done, total)` reports the
     rationale distillation's progress (the slow part on CPU)."""
@@ -62,9 +63,9 @@ def run_wm_data(root: str, run_id: str, round_: int, base: ModelSpec, wm: WorldM
     uri = store.write_shard(run_id, round_, WM_DATA, WM_TRANSITION_TABLE, table, source_stage)
     examples = wm_sft_examples(kept, rationales, wm.form)
     sft_uri = write_sft_parquet(examples, store, run_id, round_, source_stage=source_stage, stage=WM_SFT)
-    return {"uri": uri, "sft_uri": sft_uri, "transitions": len(everything), "kept": len(kept),
-            "first_steps": sum(1 for t in kept if t.action is None), "examples": len(examples),
-            "identity": identity.digest}
+    return WmDataSummary(uri=uri, sft_uri=sft_uri, transitions=len(everything), kept=len(kept),
+                         first_steps=sum(1 for t in kept if t.action is None), examples=len(examples),
+                         identity=identity.digest)
 
 
 def fidelity_identity(root: str, run_id: str, round_: int, world_model: ModelSpec, judge_model: Optional[ModelSpec],
@@ -76,7 +77,7 @@ def fidelity_identity(root: str, run_id: str, round_: int, world_model: ModelSpe
 
 
 def run_fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, judge_model: Optional[ModelSpec],
-                 wm: WorldModelConfig, source_stage: str = EVAL) -> dict:
+                 wm: WorldModelConfig, source_stage: str = EVAL) -> FidelitySummary:
     """Paper Table 2 for this round's world model: its predictions (temperature 0) of the real
     transitions of `source_stage` (the test split's evaluation: tasks M_w never trained on),
     at most `wm.fidelity_transitions` (seeded). O/A needs `judge_model`."""
@@ -93,8 +94,9 @@ def run_fidelity(root: str, run_id: str, round_: int, world_model: ModelSpec, ju
         model = WorldModel.of(stack.enter_context(serve_without_browser(world_model)).client(), wm, greedy=True)
         judge = stack.enter_context(serve_without_browser(judge_model)).client() if judge_model else None
         report, rows = asyncio.run(measure_fidelity(model, held_out, judge=judge))
+    uri = None
     if rows:
         table = pa.Table.from_pylist([{"run_id": run_id, "round": round_, "stage": FIDELITY} | r for r in rows],
                                      schema=FIDELITY_SCHEMA)
-        report["uri"] = store.write_shard(run_id, round_, FIDELITY, FIDELITY_TABLE, table, source_stage)
-    return report | {"identity": identity.digest}
+        uri = store.write_shard(run_id, round_, FIDELITY, FIDELITY_TABLE, table, source_stage)
+    return FidelitySummary(**report, uri=uri, identity=identity.digest)
