@@ -18,7 +18,7 @@ from cli.options import config_option
 from cli.output import console, emit_json
 from cli.prefect_cmds import deploy, server_app, use_prefect_server, worker
 from evolver_core.config import CallLimits, EvaluationConfig, ModelSpec, SamplingConfig
-from evolver_core.reporting.results import pct
+from evolver_core.reporting.formats import pct
 from evolver_core.settings import storage_root
 
 app = ReportingTyper(
@@ -196,29 +196,31 @@ def evolve(
     flow_run_url = f"{server.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
     from cli.output import learning_table, paired_table, timing_table
 
-    for r in result["rounds"]:
-        console.print(f"round {r['round']}: {r['real_trajectories']} real trajectories ({r['kept_trajectories']} kept), "
-                      f"{r['synthetic']['tried']} synthetic ({r['synthetic']['terminal']} reached an end, "
-                      f"{r['synthetic']['kept']} kept by {r['synthetic']['filter']}), {r['sft_examples']} SFT "
-                      f"examples, {r['eval_tasks']} test episodes" + (f" ({r['eval_errors']} errors, not scored)"
-                                                                      if r['eval_errors'] else ""))
-        for line in r["warnings"]:
-            console.print(f"[yellow]warning[/yellow] round {r['round']}: {line}")
-    console.print(learning_table(result["rounds"]))
-    console.print(paired_table(result["rounds"]))
-    console.print(timing_table(result["rounds"]))
+    rounds = result["rounds"]
+    for r in rounds:
+        syn = r.synthetic
+        console.print(f"round {r.round}: {r.real_trajectories} real trajectories ({r.kept_trajectories} kept), "
+                      f"{syn.tried} synthetic ({syn.terminal} reached an end, {syn.kept} kept by {syn.filter}), "
+                      f"{r.sft_examples} SFT examples, {r.eval_tasks} test episodes"
+                      + (f" ({r.eval_errors} errors, not scored)" if r.eval_errors else ""))
+        for line in r.warnings:
+            console.print(f"[yellow]warning[/yellow] round {r.round}: {line}")
+    console.print(learning_table(rounds))
+    console.print(paired_table(rounds))
+    console.print(timing_table(rounds))
     root = storage_root(storage)
-    adapter = result["rounds"][-1]["adapter"].removeprefix("file://")
+    adapter = rounds[-1].adapter.removeprefix("file://")
     console.print(f"data and adapters: {result['storage']}")
     console.print(f"success-by-round plot: {result['plot']}")
     console.print(f"Prefect UI (flow run, artifacts): {flow_run_url}")
     console.print(f"trajectories: webevolver show {run} --storage {root}   or   "
                   f"webevolver view {run} --storage {root} --out {run}-report")
-    wm_adapter = result["rounds"][-1]["world_model"]["adapter"].removeprefix("file://")
+    wm_adapter = rounds[-1].world_model.adapter.removeprefix("file://")
     console.print(f"evaluate the policy: webevolver eval --suite sandbox --split test --policy {adapter} "
                   f"--storage {root}   (or --suite miniwob; add --lookahead-depth 2 --world-model {wm_adapter})")
     if as_json:
-        emit_json({**result, "flow_run_url": flow_run_url, "ui_url": server.ui_url})
+        emit_json({**result, "rounds": [r.to_json() for r in rounds], "flow_run_url": flow_run_url,
+                   "ui_url": server.ui_url})
 
 
 @app.command()

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import fields
 from typing import Callable, Optional
 
 from evolver_core.config import ModelSpec
-from evolver_core.judge.stored import JudgeSummary
-from evolver_core.sampling.sampler import SampleSummary
+from evolver_core.data.stage_results import JudgeSummary, SampleSummary
 from evolver_core.stages.judge import JudgeInputs, run_judge
 from evolver_core.stages.sample import SampleInputs, run_sample
 from infra.serving import serve
@@ -20,5 +18,4 @@ def run_sampling(inputs: SampleInputs, *, judge: Optional[ModelSpec],
     if judge is None:
         return summary, None
     # a second start of the policy's model: ~10 s
-    judged = run_judge(JudgeInputs(inputs.root, inputs.run_id, inputs.round, judge_model=judge), serve)
-    return summary, JudgeSummary(**{f.name: judged[f.name] for f in fields(JudgeSummary)})
+    return summary, run_judge(JudgeInputs(inputs.root, inputs.run_id, inputs.round, judge_model=judge), serve)

@@ -106,25 +106,25 @@ def _evaluate(split: str, policy: str, tasks: Optional[int], repeats: int, run_i
     run_id = run_id or f"eval-{safe_key(policy.rstrip('/').rsplit('/', 1)[-1])[:40]}-{identity[:10]}"
     with holding_run(run_id, storage):
         runs = [sample_t(repeat(r, run_id)) for r in range(repeats)]
-        solved, rated = sum(r["solved"] for r in runs), sum(r["with_gold"] for r in runs)
+        solved, rated = sum(r.solved for r in runs), sum(r.with_gold for r in runs)
         judged_successes = judged_rated = 0
         if judge_model is not None:
             for r, run in enumerate(runs):
-                if run["with_gold"] < run["trajectories"]:
+                if run.with_gold < run.trajectories:
                     verdicts = judge_t(JudgeInputs(root, run_id, 0, spec(judge_model), source_stage=repeat_stage(r),
                                                    stage=judge_stage_for(repeat_stage(r))), wait_for=[run])
-                    judged_rated += verdicts["without_gold"]
-                    judged_successes += verdicts["successes_without_gold"]
+                    judged_rated += verdicts.without_gold
+                    judged_successes += verdicts.successes_without_gold
     n, wins = rated + judged_rated, solved + judged_successes
     low, high = wilson_interval(wins, n)
-    episodes = sum(r["trajectories"] for r in runs)
+    episodes = sum(r.trajectories for r in runs)
     result = {"run": run_id, "identity": identity, "suite": suite, "split": split, "policy": policy,
-              "lookahead_depth": lookahead_depth, "errors": sum(r["error_episodes"] for r in runs),
-              "tasks": runs[0]["trajectories"], "repeats": repeats, "episodes": episodes,
+              "lookahead_depth": lookahead_depth, "errors": sum(r.error_episodes for r in runs),
+              "tasks": runs[0].trajectories, "repeats": repeats, "episodes": episodes,
               "success_rate": wins / n if n else None, "ci_low": low, "ci_high": high,
               "rated_by_gold": rated, "rated_by_judge": judged_rated, "unrated": episodes - n,
-              "action_validity": sum(r["valid_actions"] for r in runs) / max(1, sum(r["steps"] for r in runs)),
-              "storage": runs[0]["uri"].rsplit("/round=", 1)[0]}
+              "action_validity": sum(r.valid_actions for r in runs) / max(1, sum(r.steps for r in runs)),
+              "storage": runs[0].uri.rsplit("/round=", 1)[0]}
     create_table_artifact([result], key=artifact_key(run_id, "evaluate", suite, split),
                           description=f"evaluation of {policy} on {suite}/{split}")
     return result

@@ -12,6 +12,7 @@ from evolver_core.data.records import from_table
 from evolver_core.data.storage import Storage
 from evolver_core.presets import PresetChoice
 from evolver_core.reporting.plots import success_by_round_png, success_by_round_svg, success_rows
+from evolver_core.reporting.summary import RoundSummary
 from evolver_core.settings import storage_root
 from flows.artifacts import svg_artifact
 from flows.evolve_round import evolve_round, run_preset
@@ -26,7 +27,8 @@ def evolve(rounds: int = 1, preset: PresetChoice = "smoke", run_id: str = "evolv
     """Rounds 0..`rounds` of `evolve_round`, every one on the preset resolved here once
     (`preset`: a name or a whole preset, then `overrides`, as `evolve_round` takes them).
     `task_runner`: "threads" (default) or "dask" (a local Dask cluster runs the sampling
-    shards)."""
+    shards). Returns the run, each round's `RoundSummary` (`rounds`), the storage and the
+    success plot's URI."""
     p = run_preset(preset, overrides)
     round_flow = evolve_round if task_runner == "threads" else evolve_round.with_options(task_runner=make_runner(task_runner))
     results = []
@@ -38,27 +40,27 @@ def evolve(rounds: int = 1, preset: PresetChoice = "smoke", run_id: str = "evolv
     create_table_artifact([fidelity_row(r) for r in results], key=artifact_key(run_id, "wm-fidelity"),
                           description="world-model fidelity by round (paper Table 2), beside the copy baseline")
     plot = _plot(storage_root(storage), run_id)
-    return {"run": run_id, "rounds": results, "storage": results[-1]["storage"], "plot": plot}
+    return {"run": run_id, "rounds": results, "storage": results[-1].storage, "plot": plot}
 
 
-def learning_row(r: dict) -> dict:
+def learning_row(r: RoundSummary) -> dict:
     """One round of the learning table: each arm's success with its interval."""
     def ci(x):
         return [round(v, 3) for v in x] if x else None
-    return {"round": r["round"], "webevolver": r["success_rate"], "webevolver_ci": ci(r["success_ci"]),
-            "self_improve": r["success_rate_self_improve"], "self_improve_ci": ci(r["success_ci_self_improve"]),
-            **{f"wmla{d}": v for d, v in r["success_rate_lookahead"].items()},
-            **{f"plain_on_wmla{d}_tasks": v for d, v in r["success_rate_plain_on_lookahead_tasks"].items()},
-            "generalization": r["generalization_success_rate"], "generalization_ci": ci(r["generalization_ci"]),
-            "wm_str": r["fidelity"]["str"], "wm_sim": r["fidelity"]["sim"], "warnings": len(r["warnings"])}
+    return {"round": r.round, "webevolver": r.success_rate, "webevolver_ci": ci(r.success_ci),
+            "self_improve": r.success_rate_self_improve, "self_improve_ci": ci(r.success_ci_self_improve),
+            **{f"wmla{d}": v for d, v in r.success_rate_lookahead.items()},
+            **{f"plain_on_wmla{d}_tasks": v for d, v in r.success_rate_plain_on_lookahead_tasks.items()},
+            "generalization": r.generalization_success_rate, "generalization_ci": ci(r.generalization_ci),
+            "wm_str": r.fidelity.str, "wm_sim": r.fidelity.sim, "warnings": len(r.warnings)}
 
 
-def fidelity_row(r: dict) -> dict:
+def fidelity_row(r: RoundSummary) -> dict:
     """One round of the fidelity table: the world model's measures and the copy baseline's."""
-    fid = r["fidelity"]
-    return {"round": r["round"], "form": r["world_model"]["form"], "transitions": fid["transitions"],
-            **{k: fid[k] for k in ("str", "sim", "oa", "exact", "change_f1", "terminal")},
-            **{f"copy_{k}": fid["copy"][k] for k in ("str", "sim", "exact")}}
+    fid = r.fidelity
+    return {"round": r.round, "form": r.world_model.form, "transitions": fid.transitions,
+            **{k: getattr(fid, k) for k in ("str", "sim", "oa", "exact", "change_f1", "terminal")},
+            **{f"copy_{k}": fid.copy[k] for k in ("str", "sim", "exact")}}
 
 
 def _plot(root: str, run_id: str) -> str:

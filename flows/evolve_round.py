@@ -26,10 +26,9 @@ paper pairs its second world model with the better first policy); so each round 
 adapters (M_w, M_i), not three. Synthetic trajectories are kept by `world_model.synth_filter`
 (r̂, or the real page's reward for their replayed actions), whatever the preset's `filter`.
 
-The summary says what the world model did: `synthetic` (tried, reached an end, kept, by which
-filter), `arms_identical`, `fidelity` beside the copy baseline, `paired` differences of the
-arms and of look-ahead vs plain decoding on the same episodes, look-ahead's candidates and
-score parse rate, and `warnings`: a line for each of these that came out empty.
+The flow returns the round's summary (`evolver_core.reporting.summary.RoundSummary`: what the
+world model did, both arms' success, and a warning for each of its parts that came out empty)
+and publishes it as artifacts.
 
 The WebEvolver policy M_i samples round i+1 (the paper's line: the world model's data is
 what the method adds, so its policy carries the evolution on); the self-improve arm is
@@ -62,8 +61,9 @@ from evolver_core.data.run_layout import (EVAL, EVAL_GEN, EVAL_PLAIN, EVAL_SELF,
 from evolver_core.data.storage import Storage
 from evolver_core.llm import use_limits
 from evolver_core.presets import Preset, PresetChoice, resolve_preset
-from evolver_core.reporting.warnings import round_warnings
-from evolver_core.reporting.results import lookahead_stats, paired_stages, pct, stage_success, stage_task_ids
+from evolver_core.reporting.formats import pct, pct_ci, points, points_ci
+from evolver_core.reporting.metrics import PairedDifference
+from evolver_core.reporting.summary import RoundStages, RoundSummary, round_summary
 from evolver_core.settings import download_cache, storage_root
 from evolver_core.stages.judge import JudgeInputs
 from evolver_core.stages.sample import SampleInputs
@@ -113,7 +113,7 @@ class StageClock:
 @flow(name="evolve-round")
 def evolve_round(run_id: str = "nightly", round: Optional[int] = None, preset: PresetChoice = "smoke",
                  storage: Optional[str] = None, adapter: Optional[str] = None,
-                 overrides: Optional[dict] = None) -> dict:
+                 overrides: Optional[dict] = None) -> RoundSummary:
     """Run round `round` of run `run_id`; None: the next one (the first without a trained
     policy), so a nightly schedule advances one round a night. `adapter` overrides the
     previous round's policy. `preset`: a preset's name (smoke, cpu, gpu) or a whole preset
@@ -126,13 +126,13 @@ def evolve_round(run_id: str = "nightly", round: Optional[int] = None, preset: P
     p = run_preset(preset, overrides)
     with holding_run(run_id, storage), serving_session(tensor_parallel_size=p.tensor_parallel_size) as session, \
             use_limits(p.limits):
-        summary = _round(p, run_id, round, storage, adapter)
-        summary["server_starts"] = session.start_times()
+        summary = replace(_round(p, run_id, round, storage, adapter), server_starts=session.start_times())
     _report(summary)
     return summary
 
 
-def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str], adapter: Optional[str]) -> dict:
+def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
+           adapter: Optional[str]) -> RoundSummary:
     root = storage_root(storage)
     store = Storage(root)
     if round is None:
@@ -177,7 +177,7 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
     with clock(FINETUNE_WM):
         wm_trained = finetune_t(FinetuneInputs(root, run_id, round, p.model, p.world_model.training,
                                                sft_stages=(WM_SFT,), out_stage=FINETUNE_WM), wait_for=[wm])
-    world_model = adapter_spec(p, root, wm_trained["adapter_uri"])
+    world_model = adapter_spec(p, root, wm_trained.adapter_uri)
 
     # Synthetic trajectories for the failed queries: M_{i-1} acting on M_w's pages, judged by r̂.
     synth = synth_sft = None
@@ -194,7 +194,7 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
         trained = finetune_t(FinetuneInputs(root, run_id, round, p.model, p.training,
                                             sft_stages=policy_sft_stages(with_synthetic=True), out_stage=FINETUNE),
                              wait_for=[real_sft, synth_sft] if synth_sft else [real_sft])
-    policy = adapter_spec(p, root, trained["adapter_uri"])
+    policy = adapter_spec(p, root, trained.adapter_uri)
     self_trained = None
     if round > 0 and p.self_improve:
         with clock(FINETUNE_SELF):
@@ -211,7 +211,7 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
     if self_trained is not None:
         with clock(EVAL_SELF):
             evaluated_self = sample_t(SampleInputs(root, run_id, round, EVAL_SELF, "test", test_tasks,
-                                                   adapter_spec(p, root, self_trained["adapter_uri"]), greedy),
+                                                   adapter_spec(p, root, self_trained.adapter_uri), greedy),
                                       wait_for=[self_trained])
     # Look-ahead, each depth paired with plain decoding on the same episodes: eval's, or its
     # own tasks (`lookahead.headroom_tasks`) with eval-plain beside it.
@@ -241,108 +241,57 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
         fid = fidelity_t(FidelityInputs(root, run_id, round, world_model, judge_spec, p.world_model, source_stage=EVAL),
                          wait_for=[evaluated, wm_trained])
 
-    plain = stage_success(store, run_id, round, EVAL)
-    arm = stage_success(store, run_id, round, EVAL_SELF) if evaluated_self else None
-    gen = stage_success(store, run_id, round, EVAL_GEN) if generalization else None
-    synthetic = {"failed_queries": synth["failed_queries"] if synth else 0,
-                 "tried": synth["trajectories"] if synth else 0, "terminal": synth["terminal"] if synth else 0,
-                 "kept": synth_sft["kept"] if synth_sft else 0, "filter": p.world_model.synth_filter,
-                 "judge_successes": synth["judged_successes"] if synth else 0,
-                 "replay_successes": synth["replay_successes"] if synth else None,
-                 "judge_agreement": synth["judge_agreement"] if synth else None}
-    # The arms differ only by the synthetic examples: none kept, the same data (and adapters).
-    arms_identical = None if self_trained is None else not (synth_sft and synth_sft["examples"])
-    summary = {
-        "run": run_id, "round": round, "preset": p.name, "suite": p.sampling.suite, "storage": store.uri(run_id),
-        "real_trajectories": sum(s["trajectories"] for s in sampled),
-        "synthetic": synthetic, "arms_identical": arms_identical,
-        "train_success_rate": _mean([s["success_rate"] for s in sampled]),
-        "judge_agreement": judged["agreement"] if judged else None,
-        "sft_examples": trained["examples"], "kept_trajectories": real_sft["kept"],
-        "adapter": trained["adapter_uri"], "adapter_digest": trained["adapter_digest"],
-        "train_loss": trained["train_loss"],
-        "success_rate": plain.rate, "success_ci": plain.ci, "eval_tasks": plain.episodes,
-        "eval_errors": plain.errors, "action_validity": evaluated["action_validity"],
-        "success_rate_self_improve": arm.rate if arm else None, "success_ci_self_improve": arm.ci if arm else None,
-        "success_rate_lookahead": {d: stage_success(store, run_id, round, lookahead_stage(int(d))).rate
-                                   for d in lookahead},
-        # Plain decoding on exactly the tasks each look-ahead evaluation ran.
-        "success_rate_plain_on_lookahead_tasks": {
-            d: stage_success(store, run_id, round, plain_stage,
-                             stage_task_ids(store, run_id, round, lookahead_stage(int(d)))).rate for d in lookahead},
-        "lookahead": {d: lookahead_stats(store, run_id, round, lookahead_stage(int(d))) for d in lookahead},
-        "paired": {
-            "webevolver_vs_self": paired_stages(store, run_id, round, EVAL, EVAL_SELF) if evaluated_self else None,
-            "wmla_vs_plain": {d: paired_stages(store, run_id, round, lookahead_stage(int(d)), plain_stage)
-                              for d in lookahead}},
-        "generalization_success_rate": gen.rate if gen else None, "generalization_ci": gen.ci if gen else None,
-        "fidelity": {"transitions": fid["n"], **{k: fid[k] for k in ("str", "sim", "oa", "exact", "change_f1",
-                                                                      "terminal", "copy")}},
-        "world_model": {"form": p.world_model.form, "transitions": wm["transitions"], "kept": wm["kept"],
-                        "examples": wm_trained["examples"], "adapter": wm_trained["adapter_uri"],
-                        "train_loss": wm_trained["train_loss"]},
-        "stage_seconds": clock.seconds,
-        "identities": {"sample": sampled[0]["identity"], "finetune": trained["identity"],
-                       "eval": evaluated["identity"], "finetune_wm": wm_trained["identity"]},
-    }
-    summary["warnings"] = round_warnings(summary)
-    for line in summary["warnings"]:
+    stages = RoundStages(sampled=sampled, judged=judged, real_sft=real_sft, wm_data=wm, wm_trained=wm_trained,
+                         synthesized=synth, synth_sft=synth_sft, trained=trained, self_trained=self_trained,
+                         evaluated=evaluated, evaluated_self=evaluated_self, lookahead=lookahead,
+                         generalization=generalization, fidelity=fid)
+    summary = round_summary(store, run_id, round, preset=p.name, suite=p.sampling.suite, wm=p.world_model,
+                            stages=stages, plain_stage=plain_stage, stage_seconds=clock.seconds)
+    for line in summary.warnings:
         get_run_logger().warning(f"round {round}: {line}")
     return summary
 
 
-
-def _mean(xs: list) -> Optional[float]:
-    xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else None
-
-
-
-def _ci(ci: Optional[tuple]) -> str:
-    return "" if not ci else f" ({pct(ci[0])}-{pct(ci[1])})"
-
-
-def _paired(pair: Optional[dict]) -> str:
+def _paired(pair: Optional[PairedDifference]) -> str:
     if not pair:
         return "n/a"
-    low, high = pair["ci"]
-    return f"{100 * pair['difference']:+.1f} points ({100 * low:+.1f} to {100 * high:+.1f}), {pair['episodes']} episodes"
+    return f"{points(pair.difference)} points ({points_ci(pair.ci)}), {pair.episodes} episodes"
 
 
-def _report(s: dict) -> None:
-    syn, fid, copy = s["synthetic"], s["fidelity"], s["fidelity"]["copy"]
-    create_table_artifact([{k: v for k, v in s.items() if not isinstance(v, (dict, list, tuple))}],
-                          key=artifact_key(s["run"], f"r{s['round']}", "summary"),
-                          description=f"round {s['round']} summary")
-    create_table_artifact([{"stage": k, "seconds": v} for k, v in s["stage_seconds"].items()],
-                          key=artifact_key(s["run"], f"r{s['round']}", "timings"),
-                          description=f"round {s['round']}: wall time per stage (cache hits ~0 s)")
-    if s["server_starts"]:
-        create_table_artifact(s["server_starts"], key=artifact_key(s["run"], f"r{s['round']}", "server-starts"),
-                              description=f"round {s['round']}: model server starts and how long each took")
-    warnings = "".join(f"> **Warning:** {w}\n\n" for w in s["warnings"])
+def _report(s: RoundSummary) -> None:
+    syn, fid, copy = s.synthetic, s.fidelity, s.fidelity.copy
+    create_table_artifact([{k: v for k, v in s.to_json().items() if not isinstance(v, (dict, list, tuple))}],
+                          key=artifact_key(s.run, f"r{s.round}", "summary"),
+                          description=f"round {s.round} summary")
+    create_table_artifact([{"stage": k, "seconds": v} for k, v in s.stage_seconds.items()],
+                          key=artifact_key(s.run, f"r{s.round}", "timings"),
+                          description=f"round {s.round}: wall time per stage (cache hits ~0 s)")
+    if s.server_starts:
+        create_table_artifact(s.server_starts, key=artifact_key(s.run, f"r{s.round}", "server-starts"),
+                              description=f"round {s.round}: model server starts and how long each took")
+    warnings = "".join(f"> **Warning:** {w}\n\n" for w in s.warnings)
     create_markdown_artifact(
-        f"## Round {s['round']} of `{s['run']}` ({s['preset']}, {s['suite']})\n\n{warnings}"
-        f"| | |\n|---|---|\n| real trajectories sampled | {s['real_trajectories']} |\n"
-        f"| kept for training | {s['kept_trajectories']} |\n"
-        f"| synthetic trajectories: tried (failed queries) / terminal / kept ({syn['filter']}) | {syn['tried']} "
-        f"({syn['failed_queries']}) / {syn['terminal']} / {syn['kept']} |\n"
-        f"| the two arms trained on the same data | {s['arms_identical']} |\n"
-        f"| SFT examples (rounds 0..{s['round']}) | {s['sft_examples']} |\n"
-        f"| test success, WebEvolver policy (95% CI) | {pct(s['success_rate'])}{_ci(s['success_ci'])} |\n"
-        f"| test success, self-improve policy (95% CI) | {pct(s['success_rate_self_improve'])}"
-        f"{_ci(s['success_ci_self_improve'])} |\n"
-        f"| WebEvolver minus self-improve, same episodes (95% CI) | {_paired(s['paired']['webevolver_vs_self'])} |\n"
+        f"## Round {s.round} of `{s.run}` ({s.preset}, {s.suite})\n\n{warnings}"
+        f"| | |\n|---|---|\n| real trajectories sampled | {s.real_trajectories} |\n"
+        f"| kept for training | {s.kept_trajectories} |\n"
+        f"| synthetic trajectories: tried (failed queries) / terminal / kept ({syn.filter}) | {syn.tried} "
+        f"({syn.failed_queries}) / {syn.terminal} / {syn.kept} |\n"
+        f"| the two arms trained on the same data | {s.arms_identical} |\n"
+        f"| SFT examples (rounds 0..{s.round}) | {s.sft_examples} |\n"
+        f"| test success, WebEvolver policy (95% CI) | {pct_ci(s.success_rate, s.success_ci)} |\n"
+        f"| test success, self-improve policy (95% CI) | "
+        f"{pct_ci(s.success_rate_self_improve, s.success_ci_self_improve)} |\n"
+        f"| WebEvolver minus self-improve, same episodes (95% CI) | {_paired(s.paired.webevolver_vs_self)} |\n"
         + "".join(f"| test success, look-ahead d={d} (plain on the same episodes) | {pct(v)} "
-                  f"({pct(s['success_rate_plain_on_lookahead_tasks'][d])}) |\n"
+                  f"({pct(s.success_rate_plain_on_lookahead_tasks[d])}) |\n"
                   f"| look-ahead d={d} minus plain (95% CI); score parse rate | "
-                  f"{_paired(s['paired']['wmla_vs_plain'][d])}; {pct(s['lookahead'][d]['parse_rate'])} |\n"
-                  for d, v in s["success_rate_lookahead"].items())
-        + f"| generalization (tasks never trained on) | {pct(s['generalization_success_rate'])}"
-        f"{_ci(s['generalization_ci'])} |\n"
-        f"| action validity | {s['action_validity']} |\n"
-        f"| world model ({s['world_model']['form']}) on {fid['transitions']} held-out transitions: STR / Sim. / exact "
-        f"(copy baseline) | {pct(fid['str'])} / {pct(fid['sim'])} / {pct(fid['exact'])} ({pct(copy['str'])} / "
+                  f"{_paired(s.paired.wmla_vs_plain[d])}; {pct(s.lookahead[d].parse_rate)} |\n"
+                  for d, v in s.success_rate_lookahead.items())
+        + f"| generalization (tasks never trained on) | "
+        f"{pct_ci(s.generalization_success_rate, s.generalization_ci)} |\n"
+        f"| action validity | {s.action_validity} |\n"
+        f"| world model ({s.world_model.form}) on {fid.transitions} held-out transitions: STR / Sim. / exact "
+        f"(copy baseline) | {pct(fid.str)} / {pct(fid.sim)} / {pct(fid.exact)} ({pct(copy['str'])} / "
         f"{pct(copy['sim'])} / {pct(copy['exact'])}) |\n\n"
-        f"Data: `{s['storage']}`  \nPolicy adapter: `{s['adapter']}` (content {s['adapter_digest'][:12]})\n",
-        key=artifact_key(s["run"], f"r{s['round']}", "report"))
+        f"Data: `{s.storage}`  \nPolicy adapter: `{s.adapter}` (content {s.adapter_digest[:12]})\n",
+        key=artifact_key(s.run, f"r{s.round}", "report"))

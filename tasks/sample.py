@@ -8,15 +8,15 @@ import asyncio
 from prefect import get_run_logger
 from prefect.artifacts import aupdate_progress_artifact, create_progress_artifact, create_table_artifact
 
-from evolver_core.sampling.sampler import SampleSummary
-from evolver_core.stages.sample import SampleInputs, run_sample, sample_identity, sample_result
+from evolver_core.data.stage_results import SampleSummary
+from evolver_core.stages.sample import SampleInputs, run_sample, sample_identity
 from infra.serving import serve
 from tasks.common import artifact_key, stage_task
 
 
 @stage_task(sample_identity, task_run_name="sample-{inputs.stage}-r{inputs.round}-shard{inputs.shard}", retries=1,
             retry_delay_seconds=5)
-def sample(inputs: SampleInputs) -> dict:
+def sample(inputs: SampleInputs) -> SampleSummary:
     """Sample trajectories into `runs/<run>/round=<i>/<stage>/`; a retry or rerun resumes.
     A retrained policy reruns it: its adapter's content is in the identity."""
     logger = get_run_logger()
@@ -41,8 +41,7 @@ def sample(inputs: SampleInputs) -> dict:
     summary = asyncio.run(body())
     for uri in summary.repaired:
         logger.warning(f"repaired {uri}")
-    result = sample_result(summary)
-    create_table_artifact([{k: v for k, v in result.items() if k != "repaired"}],
+    create_table_artifact([{k: v for k, v in summary.to_json().items() if k != "repaired"}],
                           key=artifact_key(inputs.run_id, f"r{round_}", stage, inputs.shard),
                           description=f"{stage} stage of round {round_}: counts and success")
-    return result
+    return summary

@@ -3,12 +3,15 @@ around `evolver_core.stages.sft` and `evolver_core.stages.train`."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from prefect import get_run_logger
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
 
 from evolver_core.config import TrainingConfig
 from evolver_core.data.run_layout import training_rounds
+from evolver_core.data.stage_results import AdapterSummary, SftSummary
 from evolver_core.stages.sft import ToSftInputs, run_to_sft, to_sft_identity
 from evolver_core.stages.train import FinetuneInputs, adapter_repair_key, finetune_identity, run_finetune
 from tasks.common import artifact_key, stage_task
@@ -23,20 +26,20 @@ def done_fraction(training: TrainingConfig, step: int, logs: dict) -> float:
 
 
 @stage_task(to_sft_identity, task_run_name="to_sft-r{inputs.round}-{inputs.source_stage}")
-def to_sft(inputs: ToSftInputs) -> dict:
+def to_sft(inputs: ToSftInputs) -> SftSummary:
     """Keep the successes of the source stage (judge verdicts, or gold rewards with `use_gold`),
     one chat example per step."""
     result = run_to_sft(inputs)
-    create_table_artifact([{"stage": inputs.source_stage, "trajectories": result["trajectories"],
-                            "kept": result["kept"], "examples": result["examples"],
-                            **{f"dropped_{k}": v for k, v in result["reasons"].items() if k != "kept"}}],
+    create_table_artifact([{"stage": inputs.source_stage, "trajectories": result.trajectories, "kept": result.kept,
+                            "examples": result.examples,
+                            **{f"dropped_{k}": v for k, v in result.reasons.items() if k != "kept"}}],
                           key=artifact_key(inputs.run_id, f"r{inputs.round}", "sft", inputs.source_stage),
                           description=f"rejection sampling and SFT examples, round {inputs.round}")
     return result
 
 
 @stage_task(finetune_identity, repair=adapter_repair_key, task_run_name="{inputs.out_stage}-r{inputs.round}")
-def finetune(inputs: FinetuneInputs) -> dict:
+def finetune(inputs: FinetuneInputs) -> AdapterSummary:
     """LoRA from the BASE model on the `sft_stages` examples of rounds 0..round (the paper's
     union): a policy (`sft` [+ `synth_sft`] -> `finetune*`) or the world model (`wm_sft` ->
     `finetune_wm`)."""
@@ -50,13 +53,15 @@ def finetune(inputs: FinetuneInputs) -> dict:
             logger.info(f"step {step}: loss {logs['loss']:.4f}")
 
     result = run_finetune(inputs, on_log=on_log)
-    create_table_artifact([{"round": round_, **{k: v for k, v in result.items() if k not in ("adapter_uri",)}}],
+    # The trainer's metrics flattened into the row; `examples` (in both) keeps its place.
+    row = {k: v for k, v in asdict(result).items() if k not in ("adapter_uri", "metrics")} | result.metrics
+    create_table_artifact([{"round": round_, **row}],
                           key=artifact_key(run_id, f"r{round_}", out_stage),
                           description=f"LoRA training metrics ({out_stage}), round {round_}")
     create_markdown_artifact(
-        f"### Adapter ({out_stage}), round {round_}\n\n- adapter: `{result['adapter_uri']}` "
-        f"(content {result['adapter_digest'][:12]})\n- base: `{inputs.base_model}`\n- examples: {result['examples']} "
+        f"### Adapter ({out_stage}), round {round_}\n\n- adapter: `{result.adapter_uri}` "
+        f"(content {result.adapter_digest[:12]})\n- base: `{inputs.base_model}`\n- examples: {result.examples} "
         f"({' + '.join(inputs.sft_stages)}, rounds {training_rounds(round_).start}..{round_})\n"
-        f"- final mean loss: {result['train_loss']:.4f}\n",
+        f"- final mean loss: {result.train_loss:.4f}\n",
         key=artifact_key(run_id, f"r{round_}", out_stage, "adapter"))
     return result

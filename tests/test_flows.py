@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from prefect import flow
 
 from evolver_core.config import SamplingConfig
+from evolver_core.data.stage_results import SampleSummary
 from evolver_core.data.storage import Storage
 from evolver_core.stages.sample import SampleInputs
 from flows.evaluate import evaluate
@@ -26,6 +28,14 @@ from tasks.sample import sample
 ROUND_ZERO_TASKS = ["sample-sample-r0-shard0", "to_sft-r0-sample", "finetune-r0", "wm_data-r0", "finetune_wm-r0",
                     "sample-eval-r0-shard0", "sample-eval-wmla1-r0-shard0", "sample-eval-wmla2-r0-shard0",
                     "fidelity-r0"]
+# A round's summary as `evolve --json` prints it (the keys and their order before it was typed).
+SUMMARY_KEYS = ["run", "round", "preset", "suite", "storage", "real_trajectories", "synthetic", "arms_identical",
+                "train_success_rate", "judge_agreement", "sft_examples", "kept_trajectories", "adapter",
+                "adapter_digest", "train_loss", "success_rate", "success_ci", "eval_tasks", "eval_errors",
+                "action_validity", "success_rate_self_improve", "success_ci_self_improve", "success_rate_lookahead",
+                "success_rate_plain_on_lookahead_tasks", "lookahead", "paired", "generalization_success_rate",
+                "generalization_ci", "fidelity", "world_model", "stage_seconds", "identities", "warnings",
+                "server_starts"]
 
 
 def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path):
@@ -35,47 +45,48 @@ def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path)
     first = evolve_round(run_id="smoke", round=0, preset="smoke", storage=str(tmp_path), overrides=overrides,
                          return_state=True)
     summary = first.result()
-    assert summary["real_trajectories"] == 4 and summary["kept_trajectories"] == 4 and summary["sft_examples"] > 4
-    assert summary["eval_tasks"] == 2 and summary["success_rate"] is not None
+    assert summary.real_trajectories == 4 and summary.kept_trajectories == 4 and summary.sft_examples > 4
+    assert summary.eval_tasks == 2 and summary.success_rate is not None
     store = Storage(str(tmp_path))
-    assert store.fs.exists(store.fs._strip_protocol(summary["adapter"]) + "/adapter_config.json")
+    assert store.fs.exists(store.fs._strip_protocol(summary.adapter) + "/adapter_config.json")
     assert len(store.list_shards("smoke", 0, "eval", "trajectories")) == 2
-    wm = summary["world_model"]
+    wm = summary.world_model
     steps = store.read_table("smoke", 0, "sample", table_name="steps").num_rows
     demos = store.read_table("smoke", 0, "sample", table_name="trajectories").to_pandas()
     # MiniWoB ends each demonstration itself (no `stop`): its first page, then one transition per action,
     # the last one to the page kept as the trajectory's final observation, which ends the episode
     assert (demos.stop_reason == "done").all() and demos.final_observation.notna().all()
-    assert summary["world_model"]["form"] == "tree"
-    assert wm["transitions"] == steps + len(demos) and 0 < wm["kept"] <= wm["transitions"]
+    assert wm.form == "tree"
+    assert wm.transitions == steps + len(demos) and 0 < wm.kept <= wm.transitions
     stored = store.read_table("smoke", 0, "wm_data", table_name="wm_transitions").to_pandas()
     assert stored.ends.any() and stored.success[stored.ends].all()  # the demonstrations' ends, all solved
-    assert wm["examples"] == wm["kept"]
-    assert store.read_table("smoke", 0, "wm_data", table_name="wm_transitions").num_rows == wm["kept"]
-    assert store.fs.exists(store.fs._strip_protocol(wm["adapter"]) + "/adapter_config.json")
-    assert set(summary["success_rate_lookahead"]) == {"1", "2"}
-    assert all(v is not None for v in summary["success_rate_lookahead"].values())
+    assert wm.examples == wm.kept
+    assert store.read_table("smoke", 0, "wm_data", table_name="wm_transitions").num_rows == wm.kept
+    assert store.fs.exists(store.fs._strip_protocol(wm.adapter) + "/adapter_config.json")
+    assert set(summary.success_rate_lookahead) == {"1", "2"}
+    assert all(v is not None for v in summary.success_rate_lookahead.values())
     for d in (1, 2):  # every step of a look-ahead evaluation records its candidates
         steps = store.read_table("smoke", 0, f"eval-wmla{d}", table_name="steps").to_pandas()
         assert len(steps) > 0 and all('"lookahead"' in s and f'"depth":{d}' in s for s in steps.sampling)
     fid = store.read_table("smoke", 0, "fidelity", table_name="wm_fidelity").to_pandas()
-    fidelity = summary["fidelity"]
-    assert fidelity["transitions"] == len(fid) > 0 and set(fid.trajectory_id) <= set(
+    fidelity = summary.fidelity
+    assert fidelity.transitions == len(fid) > 0 and set(fid.trajectory_id) <= set(
         store.read_table("smoke", 0, "eval", table_name="trajectories").column("trajectory_id").to_pylist())
-    assert fidelity["str"] == fid["str"].mean() and fidelity["sim"] == pytest.approx(fid["sim"].mean())
-    assert fidelity["oa"] is not None and fidelity["exact"] == fid["exact"].mean()
-    assert set(fidelity["copy"]) >= {"str", "sim", "exact"}  # the baseline on the same transitions
-    assert summary["synthetic"]["tried"] == 0  # round 0 has no policy queries to synthesize for
-    assert summary["arms_identical"] is None and summary["paired"]["webevolver_vs_self"] is None
+    assert fidelity.str == fid["str"].mean() and fidelity.sim == pytest.approx(fid["sim"].mean())
+    assert fidelity.oa is not None and fidelity.exact == fid["exact"].mean()
+    assert set(fidelity.copy) >= {"str", "sim", "exact"}  # the baseline on the same transitions
+    assert summary.synthetic.tried == 0  # round 0 has no policy queries to synthesize for
+    assert summary.arms_identical is None and summary.paired.webevolver_vs_self is None
+    assert list(summary.to_json()) == SUMMARY_KEYS  # what `evolve --json` prints of a round
     states = task_states(first.state_details.flow_run_id, "Completed", len(ROUND_ZERO_TASKS))
     assert sorted(states) == sorted(ROUND_ZERO_TASKS)
 
     again = evolve_round(run_id="smoke", round=0, preset="smoke", storage=str(tmp_path), overrides=overrides,
                          return_state=True)
     rerun = again.result()
-    assert rerun.pop("stage_seconds").keys() == summary.pop("stage_seconds").keys()
-    assert rerun.pop("server_starts") == [] and summary.pop("server_starts")  # cache hits start no server
-    assert rerun == summary
+    assert rerun.stage_seconds.keys() == summary.stage_seconds.keys()
+    assert rerun.server_starts == [] and summary.server_starts  # cache hits start no server
+    assert replace(rerun, stage_seconds={}, server_starts=[]) == replace(summary, stage_seconds={}, server_starts=[])
     states = task_states(again.state_details.flow_run_id, "Cached", len(ROUND_ZERO_TASKS))
     assert set(states.values()) == {"Cached"} and sorted(states) == sorted(ROUND_ZERO_TASKS)
 
@@ -83,7 +94,7 @@ def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path)
     # stored episode, and what only follows them (world-model data, training) stays cached.
     wider = evolve_round(run_id="smoke", round=0, preset="smoke", storage=str(tmp_path),
                          overrides={**overrides, "concurrency": 3}, return_state=True)
-    assert wider.result()["success_rate"] == summary["success_rate"]
+    assert wider.result().success_rate == summary.success_rate
     states = task_states(wider.state_details.flow_run_id, {"Cached", "Completed"}, len(ROUND_ZERO_TASKS))
     assert {k: v for k, v in states.items() if v == "Cached"}.keys() == {
         "to_sft-r0-sample", "wm_data-r0", "finetune_wm-r0", "finetune-r0", "fidelity-r0"}
@@ -109,7 +120,7 @@ def test_killed_during_sampling_resumes_without_loss_or_duplicates(prefect_serve
 
     summary = evolve_round(run_id="kill", round=0, preset="smoke", storage=str(tmp_path), overrides=overrides)
     trajs = store.read_table("kill", 0, "sample", table_name="trajectories").to_pandas()
-    assert len(trajs) == 24 and trajs.trajectory_id.is_unique and summary["real_trajectories"] == 24
+    assert len(trajs) == 24 and trajs.trajectory_id.is_unique and summary.real_trajectories == 24
     after = {p: store.fs.info(store.fs._strip_protocol(p))["mtime"] for p in before}
     assert after == before, "finished trajectories were sampled again"
     steps = store.read_table("kill", 0, "sample", table_name="steps").to_pandas()
@@ -119,14 +130,14 @@ def test_killed_during_sampling_resumes_without_loss_or_duplicates(prefect_serve
 
 def test_sampling_shards_run_on_a_local_dask_cluster(prefect_server, tmp_path):
     @flow(task_runner=make_runner("dask"))
-    def sharded() -> list[dict]:
+    def sharded() -> list[SampleSummary]:
         episodes = SamplingConfig(max_steps=5, miniwob_tasks="click-test,focus-text", shards=2)
         futures = [sample.submit(SampleInputs(str(tmp_path), "dask", 0, "sample", "train", 6, None, episodes, shard=i))
                    for i in range(2)]
         return [f.result() for f in futures]
 
     shards = sharded()
-    assert [s["new"] for s in shards] == [3, 3]
+    assert [s.new for s in shards] == [3, 3]
     trajs = Storage(str(tmp_path)).read_table("dask", 0, "sample", table_name="trajectories").to_pandas()
     assert len(trajs) == 6 and trajs.trajectory_id.is_unique and (trajs.gold_reward == 1.0).all()
 
@@ -143,35 +154,35 @@ def test_evolve_flow_reports_rounds_and_writes_the_success_plot(prefect_server, 
 
     result = evolve(rounds=1, preset="smoke", run_id="evo", storage=str(tmp_path),
                     overrides={**TINY_ROUND, "lookahead.depths": [1], "demo_explore": 1})
-    assert [r["round"] for r in result["rounds"]] == [0, 1]
+    assert [r.round for r in result["rounds"]] == [0, 1]
     zero = result["rounds"][0]  # each demonstration task explored once: the policy trains on neither exploration
-    assert zero["real_trajectories"] == 8 and zero["kept_trajectories"] == 4
+    assert zero.real_trajectories == 8 and zero.kept_trajectories == 4
     one = result["rounds"][1]
     # The tiny policy fails its train queries, so the world model synthesizes for them.
     store = Storage(str(tmp_path))
     synthetic = store.read_table("evo", 1, "synthesize", table_name="trajectories").to_pandas()
-    syn = one["synthetic"]
-    assert syn["failed_queries"] == 2 and syn["tried"] == len(synthetic) == 2 and syn["filter"] == "replay"
-    assert syn["terminal"] == (synthetic.stop_reason == "done").sum()
+    syn = one.synthetic
+    assert syn.failed_queries == 2 and syn.tried == len(synthetic) == 2 and syn.filter == "replay"
+    assert syn.terminal == (synthetic.stop_reason == "done").sum()
     # The random tiny policy keeps nothing: the round says so, and that the arms trained alike.
-    assert syn["kept"] == 0 and one["arms_identical"] is True
-    assert any("synthetic trajectories was kept" in w for w in one["warnings"])
-    assert "the WebEvolver and self-improve arms trained on the same data" in one["warnings"]
-    pair = one["paired"]["webevolver_vs_self"]
-    assert pair["episodes"] == one["eval_tasks"] and pair["difference"] == pytest.approx(
-        one["success_rate"] - one["success_rate_self_improve"])
-    assert set(one["paired"]["wmla_vs_plain"]) == {"1"} and one["lookahead"]["1"]["steps"] > 0
+    assert syn.kept == 0 and one.arms_identical is True
+    assert any("synthetic trajectories was kept" in w for w in one.warnings)
+    assert "the WebEvolver and self-improve arms trained on the same data" in one.warnings
+    pair = one.paired.webevolver_vs_self
+    assert pair.episodes == one.eval_tasks and pair.difference == pytest.approx(
+        one.success_rate - one.success_rate_self_improve)
+    assert set(one.paired.wmla_vs_plain) == {"1"} and one.lookahead["1"].steps > 0
     assert (synthetic.source == "synthetic").all() and set(synthetic.task_id) <= set(
         store.read_table("evo", 1, "sample", table_name="trajectories").column("task_id").to_pylist())
-    assert one["real_trajectories"] == 4 and set(one["success_rate_lookahead"]) == {"1"}
+    assert one.real_trajectories == 4 and set(one.success_rate_lookahead) == {"1"}
     # The delta form (the smoke default) predicts what an action changes; the random tiny policy's
     # evaluation has no valid action, so nothing is held out to score, and the round says so.
-    assert one["world_model"]["form"] == "delta" and {"str", "sim", "exact", "copy"} <= set(one["fidelity"])
-    assert one["fidelity"]["transitions"] > 0 or "fidelity scored no held-out transition" in one["warnings"]
+    assert one.world_model.form == "delta" and {"str", "sim", "exact"} <= set(one.fidelity.copy)
+    assert one.fidelity.transitions > 0 or "fidelity scored no held-out transition" in one.warnings
     svg = Path(result["plot"].removeprefix("file://")).read_text()
     assert "<svg" in svg and "round 0" in svg and "self-improve policy" in svg and "look-ahead, depth 1" in svg
     assert "n=" in svg and Path(result["plot"].removeprefix("file://")).with_suffix(".png").exists()
-    assert one["success_rate_self_improve"] is not None and one["success_ci"] is not None
+    assert one.success_rate_self_improve is not None and one.success_ci is not None
 
 
 def test_next_round_is_the_first_without_a_trained_policy(tmp_path):

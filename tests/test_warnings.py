@@ -1,35 +1,42 @@
-"""The round names each stage that produced nothing useful (`reporting.warnings`)."""
+"""The round names each stage that produced nothing useful (`reporting.summary.round_warnings`)."""
 
 from __future__ import annotations
 
-from evolver_core.reporting.warnings import round_warnings
+from dataclasses import replace
+
+from evolver_core.reporting.results import LookaheadStats
+from evolver_core.reporting.summary import FidelityStats, SyntheticStats, round_warnings
 
 COPY = {"str": 1.0, "sim": 0.9, "exact": 0.2}
+SYNTHETIC = SyntheticStats(failed_queries=8, tried=24, terminal=20, kept=6, filter="replay", judge_successes=6,
+                           replay_successes=6, judge_agreement=None)
+LOOKAHEAD = LookaheadStats(steps=10, distinct_candidates=2.0, scored=20, parse_rate=0.9, ends=0, by_probability=0,
+                           not_greedy=3)
+FIDELITY = FidelityStats(transitions=50, str=1.0, sim=0.95, oa=None, exact=0.5, change_f1=None, terminal=None,
+                         copy=COPY)
 
 
-def summary(**changes) -> dict:
-    """A round-1 summary as `evolve_round` writes it, where the world model did its part."""
-    base = {"round": 1, "arms_identical": False,
-            "synthetic": {"failed_queries": 8, "tried": 24, "terminal": 20, "kept": 6, "filter": "replay"},
-            "lookahead": {"1": {"steps": 10, "scored": 20, "parse_rate": 0.9, "not_greedy": 3}},
-            "fidelity": {"transitions": 50, "sim": 0.95, "exact": 0.5, "copy": COPY}}
-    return base | changes
+def warnings(round_: int = 1, synthetic: SyntheticStats = SYNTHETIC, arms_identical: bool | None = False,
+             lookahead: LookaheadStats = LOOKAHEAD, fidelity: FidelityStats = FIDELITY) -> list[str]:
+    """The warnings of a round-1 summary as `evolve_round` writes it, where the world model did
+    its part, but for what is given."""
+    return round_warnings(round_, synthetic, arms_identical, {"1": lookahead}, fidelity)
 
 
 def test_a_round_where_the_world_model_did_its_part_has_no_warning():
-    assert round_warnings(summary()) == []
-    assert round_warnings(summary(round=0, synthetic={"failed_queries": 0, "tried": 0, "terminal": 0, "kept": 0,
-                                                      "filter": "replay"}, arms_identical=None)) == []
+    assert warnings() == []
+    assert warnings(round_=0, synthetic=replace(SYNTHETIC, failed_queries=0, tried=0, terminal=0, kept=0),
+                    arms_identical=None) == []
 
 
 def test_the_cpu_presets_old_round_one_would_have_said_everything_it_did_not_do():
     """Measured on the cpu preset before issue 20: 4 synthesized, none ended, none kept, the two
     arms bit-identical, look-ahead greedy at every step with no score parsed, STR 0.5."""
-    old = summary(synthetic={"failed_queries": 4, "tried": 4, "terminal": 0, "kept": 0, "filter": "judge"},
-                  arms_identical=True,
-                  lookahead={"1": {"steps": 9, "scored": 18, "parse_rate": 0.0, "not_greedy": 0}},
-                  fidelity={"transitions": 6, "sim": 0.404, "exact": 0.0, "copy": COPY})
-    assert round_warnings(old) == [
+    old = warnings(synthetic=replace(SYNTHETIC, failed_queries=4, tried=4, terminal=0, kept=0, filter="judge"),
+                   arms_identical=True,
+                   lookahead=replace(LOOKAHEAD, steps=9, scored=18, parse_rate=0.0, not_greedy=0),
+                   fidelity=replace(FIDELITY, transitions=6, sim=0.404, exact=0.0))
+    assert old == [
         "none of 4 synthetic trajectories reached a state the world model said ends the episode",
         "none of 4 synthetic trajectories was kept (filter: judge)",
         "the WebEvolver and self-improve arms trained on the same data",
@@ -38,18 +45,19 @@ def test_the_cpu_presets_old_round_one_would_have_said_everything_it_did_not_do(
         "the world model does not beat the copy baseline on sim and exact (0.404 vs 0.900, 0.000 vs 0.200, "
         "6 transitions)",
     ]
-    nothing = summary(synthetic={"failed_queries": 3, "tried": 0, "terminal": 0, "kept": 0, "filter": "replay"})
-    assert round_warnings(nothing) == ["synthesis made no trajectory (3 failed queries)"]
+    nothing = warnings(synthetic=replace(SYNTHETIC, failed_queries=3, tried=0, terminal=0, kept=0))
+    assert nothing == ["synthesis made no trajectory (3 failed queries)"]
 
 
 def test_ends_scored_without_the_world_models_probability_are_named():
     """A transformers server gives no log-probabilities: the world-model scorer falls back to
     the outcome M_w wrote, which on the cpu preset is "success" at every end (a tie)."""
-    fallback = summary(lookahead={"1": {"steps": 10, "scored": 20, "parse_rate": 1.0, "ends": 12,
-                                        "by_probability": 0, "not_greedy": 3}})
-    assert round_warnings(fallback) == [
+    fallback = warnings(lookahead=replace(LOOKAHEAD, parse_rate=1.0, ends=12, by_probability=0))
+    assert fallback == [
         "look-ahead d=1: the world model's server gave no probability of success at its 12 predicted ends, "
         "so they were scored by the outcome it wrote"]
-    scored = summary(lookahead={"1": {"steps": 10, "scored": 20, "parse_rate": 1.0, "ends": 12,
-                                      "by_probability": 12, "not_greedy": 3}})
-    assert round_warnings(scored) == []
+    assert warnings(lookahead=replace(LOOKAHEAD, parse_rate=1.0, ends=12, by_probability=12)) == []
+
+
+def test_a_fidelity_that_scored_nothing_is_named():
+    assert warnings(fidelity=replace(FIDELITY, transitions=0)) == ["fidelity scored no held-out transition"]

@@ -11,26 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from dataclasses import dataclass
 
 from evolver_core.config import JudgeConfig
 from evolver_core.contracts.prompt import render_observation
 from evolver_core.data.episodes import read_episodes
 from evolver_core.data.records import StepRecord, TrajectoryRecord, to_table
 from evolver_core.data.run_layout import JUDGE, judged_stage
+from evolver_core.data.stage_results import JudgeSummary
 from evolver_core.data.storage import Storage
 from evolver_core.judge.judge import DEFAULT_LAST_N, agreement, judge
 from evolver_core.llm import LLMClient
-
-@dataclass
-class JudgeSummary:
-    judged: int
-    new: int
-    successes: int
-    unparsable: int
-    agreement: dict  # accuracy / precision / recall / n against gold rewards (None where no gold)
-    without_gold: int = 0  # trajectories only r̂ can rate (e.g. WebVoyager, synthetic ones)
-    successes_without_gold: int = 0
 
 
 def split_judged(rows: list[dict]) -> tuple[list[dict], dict[tuple[int, str, str], dict]]:
@@ -92,4 +82,5 @@ def summarize_judged(storage: Storage, run_id: str, round_: int, stage: str = JU
     return JudgeSummary(judged=len(rows), new=new, successes=sum(1 for v in verdicts if v == 1),
                         unparsable=sum(1 for v in verdicts if v is None),
                         agreement=agreement(verdicts, [r["gold_reward"] for r in rows]),
-                        without_gold=len(no_gold), successes_without_gold=sum(1 for v in no_gold if v == 1))
+                        without_gold=len(no_gold), successes_without_gold=sum(1 for v in no_gold if v == 1),
+                        stage=stage)

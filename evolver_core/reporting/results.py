@@ -10,7 +10,7 @@ from typing import Iterable, Optional
 
 from evolver_core.data.records import TrajectoryRecord, from_table, scored, solved
 from evolver_core.data.storage import Storage
-from evolver_core.reporting.metrics import paired_difference, wilson_interval
+from evolver_core.reporting.metrics import PairedDifference, paired_difference, wilson_interval
 
 
 @dataclass(frozen=True)
@@ -59,31 +59,40 @@ def stage_outcomes(store: Storage, run_id: str, round_: int, stage: str) -> dict
     return {t.task_id: solved(t) for t in stage_trajectories(store, run_id, round_, stage) if scored(t)}
 
 
-def paired_stages(store: Storage, run_id: str, round_: int, stage: str, baseline: str) -> dict:
-    """`stage` minus `baseline` on the episodes both scored: {episodes, difference, ci}."""
+def paired_stages(store: Storage, run_id: str, round_: int, stage: str, baseline: str) -> PairedDifference:
+    """`stage` minus `baseline` on the episodes both scored."""
     return paired_difference(stage_outcomes(store, run_id, round_, stage),
-                             stage_outcomes(store, run_id, round_, baseline)).to_json()
+                             stage_outcomes(store, run_id, round_, baseline))
 
 
-def lookahead_stats(store: Storage, run_id: str, round_: int, stage: str) -> dict:
+@dataclass(frozen=True)
+class LookaheadStats:
+    """What look-ahead did in an evaluation stage (`lookahead_stats`)."""
+
+    steps: int
+    distinct_candidates: Optional[float]  # per step
+    scored: int  # candidates scored
+    parse_rate: Optional[float]  # of those scores, the share that parsed
+    ends: int  # candidates the world-model scorer scored at a predicted end
+    by_probability: int  # of those, scored by its probability of success (0: the server gave no log-probabilities)
+    not_greedy: int  # steps where a candidate other than the greedy one was chosen
+
+
+def lookahead_stats(store: Storage, run_id: str, round_: int, stage: str) -> LookaheadStats:
     """What look-ahead did in an evaluation stage, from the records of its steps
-    (`Turn.sampling["lookahead"]`): steps, distinct candidates per step, how many candidates
-    were scored and how many of those scores parsed (`parse_rate`), how many the world-model
-    scorer scored at a predicted end (`ends`) and how many of those by its probability of
-    success (`by_probability`: 0 where the server gave no log-probabilities), how often a
-    candidate other than the greedy one was chosen."""
+    (`Turn.sampling["lookahead"]`)."""
     column = store.read_table(run_id, round_, stage, table_name="steps").column("sampling").to_pylist()
     records = [r["lookahead"] for r in map(json.loads, column) if "lookahead" in r]
     scored_candidates = [c for r in records if len(r["candidates"]) > 1 for c in r["candidates"]]
     parsed = sum(c["score_parsed"] is not None for c in scored_candidates)
     ends = [c["simulation"][-1] for c in scored_candidates
             if c["scorer_reply"] is None and c["simulation"] and c["simulation"][-1]["ends"]]
-    return {"steps": len(records),
-            "distinct_candidates": sum(len(r["candidates"]) for r in records) / len(records) if records else None,
-            "scored": len(scored_candidates),
-            "parse_rate": parsed / len(scored_candidates) if scored_candidates else None,
-            "ends": len(ends), "by_probability": sum(e.get("p_success") is not None for e in ends),
-            "not_greedy": sum(r["chosen"] != 0 for r in records)}
+    return LookaheadStats(
+        steps=len(records),
+        distinct_candidates=sum(len(r["candidates"]) for r in records) / len(records) if records else None,
+        scored=len(scored_candidates), parse_rate=parsed / len(scored_candidates) if scored_candidates else None,
+        ends=len(ends), by_probability=sum(e.get("p_success") is not None for e in ends),
+        not_greedy=sum(r["chosen"] != 0 for r in records))
 
 
 def stage_task_ids(store: Storage, run_id: str, round_: int, stage: str) -> list[str]:
@@ -95,8 +104,3 @@ def arm(stage: str) -> str:
     """The arm an evaluation stage measures: `eval` (repeats `eval-<r>` included), `eval-self`, ..."""
     head, _, tail = stage.partition("-")
     return head if not tail or tail.isdigit() else stage
-
-
-def pct(x: Optional[float]) -> str:
-    """A rate as the reports print it (`n/a` when there is none)."""
-    return "n/a" if x is None else f"{100 * x:.1f}%"

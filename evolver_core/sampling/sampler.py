@@ -23,6 +23,7 @@ from evolver_core.config import SamplingConfig
 from evolver_core.contracts.errors import WebEvolverError
 from evolver_core.contracts.episode import episode_seed, trajectory_id
 from evolver_core.data.records import StepRecord, TrajectoryRecord, canonical_json, from_table, scored, solved, to_table
+from evolver_core.data.stage_results import SampleSummary
 from evolver_core.data.storage import Storage
 from evolver_core.sampling.rollout import Episode, run_episode
 from evolver_core.contracts.task import Suite, Task
@@ -43,32 +44,6 @@ class SampleConfig:
     screenshots: bool = False  # a PNG per step of real rollouts, for the viewer
     env: EnvConfig = field(default_factory=EnvConfig)
     identity: str | None = None  # digest of the stage identity, stamped on every trajectory row
-
-
-@dataclass
-class SampleSummary:
-    run_id: str
-    uri: str
-    trajectories: int  # stored for this stage, including those from earlier (resumed) runs
-    new: int
-    skipped: int
-    failed: int
-    steps: int
-    valid_actions: int
-    solved: int  # gold reward 1.0
-    with_gold: int  # scored episodes (error episodes are not scored)
-    errors: list[str] = field(default_factory=list)
-    error_episodes: int = 0  # stored with stop_reason "error" (replayed on resume)
-    repaired: list[str] = field(default_factory=list)  # broken shards found and rewritten
-    identity: str | None = None  # digest of the stage identity the trajectories belong to
-
-    @property
-    def success_rate(self) -> float | None:
-        return self.solved / self.with_gold if self.with_gold else None
-
-    @property
-    def action_validity(self) -> float | None:
-        return self.valid_actions / self.steps if self.steps else None
 
 
 class SamplingError(WebEvolverError, RuntimeError):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from evolver_core.config import JudgeConfig, ModelSpec
 from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.run_layout import SAMPLE, judge_stage_for, open_stage, stage_digest
+from evolver_core.data.stage_results import JudgeSummary
 from evolver_core.judge.judge import DEFAULT_LAST_N
 from evolver_core.judge.stored import judge_trajectories
 from evolver_core.models.serving import ServeModel
@@ -40,9 +41,9 @@ def judge_identity(inputs: JudgeInputs) -> StageIdentity:
         "last_n": DEFAULT_LAST_N})
 
 
-def run_judge(inputs: JudgeInputs, serve: ServeModel) -> dict:
+def run_judge(inputs: JudgeInputs, serve: ServeModel) -> JudgeSummary:
     """Judge every trajectory of the source stage (resumable), as `inputs` says, with the judge
-    `serve` starts; returns the `JudgeSummary` as a dict."""
+    `serve` starts."""
     serve_without_browser = partial(serve, browser=False)  # no browser in this stage: every core
 
     identity = judge_identity(inputs)
@@ -52,4 +53,4 @@ def run_judge(inputs: JudgeInputs, serve: ServeModel) -> dict:
         summary = asyncio.run(judge_trajectories(store, inputs.run_id, inputs.round, server.client(),
                                                  source_stage=inputs.source_stage, stage=inputs.out_stage,
                                                  max_tokens=inputs.judge_config.max_tokens))
-    return asdict(summary) | {"stage": inputs.out_stage, "identity": identity.digest}
+    return replace(summary, identity=identity.digest)

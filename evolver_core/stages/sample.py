@@ -4,7 +4,7 @@ split; also every evaluation (`eval`, `eval-wmla<d>`, `eval-<r>`)."""
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from evolver_core.agents.lookahead import LookaheadSpec
@@ -15,8 +15,9 @@ from evolver_core.contracts.episode import episode_seed
 from evolver_core.contracts.task import Suite, Task
 from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest
 from evolver_core.data.run_layout import open_stage
+from evolver_core.data.stage_results import SampleSummary
 from evolver_core.models.serving import ServeModel
-from evolver_core.sampling.sampler import SampleConfig, SampleSummary, sample_trajectories
+from evolver_core.sampling.sampler import SampleConfig, sample_trajectories
 from evolver_core.stages.inputs import StageInputs
 from evolver_core.suites.registry import LIVE_SUITES, get_suite, select_tasks
 from evolver_core.suites.taskfile import data_dir
@@ -113,11 +114,3 @@ def agent_factory(stack: ExitStack, suite: Suite, policy: Optional[ModelSpec], s
     world_model = stack.enter_context(serve(lookahead.world_model)).client()
     scorer = stack.enter_context(serve(lookahead.scorer)).client() if lookahead.scored_by_llm else None
     return lambda task, k: lookahead.make_agent(policy_agent(task, k), world_model, scorer)
-
-
-def sample_result(summary: SampleSummary) -> dict:
-    """The stage's result as the flows and artifacts take it (counts, rates, identity)."""
-    out = asdict(summary)
-    out.pop("errors")
-    out.update(success_rate=summary.success_rate, action_validity=summary.action_validity)
-    return out

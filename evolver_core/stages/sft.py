@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from evolver_core.data.episodes import read_episodes
 from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.run_layout import JUDGE, SAMPLE, SFT, SYNTH_SFT, SYNTHESIZE, open_stage, stage_digest
+from evolver_core.data.stage_results import SftSummary
 from evolver_core.stages.inputs import StageInputs
 from evolver_core.training.sft import convert_trajectories, write_sft_parquet
 
@@ -41,7 +42,7 @@ def to_sft_identity(inputs: ToSftInputs) -> StageIdentity:
         "verdicts": stage_digest(store, run_id, round_, verdicts) if verdicts != inputs.source_stage else None})
 
 
-def run_to_sft(inputs: ToSftInputs) -> dict:
+def run_to_sft(inputs: ToSftInputs) -> SftSummary:
     """Keep the successes of the source stage, one chat example per step; returns counts and reasons."""
     store, run_id, round_, source_stage = inputs.store(), inputs.run_id, inputs.round, inputs.source_stage
     identity = to_sft_identity(inputs)
@@ -50,6 +51,6 @@ def run_to_sft(inputs: ToSftInputs) -> dict:
                                  verdicts=verdict_stage_for(source_stage, inputs.use_gold))
     conv = convert_trajectories(trajs, steps, use_gold=inputs.use_gold)
     uri = write_sft_parquet(conv.examples, store, run_id, round_, source_stage=source_stage, stage=identity.stage)
-    return {"uri": uri, "stage": identity.stage, "source_stage": source_stage, "trajectories": len(trajs),
-            "kept": conv.kept, "examples": len(conv.examples), "reasons": dict(conv.reasons),
-            "identity": identity.digest}
+    return SftSummary(uri=uri, stage=identity.stage, source_stage=source_stage, trajectories=len(trajs),
+                      kept=conv.kept, examples=len(conv.examples), reasons=dict(conv.reasons),
+                      identity=identity.digest)

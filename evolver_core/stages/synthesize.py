@@ -26,12 +26,13 @@ from evolver_core.contracts.task import Suite
 from evolver_core.data.episodes import read_episodes
 from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.run_layout import SAMPLE, SYNTHESIZE, open_stage, stage_digest
+from evolver_core.data.stage_results import SynthesisSummary
 from evolver_core.data.storage import Storage
 from evolver_core.judge.judge import agreement
 from evolver_core.models.serving import ServeModel
 from evolver_core.sampling.sampler import SampleConfig
 from evolver_core.stages.inputs import StageInputs
-from evolver_core.stages.sample import open_suite, sample_result
+from evolver_core.stages.sample import open_suite
 from evolver_core.stages.sft import verdict_stage_for
 from evolver_core.training.identity import model_identity
 from evolver_core.world_model.model import WorldModel
@@ -78,7 +79,7 @@ def synthesize_identity(inputs: SynthesizeInputs) -> StageIdentity:
         "judge_max_tokens": inputs.judge_config.max_tokens, "filter": wm.synth_filter})
 
 
-def run_synthesize(inputs: SynthesizeInputs, serve: ServeModel) -> dict:
+def run_synthesize(inputs: SynthesizeInputs, serve: ServeModel) -> SynthesisSummary:
     """Synthetic trajectories for this round's failed queries (resumable), as `inputs` says;
     `serve` serves the three models."""
     store, wm, run_id, round_ = inputs.store(), inputs.wm, inputs.run_id, inputs.round
@@ -87,24 +88,25 @@ def run_synthesize(inputs: SynthesizeInputs, serve: ServeModel) -> dict:
     trajs, steps = read_episodes(store, run_id, round_, SAMPLE, verdicts=verdict_stage_for(SAMPLE, inputs.use_gold))
     starts = real_starts(trajs, steps)  # judged copies keep each trajectory's query and task
     failed = [t for t in failed_task_ids(trajs, steps, use_gold=inputs.use_gold) if t in starts][:wm.synth_queries]
-    result = {"failed_queries": len(failed), "trajectories": 0, "judged_successes": 0, "replay_successes": None,
-              "stop_reasons": {}, "terminal": 0, "filter": wm.synth_filter, "judge_agreement": None,
-              "uri": store.uri(run_id, round_, SYNTHESIZE), "identity": identity.digest}
+    uri = store.uri(run_id, round_, SYNTHESIZE)
     if not failed:
-        return result
+        return SynthesisSummary(failed_queries=0, trajectories=0, judged_successes=0, replay_successes=None,
+                                stop_reasons={}, terminal=0, filter=wm.synth_filter, judge_agreement=None, uri=uri,
+                                identity=identity.digest)
     summary = asyncio.run(_synthesize(inputs, store, {i: starts[i] for i in failed}, identity.digest, serve))
     rows = store.read_table(run_id, round_, SYNTHESIZE, table_name="trajectories").to_pylist()
     reasons = dict(Counter(r["stop_reason"] for r in rows))
-    result |= {k: v for k, v in sample_result(summary).items() if k in ("trajectories", "new", "steps",
-                                                                         "valid_actions", "uri")}
     replayed = wm.synth_filter == "replay"
-    return result | {
-        "judged_successes": sum(r["judge_verdict"] == 1 for r in rows), "stop_reasons": reasons,
-        "terminal": reasons.get("done", 0),
-        "replay_successes": sum(r["gold_reward"] is not None and r["gold_reward"] >= 1 for r in rows) if replayed
+    return SynthesisSummary(
+        failed_queries=len(failed), trajectories=summary.trajectories,
+        judged_successes=sum(r["judge_verdict"] == 1 for r in rows),
+        replay_successes=sum(r["gold_reward"] is not None and r["gold_reward"] >= 1 for r in rows) if replayed
         else None,
-        "judge_agreement": agreement([r["judge_verdict"] for r in rows], [r["gold_reward"] for r in rows])
-        if replayed else None}
+        stop_reasons=reasons, terminal=reasons.get("done", 0), filter=wm.synth_filter,
+        judge_agreement=agreement([r["judge_verdict"] for r in rows], [r["gold_reward"] for r in rows])
+        if replayed else None,
+        uri=uri, identity=identity.digest, new=summary.new, steps=summary.steps,
+        valid_actions=summary.valid_actions)
 
 
 async def _synthesize(inputs: SynthesizeInputs, store: Storage, starts: dict[str, RealStart], identity: str,

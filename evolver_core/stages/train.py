@@ -14,6 +14,7 @@ from evolver_core.config import ModelSpec, TrainingConfig
 from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest
 from evolver_core.data.run_layout import (ADAPTER, FINETUNE, adapter_uri, has_adapter, open_stage, read_identity,
                                           stage_digest, training_rounds)
+from evolver_core.data.stage_results import AdapterSummary
 from evolver_core.data.storage import Storage
 from evolver_core.settings import download_cache
 from evolver_core.stages.inputs import StageInputs
@@ -55,7 +56,7 @@ def adapter_repair_key(inputs: FinetuneInputs) -> str:
     return "repair" if started and not has_adapter(store, inputs.run_id, inputs.round, inputs.out_stage) else ""
 
 
-def run_finetune(inputs: FinetuneInputs, on_log: Optional[Callable[[int, dict], None]] = None) -> dict:
+def run_finetune(inputs: FinetuneInputs, on_log: Optional[Callable[[int, dict], None]] = None) -> AdapterSummary:
     """Train (or, same identity and a finished adapter there, reuse) the round's adapter of the
     out stage as `inputs` says; returns its URI, content digest, example count and training
     metrics."""
@@ -82,8 +83,8 @@ def run_finetune(inputs: FinetuneInputs, on_log: Optional[Callable[[int, dict], 
             uri = store.put_dir(trained.adapter_dir, run_id, round_, out_stage, ADAPTER)
         metrics = asdict(trained.metrics)
     metrics.pop("loss_history", None)
-    return {"adapter_uri": uri, "adapter_digest": _adapter_digest(store, uri), "base_model": base_model,
-            "examples": len(examples), "stage": out_stage, "identity": identity.digest, **metrics}
+    return AdapterSummary(adapter_uri=uri, adapter_digest=_adapter_digest(store, uri), base_model=base_model,
+                          examples=len(examples), stage=out_stage, identity=identity.digest, metrics=metrics)
 
 
 def _adapter_digest(store: Storage, uri: str) -> str:

@@ -17,6 +17,7 @@ from evolver_core.data.episodes import read_episodes
 from evolver_core.data.identity import StageIdentity, code_digest
 from evolver_core.data.records import FIDELITY_SCHEMA, FIDELITY_TABLE, WM_TRANSITION_TABLE
 from evolver_core.data.run_layout import EVAL, FIDELITY, SAMPLE, WM_DATA, WM_SFT, open_stage, stage_digest
+from evolver_core.data.stage_results import FidelitySummary, WmDataSummary
 from evolver_core.models.serving import ServeModel
 from evolver_core.stages.inputs import StageInputs
 from evolver_core.training.identity import model_identity
@@ -48,7 +49,8 @@ def wm_data_identity(inputs: WmDataInputs) -> StageIdentity:
         "limit": wm.transitions, "form": wm.form})
 
 
-def run_wm_data(inputs: WmDataInputs, serve: ServeModel, on_done: Optional[Callable[[int, int], None]] = None) -> dict:
+def run_wm_data(inputs: WmDataInputs, serve: ServeModel,
+                on_done: Optional[Callable[[int, int], None]] = None) -> WmDataSummary:
     """Every trajectory of the source stage, successful or failed, gives transitions (at most
     `wm.transitions` a round, chosen at random, seeded), with rationales by the base model
     (served by `serve`); `on_done(done, total)` reports the rationale distillation's progress
@@ -77,9 +79,9 @@ def run_wm_data(inputs: WmDataInputs, serve: ServeModel, on_done: Optional[Calla
     uri = store.write_shard(run_id, round_, WM_DATA, WM_TRANSITION_TABLE, table, source_stage)
     examples = wm_sft_examples(kept, rationales, wm.form)
     sft_uri = write_sft_parquet(examples, store, run_id, round_, source_stage=source_stage, stage=WM_SFT)
-    return {"uri": uri, "sft_uri": sft_uri, "transitions": len(everything), "kept": len(kept),
-            "first_steps": sum(1 for t in kept if t.action is None), "examples": len(examples),
-            "identity": identity.digest}
+    return WmDataSummary(uri=uri, sft_uri=sft_uri, transitions=len(everything), kept=len(kept),
+                         first_steps=sum(1 for t in kept if t.action is None), examples=len(examples),
+                         identity=identity.digest)
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def fidelity_identity(inputs: FidelityInputs) -> StageIdentity:
         "max_transitions": inputs.wm.fidelity_transitions, "wm": inputs.wm.prediction_params(greedy=True)})
 
 
-def run_fidelity(inputs: FidelityInputs, serve: ServeModel) -> dict:
+def run_fidelity(inputs: FidelityInputs, serve: ServeModel) -> FidelitySummary:
     """Paper Table 2 for this round's world model: its predictions (temperature 0) of the real
     transitions of the source stage (the test split's evaluation: tasks M_w never trained on),
     at most `wm.fidelity_transitions` (seeded). O/A needs a judge model. `serve` serves both."""
@@ -118,8 +120,9 @@ def run_fidelity(inputs: FidelityInputs, serve: ServeModel) -> dict:
         judge = (stack.enter_context(serve_without_browser(inputs.judge_model)).client() if inputs.judge_model
                  else None)
         report, rows = asyncio.run(measure_fidelity(model, held_out, judge=judge))
+    uri = None
     if rows:
         table = pa.Table.from_pylist([{"run_id": run_id, "round": round_, "stage": FIDELITY} | r for r in rows],
                                      schema=FIDELITY_SCHEMA)
-        report["uri"] = store.write_shard(run_id, round_, FIDELITY, FIDELITY_TABLE, table, inputs.source_stage)
-    return report | {"identity": identity.digest}
+        uri = store.write_shard(run_id, round_, FIDELITY, FIDELITY_TABLE, table, inputs.source_stage)
+    return FidelitySummary(**report, uri=uri, identity=identity.digest)

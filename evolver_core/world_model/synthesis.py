@@ -36,11 +36,11 @@ from evolver_core.contracts.observation import Observation
 from evolver_core.contracts.reply import format_reply
 from evolver_core.contracts.task import Task
 from evolver_core.data.records import StepRecord, TrajectoryRecord
+from evolver_core.data.stage_results import SampleSummary
 from evolver_core.data.storage import Storage
 from evolver_core.judge.judge import judge
 from evolver_core.llm import LLMClient
-from evolver_core.sampling.sampler import (SampleConfig, SampleSummary, SamplingError, pending_work,
-                                           store_episode, tally)
+from evolver_core.sampling.sampler import SampleConfig, SamplingError, pending_work, store_episode, tally
 from evolver_core.training.sft import keep_trajectory, steps_by_trajectory
 from evolver_core.world_model.model import WorldModel
 
