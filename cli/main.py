@@ -187,11 +187,17 @@ def evolve(
     chosen = checked(lambda: get_preset(preset), "--preset")
     chosen = checked(lambda: chosen.override({"suite": suite} if suite else {}), "--suite")
     run_preset = checked(lambda: chosen.override(dict(parse_setting(s) for s in settings)), "--set")
-    server = use_prefect_server()
-    from flows.evolve import evolve as evolve_flow
+    from evolver_core.data.lock import hold_run
+    from evolver_core.data.storage import Storage
 
-    state = evolve_flow(rounds=rounds, preset=run_preset, run_id=run, storage=storage_root(storage),
-                        return_state=True)
+    # Held before the Prefect server and the flow run: a run another process holds is refused in
+    # seconds; the flow joins this hold (and its own check still guards deployments).
+    with hold_run(Storage(storage_root(storage)), run):
+        server = use_prefect_server()
+        from flows.evolve import evolve as evolve_flow
+
+        state = evolve_flow(rounds=rounds, preset=run_preset, run_id=run, storage=storage_root(storage),
+                            return_state=True)
     result = state.result()
     flow_run_url = f"{server.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
     from cli.output import learning_table, paired_table, timing_table

@@ -636,6 +636,32 @@ def test_evolve_on_a_held_run_is_refused_naming_the_holder(prefect_server, tmp_p
     assert not (tmp_path / "store" / "runs" / "shared" / "round=0").exists()  # no stage started
 
 
+def test_evolve_refuses_a_held_run_before_any_prefect_call(tmp_path):
+    """The command checks the lock before it reaches a Prefect server or creates a flow run:
+    with the API pointing at a port where nothing listens, the refusal still names the holder."""
+    root = str(tmp_path / "store")
+    unreachable = {"PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    with holder_process(root, "shared") as holder, pytest.MonkeyPatch.context() as env:
+        for name, value in unreachable.items():
+            env.setenv(name, value)
+        done = webevolver("evolve", "--run", "shared", "--storage", root, home=tmp_path / "home", cwd=tmp_path,
+                          timeout_s=120)
+    assert done.returncode == 1, done.stderr
+    assert f"run 'shared' is in use by pid {holder.pid}" in done.stderr
+    assert "Prefect server" not in done.stderr and traceback_lines(done.stderr + done.stdout) == 0
+
+
+def test_a_flow_joining_a_commands_hold_names_its_flow_run(tmp_path):
+    store = Storage(str(tmp_path))
+    with hold_run(store, "r") as command_hold:
+        assert command_hold.read().flow_run_id is None
+        with hold_run(store, "r", flow_run_id="the-flow-run") as joined:
+            assert joined is command_hold and command_hold.read().flow_run_id == "the-flow-run"
+        with hold_run(store, "r", flow_run_id="a-nested-round"):  # the first flow run stays named
+            assert command_hold.read().flow_run_id == "the-flow-run"
+    assert RunLock(store, "r").read() is None
+
+
 @pytest.mark.parametrize("storage, says", [("s3:/bucket/x", "two slashes"), ("gs://bucket/x", "unknown scheme")])
 def test_a_malformed_storage_root_is_refused_before_anything_runs(tmp_path, storage, says):
     work = tmp_path / "work"

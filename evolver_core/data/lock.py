@@ -154,6 +154,15 @@ class RunLock:
             except OSError as exc:  # storage away for a moment: the next beat tries again
                 log.warning("run %r: heartbeat not written: %s", self.run_id, exc)
 
+    def name_flow_run(self, flow_run_id: str) -> None:
+        """Record the flow run working under this hold: the command holds the run before its flow
+        run exists (a refusal then costs no Prefect round trip), and a taker of a dead holder
+        marks that flow run `Crashed`."""
+        self.holder = Holder(**{**asdict(self.holder), "flow_run_id": flow_run_id})
+        current = self.read()
+        if current is not None and current.token == self.holder.token:
+            self.store.write_file(self.path, self._record())
+
     def release(self) -> None:
         """Stop the heartbeat and remove the lock (unless another process has taken it)."""
         self._stop.set()
@@ -174,12 +183,14 @@ _held_guard = threading.Lock()
 def hold_run(store: Storage, run_id: str, *, flow_run_id: Optional[str] = None,
              heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S) -> Iterator[RunLock]:
     """Hold run `run_id` of `store` for the block (`RunLocked` if a live process has it);
-    a process already holding it joins its hold."""
+    a process already holding it joins its hold (naming `flow_run_id` where the hold names none)."""
     lock = RunLock(store, run_id, flow_run_id=flow_run_id, heartbeat_s=heartbeat_s, stale_s=stale_s)
     with _held_guard:
         entry = _held.get(lock.uri)
         if entry is None:
             entry = _held[lock.uri] = [lock.acquire(), 0]
+        elif flow_run_id and entry[0].holder.flow_run_id is None:
+            entry[0].name_flow_run(flow_run_id)
         entry[1] += 1
     try:
         yield entry[0]
