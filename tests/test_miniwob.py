@@ -25,10 +25,20 @@ def test_all_tasks_and_the_easy_subset_are_exposed():
 
 
 async def test_splits_have_disjoint_seeds(suite):
-    train, test = suite.tasks("train"), suite.tasks("test")
-    assert len(train) == len(test) == 2 * len(EASY_TASKS)
-    assert not {t.seed for t in train} & {t.seed for t in test}
+    train, validation, test = suite.tasks("train"), suite.tasks("validation"), suite.tasks("test")
+    assert len(train) == len(validation) == len(test) == 2 * len(EASY_TASKS)
+    seeds = [{t.seed for t in split} for split in (train, validation, test)]
+    assert not seeds[0] & seeds[1] and not seeds[1] & seeds[2] and not seeds[0] & seeds[2]
+    assert all(t.split == "validation" for t in validation)
+    assert suite.tasks() == train + validation + test
     assert all(t.allowed_hosts == (suite._server.netloc,) for t in train)
+
+
+async def test_an_unknown_split_is_refused_not_served_test_seeds(suite):
+    with pytest.raises(ValueError, match="unknown MiniWoB split 'valid'; choose one of train, validation, test"):
+        suite.tasks("valid")
+    with pytest.raises(ValueError, match="at most 50000 seeds"):
+        MiniWoBSuite("easy", seeds_per_task=50_001)
 
 
 async def test_oracle_solves_every_easy_task_on_unseen_seeds(suite):

@@ -221,3 +221,33 @@ async def test_synthesis_from_real_first_pages_reaches_the_end_and_is_kept_by_re
         starts[t.task_id].first_page for t in synthetic]
     conv = convert_trajectories(synthetic, synthetic_steps, use_gold=True)
     assert conv.kept == 3 and {e["source"] for e in conv.examples} == {"synthetic"}
+
+
+async def test_replay_rewards_what_the_real_page_rewards_and_rejects_the_rest():
+    """The replay filter on real MiniWoB episodes of the scripted solver: their own actions are
+    rewarded (1.0), the same episode with a wrong text typed is not (0.0), so a replay that
+    always accepted would fail here."""
+    from dataclasses import replace
+
+    from evolver_core.sampling.rollout import run_episode
+    from evolver_core.world_model.replay import replay_reward
+
+    suite = MiniWoBSuite(["enter-text"], seeds_per_task=2)
+    await suite.start()
+    try:
+        async with launch_browser() as browser:
+            env = await browser.new_env(suite)
+            try:
+                for task in suite.tasks("train"):
+                    played = await run_episode(env, task, OracleAgent(suite))
+                    assert played.gold_reward == 1.0 and played.stop_reason == "done"
+                    typed = [i for i, s in enumerate(played.steps) if s.action and s.action.name == "type"]
+                    assert typed, "the solver types the text enter-text asks for"
+                    wrong = [replace(s, action=replace(s.action, text=s.action.text + "x")) if i in typed else s
+                             for i, s in enumerate(played.steps)]
+                    assert await replay_reward(env, played) == 1.0
+                    assert await replay_reward(env, replace(played, steps=wrong)) == 0.0
+            finally:
+                await env.close()
+    finally:
+        await suite.stop()

@@ -11,8 +11,10 @@ context per episode is ~10x slower). Changes to MiniWoB's defaults, and why:
   clicked, so an agent that keeps clicking cannot wipe the reward it earned.
 Reward: `max(0, WOB_RAW_REWARD_GLOBAL)` once the episode is done, else 0; the episode ends
 when the page says it is done (`done`), so demonstrations carry no `stop` MiniWoB never asks for.
-Task ids are `miniwob/<name>/<seed>`; train seeds are 0.., test seeds 100000.., so the
-splits never share a problem instance.
+Task ids are `miniwob/<name>/<seed>`; train seeds are 0.., validation seeds 50000.., test
+seeds 100000.., so the splits never share a problem instance. Validation is where a value
+is tuned (a margin, a threshold, which task types a preset trains); test seeds are read
+once per reported number.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from evolver_core.suites.httpserver import LocalHTTPServer
 from evolver_core.suites.miniwob_solvers import SOLVERS
 
 HTML_DIR = Path(os.path.dirname(miniwob.__file__)) / "html"
-TEST_SEED_OFFSET = 100_000
+# The first seed of each split; a split holds at most the gap to the next one.
+SPLIT_SEEDS: dict[str, int] = {"train": 0, "validation": 50_000, "test": 100_000}
 # Tasks our scripted solvers complete; the default subset for demonstrations and smoke runs.
 EASY_TASKS: tuple[str, ...] = tuple(sorted(SOLVERS))
 
@@ -64,6 +67,8 @@ class MiniWoBSuite:
         unknown = sorted(set(task_names) - set(all_task_names()))
         if unknown:
             raise ValueError(f"unknown MiniWoB tasks: {', '.join(unknown)}")
+        if seeds_per_task > SPLIT_SEEDS["validation"]:
+            raise ValueError(f"at most {SPLIT_SEEDS['validation']} seeds per task and split, got {seeds_per_task}")
         self.task_names = list(task_names)
         self.seeds_per_task = seeds_per_task
         self._server: LocalHTTPServer | None = None
@@ -75,10 +80,12 @@ class MiniWoBSuite:
         return self._server.url
 
     def tasks(self, split: str | None = None) -> list[Task]:
-        splits = ["train", "test"] if split is None else [split]
+        """The tasks of `split` (train, validation, test), or of all three."""
+        if split is not None and split not in SPLIT_SEEDS:
+            raise ValueError(f"unknown MiniWoB split {split!r}; choose one of {', '.join(SPLIT_SEEDS)}")
         out = []
-        for sp in splits:
-            offset = 0 if sp == "train" else TEST_SEED_OFFSET
+        for sp in SPLIT_SEEDS if split is None else [split]:
+            offset = SPLIT_SEEDS[sp]
             for name in self.task_names:
                 for seed in range(offset, offset + self.seeds_per_task):
                     out.append(Task(
