@@ -49,7 +49,8 @@ def _checked_storage(value: Optional[str]) -> Optional[str]:
     return value
 
 
-StorageOpt = typer.Option(None, "--storage", callback=_checked_storage, help="Storage root (fsspec URI: a path, file://..., s3://bucket/prefix). "
+StorageOpt = typer.Option(None, "--storage", callback=_checked_storage,
+                          help="Storage root (fsspec URI: a path, file://..., s3://bucket/prefix). "
                           "Default: $WEBEVOLVER_STORAGE, else the current directory.")
 
 
@@ -88,8 +89,9 @@ def sample(
     suite: str = SuiteOpt,
     tasks: Optional[int] = typer.Option(10, "--tasks", help="Number of tasks (taken round-robin over sites)."),
     samples: int = config_option(SamplingConfig, "samples"),
-    split: str = typer.Option("train", help="Task split: train or test."),
-    policy: str = typer.Option("oracle", help="oracle: the suite's scripted solver (demonstrations); model: the LLM policy."),
+    split: str = typer.Option("train", help="Task split: train, validation (MiniWoB: seeds kept for tuning) or test."),
+    policy: str = typer.Option("oracle", help="oracle: the suite's scripted solver (demonstrations); model: the LLM "
+                               "policy."),
     model: str = ModelOpt,
     model_backend: str = BackendOpt,
     base_url: Optional[str] = BaseUrlOpt,
@@ -255,7 +257,7 @@ def presets(as_json: bool = typer.Option(False, "--json", help="End with a JSON 
 @app.command("eval")
 def eval_cmd(
     suite: str = SuiteOpt,
-    split: str = typer.Option("test", help="Split: test or train."),
+    split: str = typer.Option("test", help="Split: test, validation (MiniWoB: seeds kept for tuning) or train."),
     policy: str = typer.Option("oracle", help="oracle, tiny, smollm2, a model/adapter folder, or a remote model name."),
     tasks: Optional[int] = typer.Option(EvaluationConfig.test_tasks, help="Number of tasks (round-robin over "
                                         "sites); 0 = all."),

@@ -5,15 +5,19 @@ the section they need whole, the flows take the whole preset as a parameter (the
 shows it as a form and validates it), and every default lives here, in the field that
 declares it.
 
-| section | what it sizes | read by |
-| --- | --- | --- |
-| `SamplingConfig` | episodes: suite, tasks, steps, sampling temperature, concurrency | `sample`, `synthesize`, every evaluation |
-| `EvaluationConfig` | the test split and the never-trained generalization tasks | the round's evaluations, `webevolver eval` |
-| `JudgeConfig` | r̂: its model, whether it filters, its reply length | `judge`, `synthesize`, look-ahead |
-| `TrainingConfig` | a LoRA fine-tune (TRL / PEFT names) | `finetune` (policies), `finetune_wm` (via `WorldModelConfig.training`) |
-| `WorldModelConfig` | M_w: its data, training, page length and temperature, synthesis, fidelity | `wm_data`, `finetune_wm`, `synthesize`, `fidelity`, look-ahead |
-| `LookaheadConfig` | world-model look-ahead at inference | `eval-wmla<d>`, `webevolver eval --lookahead-depth` |
-| `CallLimits` | what one model call and one episode may cost | every client (`llm.use_limits`) |
+- `SamplingConfig`: episodes (suite, tasks, steps, sampling temperature, concurrency); read by
+  `sample`, `synthesize`, every evaluation.
+- `EvaluationConfig`: the test split and the never-trained generalization tasks; the round's
+  evaluations, `webevolver eval`.
+- `JudgeConfig`: r̂ (its model, whether it filters, its reply length); `judge`, `synthesize`,
+  look-ahead.
+- `TrainingConfig`: a LoRA fine-tune (TRL / PEFT names); `finetune` (policies), `finetune_wm`
+  (via `WorldModelConfig.training`).
+- `WorldModelConfig`: M_w (its data, training, page length and temperature, synthesis,
+  fidelity); `wm_data`, `finetune_wm`, `synthesize`, `fidelity`, look-ahead.
+- `LookaheadConfig`: world-model look-ahead at inference; `eval-wmla<d>`, `webevolver eval
+  --lookahead-depth`.
+- `CallLimits`: what one model call and one episode may cost; every client (`llm.use_limits`).
 
 Every field is declared with `setting(default, help, allowed)`: `help` says what it means
 (`webevolver presets`, `python -m evolver_core.training.finetune --help`), `allowed` which

@@ -15,8 +15,8 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from evolver_core.data.storage import Storage
-from evolver_core.reporting.compare import (CHART_TITLE, TABLE_COLUMNS, NoEvaluations, comparison_files, comparison_folder,
-                                  evaluation_table, write_comparison)
+from evolver_core.reporting.compare import (CHART_TITLE, TABLE_COLUMNS, NoEvaluations, comparison_files,
+                                            comparison_folder, evaluation_table, write_comparison)
 from evolver_core.settings import storage_root
 from flows.artifacts import svg_artifact
 from tasks.common import artifact_key

@@ -54,7 +54,8 @@ def evaluate(split: str = "test", policy: str = "oracle", tasks: Optional[int] =
              backend: str = ModelSpec.backend,
              base_url: Optional[str] = None, sampling: Optional[SamplingConfig] = None, lookahead_depth: int = 0,
              world_model: Optional[str] = None, scorer: Optional[str] = None, judge_model: Optional[str] = None,
-             screenshots: bool = False, limits: Optional[CallLimits] = None, preset: Optional[PresetName] = None) -> dict:
+             screenshots: bool = False, limits: Optional[CallLimits] = None,
+             preset: Optional[PresetName] = None) -> dict:
     """`policy`: "oracle" (the suites' scripted solvers), or a model as `webevolver sample --model` takes it;
     `world_model`, `scorer`, `judge_model` likewise (see the module docstring). `sampling`
     (default: the section's defaults) names the suite and plays the episodes: greedily with
@@ -62,8 +63,9 @@ def evaluate(split: str = "test", policy: str = "oracle", tasks: Optional[int] =
     episode may cost; `preset` names the sections look-ahead takes (module docstring)."""
     # vLLM servers shared by policy, world model, scorer and judge (one per base model where adapters hot-load).
     with serving_session(), use_limits(limits or CallLimits()):
-        return _evaluate(split, policy, tasks, repeats, run_id, storage, backend, base_url, sampling or SamplingConfig(),
-                         lookahead_depth, world_model, scorer, judge_model, screenshots, preset)
+        return _evaluate(split, policy, tasks, repeats, run_id, storage, backend, base_url,
+                         sampling or SamplingConfig(), lookahead_depth, world_model, scorer, judge_model, screenshots,
+                         preset)
 
 
 def lookahead_spec(world_model: ModelSpec, scorer: ModelSpec, depth: int, preset: Optional[str]) -> LookaheadSpec:

@@ -30,7 +30,8 @@ def evolve(rounds: int = 1, preset: PresetChoice = "smoke", run_id: str = "evolv
     shards). Returns the run, each round's `RoundSummary` (`rounds`), the storage and the
     success plot's URI."""
     p = run_preset(preset, overrides)
-    round_flow = evolve_round if task_runner == "threads" else evolve_round.with_options(task_runner=make_runner(task_runner))
+    round_flow = (evolve_round if task_runner == "threads"
+                  else evolve_round.with_options(task_runner=make_runner(task_runner)))
     results = []
     with holding_run(run_id, storage):  # its rounds join this hold
         for i in range(rounds + 1):

@@ -55,9 +55,9 @@ from prefect.futures import wait
 
 from evolver_core.agents.lookahead import LookaheadSpec
 from evolver_core.config import ModelSpec
-from evolver_core.data.run_layout import (EVAL, EVAL_GEN, EVAL_PLAIN, EVAL_SELF, FIDELITY, FINETUNE, FINETUNE_SELF, FINETUNE_WM,
-                                     SAMPLE, SYNTHESIZE, WM_SFT, lookahead_stage, next_round, policy_sft_stages,
-                                     previous_adapter)
+from evolver_core.data.run_layout import (EVAL, EVAL_GEN, EVAL_PLAIN, EVAL_SELF, FIDELITY, FINETUNE, FINETUNE_SELF,
+                                          FINETUNE_WM, SAMPLE, SYNTHESIZE, WM_SFT, lookahead_stage, next_round,
+                                          policy_sft_stages, previous_adapter)
 from evolver_core.data.storage import Storage
 from evolver_core.llm import use_limits
 from evolver_core.presets import Preset, PresetChoice, resolve_preset

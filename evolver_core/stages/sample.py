@@ -23,8 +23,8 @@ from evolver_core.suites.registry import LIVE_SUITES, get_suite, select_tasks
 from evolver_core.suites.taskfile import data_dir
 from evolver_core.training.identity import model_identity
 
-CODE = ("evolver_core.sampling.sampler", "evolver_core.agents.policy", "evolver_core.agents.oracle", "evolver_core.suites.registry",
-        "evolver_core.stages.sample")
+CODE = ("evolver_core.sampling.sampler", "evolver_core.agents.policy", "evolver_core.agents.oracle",
+        "evolver_core.suites.registry", "evolver_core.stages.sample")
 LOOKAHEAD_CODE = ("evolver_core.agents.lookahead", "evolver_core.world_model.model")  # run only to look ahead
 
 

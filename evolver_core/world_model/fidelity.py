@@ -117,7 +117,8 @@ def similarity(predicted: str, real: str) -> float:
     p_elements, r_elements = _element_matches(predicted), _element_matches(real)
     if not p_elements or not r_elements:
         return 0.0
-    f1 = _f1(Counter((m.group(3), m.group(4)) for m in p_elements), Counter((m.group(3), m.group(4)) for m in r_elements))
+    f1 = _f1(Counter((m.group(3), m.group(4)) for m in p_elements),
+             Counter((m.group(3), m.group(4)) for m in r_elements))
     p_lines, r_lines = ([ELEMENT_ID.sub(r"\1", m.group(0)) for m in ms] for ms in (p_elements, r_elements))
     return (f1 + SequenceMatcher(None, p_lines, r_lines, autojunk=False).ratio()) / 2
 
