@@ -325,11 +325,11 @@ def test_an_evolve_round_on_the_vllm_backend_shares_its_servers(prefect_server, 
     summary = evolve_round(run_id="vllm", round=0, preset="smoke", storage=str(tmp_path),
                            overrides={"backend": "vllm", "training.max_steps": 2, "test_tasks": 2,
                                       "lookahead.depths": [1], "request_timeout_s": 600, "step_deadline_s": 900})
-    assert summary["eval_tasks"] == 2 and summary["success_rate"] is not None
-    assert summary["success_rate_lookahead"]["1"] is not None and summary["world_model"]["sim"] is not None
-    shared = [s for s in summary["server_starts"] if s["shared"]]
+    assert summary.eval_tasks == 2 and summary.success_rate is not None
+    assert summary.success_rate_lookahead["1"] is not None and summary.fidelity.sim is not None
+    shared = [s for s in summary.server_starts if s["shared"]]
     # wm_data's distiller, look-ahead's scorer and fidelity share the base model's server; on CPU
     # the policy and the world model each have one (merged); no model is started twice
-    assert {s["backend"] for s in shared} == {"vllm"} and len(shared) == len(summary["server_starts"])
+    assert {s["backend"] for s in shared} == {"vllm"} and len(shared) == len(summary.server_starts)
     models = [(s["model"], s["adapter"]) for s in shared]
     assert len(models) == len(set(models)) == 3, models
