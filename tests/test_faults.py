@@ -759,11 +759,14 @@ def test_a_server_lost_mid_run_ends_the_command_in_one_line(tmp_path):
             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env=os.environ | server.env | {"WEBEVOLVER_HOME": str(tmp_path / "home")})
         try:
-            lock = store / "runs" / "lost" / "LOCK"
+            # The command holds the run before it reaches Prefect; its flow run, once started,
+            # joins the hold and names itself on the lock.
+            lock = RunLock(Storage(str(store)), "lost")
             deadline = time.monotonic() + 240
-            while not lock.exists() and command.poll() is None and time.monotonic() < deadline:
+            while command.poll() is None and time.monotonic() < deadline and \
+                    not (lock.read() and lock.read().flow_run_id):
                 time.sleep(0.2)
-            assert lock.exists(), "the flow never started"
+            assert lock.read() and lock.read().flow_run_id, "the flow never started"
             server.stop()
             t0 = time.monotonic()
             out, err = command.communicate(timeout=60)
