@@ -18,7 +18,7 @@ from cli.options import config_option
 from cli.output import console, emit_json
 from cli.prefect_cmds import deploy, server_app, use_prefect_server, worker
 from evolver_core.config import CallLimits, EvaluationConfig, ModelSpec, SamplingConfig
-from evolver_core.reporting.formats import pct
+from evolver_core.reporting.formats import by_arm, pct
 from evolver_core.settings import storage_root
 
 app = ReportingTyper(
@@ -210,7 +210,8 @@ def evolve(
         console.print(f"round {r.round}: {r.real_trajectories} real trajectories ({r.kept_trajectories} kept), "
                       f"{syn.tried} synthetic ({syn.terminal} reached an end, {syn.kept} kept by {syn.filter}), "
                       f"{r.sft_examples} SFT examples, {r.eval_tasks} test episodes"
-                      + (f" ({r.eval_errors} errors, not scored)" if r.eval_errors else ""))
+                      + (f" ({r.eval_errors} errors, not scored)" if r.eval_errors else "")
+                      + f"; real episodes: {by_arm(r.real_episodes)}")
         for line in r.warnings:
             console.print(f"[yellow]warning[/yellow] round {r.round}: {line}")
     console.print(learning_table(rounds))

@@ -40,7 +40,10 @@ def learning_table(rounds: list[RoundSummary]) -> Table:
 
 
 def _difference(pair: PairedDifference | None) -> str:
-    return f"{points(pair.difference)} ({points_ci(pair.ci)}), n={pair.episodes}" if pair else "-"
+    if not pair:
+        return "-"
+    dropped = f", {pair.dropped} unscored left out" if pair.dropped else ""
+    return f"{points(pair.difference)} ({points_ci(pair.ci)}), n={pair.episodes}{dropped}"
 
 
 def paired_table(rounds: list[RoundSummary]) -> Table:

@@ -11,7 +11,8 @@
                         (`world_model.synth_filter`) -> to_sft
     policy              finetune: M_i, the WebEvolver policy, a fresh LoRA on the real + synthetic
                         SFT data of rounds 0..i; finetune_self (round >= 1): the self-improve arm,
-                        the same on real data alone (the paper's comparison)
+                        the same on its own real data alone (the paper's comparison); from round 2
+                        it samples with its own previous policy: sample-self -> its judge -> sft-self
     evaluation          eval (M_i on the test split), eval-self (the self-improve arm on the same
                         tasks), eval-wmla<d> (M_i with look-ahead through M_w, for each depth d;
                         plain success on the same tasks is reported beside it), eval-gen (M_i on
@@ -30,9 +31,12 @@ The flow returns the round's summary (`evolver_core.reporting.summary.RoundSumma
 world model did, both arms' success, and a warning for each of its parts that came out empty)
 and publishes it as artifacts.
 
-The WebEvolver policy M_i samples round i+1 (the paper's line: the world model's data is
-what the method adds, so its policy carries the evolution on); the self-improve arm is
-trained and evaluated beside it, never sampled from.
+Each policy arm is its own chain (`run_layout.PolicyArm`): the WebEvolver policy M_i samples
+round i+1 into `sample` (whose data the world model also learns from), the self-improve
+policy into `sample-self`, judged and filtered alike, so the self-improve arm is the paper's
+self-evolving baseline. Rounds 0 and 1 are shared: the demonstrations, and round 1's sample,
+which both arms would draw from the same round-0 policy. The summary counts the real episodes
+that fed each arm (`real_episodes`) and warns when they differ.
 
 Every stage is a cached task (`tasks/`) keyed by its identity (`evolver_core.data.identity`):
 rerunning a finished round is all cache hits; a round killed inside a stage resumes that
@@ -54,14 +58,15 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 
 from evolver_core.agents.lookahead import LookaheadSpec
-from evolver_core.config import ModelSpec
-from evolver_core.data.run_layout import (EVAL, EVAL_GEN, EVAL_PLAIN, EVAL_SELF, FIDELITY, FINETUNE, FINETUNE_SELF,
-                                          FINETUNE_WM, SAMPLE, SYNTHESIZE, WM_SFT, lookahead_stage, next_round,
-                                          policy_sft_stages, previous_adapter)
+from evolver_core.config import ModelSpec, SamplingConfig
+from evolver_core.data.run_layout import (EVAL, EVAL_GEN, EVAL_PLAIN, FIDELITY, FINETUNE_WM, SAMPLE, SELF_IMPROVE,
+                                          SHARED_ROUNDS, SYNTHESIZE, WEBEVOLVER, WM_SFT, judge_stage_for,
+                                          lookahead_stage, next_round, previous_adapter, training_data)
+from evolver_core.data.stage_results import SampleSummary
 from evolver_core.data.storage import Storage
 from evolver_core.llm import use_limits
 from evolver_core.presets import Preset, PresetChoice, resolve_preset
-from evolver_core.reporting.formats import pct, pct_ci, points, points_ci
+from evolver_core.reporting.formats import by_arm, pct, pct_ci, points, points_ci
 from evolver_core.reporting.metrics import PairedDifference
 from evolver_core.reporting.summary import RoundStages, RoundSummary, round_summary
 from evolver_core.settings import download_cache, storage_root
@@ -71,6 +76,7 @@ from evolver_core.stages.sft import ToSftInputs
 from evolver_core.stages.synthesize import SynthesizeInputs
 from evolver_core.stages.train import FinetuneInputs
 from evolver_core.stages.world_model import FidelityInputs, WmDataInputs
+from evolver_core.suites.registry import split_seeds
 from flows.holding import holding_run
 from infra.serving import resolve_backend, serving_session
 from tasks.common import artifact_key, results_storage
@@ -114,15 +120,15 @@ class StageClock:
 def evolve_round(run_id: str = "nightly", round: Optional[int] = None, preset: PresetChoice = "smoke",
                  storage: Optional[str] = None, adapter: Optional[str] = None,
                  overrides: Optional[dict] = None) -> RoundSummary:
-    """Run round `round` of run `run_id`; None: the next one (the first without a trained
-    policy), so a nightly schedule advances one round a night. `adapter` overrides the
-    previous round's policy. `preset`: a preset's name (smoke, cpu, gpu) or a whole preset
-    (the Prefect UI shows its form; the CLI and `evolve` pass the one they resolved);
-    `overrides` then changes single fields by path or name (e.g. {"train_tasks": 50},
-    {"synth_queries": None} for all failed queries). vLLM servers are kept for the whole
-    round (`infra.serving.serving_session`: on GPUs one per base model, adapters
-    hot-loaded; on CPU one per merged adapter); how long every server start took is in the
-    summary (`server_starts`) and an artifact."""
+    """Run round `round` of run `run_id`; None: the next one (the first without its trained
+    policies), so a nightly schedule advances one round a night. `adapter` overrides the
+    previous round's WebEvolver policy (the one that samples `sample`). `preset`: a preset's
+    name (smoke, cpu, gpu) or a whole preset (the Prefect UI shows its form; the CLI and
+    `evolve` pass the one they resolved); `overrides` then changes single fields by path or
+    name (e.g. {"train_tasks": 50}, {"synth_queries": None} for all failed queries). vLLM
+    servers are kept for the whole round (`infra.serving.serving_session`: on GPUs one per
+    base model, adapters hot-loaded; on CPU one per merged adapter); how long every server
+    start took is in the summary (`server_starts`) and an artifact."""
     p = run_preset(preset, overrides)
     with holding_run(run_id, storage), serving_session(tensor_parallel_size=p.tensor_parallel_size) as session, \
             use_limits(p.limits):
@@ -149,7 +155,7 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
     greedy = p.sampling.greedy_once()  # evaluations: one greedy episode per task
     clock = StageClock()
 
-    # Real trajectories: demonstrations or the base model (round 0), else the previous policy M_{i-1}.
+    # Real trajectories: demonstrations or the base model (round 0), else the previous WebEvolver policy M_{i-1}.
     with clock(SAMPLE):
         if round == 0 and p.sampling.round0 == "demos":
             sampler, n_tasks = None, p.sampling.demo_tasks
@@ -158,11 +164,7 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
         else:
             sampler = base if round == 0 else adapter_spec(p, root, adapter or previous_adapter(store, run_id, round))
             n_tasks = p.sampling.train_tasks
-            futures = [sample_t.submit(SampleInputs(root, run_id, round, SAMPLE, "train", n_tasks, sampler, p.sampling,
-                                                    shard=i))
-                       for i in range(p.sampling.shards)]
-            wait(futures)
-            sampled = [f.result() for f in futures]
+            sampled = _sample_shards(sample_t, root, run_id, round, SAMPLE, n_tasks, sampler, p.sampling)
     judged = None
     if sampler is not None:
         with clock("judge"):
@@ -176,7 +178,8 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
         wm = wm_data_t(WmDataInputs(root, run_id, round, base, p.world_model), wait_for=sampled)
     with clock(FINETUNE_WM):
         wm_trained = finetune_t(FinetuneInputs(root, run_id, round, p.model, p.world_model.training,
-                                               sft_stages=(WM_SFT,), out_stage=FINETUNE_WM), wait_for=[wm])
+                                               data=training_data(round, (WM_SFT,)), out_stage=FINETUNE_WM),
+                                wait_for=[wm])
     world_model = adapter_spec(p, root, wm_trained.adapter_uri)
 
     # Synthetic trajectories for the failed queries: M_{i-1} acting on M_w's pages, judged by r̂.
@@ -189,18 +192,31 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
             synth_sft = to_sft_t(ToSftInputs(root, run_id, round, SYNTHESIZE,
                                              use_gold=p.world_model.synth_filter == "replay"), wait_for=[synth])
 
-    # The policies: WebEvolver (real + synthetic of rounds 0..i) and, from round 1, self-improve (real only).
-    with clock(FINETUNE):
+    # The policies: WebEvolver (real + synthetic of rounds 0..i) and, from round 1, self-improve (its own
+    # real data only: from round 2 sampled by its own previous policy, judged and filtered alike).
+    with clock(WEBEVOLVER.finetune):
         trained = finetune_t(FinetuneInputs(root, run_id, round, p.model, p.training,
-                                            sft_stages=policy_sft_stages(with_synthetic=True), out_stage=FINETUNE),
+                                            data=WEBEVOLVER.training_data(round), out_stage=WEBEVOLVER.finetune),
                              wait_for=[real_sft, synth_sft] if synth_sft else [real_sft])
     policy = adapter_spec(p, root, trained.adapter_uri)
     self_trained = None
     if round > 0 and p.self_improve:
-        with clock(FINETUNE_SELF):
+        self_sft = real_sft
+        if round >= SHARED_ROUNDS:
+            own = SELF_IMPROVE.sample
+            self_sampler = adapter_spec(p, root, previous_adapter(store, run_id, round, SELF_IMPROVE.finetune))
+            with clock(own):
+                sampled_self = _sample_shards(sample_t, root, run_id, round, own, n_tasks, self_sampler, p.sampling)
+            with clock(judge_stage_for(own)):
+                judged_self = judge_t(JudgeInputs(root, run_id, round, judge_spec, p.judge, source_stage=own),
+                                      wait_for=sampled_self)
+            with clock(SELF_IMPROVE.sft):
+                self_sft = to_sft_t(ToSftInputs(root, run_id, round, own, use_gold=use_gold),
+                                    wait_for=[*sampled_self, judged_self])
+        with clock(SELF_IMPROVE.finetune):
             self_trained = finetune_t(FinetuneInputs(root, run_id, round, p.model, p.training,
-                                                     sft_stages=policy_sft_stages(with_synthetic=False),
-                                                     out_stage=FINETUNE_SELF), wait_for=[real_sft])
+                                                     data=SELF_IMPROVE.training_data(round),
+                                                     out_stage=SELF_IMPROVE.finetune), wait_for=[self_sft])
 
     # Evaluation: both arms on the same test tasks, look-ahead, generalization, M_w's fidelity.
     test_tasks = p.evaluation.test_tasks
@@ -209,8 +225,8 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
                              wait_for=[trained])
     evaluated_self = None
     if self_trained is not None:
-        with clock(EVAL_SELF):
-            evaluated_self = sample_t(SampleInputs(root, run_id, round, EVAL_SELF, "test", test_tasks,
+        with clock(SELF_IMPROVE.eval):
+            evaluated_self = sample_t(SampleInputs(root, run_id, round, SELF_IMPROVE.eval, "test", test_tasks,
                                                    adapter_spec(p, root, self_trained.adapter_uri), greedy),
                                       wait_for=[self_trained])
     # Look-ahead, each depth paired with plain decoding on the same episodes: eval's, or its
@@ -245,11 +261,21 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
                          synthesized=synth, synth_sft=synth_sft, trained=trained, self_trained=self_trained,
                          evaluated=evaluated, evaluated_self=evaluated_self, lookahead=lookahead,
                          generalization=generalization, fidelity=fid)
-    summary = round_summary(store, run_id, round, preset=p.name, suite=p.sampling.suite, wm=p.world_model,
+    summary = round_summary(store, run_id, round, preset=p.name, suite=p.sampling.suite,
+                            split_seeds=split_seeds(p.sampling.suite), training=p.training, wm=p.world_model,
                             stages=stages, plain_stage=plain_stage, stage_seconds=clock.seconds)
     for line in summary.warnings:
         get_run_logger().warning(f"round {round}: {line}")
     return summary
+
+
+def _sample_shards(sample_t, root: str, run_id: str, round_: int, stage: str, n_tasks: Optional[int],
+                   policy: ModelSpec, sampling: SamplingConfig) -> list[SampleSummary]:
+    """A policy's episodes on the train tasks into `stage`, its shards side by side."""
+    futures = [sample_t.submit(SampleInputs(root, run_id, round_, stage, "train", n_tasks, policy, sampling, shard=i))
+               for i in range(sampling.shards)]
+    wait(futures)
+    return [f.result() for f in futures]
 
 
 def _paired(pair: Optional[PairedDifference]) -> str:
@@ -277,6 +303,9 @@ def _report(s: RoundSummary) -> None:
         f"| synthetic trajectories: tried (failed queries) / terminal / kept ({syn.filter}) | {syn.tried} "
         f"({syn.failed_queries}) / {syn.terminal} / {syn.kept} |\n"
         f"| the two arms trained on the same data | {s.arms_identical} |\n"
+        f"| real episodes that fed each arm's data | {by_arm(s.real_episodes)} |\n"
+        f"| training examples (epochs) of each arm | "
+        f"{by_arm({a: f'{t.examples} ({t.epochs:g} epochs)' for a, t in s.training.items()})} |\n"
         f"| SFT examples (rounds 0..{s.round}) | {s.sft_examples} |\n"
         f"| test success, WebEvolver policy (95% CI) | {pct_ci(s.success_rate, s.success_ci)} |\n"
         f"| test success, self-improve policy (95% CI) | "

@@ -10,7 +10,6 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
                                update_progress_artifact)
 
 from evolver_core.config import TrainingConfig
-from evolver_core.data.run_layout import training_rounds
 from evolver_core.data.stage_results import AdapterSummary, SftSummary
 from evolver_core.stages.sft import ToSftInputs, run_to_sft, to_sft_identity
 from evolver_core.stages.train import FinetuneInputs, adapter_repair_key, finetune_identity, run_finetune
@@ -40,9 +39,9 @@ def to_sft(inputs: ToSftInputs) -> SftSummary:
 
 @stage_task(finetune_identity, repair=adapter_repair_key, task_run_name="{inputs.out_stage}-r{inputs.round}")
 def finetune(inputs: FinetuneInputs) -> AdapterSummary:
-    """LoRA from the BASE model on the `sft_stages` examples of rounds 0..round (the paper's
-    union): a policy (`sft` [+ `synth_sft`] -> `finetune*`) or the world model (`wm_sft` ->
-    `finetune_wm`)."""
+    """LoRA from the BASE model on the examples of rounds 0..round (the paper's union) that
+    `inputs.data` names: a policy arm (`PolicyArm.training_data` -> `finetune*`) or the world
+    model (`wm_sft` -> `finetune_wm`)."""
     logger = get_run_logger()
     run_id, round_, out_stage, training = inputs.run_id, inputs.round, inputs.out_stage, inputs.training
     progress = create_progress_artifact(0.0, description=f"{out_stage} round {round_}: steps done")
@@ -61,7 +60,7 @@ def finetune(inputs: FinetuneInputs) -> AdapterSummary:
     create_markdown_artifact(
         f"### Adapter ({out_stage}), round {round_}\n\n- adapter: `{result.adapter_uri}` "
         f"(content {result.adapter_digest[:12]})\n- base: `{inputs.base_model}`\n- examples: {result.examples} "
-        f"({' + '.join(inputs.sft_stages)}, rounds {training_rounds(round_).start}..{round_})\n"
+        f"({' + '.join(dict.fromkeys(s for _, s in inputs.data))}, rounds {inputs.data[0][0]}..{round_})\n"
         f"- final mean loss: {result.train_loss:.4f}\n",
         key=artifact_key(run_id, f"r{round_}", out_stage, "adapter"))
     return result

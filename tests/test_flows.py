@@ -17,6 +17,10 @@ from prefect import flow
 from evolver_core.config import SamplingConfig
 from evolver_core.data.stage_results import SampleSummary
 from evolver_core.data.storage import Storage
+from evolver_core.data.run_layout import SELF_IMPROVE, WEBEVOLVER, adapter_uri, read_identity
+from evolver_core.reporting.summary import ArmTraining, SplitSeeds
+from evolver_core.settings import download_cache
+from evolver_core.training.sft import examples_digest, read_sft_parquet
 from evolver_core.stages.sample import SampleInputs
 from flows.evaluate import evaluate
 from flows.evolve_round import evolve_round
@@ -28,9 +32,10 @@ from tasks.sample import sample
 ROUND_ZERO_TASKS = ["sample-sample-r0-shard0", "to_sft-r0-sample", "finetune-r0", "wm_data-r0", "finetune_wm-r0",
                     "sample-eval-r0-shard0", "sample-eval-wmla1-r0-shard0", "sample-eval-wmla2-r0-shard0",
                     "fidelity-r0"]
-# A round's summary as `evolve --json` prints it (the keys and their order before it was typed).
-SUMMARY_KEYS = ["run", "round", "preset", "suite", "storage", "real_trajectories", "synthetic", "arms_identical",
-                "train_success_rate", "judge_agreement", "sft_examples", "kept_trajectories", "adapter",
+# A round's summary as `evolve --json` prints it: its keys, in order.
+SUMMARY_KEYS = ["run", "round", "preset", "suite", "splits", "storage", "real_trajectories", "synthetic",
+                "arms_identical", "real_episodes", "training", "train_success_rate", "judge_agreement",
+                "sft_examples", "kept_trajectories", "adapter",
                 "adapter_digest", "train_loss", "success_rate", "success_ci", "eval_tasks", "eval_errors",
                 "action_validity", "success_rate_self_improve", "success_ci_self_improve", "success_rate_lookahead",
                 "success_rate_plain_on_lookahead_tasks", "lookahead", "paired", "generalization_success_rate",
@@ -77,6 +82,14 @@ def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path)
     assert set(fidelity.copy) >= {"str", "sim", "exact"}  # the baseline on the same transitions
     assert summary.synthetic.tried == 0  # round 0 has no policy queries to synthesize for
     assert summary.arms_identical is None and summary.paired.webevolver_vs_self is None
+    assert summary.real_episodes == {"webevolver": len(demos)}  # the demonstrations, played on the real pages
+    assert summary.training == {"webevolver": ArmTraining(summary.sft_examples, round(2 * 2 / summary.sft_examples, 3),
+                                                          summary.training["webevolver"].data_digest)}
+    # The seeds of MiniWoB's splits: validation apart from both, touched by no round yet.
+    evaluated = store.read_table("smoke", 0, "eval", table_name="trajectories").to_pandas()
+    assert summary.splits == {"train": SplitSeeds(0, (demos.seed.min(), demos.seed.max())),
+                              "validation": SplitSeeds(50_000, None),
+                              "test": SplitSeeds(100_000, (evaluated.seed.min(), evaluated.seed.max()))}
     assert list(summary.to_json()) == SUMMARY_KEYS  # what `evolve --json` prints of a round
     states = task_states(first.state_details.flow_run_id, "Completed", len(ROUND_ZERO_TASKS))
     assert sorted(states) == sorted(ROUND_ZERO_TASKS)
@@ -150,11 +163,12 @@ def test_evaluate_flow_reports_success_with_a_confidence_interval(prefect_server
 
 
 def test_evolve_flow_reports_rounds_and_writes_the_success_plot(prefect_server, tmp_path):
+    """Rounds 0-2: from round 2 each policy arm samples with its own previous policy."""
     from flows.evolve import evolve
 
-    result = evolve(rounds=1, preset="smoke", run_id="evo", storage=str(tmp_path),
+    result = evolve(rounds=2, preset="smoke", run_id="evo", storage=str(tmp_path),
                     overrides={**TINY_ROUND, "lookahead.depths": [1], "demo_explore": 1})
-    assert [r.round for r in result["rounds"]] == [0, 1]
+    assert [r.round for r in result["rounds"]] == [0, 1, 2]
     zero = result["rounds"][0]  # each demonstration task explored once: the policy trains on neither exploration
     assert zero.real_trajectories == 8 and zero.kept_trajectories == 4
     one = result["rounds"][1]
@@ -184,9 +198,43 @@ def test_evolve_flow_reports_rounds_and_writes_the_success_plot(prefect_server, 
     assert "n=" in svg and Path(result["plot"].removeprefix("file://")).with_suffix(".png").exists()
     assert one.success_rate_self_improve is not None and one.success_ci is not None
 
+    # Round 1 shares round 0's demonstrations and its own sample; the WebEvolver arm also replayed
+    # its synthetic trajectories on the real pages, which the round counts and names.
+    def rows(round_: int, stage: str):
+        return store.read_table("evo", round_, stage, table_name="trajectories").to_pandas()
+
+    def replayed(round_: int) -> int:
+        return int(rows(round_, "synthesize").gold_reward.notna().sum())
+
+    assert not store.exists("evo", 1, "sample-self")
+    shared = len(rows(0, "sample")) + len(rows(1, "sample"))
+    assert one.real_episodes == {"webevolver": shared + replayed(1), "self_improve": shared} and replayed(1) == 2
+    assert (f"the arms saw different numbers of real episodes (WebEvolver {shared + 2}, self-improve {shared}): "
+            "their difference is not the world model's alone") in one.warnings
+    # Round 2: the self-improve arm samples with its own round-1 policy into its own stages.
+    two = result["rounds"][2]
+    spec = read_identity(store, "evo", 2, "sample-self").params["policy"]
+    assert spec["adapter"] == str(store.local_dir(adapter_uri(store, "evo", 1, "finetune_self"), download_cache()))
+    assert read_identity(store, "evo", 2, "sample").params["policy"]["adapter"] == str(
+        store.local_dir(adapter_uri(store, "evo", 1, "finetune"), download_cache()))
+    assert rows(2, "sample-self").task_id.tolist() != [] and set(rows(2, "sample-self").task_id) == set(
+        rows(2, "sample").task_id)
+    assert store.exists("evo", 2, "sample-self-judge") and store.exists("evo", 2, "sft-self", table_name="examples")
+    assert two.real_episodes == {"webevolver": shared + len(rows(2, "sample")) + replayed(1) + replayed(2),
+                                 "self_improve": shared + len(rows(2, "sample-self"))}
+    # Each arm trained on its own examples: the tiny policy keeps none of its own, so the sets are
+    # equal, and `arms_identical` says what their digests say.
+    for arm in (WEBEVOLVER, SELF_IMPROVE):
+        examples = [e for r, stage in arm.training_data(2) if store.exists("evo", r, stage)
+                    for e in read_sft_parquet(store, "evo", r, stage)]
+        assert two.training[arm.name].examples == len(examples)
+        assert two.training[arm.name].data_digest == examples_digest(examples)
+    assert two.arms_identical is (two.training["webevolver"].data_digest == two.training["self_improve"].data_digest)
+
 
 def test_next_round_is_the_first_without_a_trained_policy(tmp_path):
-    from evolver_core.data.run_layout import next_round, previous_adapter
+    from evolver_core.data.identity import StageIdentity
+    from evolver_core.data.run_layout import next_round, open_stage, previous_adapter
 
     store = Storage(str(tmp_path))
     assert next_round(store, "n") == 0
@@ -200,6 +248,24 @@ def test_next_round_is_the_first_without_a_trained_policy(tmp_path):
     assert previous_adapter(store, "n", 2).endswith("round=1/finetune/adapter")
     with pytest.raises(FileNotFoundError, match="run round 2 of run 'n' first"):
         previous_adapter(store, "n", 3)
+    # Round 2's self-improve arm samples with round 1's: a round whose self-improve policy started
+    # and is not trained is not done.
+    open_stage(store, "n", 1, "finetune_self", StageIdentity(stage="finetune_self", code="c"))
+    assert next_round(store, "n") == 1
+    store.put_dir(tmp_path / "trained", "n", 1, "finetune_self", "adapter")
+    assert next_round(store, "n") == 2
+    assert previous_adapter(store, "n", 2, "finetune_self").endswith("round=1/finetune_self/adapter")
+
+
+def test_each_arm_trains_on_its_own_chain_after_the_shared_rounds():
+    """Rounds 0 and 1 are shared (the demonstrations; round 1's sample, drawn from round 0's
+    policy); from round 2 the self-improve arm learns from its own samples, never the
+    WebEvolver policy's."""
+    assert WEBEVOLVER.training_data(1) == ((0, "sft"), (0, "synth_sft"), (1, "sft"), (1, "synth_sft"))
+    assert SELF_IMPROVE.training_data(1) == ((0, "sft"), (1, "sft"))
+    assert SELF_IMPROVE.training_data(3) == ((0, "sft"), (1, "sft"), (2, "sft-self"), (3, "sft-self"))
+    assert [SELF_IMPROVE.sample_stage(r) for r in range(3)] == ["sample", "sample", "sample-self"]
+    assert WEBEVOLVER.training_data(2)[-2:] == ((2, "sft"), (2, "synth_sft"))
 
 
 def test_training_progress_counts_steps_or_epochs():

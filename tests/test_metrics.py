@@ -3,6 +3,8 @@ episodes, against reference values."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from evolver_core.reporting.metrics import PairedDifference, paired_difference, wilson_interval
@@ -39,6 +41,19 @@ def test_paired_difference_at_the_sizes_a_round_has() -> None:
     a, b = arms(3, 1, 0, 0)
     b.pop("task/0")  # an episode only one arm has is not paired
     assert paired_difference(a, b).episodes == 3
-    assert paired_difference({}, {}) == PairedDifference(0, 0.0, (-1.0, 1.0), 0, 0)
+    assert paired_difference({}, {}) == PairedDifference(0, 0.0, (-1.0, 1.0), 0, 0, 0)
     small = paired_difference(*arms(1, 1, 0, 0))
-    assert small.to_json() == {"episodes": 2, "difference": 0.5, "ci": list(small.ci), "a_only": 1, "b_only": 0}
+    assert small.to_json() == {"episodes": 2, "difference": 0.5, "ci": list(small.ci), "a_only": 1, "b_only": 0,
+                               "dropped": 0}
+
+
+def test_episodes_either_side_did_not_score_leave_the_pairing_and_are_counted() -> None:
+    """An error episode (None) on either side drops that episode from the pairing; an episode
+    only one side ran is not paired and not counted as dropped."""
+    a, b = arms(3, 1, 1, 1)  # task/0..2 both solved, 3 a only, 4 b only, 5 neither
+    a["task/0"], b["task/3"] = None, None  # an error episode on each side
+    a["task/9"] = True  # only A ran it
+    pair = paired_difference(a, b)
+    assert (pair.episodes, pair.dropped, pair.a_only, pair.b_only) == (4, 2, 0, 1)
+    without = paired_difference({k: v for k, v in a.items() if k not in ("task/0", "task/3")}, b)
+    assert without.dropped == 0 and replace(pair, dropped=0) == without

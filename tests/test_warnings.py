@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from evolver_core.reporting.metrics import paired_difference
 from evolver_core.reporting.results import LookaheadStats
-from evolver_core.reporting.summary import FidelityStats, SyntheticStats, round_warnings
+from evolver_core.reporting.summary import FidelityStats, PairedStats, SyntheticStats, round_warnings
 
 COPY = {"str": 1.0, "sim": 0.9, "exact": 0.2}
 SYNTHETIC = SyntheticStats(failed_queries=8, tried=24, terminal=20, kept=6, filter="replay", judge_successes=6,
@@ -14,19 +15,25 @@ LOOKAHEAD = LookaheadStats(steps=10, distinct_candidates=2.0, scored=20, parse_r
                            not_greedy=3)
 FIDELITY = FidelityStats(transitions=50, str=1.0, sim=0.95, oa=None, exact=0.5, change_f1=None, terminal=None,
                          copy=COPY)
+EPISODES = {"webevolver": 44, "self_improve": 44}
+OUTCOMES = {f"miniwob/click-button/{100_000 + i}": i % 2 == 0 for i in range(10)}
+PAIRED = PairedStats(webevolver_vs_self=paired_difference(OUTCOMES, OUTCOMES),
+                     wmla_vs_plain={"1": paired_difference(OUTCOMES, OUTCOMES)})
 
 
 def warnings(round_: int = 1, synthetic: SyntheticStats = SYNTHETIC, arms_identical: bool | None = False,
+             real_episodes: dict[str, int] = EPISODES, paired: PairedStats = PAIRED,
              lookahead: LookaheadStats = LOOKAHEAD, fidelity: FidelityStats = FIDELITY) -> list[str]:
     """The warnings of a round-1 summary as `evolve_round` writes it, where the world model did
     its part, but for what is given."""
-    return round_warnings(round_, synthetic, arms_identical, {"1": lookahead}, fidelity)
+    return round_warnings(round_, synthetic, arms_identical, real_episodes, paired, {"1": lookahead}, fidelity)
 
 
 def test_a_round_where_the_world_model_did_its_part_has_no_warning():
     assert warnings() == []
     assert warnings(round_=0, synthetic=replace(SYNTHETIC, failed_queries=0, tried=0, terminal=0, kept=0),
-                    arms_identical=None) == []
+                    arms_identical=None, real_episodes={"webevolver": 4},
+                    paired=PairedStats(webevolver_vs_self=None, wmla_vs_plain={})) == []
 
 
 def test_the_cpu_presets_old_round_one_would_have_said_everything_it_did_not_do():
@@ -61,3 +68,25 @@ def test_ends_scored_without_the_world_models_probability_are_named():
 
 def test_a_fidelity_that_scored_nothing_is_named():
     assert warnings(fidelity=replace(FIDELITY, transitions=0)) == ["fidelity scored no held-out transition"]
+
+
+def test_arms_that_saw_different_real_episodes_are_named():
+    """The cpu preset's round 1: both arms learn from round 0's 140 demonstrations and round 1's
+    40 sampled episodes, and the WebEvolver arm also from its 32 synthetic trajectories replayed
+    on the real page."""
+    assert warnings(real_episodes={"webevolver": 212, "self_improve": 180}) == [
+        "the arms saw different numbers of real episodes (WebEvolver 212, self-improve 180): their difference "
+        "is not the world model's alone"]
+
+
+def test_a_pairing_that_left_out_error_episodes_says_how_many():
+    """An error episode (a crashed page: not scored) on either side leaves the pairing; the
+    pairing counts it, and the round names it."""
+    errors = {**OUTCOMES, "miniwob/click-button/100000": None, "miniwob/click-button/100003": None}
+    with_errors = paired_difference(OUTCOMES, errors)
+    assert (with_errors.episodes, with_errors.dropped) == (8, 2)
+    assert warnings(paired=replace(PAIRED, wmla_vs_plain={"1": with_errors})) == [
+        "look-ahead d=1 minus plain: 2 episodes both ran are left out of the pairing, as one side did not "
+        "score them (an error episode)"]
+    assert warnings(paired=replace(PAIRED, webevolver_vs_self=with_errors))[0].startswith(
+        "WebEvolver minus self-improve: 2 episodes")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from dataclasses import dataclass
 
 from evolver_core.data.identity import StageIdentity
 from evolver_core.data.storage import Storage
@@ -22,7 +23,7 @@ from evolver_core.data.storage import Storage
 log = logging.getLogger(__name__)
 
 # Stages of a round, in the order they run (DESIGN.md "The loop").
-SAMPLE = "sample"  # real trajectories: scripted demonstrations (round 0) or the previous policy
+SAMPLE = "sample"  # real trajectories: scripted demonstrations (round 0) or the previous WebEvolver policy
 JUDGE = "judge"  # r̂'s verdicts on `sample` (judged copies of its trajectory rows)
 SFT = "sft"  # rejection-sampled real trajectories as chat examples
 WM_DATA = "wm_data"  # world-model transitions with distilled rationales
@@ -31,7 +32,9 @@ FINETUNE_WM = "finetune_wm"  # the world model M_w (LoRA), on wm_sft of rounds 0
 SYNTHESIZE = "synthesize"  # synthetic trajectories: the policy acting on M_w's pages
 SYNTH_SFT = "synth_sft"  # r̂-kept synthetic trajectories as chat examples
 FINETUNE = "finetune"  # the round's WebEvolver policy M_i: sft + synth_sft of rounds 0..i
-FINETUNE_SELF = "finetune_self"  # the self-improve arm (round >= 1): sft of rounds 0..i only
+SAMPLE_SELF = "sample-self"  # the self-improve arm's real trajectories (round >= 2): its previous policy
+SFT_SELF = "sft-self"  # ... rejection-sampled as chat examples (its judge: `judge_stage_for(SAMPLE_SELF)`)
+FINETUNE_SELF = "finetune_self"  # the self-improve arm (round >= 1): its own real examples of rounds 0..i
 EVAL = "eval"  # M_i on the test split
 EVAL_SELF = "eval-self"  # the self-improve arm on the same test tasks
 EVAL_GEN = "eval-gen"  # M_i on tasks never trained on (generalization)
@@ -70,9 +73,53 @@ def training_rounds(round_: int) -> range:
     return range(round_ + 1)
 
 
-def policy_sft_stages(with_synthetic: bool = True) -> tuple[str, ...]:
-    """The example stages a policy trains on: real, plus synthetic for the WebEvolver policy."""
-    return (SFT, SYNTH_SFT) if with_synthetic else (SFT,)
+def training_data(round_: int, stages: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
+    """(round, stage) of the example stages `stages` in every round a training reads."""
+    return tuple((r, s) for r in training_rounds(round_) for s in stages)
+
+
+@dataclass(frozen=True)
+class PolicyArm:
+    """A policy arm and its own chain of stages across rounds: round i samples the train tasks
+    with the arm's policy of round i-1 (its `finetune` stage) into `sample`, keeps `sft`, trains
+    `finetune` on its examples of rounds 0..i and is evaluated in `eval`. Rounds before
+    `SHARED_ROUNDS` are shared: round 0's demonstrations, and round 1's `sample`, which both
+    arms would draw from the same round-0 policy (sampled once, in the WebEvolver arm's stages)."""
+
+    name: str  # its key in the round summary
+    title: str  # as a person reads it
+    sample: str
+    sft: str
+    finetune: str
+    eval: str
+    synthetic: bool  # also trains on the synthetic examples (`synth_sft`)
+
+    def sample_stage(self, round_: int) -> str:
+        """Where the real trajectories this arm learns from in round `round_` are."""
+        return self.sample if round_ >= SHARED_ROUNDS else SAMPLE
+
+    def sft_stage(self, round_: int) -> str:
+        return self.sft if round_ >= SHARED_ROUNDS else SFT
+
+    def training_data(self, round_: int) -> tuple[tuple[int, str], ...]:
+        """(round, stage) of the examples its policy of round `round_` trains on: its real ones
+        of rounds 0..i, and the synthetic ones where it has them."""
+        return tuple((r, s) for r in training_rounds(round_)
+                     for s in ((self.sft_stage(r), SYNTH_SFT) if self.synthetic else (self.sft_stage(r),)))
+
+
+SHARED_ROUNDS = 2  # rounds whose real data both arms share (PolicyArm)
+WEBEVOLVER = PolicyArm("webevolver", "WebEvolver", SAMPLE, SFT, FINETUNE, EVAL, synthetic=True)
+SELF_IMPROVE = PolicyArm("self_improve", "self-improve", SAMPLE_SELF, SFT_SELF, FINETUNE_SELF, EVAL_SELF,
+                         synthetic=False)
+ARMS = {arm.name: arm for arm in (WEBEVOLVER, SELF_IMPROVE)}
+
+
+def sft_stage_for(source_stage: str) -> str:
+    """Where a stage's rejection-sampled examples go: `synth_sft` for synthetic trajectories,
+    `sft-self` for the self-improve arm's own, `sft` for the rest (a policy arm trains on real
+    data alone, the WebEvolver policy on both)."""
+    return {SYNTHESIZE: SYNTH_SFT, SAMPLE_SELF: SFT_SELF}.get(source_stage, SFT)
 
 
 def adapter_uri(store: Storage, run_id: str, round_: int, stage: str = FINETUNE) -> str:
@@ -85,19 +132,22 @@ def has_adapter(store: Storage, run_id: str, round_: int, stage: str = FINETUNE)
     return store.committed(adapter_uri(store, run_id, round_, stage))
 
 
-def previous_adapter(store: Storage, run_id: str, round_: int) -> str:
-    """The policy of round i-1, as its finetune stage stored it."""
-    if not has_adapter(store, run_id, round_ - 1):
+def previous_adapter(store: Storage, run_id: str, round_: int, stage: str = FINETUNE) -> str:
+    """The policy of round i-1 (of the arm whose finetune stage is `stage`), as stored."""
+    if not has_adapter(store, run_id, round_ - 1, stage):
         raise FileNotFoundError(f"round {round_} samples with round {round_ - 1}'s policy, but "
-                                f"{adapter_uri(store, run_id, round_ - 1)} holds no committed adapter: "
+                                f"{adapter_uri(store, run_id, round_ - 1, stage)} holds no committed adapter: "
                                 f"run round {round_ - 1} of run {run_id!r} first")
-    return adapter_uri(store, run_id, round_ - 1)
+    return adapter_uri(store, run_id, round_ - 1, stage)
 
 
 def next_round(store: Storage, run_id: str) -> int:
-    """The first round of `run_id` without a trained policy: what a nightly schedule runs next."""
+    """The first round of `run_id` without its trained policies: what a nightly schedule runs
+    next. A round is trained when its WebEvolver policy is, and its self-improve policy too
+    where that stage started (the next round's self-improve arm samples with it)."""
     i = 0
-    while has_adapter(store, run_id, i):
+    while has_adapter(store, run_id, i) and (read_identity(store, run_id, i, FINETUNE_SELF) is None
+                                             or has_adapter(store, run_id, i, FINETUNE_SELF)):
         i += 1
     return i
 

@@ -81,6 +81,7 @@ class AdapterSummary:
     adapter_digest: str  # content digest: what the next stages' identities name
     base_model: str
     examples: int
+    data_digest: str  # of the examples trained on (`training.sft.examples_digest`): equal digests, equal data
     stage: str
     identity: str
     metrics: dict  # the trainer's (`training.finetune.FinetuneMetrics`, without the loss history)

@@ -1,9 +1,11 @@
 """How the reports write numbers (the printed tables, the round's report artifact, the
-viewer): rates as percentages, intervals, paired differences in points."""
+viewer): rates as percentages, intervals, paired differences in points, values by arm."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Mapping, Optional
+
+from evolver_core.data.run_layout import ARMS
 
 
 def pct(x: Optional[float]) -> str:
@@ -29,3 +31,8 @@ def points_ci(ci: tuple[float, float]) -> str:
 def measure(x: Optional[float]) -> str:
     """A fidelity measure (a mean in 0..1) to three decimals (`n/a` when there is none)."""
     return "n/a" if x is None else f"{x:.3f}"
+
+
+def by_arm(values: Mapping[str, object]) -> str:
+    """Values keyed by policy arm (`PolicyArm.name`), as a person reads them: `WebEvolver 44, self-improve 40`."""
+    return ", ".join(f"{ARMS[arm].title} {v}" for arm, v in values.items())

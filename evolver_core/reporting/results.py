@@ -8,7 +8,10 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Iterable, Optional
 
+import pyarrow.compute as pc
+
 from evolver_core.data.records import TrajectoryRecord, from_table, scored, solved
+from evolver_core.data.run_layout import SYNTHESIZE, PolicyArm, training_rounds
 from evolver_core.data.storage import Storage
 from evolver_core.reporting.metrics import PairedDifference, paired_difference, wilson_interval
 
@@ -53,16 +56,41 @@ def stage_success(store: Storage, run_id: str, round_: int, stage: str,
     return success_of(trajs)
 
 
-def stage_outcomes(store: Storage, run_id: str, round_: int, stage: str) -> dict[str, bool]:
-    """Each scored episode's outcome by task id (a task id carries its seed): what a paired
-    comparison of two stages on the same episodes reads."""
-    return {t.task_id: solved(t) for t in stage_trajectories(store, run_id, round_, stage) if scored(t)}
+def stage_outcomes(store: Storage, run_id: str, round_: int, stage: str) -> dict[str, Optional[bool]]:
+    """Each episode's outcome by task id (a task id carries its seed; None: not scored, an
+    error episode or one without gold): what a paired comparison of two stages on the same episodes reads."""
+    return {t.task_id: solved(t) if scored(t) else None for t in stage_trajectories(store, run_id, round_, stage)}
 
 
 def paired_stages(store: Storage, run_id: str, round_: int, stage: str, baseline: str) -> PairedDifference:
-    """`stage` minus `baseline` on the episodes both scored."""
+    """`stage` minus `baseline` on the episodes both scored; `dropped` counts those both ran
+    that either did not score."""
     return paired_difference(stage_outcomes(store, run_id, round_, stage),
                              stage_outcomes(store, run_id, round_, baseline))
+
+
+def real_episodes(store: Storage, run_id: str, round_: int, arm: PolicyArm) -> int:
+    """Every episode in the real environment whose outcome fed the arm's data up to round
+    `round_`: its sampled trajectories of rounds 0..i (`PolicyArm.sample_stage`), and, for the
+    arm that trains on synthetic data, each synthetic trajectory replayed on the real page (a
+    replayed one has the page's reward as its gold reward)."""
+    count = sum(store.dataset(run_id, r, arm.sample_stage(r), table_name="trajectories").count_rows()
+                for r in training_rounds(round_))
+    if arm.synthetic:
+        count += sum(store.dataset(run_id, r, SYNTHESIZE, table_name="trajectories").count_rows(
+            filter=pc.field("gold_reward").is_valid()) for r in training_rounds(round_))
+    return count
+
+
+def played_seeds(store: Storage, run_id: str, round_: int) -> dict[str, tuple[int, int]]:
+    """The lowest and highest seed of the round's real episodes, by split."""
+    rows = store.dataset(run_id, round_, table_name="trajectories").to_table(
+        columns=["split", "seed"], filter=pc.field("source") == "real").to_pylist()
+    out: dict[str, tuple[int, int]] = {}
+    for row in rows:
+        low, high = out.get(row["split"], (row["seed"], row["seed"]))
+        out[row["split"]] = (min(low, row["seed"]), max(high, row["seed"]))
+    return out
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,13 @@ the round's report artifact read it (`RoundSummary`), built from what the round'
 returned and the evaluations they stored (`round_summary`).
 
 It says what the world model did: `synthetic` (tried, reached an end, kept, by which filter),
-`arms_identical`, `fidelity` beside the copy baseline, `paired` differences of the arms and
-of look-ahead vs plain decoding on the same episodes, look-ahead's candidates and score parse
-rate, and `warnings`: a line for each of these that came out empty. A zero is easy to miss in
+`arms_identical` (the digests of the examples each policy arm trained on), what else sets the
+arms apart (`real_episodes`: every real-environment episode that fed each arm's data;
+`training`: each arm's examples and epochs), `fidelity` beside the copy baseline, `paired`
+differences of the arms and of look-ahead vs plain decoding on the same episodes (and how
+many episodes an unscored side dropped), look-ahead's candidates and score parse rate, the
+seeds of the suite's splits (`splits`), and `warnings`: a line for each of these that came
+out empty or unfair. A zero is easy to miss in
 a table (the cpu preset's round 1 once synthesized 4 trajectories, kept none, trained both
 policy arms on the same data and chose the greedy action at every look-ahead step, and
 nothing said so); `round_warnings` names each in words.
@@ -16,14 +20,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Optional, Sequence
 
-from evolver_core.config import WorldModelConfig
-from evolver_core.data.run_layout import EVAL, EVAL_GEN, EVAL_SELF, lookahead_stage
+from evolver_core.config import TrainingConfig, WorldModelConfig
+from evolver_core.data.run_layout import EVAL, EVAL_GEN, EVAL_SELF, SELF_IMPROVE, WEBEVOLVER, lookahead_stage
 from evolver_core.data.stage_results import (AdapterSummary, FidelitySummary, JudgeSummary, SampleSummary,
                                              SftSummary, SynthesisSummary, WmDataSummary)
 from evolver_core.data.storage import Storage
 from evolver_core.reporting.formats import measure
 from evolver_core.reporting.metrics import PairedDifference
-from evolver_core.reporting.results import LookaheadStats, lookahead_stats, paired_stages, stage_success, stage_task_ids
+from evolver_core.reporting.results import (LookaheadStats, lookahead_stats, paired_stages, played_seeds,
+                                            real_episodes, stage_success, stage_task_ids)
 
 Interval = Optional[tuple[float, float]]  # a rate's 95% interval; None where nothing was scored
 
@@ -77,6 +82,23 @@ class PairedStats:
 
 
 @dataclass(frozen=True)
+class ArmTraining:
+    """What a policy arm's fine-tune of this round trained on."""
+
+    examples: int
+    epochs: float  # passes over them: steps x batch / examples where max_steps decides, else num_train_epochs
+    data_digest: str  # of the examples (`AdapterSummary.data_digest`): equal digests, the same training data
+
+
+@dataclass(frozen=True)
+class SplitSeeds:
+    """A split of the suite's problem instances, by seed (MiniWoB)."""
+
+    first_seed: int
+    played: Optional[tuple[int, int]]  # the lowest and highest seed of the round's real episodes; None: none
+
+
+@dataclass(frozen=True)
 class Identities:
     """Digests of the identities of the round's main stages (what a rerun compares)."""
 
@@ -95,10 +117,13 @@ class RoundSummary:
     round: int
     preset: str
     suite: str
+    splits: dict[str, SplitSeeds]  # by split (train, validation, test); {} for suites without seeded splits
     storage: str  # the run's data
     real_trajectories: int
     synthetic: SyntheticStats
-    arms_identical: Optional[bool]  # the two policy arms trained on the same data; None before round 1
+    arms_identical: Optional[bool]  # the two policy arms trained on the same examples; None before round 1
+    real_episodes: dict[str, int]  # by arm (`PolicyArm.name`): real-environment episodes that fed its data
+    training: dict[str, ArmTraining]  # by arm
     train_success_rate: Optional[float]
     judge_agreement: Optional[dict]  # r̂ against gold on the sampled trajectories; None when none was judged
     sft_examples: int
@@ -151,11 +176,14 @@ class RoundStages:
     fidelity: FidelitySummary
 
 
-def round_summary(store: Storage, run_id: str, round_: int, *, preset: str, suite: str, wm: WorldModelConfig,
+def round_summary(store: Storage, run_id: str, round_: int, *, preset: str, suite: str,
+                  split_seeds: Mapping[str, int], training: TrainingConfig, wm: WorldModelConfig,
                   stages: RoundStages, plain_stage: str, stage_seconds: dict[str, float]) -> RoundSummary:
     """The summary of round `round_` of `run_id` from its stages' results and the evaluations
     they stored; `plain_stage`: the plain evaluation each look-ahead depth is paired with
-    (`eval`, or `eval-plain` on look-ahead's own tasks); `wm`: the world-model section."""
+    (`eval`, or `eval-plain` on look-ahead's own tasks); `split_seeds`: the first seed of each
+    of the suite's splits ({} where its splits are not seeds); `training`, `wm`: the policies'
+    training section and the world-model section."""
     plain = stage_success(store, run_id, round_, EVAL)
     arm = stage_success(store, run_id, round_, EVAL_SELF) if stages.evaluated_self else None
     gen = stage_success(store, run_id, round_, EVAL_GEN) if stages.generalization else None
@@ -166,17 +194,25 @@ def round_summary(store: Storage, run_id: str, round_: int, *, preset: str, suit
         judge_successes=synth.judged_successes if synth else 0,
         replay_successes=synth.replay_successes if synth else None,
         judge_agreement=synth.judge_agreement if synth else None)
-    # The arms differ only by the synthetic examples: none kept, the same data (and adapters).
-    arms_identical = None if stages.self_trained is None else not (synth_sft and synth_sft.examples)
+    arms = {WEBEVOLVER: stages.trained, **({SELF_IMPROVE: stages.self_trained} if stages.self_trained else {})}
+    arms_identical = None if stages.self_trained is None else (
+        stages.trained.data_digest == stages.self_trained.data_digest)
+    episodes = {a.name: real_episodes(store, run_id, round_, a) for a in arms}
+    played = played_seeds(store, run_id, round_) if split_seeds else {}
     depths = list(stages.lookahead)
     lookahead = {d: lookahead_stats(store, run_id, round_, lookahead_stage(int(d))) for d in depths}
     fidelity = FidelityStats(transitions=fid.n, str=fid.str, sim=fid.sim, oa=fid.oa, exact=fid.exact,
                              change_f1=fid.change_f1, terminal=fid.terminal, copy=fid.copy)
     trained, wm_trained = stages.trained, stages.wm_trained
+    paired = PairedStats(
+        webevolver_vs_self=paired_stages(store, run_id, round_, EVAL, EVAL_SELF) if stages.evaluated_self else None,
+        wmla_vs_plain={d: paired_stages(store, run_id, round_, lookahead_stage(int(d)), plain_stage) for d in depths})
     return RoundSummary(
-        run=run_id, round=round_, preset=preset, suite=suite, storage=store.uri(run_id),
-        real_trajectories=sum(s.trajectories for s in stages.sampled),
-        synthetic=synthetic, arms_identical=arms_identical,
+        run=run_id, round=round_, preset=preset, suite=suite,
+        splits={split: SplitSeeds(first, played.get(split)) for split, first in split_seeds.items()},
+        storage=store.uri(run_id), real_trajectories=sum(s.trajectories for s in stages.sampled),
+        synthetic=synthetic, arms_identical=arms_identical, real_episodes=episodes,
+        training={a.name: arm_training(adapter, training) for a, adapter in arms.items()},
         train_success_rate=_mean([s.success_rate for s in stages.sampled]),
         judge_agreement=stages.judged.agreement if stages.judged else None,
         sft_examples=trained.examples, kept_trajectories=stages.real_sft.kept,
@@ -189,12 +225,7 @@ def round_summary(store: Storage, run_id: str, round_: int, *, preset: str, suit
         success_rate_plain_on_lookahead_tasks={
             d: stage_success(store, run_id, round_, plain_stage,
                              stage_task_ids(store, run_id, round_, lookahead_stage(int(d)))).rate for d in depths},
-        lookahead=lookahead,
-        paired=PairedStats(
-            webevolver_vs_self=paired_stages(store, run_id, round_, EVAL, EVAL_SELF) if stages.evaluated_self
-            else None,
-            wmla_vs_plain={d: paired_stages(store, run_id, round_, lookahead_stage(int(d)), plain_stage)
-                           for d in depths}),
+        lookahead=lookahead, paired=paired,
         generalization_success_rate=gen.rate if gen else None, generalization_ci=gen.ci if gen else None,
         fidelity=fidelity,
         world_model=WorldModelStats(form=wm.form, transitions=stages.wm_data.transitions, kept=stages.wm_data.kept,
@@ -203,7 +234,16 @@ def round_summary(store: Storage, run_id: str, round_: int, *, preset: str, suit
         stage_seconds=stage_seconds,
         identities=Identities(sample=stages.sampled[0].identity, finetune=trained.identity,
                               eval=stages.evaluated.identity, finetune_wm=wm_trained.identity),
-        warnings=round_warnings(round_, synthetic, arms_identical, lookahead, fidelity))
+        warnings=round_warnings(round_, synthetic, arms_identical, episodes, paired, lookahead, fidelity))
+
+
+def arm_training(adapter: AdapterSummary, training: TrainingConfig) -> ArmTraining:
+    """A policy arm's examples and the passes its fine-tune made over them."""
+    epochs = training.num_train_epochs
+    if training.max_steps is not None:
+        batch = training.per_device_train_batch_size * training.gradient_accumulation_steps
+        epochs = round(adapter.metrics["steps"] * batch / adapter.examples, 3)
+    return ArmTraining(adapter.examples, epochs, adapter.data_digest)
 
 
 def _mean(xs: list[Optional[float]]) -> Optional[float]:
@@ -214,10 +254,30 @@ def _mean(xs: list[Optional[float]]) -> Optional[float]:
 # -- what the round did not do (module docstring) --------------------------------------------
 
 def round_warnings(round_: int, synthetic: SyntheticStats, arms_identical: Optional[bool],
-                   lookahead: Mapping[str, LookaheadStats], fidelity: FidelityStats) -> list[str]:
-    """One line per stage of the round that produced nothing useful."""
+                   real_episodes: Mapping[str, int], paired: PairedStats, lookahead: Mapping[str, LookaheadStats],
+                   fidelity: FidelityStats) -> list[str]:
+    """One line per stage of the round that produced nothing useful, and per comparison that
+    is not what it says."""
     same = ["the WebEvolver and self-improve arms trained on the same data"] if arms_identical else []
-    return [*_synthesis(round_, synthetic), *same, *_lookahead(lookahead), *_fidelity(fidelity)]
+    return [*_synthesis(round_, synthetic), *same, *_real_episodes(real_episodes), *_dropped(paired),
+            *_lookahead(lookahead), *_fidelity(fidelity)]
+
+
+def _real_episodes(episodes: Mapping[str, int]) -> list[str]:
+    """The arms should differ by the world model alone: not by how much of the real
+    environment they saw (the replay filter's episodes, e.g.)."""
+    ours, theirs = episodes.get(WEBEVOLVER.name), episodes.get(SELF_IMPROVE.name)
+    if theirs is None or ours == theirs:
+        return []
+    return [f"the arms saw different numbers of real episodes ({WEBEVOLVER.title} {ours}, {SELF_IMPROVE.title} "
+            f"{theirs}): their difference is not the world model's alone"]
+
+
+def _dropped(paired: PairedStats) -> list[str]:
+    pairs = {"WebEvolver minus self-improve": paired.webevolver_vs_self,
+             **{f"look-ahead d={d} minus plain": pair for d, pair in paired.wmla_vs_plain.items()}}
+    return [f"{name}: {pair.dropped} episodes both ran are left out of the pairing, as one side did not score "
+            "them (an error episode)" for name, pair in pairs.items() if pair and pair.dropped]
 
 
 def _synthesis(round_: int, syn: SyntheticStats) -> list[str]:

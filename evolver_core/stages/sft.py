@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from evolver_core.data.episodes import read_episodes
 from evolver_core.data.identity import StageIdentity, code_digest
-from evolver_core.data.run_layout import JUDGE, SAMPLE, SFT, SYNTH_SFT, SYNTHESIZE, open_stage, stage_digest
+from evolver_core.data.run_layout import SYNTHESIZE, judge_stage_for, open_stage, sft_stage_for, stage_digest
 from evolver_core.data.stage_results import SftSummary
 from evolver_core.stages.inputs import StageInputs
 from evolver_core.training.sft import convert_trajectories, write_sft_parquet
@@ -14,16 +14,10 @@ from evolver_core.training.sft import convert_trajectories, write_sft_parquet
 CODE = ("evolver_core.training.sft", "evolver_core.stages.sft")
 
 
-def sft_stage_for(source_stage: str) -> str:
-    """Real trajectories' examples go to `sft`, synthetic ones' to `synth_sft` (a policy arm
-    trains on real data alone, the WebEvolver policy on both)."""
-    return SYNTH_SFT if source_stage == SYNTHESIZE else SFT
-
-
 def verdict_stage_for(source_stage: str, use_gold: bool) -> str:
     """Where a stage's verdicts are: the rows themselves (gold rewards; synthetic rows carry
-    their r̂), else the round's `judge` stage."""
-    return source_stage if use_gold or source_stage != SAMPLE else JUDGE
+    their r̂), else the stage that judged it (`judge` for `sample`)."""
+    return source_stage if use_gold or source_stage == SYNTHESIZE else judge_stage_for(source_stage)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""Stages `finetune` (a policy) and `finetune_wm` (the world model): a LoRA from the BASE model
-on the example stages of rounds 0..i (the paper's union)."""
+"""Stages `finetune`, `finetune_self` (the policy arms) and `finetune_wm` (the world model): a
+LoRA from the BASE model on example stages of rounds 0..i (the paper's union; which stages of
+each round: `run_layout.PolicyArm.training_data`, `run_layout.training_data`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Callable, Optional
 from evolver_core.config import ModelSpec, TrainingConfig
 from evolver_core.data.identity import StageIdentity, code_digest, folder_content_digest
 from evolver_core.data.run_layout import (ADAPTER, FINETUNE, adapter_uri, has_adapter, open_stage, read_identity,
-                                          stage_digest, training_rounds)
+                                          stage_digest)
 from evolver_core.data.stage_results import AdapterSummary
 from evolver_core.data.storage import Storage
 from evolver_core.settings import download_cache
@@ -21,7 +22,7 @@ from evolver_core.stages.inputs import StageInputs
 from evolver_core.training.finetune import METRICS_FILE, finetune
 from evolver_core.training.identity import model_identity
 from evolver_core.models.refs import resolve_model
-from evolver_core.training.sft import read_sft_parquet
+from evolver_core.training.sft import examples_digest, read_sft_parquet
 
 log = logging.getLogger(__name__)
 CODE = ("evolver_core.training.finetune", "evolver_core.training.sft", "evolver_core.stages.train")
@@ -29,19 +30,19 @@ CODE = ("evolver_core.training.finetune", "evolver_core.training.sft", "evolver_
 
 @dataclass(frozen=True)
 class FinetuneInputs(StageInputs):
-    """A LoRA from `base_model` with the `training` section on the examples of `sft_stages` of
-    rounds 0..round, stored as stage `out_stage`."""
+    """A LoRA from `base_model` with the `training` section on the examples of the stages `data`
+    names ((round, stage), in training order; a stage not stored is skipped), stored as stage
+    `out_stage`."""
 
     base_model: str
     training: TrainingConfig
-    sft_stages: tuple[str, ...] = ("sft",)
+    data: tuple[tuple[int, str], ...]
     out_stage: str = FINETUNE
 
 
 def finetune_identity(inputs: FinetuneInputs) -> StageIdentity:
     store = inputs.store()
-    data = {f"{r}/{s}": stage_digest(store, inputs.run_id, r, s)
-            for r in training_rounds(inputs.round) for s in inputs.sft_stages}
+    data = {f"{r}/{s}": stage_digest(store, inputs.run_id, r, s) for r, s in inputs.data}
     return StageIdentity(stage=inputs.out_stage, code=code_digest(*CODE), params={
         "base": model_identity(ModelSpec(model=inputs.base_model)), "data": data,
         "training": asdict(inputs.training)})
@@ -58,16 +59,15 @@ def adapter_repair_key(inputs: FinetuneInputs) -> str:
 
 def run_finetune(inputs: FinetuneInputs, on_log: Optional[Callable[[int, dict], None]] = None) -> AdapterSummary:
     """Train (or, same identity and a finished adapter there, reuse) the round's adapter of the
-    out stage as `inputs` says; returns its URI, content digest, example count and training
-    metrics."""
+    out stage as `inputs` says; returns its URI, content digest, example count, the digest of
+    the examples and training metrics."""
     store, run_id, round_, out_stage = inputs.store(), inputs.run_id, inputs.round, inputs.out_stage
-    sft_stages, training, base_model = inputs.sft_stages, inputs.training, inputs.base_model
+    training, base_model = inputs.training, inputs.base_model
     identity = finetune_identity(inputs)
     resumed = open_stage(store, run_id, round_, out_stage, identity) == "resumed"
-    examples = [e for r in training_rounds(round_) for s in sft_stages
-                if store.exists(run_id, r, s) for e in read_sft_parquet(store, run_id, r, s)]
+    examples = [e for r, s in inputs.data if store.exists(run_id, r, s) for e in read_sft_parquet(store, run_id, r, s)]
     if not examples:
-        raise ValueError(f"no {'/'.join(sft_stages)} examples in rounds 0..{round_} of run {run_id}: "
+        raise ValueError(f"no examples in {', '.join(f'round {r} {s}' for r, s in inputs.data)} of run {run_id}: "
                          "nothing to train on")
     uri = adapter_uri(store, run_id, round_, out_stage)
     reuse = resumed and has_adapter(store, run_id, round_, out_stage)
@@ -84,7 +84,8 @@ def run_finetune(inputs: FinetuneInputs, on_log: Optional[Callable[[int, dict], 
         metrics = asdict(trained.metrics)
     metrics.pop("loss_history", None)
     return AdapterSummary(adapter_uri=uri, adapter_digest=_adapter_digest(store, uri), base_model=base_model,
-                          examples=len(examples), stage=out_stage, identity=identity.digest, metrics=metrics)
+                          examples=len(examples), data_digest=examples_digest(examples), stage=out_stage,
+                          identity=identity.digest, metrics=metrics)
 
 
 def _adapter_digest(store: Storage, uri: str) -> str:

@@ -37,6 +37,16 @@ def get_suite(name: str, *, miniwob_tasks: str = "easy", min_tasks: int | None =
     raise ValueError(f"unknown suite {name!r}; choose one of {', '.join(SUITES)}")
 
 
+def split_seeds(name: str) -> dict[str, int]:
+    """The first seed of each split of a suite whose splits are ranges of seeds (MiniWoB's
+    train, validation and test); {} for the others (their tasks are sites' or files')."""
+    if name == "miniwob":
+        from evolver_core.suites.miniwob import SPLIT_SEEDS
+
+        return dict(SPLIT_SEEDS)
+    return {}
+
+
 class NotEnoughTasks(WebEvolverError, ValueError):
     """A run asked for more tasks than a suite's split holds."""
 

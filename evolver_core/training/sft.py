@@ -40,6 +40,7 @@ text), one shard per source stage, so converting a stage again replaces its shar
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -207,6 +208,12 @@ def write_sft_parquet(examples: Iterable[Example], storage: Storage, run_id: str
     """Atomically write (or replace) the examples made from `source_stage`; returns the URI."""
     table = examples_to_table(examples, run_id, round, stage, source_stage)
     return storage.write_shard(run_id, round, stage, SFT_TABLE, table, shard_key=source_stage)
+
+
+def examples_digest(examples: Sequence[Example]) -> str:
+    """sha256 of what a training sees of `examples`, in order: each prompt and completion (two
+    equal digests, the same training data)."""
+    return hashlib.sha256(canonical_json([[e["prompt"], e["completion"]] for e in examples]).encode()).hexdigest()
 
 
 def read_sft_parquet(storage: Storage, run_id: str, round: int | None = None, stage: str = "sft") -> list[Example]:
