@@ -7,6 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+
+from cli.output import cost_table
 
 from evolver_core.benchmarks import machine_limits
 from evolver_core.data.identity import StageIdentity
@@ -73,6 +76,11 @@ def test_stage_files_are_written_once_per_identity(tmp_path: Path) -> None:
     assert list(timed_stages(store, "r", 0)) == ["eval", "fidelity"]  # as they ended
     cost = round_cost(store, "r", 0, LIMITS, 1000, 4000)
     assert cost.stages["eval"].prompt_tokens == 7 and cost.stages["fidelity"].note == "no model work"
+    console = Console(width=200, record=True)
+    console.print(cost_table({0: cost, 1: cost}))  # what `evolve` and `bench round` print
+    text = console.export_text()
+    assert len([line for line in text.splitlines() if " eval " in line or " fidelity " in line]) == 4
+    assert "1 GFLOP/s matmul" in text
     # another identity moves the folder aside, its files with it: the new run records its own
     open_stage(store, "r", 0, "eval", StageIdentity(stage="eval", code="b", params={}))
     assert read_seconds(store, "r", 0, "eval") is None and record_seconds(store, "r", 0, "eval", 3.0)
