@@ -54,6 +54,55 @@ def bench_cache_cmd(preset: str = typer.Option("smoke", help="Preset of the roun
                "ratio": round(times[1] / times[0], 3), "target": 0.1, "storage": root})
 
 
+@bench_app.command("round")
+def bench_round_cmd(preset: str = typer.Option("smoke", help="Preset of the round to run (without --run)."),
+                    settings: list[str] = typer.Option([], "--set", help="Change a preset field, key=value, as "
+                                                       "`evolve --set` does (without --run)."),
+                    run: Optional[str] = typer.Option(None, help="Report this run's stored round instead of running "
+                                                      "one, e.g. `main` after `make run`."),
+                    round_: Optional[int] = typer.Option(None, "--round", min=0, help="The stored round of --run "
+                                                         "(default: its last trained one)."),
+                    storage: Optional[str] = typer.Option(None, help="Storage root: of --run (default: "
+                                                          "$WEBEVOLVER_STORAGE, else the current directory), or "
+                                                          "where the round runs (default: a fresh temporary "
+                                                          "folder).")) -> None:
+    """Every stage of a round against this machine's own limits, measured in this process (an
+    fp32 matmul's FLOP/s, a large copy's bandwidth): its seconds, the tokens it processed
+    (prompt, generated, trained), `flops_ratio` (prefill or training), `bandwidth_ratio`
+    (decoding) and `ratio`, their sum; `far_from_limit` names the stages below 10% of it.
+    Runs round 0 of the preset, or reports a stored round with --run."""
+    import tempfile
+
+    from cli.output import console, cost_table
+    from evolver_core.benchmarks import bench_round, model_round_cost, stored_base_model
+    from evolver_core.data.run_layout import next_round
+    from evolver_core.data.storage import Storage
+    from evolver_core.presets import get_preset, parse_setting
+    from evolver_core.settings import storage_root
+
+    if run is None:
+        try:  # checked before anything starts, as `evolve` checks them
+            chosen = get_preset(preset).override(dict(parse_setting(s) for s in settings))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--preset/--set") from None
+        from cli.prefect_cmds import use_prefect_server
+
+        use_prefect_server()
+        from flows.evolve_round import evolve_round
+
+        root, run, round_ = storage or tempfile.mkdtemp(prefix="webevolver-bench-round-"), "bench-round", 0
+        cost = evolve_round(run_id=run, round=round_, preset=chosen, storage=root).cost
+    else:
+        root = storage_root(storage)
+        store = Storage(root)
+        round_ = next_round(store, run) - 1 if round_ is None else round_
+        if round_ < 0:
+            raise typer.BadParameter(f"run {run!r} has no trained round in {store.uri()}", param_hint="--run")
+        cost = model_round_cost(store, run, round_, stored_base_model(store, run, round_))
+    console.print(cost_table({round_: cost}))
+    emit_json(bench_round(Storage(root), run, round_, cost))
+
+
 @bench_app.command("serve")
 def bench_serve_cmd(model: str = typer.Option("smollm2", help="Model served (tiny, smollm2, or a model folder)."),
                     backends: str = typer.Option("transformers,transformers-cb,vllm",

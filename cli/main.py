@@ -202,7 +202,7 @@ def evolve(
                             return_state=True)
     result = state.result()
     flow_run_url = f"{server.ui_url}/runs/flow-run/{state.state_details.flow_run_id}"
-    from cli.output import learning_table, paired_table, timing_table
+    from cli.output import cost_table, learning_table, paired_table, timing_table
 
     rounds = result["rounds"]
     for r in rounds:
@@ -217,6 +217,7 @@ def evolve(
     console.print(learning_table(rounds))
     console.print(paired_table(rounds))
     console.print(timing_table(rounds))
+    console.print(cost_table({r.round: r.cost for r in rounds if r.cost}))
     root = storage_root(storage)
     adapter = rounds[-1].adapter.removeprefix("file://")
     console.print(f"data and adapters: {result['storage']}")

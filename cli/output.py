@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from evolver_core.reporting.cost import RoundCost
 from evolver_core.reporting.formats import pct, pct_ci, points, points_ci
 from evolver_core.reporting.metrics import PairedDifference
 from evolver_core.reporting.summary import RoundSummary
@@ -67,4 +68,21 @@ def timing_table(rounds: list[RoundSummary]) -> Table:
         table.add_column(f"round {r.round}", justify="right")
     for s in stages:
         table.add_row(s, *(f"{r.stage_seconds[s]:.0f}" if s in r.stage_seconds else "-" for r in rounds))
+    return table
+
+
+def cost_table(costs: dict[int, RoundCost]) -> Table:
+    """Per round and timed stage: seconds, tokens, and the share of this machine's limits its work
+    needs (`reporting.cost`: prefill and training against the matmul FLOP/s, decoding against
+    the memory bandwidth)."""
+    limits = next(reversed(costs.values())).limits  # the latest measurement
+    table = Table(title=f"Cost per stage against this machine's limits ({limits.flops_per_s / 1e9:.0f} GFLOP/s "
+                        f"matmul, {limits.bytes_per_s / 1e9:.1f} GB/s copy, {limits.threads} threads)")
+    for name in ("round", "stage", "s", "prompt", "generated", "trained", "FLOP/s", "bandwidth", "note"):
+        table.add_column(name, justify="left" if name in ("stage", "note") else "right")
+    for round_, cost in costs.items():
+        for stage, s in cost.stages.items():
+            table.add_row(str(round_), stage, "-" if s.seconds is None else f"{s.seconds:.0f}",
+                          f"{s.prompt_tokens:,}", f"{s.generated_tokens:,}", f"{s.trained_tokens:,}",
+                          *("-" if r is None else pct(r) for r in (s.flops_ratio, s.bandwidth_ratio)), s.note)
     return table

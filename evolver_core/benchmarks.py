@@ -7,6 +7,8 @@
 - serve: replies per second of each CPU serving backend vs today's default.
 - train: seconds per LoRA step with the training's thread choice vs torch's default, on a
   quiet machine and beside one busy process (each case in a fresh process).
+- round: every stage of a round against this machine's own limits (`reporting.cost`), the
+  limits measured here (`machine_limits`: a matmul's FLOP/s, an array copy's bandwidth).
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ from evolver_core.agents.oracle import OracleAgent
 from evolver_core.browser.env import EnvConfig, launch_browser
 from evolver_core.browser.observe import observe
 from evolver_core.config import SamplingConfig
+from evolver_core.data.run_layout import adapter_uri
+from evolver_core.data.storage import Storage
 from evolver_core.llm import current_limits
+from evolver_core.models.folders import weights_size
+from evolver_core.reporting.cost import MachineLimits, RoundCost, round_cost
+from evolver_core.settings import download_cache
 from evolver_core.suites.httpserver import LocalHTTPServer
 
 REFERENCE_SLEEP_S = 3.0
@@ -379,3 +386,64 @@ def bench_train(steps: int = 4, model: str = "smollm2", warmup: int = TRAIN_WARM
             "ratio": round(step_s["chosen_shared"] / step_s["chosen_quiet"], 2), "target": 2,
             "quiet_cost": round(step_s["chosen_quiet"] / step_s["default_quiet"], 3), "quiet_target": 1.1,
             "default_ratio": round(step_s["default_shared"] / step_s["default_quiet"], 2)}
+
+
+# -- round: every stage of a round against the machine's limits ------------------------------
+
+LIMIT_MATMUL_N = 2048  # fp32 square matmuls: large enough for the BLAS's peak on a few cores
+LIMIT_COPY_BYTES = 256 << 20  # far past any CPU cache
+LIMIT_REPEATS = 3
+
+
+def _fastest(fn, repeats: int) -> float:
+    """The fastest of `repeats` timed calls of `fn` (after one untimed): the machine's best."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def machine_limits(threads: int | None = None, *, matmul_n: int = LIMIT_MATMUL_N,
+                   copy_bytes: int = LIMIT_COPY_BYTES, repeats: int = LIMIT_REPEATS) -> MachineLimits:
+    """This machine's limits, measured now in this process with torch on `threads` threads
+    (default: the cores training may use, `training.threads.usable_cores`): the FLOP/s of an
+    fp32 `matmul_n`-square matmul (prefill and training are matmuls) and the bytes/s of copying
+    `copy_bytes` (read and written: decoding streams the weights from memory). Takes ~2 s."""
+    import torch
+
+    from evolver_core.training.threads import usable_cores
+
+    threads = threads or usable_cores()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b, out = torch.randn(matmul_n, matmul_n), torch.randn(matmul_n, matmul_n), torch.empty(matmul_n, matmul_n)
+        flops = 2 * matmul_n ** 3 / _fastest(lambda: torch.mm(a, b, out=out), repeats)
+        src = torch.ones(copy_bytes // 4)
+        dst = torch.empty_like(src)
+        bandwidth = 2 * copy_bytes / _fastest(lambda: dst.copy_(src), repeats)
+    finally:
+        torch.set_num_threads(before)
+    return MachineLimits(flops_per_s=flops, bytes_per_s=bandwidth, threads=threads)
+
+
+def model_round_cost(store: Storage, run_id: str, round_: int, base_model_dir: str) -> RoundCost:
+    """`reporting.cost.round_cost` of a stored round, for the base model in `base_model_dir`,
+    against the limits measured now, in this process."""
+    size = weights_size(base_model_dir)
+    return round_cost(store, run_id, round_, machine_limits(), size.params, size.bytes)
+
+
+def stored_base_model(store: Storage, run_id: str, round_: int) -> str:
+    """The base model folder a stored round trained on, as its policy adapter names it."""
+    adapter = store.local_dir(adapter_uri(store, run_id, round_), download_cache())
+    return json.loads((Path(adapter) / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def bench_round(store: Storage, run_id: str, round_: int, cost: RoundCost) -> dict:
+    """`webevolver bench round`'s JSON: every timed stage of the round, its seconds, tokens and
+    ratios to the machine's limits (`reporting.cost.RoundCost`)."""
+    return {"bench": "round", "run": run_id, "round": round_, "storage": store.uri(run_id), **cost.to_json()}

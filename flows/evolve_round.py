@@ -58,13 +58,16 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import wait
 
 from evolver_core.agents.lookahead import LookaheadSpec
+from evolver_core.benchmarks import model_round_cost
 from evolver_core.config import ModelSpec, SamplingConfig
 from evolver_core.data.run_layout import (EVAL, EVAL_GEN, EVAL_PLAIN, FIDELITY, FINETUNE_WM, SAMPLE, SELF_IMPROVE,
-                                          SHARED_ROUNDS, SYNTHESIZE, WEBEVOLVER, WM_SFT, judge_stage_for,
+                                          SHARED_ROUNDS, SFT, SYNTHESIZE, WEBEVOLVER, WM_SFT, judge_stage_for,
                                           lookahead_stage, next_round, previous_adapter, training_data)
 from evolver_core.data.stage_results import SampleSummary
+from evolver_core.data.stage_work import record_seconds
 from evolver_core.data.storage import Storage
 from evolver_core.llm import use_limits
+from evolver_core.models.refs import resolve_model
 from evolver_core.presets import Preset, PresetChoice, resolve_preset
 from evolver_core.reporting.formats import by_arm, pct, pct_ci, points, points_ci
 from evolver_core.reporting.metrics import PairedDifference
@@ -102,10 +105,15 @@ def run_preset(preset: PresetChoice, overrides: Optional[dict] = None) -> Preset
 
 
 class StageClock:
-    """Wall time of each stage of the round (a cache hit takes about nothing)."""
+    """Wall time of each stage of the round (a cache hit takes about nothing). Each stage that
+    ends well also stores its seconds in its folder, once per stage identity (`data.stage_work`):
+    the round's cost report keeps the seconds of the run that did the work."""
 
-    def __init__(self) -> None:
+    FOLDERS = {"to_sft": SFT}  # stages timed under another name than their folder's
+
+    def __init__(self, store: Storage, run_id: str, round_: int) -> None:
         self.seconds: dict[str, float] = {}
+        self.store, self.run_id, self.round = store, run_id, round_
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -114,6 +122,8 @@ class StageClock:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.monotonic() - t0, 1)
+        # reached only when the stage did not raise
+        record_seconds(self.store, self.run_id, self.round, self.FOLDERS.get(name, name), self.seconds[name])
 
 
 @flow(name="evolve-round")
@@ -133,6 +143,9 @@ def evolve_round(run_id: str = "nightly", round: Optional[int] = None, preset: P
     with holding_run(run_id, storage), serving_session(tensor_parallel_size=p.tensor_parallel_size) as session, \
             use_limits(p.limits):
         summary = replace(_round(p, run_id, round, storage, adapter), server_starts=session.start_times())
+    # measured once the round's servers are stopped: the limits of a quiet machine
+    summary = replace(summary, cost=model_round_cost(Storage(storage_root(storage)), run_id, summary.round,
+                                                     resolve_model(p.model).base))
     _report(summary)
     return summary
 
@@ -153,7 +166,7 @@ def _round(p: Preset, run_id: str, round: Optional[int], storage: Optional[str],
     judge_spec = ModelSpec(model=p.judge.model or p.model, backend=p.backend)
     use_gold = p.judge.filter == "gold"
     greedy = p.sampling.greedy_once()  # evaluations: one greedy episode per task
-    clock = StageClock()
+    clock = StageClock(store, run_id, round)
 
     # Real trajectories: demonstrations or the base model (round 0), else the previous WebEvolver policy M_{i-1}.
     with clock(SAMPLE):

@@ -70,6 +70,16 @@ def test_metrics_and_logs(trained) -> None:
     assert [(s, e["loss"]) for s, e in logs if "loss" in e] == m.loss_history
 
 
+def test_trained_tokens_count_every_example_of_every_step(trained, tmp_path: Path) -> None:
+    """TRL's `num_tokens`: the real tokens of every example a step trained on (12 passes over
+    10 examples of different lengths: batches of 2, 6 steps)."""
+    m = trained[0].metrics
+    rows = build_trainer(EXAMPLES, tiny_training(), str(tiny_model_dir()), tmp_path / "a").train_dataset
+    lengths = [len(row["input_ids"]) for row in rows]
+    passes = m.steps * tiny_training().per_device_train_batch_size
+    assert min(lengths) * passes <= m.trained_tokens <= max(lengths) * passes
+
+
 def test_logs_stay_off_stdout(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     logs: list[dict] = []
     tiny_finetune(tmp_path / "a", tiny_training(max_steps=2), on_log=lambda step, entry: logs.append(entry))

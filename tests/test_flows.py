@@ -3,12 +3,13 @@ after a kill during sampling, sampling shards on a Dask cluster, and the evaluat
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import astuple, replace
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,13 @@ from prefect import flow
 
 from evolver_core.config import SamplingConfig
 from evolver_core.data.stage_results import SampleSummary
+from evolver_core.data.stage_work import read_usage
 from evolver_core.data.storage import Storage
 from evolver_core.data.run_layout import SELF_IMPROVE, WEBEVOLVER, adapter_uri, read_identity
-from evolver_core.reporting.summary import ArmTraining, SplitSeeds
+from evolver_core.models.embedded import tiny_model_dir
+from evolver_core.models.folders import weights_size
+from evolver_core.reporting.cost import FAR, MachineLimits, RoundCost, round_cost
+from evolver_core.reporting.summary import ArmTraining, RoundSummary, SplitSeeds
 from evolver_core.settings import download_cache
 from evolver_core.training.sft import examples_digest, read_sft_parquet
 from evolver_core.stages.sample import SampleInputs
@@ -40,7 +45,11 @@ SUMMARY_KEYS = ["run", "round", "preset", "suite", "splits", "storage", "real_tr
                 "action_validity", "success_rate_self_improve", "success_ci_self_improve", "success_rate_lookahead",
                 "success_rate_plain_on_lookahead_tasks", "lookahead", "paired", "generalization_success_rate",
                 "generalization_ci", "fidelity", "world_model", "stage_seconds", "identities", "warnings",
-                "server_starts"]
+                "server_starts", "cost"]
+# `webevolver bench round`'s JSON: the round, its storage, then `reporting.cost.RoundCost`.
+BENCH_ROUND_KEYS = {"bench", "run", "round", "storage", "limits", "params", "weight_bytes", "stages", "far_from_limit"}
+STAGE_COST_KEYS = {"seconds", "prompt_tokens", "generated_tokens", "trained_tokens", "flops_ratio", "bandwidth_ratio",
+                   "ratio", "note"}
 
 
 def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path):
@@ -93,13 +102,27 @@ def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path)
     assert list(summary.to_json()) == SUMMARY_KEYS  # what `evolve --json` prints of a round
     states = task_states(first.state_details.flow_run_id, "Completed", len(ROUND_ZERO_TASKS))
     assert sorted(states) == sorted(ROUND_ZERO_TASKS)
+    check_cost(store, summary)
+
+    # After `make run`: the stored round's report, without rerunning it, in another process.
+    out = subprocess.run([sys.executable, "-m", "cli.main", "bench", "round", "--run", "smoke", "--storage",
+                          str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(report) == BENCH_ROUND_KEYS and (report["run"], report["round"]) == ("smoke", 0)
+    assert report["stages"].keys() == summary.cost.stages.keys()  # (emit_json sorts the keys)
+    assert all(set(stage) == STAGE_COST_KEYS for stage in report["stages"].values())
+    assert report["stages"]["finetune"]["trained_tokens"] == summary.cost.stages["finetune"].trained_tokens
 
     again = evolve_round(run_id="smoke", round=0, preset="smoke", storage=str(tmp_path), overrides=overrides,
                          return_state=True)
     rerun = again.result()
     assert rerun.stage_seconds.keys() == summary.stage_seconds.keys()
     assert rerun.server_starts == [] and summary.server_starts  # cache hits start no server
-    assert replace(rerun, stage_seconds={}, server_starts=[]) == replace(summary, stage_seconds={}, server_starts=[])
+    unmeasured = {"stage_seconds": {}, "server_starts": [], "cost": None}  # the limits are measured again
+    assert replace(rerun, **unmeasured) == replace(summary, **unmeasured)
+    # the cost keeps the seconds of the run that did the work, not the cache hits'
+    assert work(rerun.cost) == work(summary.cost)
     states = task_states(again.state_details.flow_run_id, "Cached", len(ROUND_ZERO_TASKS))
     assert set(states.values()) == {"Cached"} and sorted(states) == sorted(ROUND_ZERO_TASKS)
 
@@ -111,6 +134,54 @@ def test_smoke_round_zero_then_rerun_is_all_cache_hits(prefect_server, tmp_path)
     states = task_states(wider.state_details.flow_run_id, {"Cached", "Completed"}, len(ROUND_ZERO_TASKS))
     assert {k: v for k, v in states.items() if v == "Cached"}.keys() == {
         "to_sft-r0-sample", "wm_data-r0", "finetune_wm-r0", "finetune-r0", "fidelity-r0"}
+    assert work(wider.result().cost) == work(summary.cost)  # resuming every episode is not the work
+
+
+def work(cost: RoundCost) -> dict:
+    """What each stage of a round did and how long it took (the limits aside)."""
+    return {stage: (c.seconds, c.prompt_tokens, c.generated_tokens, c.trained_tokens)
+            for stage, c in cost.stages.items()}
+
+
+def check_cost(store: Storage, summary: RoundSummary) -> None:
+    """The round's cost report (`reporting.cost`) against its stored rows and the recorded seconds."""
+    cost = summary.cost
+    assert cost.limits.flops_per_s > 0 and cost.limits.bytes_per_s > 0 and cost.limits.threads >= 1
+    # every stage that ran, keyed by its folder (`to_sft` writes `sft`), with the seconds the flow measured
+    assert list(cost.stages) == ["sample", "sft", "wm_data", "finetune_wm", "finetune", "eval", "eval-wmla1",
+                                 "eval-wmla2", "fidelity"]
+    for stage, c in cost.stages.items():
+        assert c.seconds == summary.stage_seconds["to_sft" if stage == "sft" else stage]
+    for stage in ("sample", "sft"):  # the scripted demonstrations and rejection sampling call no model
+        assert cost.stages[stage].note == "no model work" and cost.stages[stage].ratio is None
+    per_step = {}
+    for stage in ("eval", "eval-wmla1", "eval-wmla2"):  # every call's tokens are in the step rows
+        steps = store.read_table("smoke", 0, stage, table_name="steps").to_pandas()
+        c = cost.stages[stage]
+        stored = (steps.prompt_tokens.sum(), steps.completion_tokens.sum())
+        assert (c.prompt_tokens, c.generated_tokens) == stored and min(stored) > 0
+        assert c.ratio == pytest.approx(c.flops_ratio + c.bandwidth_ratio)
+        per_step[stage] = c.prompt_tokens / len(steps)
+    # look-ahead sums its candidates' and world model's calls into each step
+    assert per_step["eval-wmla1"] > per_step["eval"]
+    for stage in ("wm_data", "fidelity"):  # rationales; M_w's predictions and the O/A judge: counted by the clients
+        c = cost.stages[stage]
+        assert (c.prompt_tokens, c.generated_tokens) == astuple(read_usage(store, "smoke", 0, stage))[:2]
+        assert c.prompt_tokens > 0 and c.generated_tokens > 0
+    size = weights_size(tiny_model_dir())
+    assert (cost.params, cost.weight_bytes) == (size.params, size.bytes)
+    for stage in ("finetune", "finetune_wm"):  # TRL's count, stored with the adapter's metrics
+        c = cost.stages[stage]
+        metrics = json.loads(Path(store.fs._strip_protocol(store.uri("smoke", 0, stage)) + "/adapter/finetune.json")
+                             .read_text())["metrics"]
+        assert c.trained_tokens == metrics["trained_tokens"] > 0 and c.bandwidth_ratio is None
+        assert c.flops_ratio == pytest.approx(4 * size.params * c.trained_tokens / c.seconds / cost.limits.flops_per_s)
+    # the same report from the stored rows alone, against other limits
+    limits = MachineLimits(flops_per_s=1e9, bytes_per_s=1e9, threads=1)
+    again = round_cost(store, "smoke", 0, limits, size.params, size.bytes)
+    assert work(again) == work(cost)
+    assert [line.split(" ")[0] for line in again.far_from_limit] == [
+        s for s, c in again.stages.items() if c.ratio is not None and c.ratio < FAR]
 
 
 def test_killed_during_sampling_resumes_without_loss_or_duplicates(prefect_server, tmp_path):

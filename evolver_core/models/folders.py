@@ -11,10 +11,13 @@ half-written model behind; an existing folder is reused. The cache root is
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import shutil
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from evolver_core.settings import webevolver_home
@@ -68,3 +71,29 @@ def folder_digest(*folders: Path | str) -> str:
                 while chunk := f.read(1 << 20):
                     h.update(chunk)
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class WeightsSize:
+    """A model's weights as its folder stores them: parameters and bytes (tied embeddings once)."""
+
+    params: int
+    bytes: int
+
+
+def weights_size(folder: Path | str) -> WeightsSize:
+    """Parameters and bytes of the weights in a model folder, from its safetensors files'
+    headers (8 bytes of little-endian header length, then JSON: each tensor's shape and byte
+    range), without loading them: exact for any architecture, unlike a count from config.json."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no safetensors weights in {folder}")
+    params = size = 0
+    for path in files:
+        with path.open("rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        for name, tensor in header.items():
+            if name != "__metadata__":
+                params += math.prod(tensor["shape"])
+                size += tensor["data_offsets"][1] - tensor["data_offsets"][0]
+    return WeightsSize(params=params, bytes=size)

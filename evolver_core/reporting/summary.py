@@ -25,6 +25,7 @@ from evolver_core.data.run_layout import EVAL, EVAL_GEN, EVAL_SELF, SELF_IMPROVE
 from evolver_core.data.stage_results import (AdapterSummary, FidelitySummary, JudgeSummary, SampleSummary,
                                              SftSummary, SynthesisSummary, WmDataSummary)
 from evolver_core.data.storage import Storage
+from evolver_core.reporting.cost import RoundCost
 from evolver_core.reporting.formats import measure
 from evolver_core.reporting.metrics import PairedDifference
 from evolver_core.reporting.results import (LookaheadStats, lookahead_stats, paired_stages, played_seeds,
@@ -150,6 +151,7 @@ class RoundSummary:
     identities: Identities
     warnings: list[str]
     server_starts: list[dict] = field(default_factory=list)  # `infra.serving`'s, added by the flow
+    cost: Optional[RoundCost] = None  # each stage against the machine's limits (`reporting.cost`), added by the flow
 
     def to_json(self) -> dict:
         """The summary as `evolve --json` prints it (every record a mapping, field order kept)."""

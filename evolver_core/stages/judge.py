@@ -50,7 +50,9 @@ def run_judge(inputs: JudgeInputs, serve: ServeModel) -> JudgeSummary:
     store = inputs.store()
     open_stage(store, inputs.run_id, inputs.round, inputs.out_stage, identity)
     with serve_without_browser(inputs.judge_model) as server:
-        summary = asyncio.run(judge_trajectories(store, inputs.run_id, inputs.round, server.client(),
+        client = server.client()
+        summary = asyncio.run(judge_trajectories(store, inputs.run_id, inputs.round, client,
                                                  source_stage=inputs.source_stage, stage=inputs.out_stage,
                                                  max_tokens=inputs.judge_config.max_tokens))
+    inputs.record_calls(inputs.out_stage, client)
     return replace(summary, identity=identity.digest)

@@ -131,11 +131,14 @@ async def _synthesize(inputs: SynthesizeInputs, store: Storage, starts: dict[str
                 policy_client = stack.enter_context(serve_without_browser(inputs.policy)).client()
                 model = WorldModel(stack.enter_context(serve_without_browser(inputs.world_model)).client(), wm)
                 judge_client = stack.enter_context(serve_without_browser(inputs.judge_model)).client()
-                return await synthesize(
+                summary = await synthesize(
                     tasks, {i: start.first_page for i, start in starts.items()},
                     PolicyAgent.for_episodes(policy_client, sampling, seed_offset=SYNTHETIC_SEEDS), model, store, cfg,
                     judge_client=judge_client,
                     judge_max_tokens=inputs.judge_config.max_tokens, max_actions=wm.synth_max_actions, replay=replay)
+                # the step rows hold the policy's tokens only, not the world model's or the judge's
+                inputs.record_calls(SYNTHESIZE, policy_client, model.client, judge_client)
+                return summary
     finally:
         await the_suite.stop()
 

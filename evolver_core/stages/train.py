@@ -16,6 +16,7 @@ from evolver_core.data.identity import StageIdentity, code_digest, folder_conten
 from evolver_core.data.run_layout import (ADAPTER, FINETUNE, adapter_uri, has_adapter, open_stage, read_identity,
                                           stage_digest)
 from evolver_core.data.stage_results import AdapterSummary
+from evolver_core.data.stage_work import TokenUsage, record_usage
 from evolver_core.data.storage import Storage
 from evolver_core.settings import download_cache
 from evolver_core.stages.inputs import StageInputs
@@ -83,6 +84,8 @@ def run_finetune(inputs: FinetuneInputs, on_log: Optional[Callable[[int, dict], 
             uri = store.put_dir(trained.adapter_dir, run_id, round_, out_stage, ADAPTER)
         metrics = asdict(trained.metrics)
     metrics.pop("loss_history", None)
+    if "trained_tokens" in metrics:  # adapters trained before it was counted lack it
+        record_usage(store, run_id, round_, out_stage, TokenUsage(trained_tokens=metrics["trained_tokens"]))
     return AdapterSummary(adapter_uri=uri, adapter_digest=_adapter_digest(store, uri), base_model=base_model,
                           examples=len(examples), data_digest=examples_digest(examples), stage=out_stage,
                           identity=identity.digest, metrics=metrics)

@@ -69,9 +69,11 @@ def run_wm_data(inputs: WmDataInputs, serve: ServeModel,
     everything = predictable(transitions_from_records(trajs, steps), wm.form)
     kept = cap_transitions(everything, first_per_site=wm.first_per_site, per_action_key=wm.per_action_key,
                            limit=wm.transitions)
+    distillers = []  # the model client, where rationales are distilled
     if wm.thought:
         with serve_without_browser(inputs.base) as server:
-            rationales = asyncio.run(distill_rationales(server.client(), kept, max_tokens=wm.rationale_max_tokens,
+            distillers.append(distiller := server.client())
+            rationales = asyncio.run(distill_rationales(distiller, kept, max_tokens=wm.rationale_max_tokens,
                                                         on_done=on_done))
     else:  # no rationales: no base model to start
         rationales = [None] * len(kept)
@@ -79,6 +81,7 @@ def run_wm_data(inputs: WmDataInputs, serve: ServeModel,
     uri = store.write_shard(run_id, round_, WM_DATA, WM_TRANSITION_TABLE, table, source_stage)
     examples = wm_sft_examples(kept, rationales, wm.form)
     sft_uri = write_sft_parquet(examples, store, run_id, round_, source_stage=source_stage, stage=WM_SFT)
+    inputs.record_calls(WM_DATA, *distillers)
     return WmDataSummary(uri=uri, sft_uri=sft_uri, transitions=len(everything), kept=len(kept),
                          first_steps=sum(1 for t in kept if t.action is None), examples=len(examples),
                          identity=identity.digest)
@@ -125,4 +128,5 @@ def run_fidelity(inputs: FidelityInputs, serve: ServeModel) -> FidelitySummary:
         table = pa.Table.from_pylist([{"run_id": run_id, "round": round_, "stage": FIDELITY} | r for r in rows],
                                      schema=FIDELITY_SCHEMA)
         uri = store.write_shard(run_id, round_, FIDELITY, FIDELITY_TABLE, table, inputs.source_stage)
+    inputs.record_calls(FIDELITY, model.client, *([judge] if judge else []))
     return FidelitySummary(**report, uri=uri, identity=identity.digest)

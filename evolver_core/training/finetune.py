@@ -79,6 +79,7 @@ class FinetuneMetrics:
     trainable_params: int
     examples: int  # given
     examples_trained: int  # left after TRL drops examples whose reply max_length cut off entirely
+    trained_tokens: int  # forward and backward, padding aside, over every step and epoch (`trained_tokens`)
     loss_history: list[tuple[int, float]]  # (step, loss) per logging step
 
 
@@ -103,6 +104,13 @@ def _callback(on_log: LogFn | None, history: list[tuple[int, float]]):
                 on_log(state.global_step, dict(logs))
 
     return _Progress()
+
+
+def trained_tokens(log_history: Sequence[dict[str, float]]) -> int:
+    """The tokens a training ran forward and backward: TRL's SFTTrainer logs `num_tokens`, the
+    running sum of every batch's attention mask (the real tokens, padding aside) since the
+    start, in each log of the trainer's history; the last one counts them all."""
+    return int(max((log.get("num_tokens", 0) for log in log_history), default=0))
 
 
 def _dataset(examples: Sequence[dict[str, Any]]):
@@ -181,7 +189,8 @@ def finetune(examples: Sequence[dict[str, Any]], training: TrainingConfig, base_
         metrics = FinetuneMetrics(
             train_loss=output.training_loss, steps=output.global_step, runtime_s=output.metrics["train_runtime"],
             trainable_params=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-            examples=len(examples), examples_trained=len(trainer.train_dataset), loss_history=history)
+            examples=len(examples), examples_trained=len(trainer.train_dataset),
+            trained_tokens=trained_tokens(trainer.state.log_history), loss_history=history)
         if writer:
             (partial / METRICS_FILE).write_text(json.dumps(
                 {"config": asdict(training), "base_model_dir": base_model_dir, "metrics": asdict(metrics)}, indent=2))
