@@ -100,7 +100,12 @@ def bench_round_cmd(preset: str = typer.Option("smoke", help="Preset of the roun
             raise typer.BadParameter(f"run {run!r} has no trained round in {store.uri()}", param_hint="--run")
         cost = model_round_cost(store, run, round_, stored_base_model(store, run, round_))
     console.print(cost_table({round_: cost}))
-    emit_json(bench_round(Storage(root), run, round_, cost))
+    report = bench_round(Storage(root), run, round_, cost)
+    if not cost.stages:  # a run made before stages recorded their work: say so, never a silent empty table
+        report["warning"] = (f"no stage of round {round_} of {run!r} recorded its seconds and tokens: the run was "
+                             "made before the cost report existed; rerun it with this code to measure it")
+        console.print(f"[yellow]warning[/yellow] {report['warning']}")
+    emit_json(report)
 
 
 @bench_app.command("serve")
